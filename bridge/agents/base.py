@@ -1,0 +1,53 @@
+"""The one small interface every agent backend implements.
+
+An answer is an async stream of text chunks, so streaming replies can come later without
+changing the interface; today the pipeline joins the chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from bridge.events import Sender
+
+
+class AgentError(Exception):
+    """The backend failed: raised, timed out or answered something unusable."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryMessage:
+    role: Literal["user", "assistant"]
+    content: str
+    sender_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentRequest:
+    """Everything a backend may use to answer one message.
+
+    ``history`` is the bounded window before ``text``, oldest first; it never includes ``text``.
+    """
+
+    agent_slug: str
+    agent_name: str
+    system_prompt: str
+    session_id: int
+    external_conv_id: str
+    channel: str
+    is_group: bool
+    group_name: str | None
+    sender: Sender
+    message_id: int
+    text: str
+    history: tuple[HistoryMessage, ...]
+
+
+class AgentBackend(Protocol):
+    def answer(self, request: AgentRequest) -> AsyncIterator[str]:
+        """Yield the reply in chunks; raise AgentError when no reply can be given."""
+        ...
+
+    async def aclose(self) -> None: ...

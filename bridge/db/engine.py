@@ -1,0 +1,63 @@
+"""Engines and dialect helpers: one async engine per process, built from the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+from sqlalchemy.sql.dml import Insert
+
+from bridge.settings import DatabaseSettings
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _prepare_sqlite(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """SQLite gets one connection (its writers serialize anyway, and one connection cannot hit
+    ``database is locked``); PostgreSQL gets a pool that survives a server restart."""
+    if settings.url.startswith("sqlite"):
+        _prepare_sqlite(settings.url)
+        engine = create_async_engine(settings.url, pool_size=1, max_overflow=0, pool_timeout=60)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        settings.url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def insert(engine_or_dialect: AsyncEngine | str, table: Table) -> Insert:
+    """An INSERT that knows ``ON CONFLICT`` on both dialects."""
+    name = engine_or_dialect if isinstance(engine_or_dialect, str) else engine_or_dialect.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

@@ -1,0 +1,77 @@
+"""The normalized types that cross the edge between channels and the core.
+
+Adapters build these from platform payloads; the core never sees a payload dict or SDK object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ParticipantKind = Literal["user", "agent"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sender:
+    external_id: str
+    display_name: str | None = None
+    kind: ParticipantKind = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attachment:
+    name: str
+    mime_type: str | None = None
+    size: int | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundMessage:
+    """One message for an agent, as the channel saw it.
+
+    ``external_message_id`` is the dedup key: the same id in the same conversation is stored once.
+    ``reply_target`` is opaque to the core; the channel gets it back on the :class:`Reply`
+    (for example a Slack channel and ``thread_ts``).
+    """
+
+    channel: str
+    agent_slug: str
+    external_conv_id: str
+    external_message_id: str
+    sender: Sender
+    text: str
+    is_group: bool = False
+    group_name: str | None = None
+    parent_conv_id: str | None = None
+    title: str | None = None
+    mentions: tuple[str, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    reply_target: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestResult:
+    session_id: int
+    message_id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """A stored reply on its way out.
+
+    ``delivery_key`` is stable across attempts: channels pass it to the platform's idempotency
+    mechanism. ``in_doubt`` says an earlier attempt may have reached the platform unrecorded.
+    """
+
+    message_id: int
+    session_id: int
+    delivery_key: str
+    agent_slug: str
+    channel: str
+    external_conv_id: str
+    text: str
+    reply_target: dict[str, str]
+    in_doubt: bool
+    attempt: int

@@ -1,0 +1,228 @@
+"""Configuration: one TOML file, overridden by ``BRIDGE_*`` environment variables.
+
+Every problem is reported as a single :class:`ConfigError` line naming the key, so an operator
+sees what to fix instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+BACKENDS = ("echo", "openai", "webhook")
+CONFIG_ENV = "BRIDGE_CONFIG"
+SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ConfigError(Exception):
+    """A bad configuration, described in one line that names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///./data/bridge.db"
+    pool_size: int = Field(default=10, ge=1, le=200)
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class PipelineSettings(_Section):
+    answer_concurrency: int = Field(default=16, ge=1)
+    delivery_concurrency: int = Field(default=16, ge=1)
+    claim_ttl_seconds: float = Field(default=60.0, gt=0)
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    max_delivery_attempts: int = Field(default=8, ge=1)
+    retry_base_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    apology_text: str = "Sorry, I could not answer that just now. Please try again in a moment."
+    reset_text: str = "Started a fresh conversation: earlier messages are no longer used as context."
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class OpenAIBackendSettings(_Section):
+    base_url: str = "https://api.openai.com/v1"
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
+class WebhookBackendSettings(_Section):
+    url: str
+    secret: SecretStr
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class AgentSettings(BaseModel):
+    """One agent. Extra tables (``[agents.slack]`` …) are channel sections, checked by the
+    channel that owns them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    slug: str
+    name: str = ""
+    backend: str = "echo"
+    system_prompt: str = ""
+    history_messages: int = Field(default=20, ge=0, le=1000)
+    history_chars: int = Field(default=12_000, ge=0)
+    idle_reset_hours: float | None = Field(default=None, gt=0)
+    echo_timeout_seconds: float = Field(default=10.0, gt=0)
+    openai: OpenAIBackendSettings | None = None
+    webhook: WebhookBackendSettings | None = None
+
+    @field_validator("slug")
+    @classmethod
+    def _slug_shape(cls, value: str) -> str:
+        if not SLUG_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a slug (lowercase letters, digits, - and _)")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r} (expected one of: {', '.join(BACKENDS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_options_present(self) -> AgentSettings:
+        if not self.name:
+            self.name = self.slug
+        if self.backend in ("openai", "webhook") and getattr(self, self.backend) is None:
+            raise ValueError(f"backend {self.backend!r} needs an [agents.{self.backend}] table")
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(f"unknown key {key!r}")
+        return self
+
+    @property
+    def channels(self) -> dict[str, dict[str, Any]]:
+        """The channel sections by channel name, still raw: their channel validates them."""
+        return dict(self.model_extra or {})
+
+    @property
+    def answer_timeout_seconds(self) -> float:
+        if self.backend == "openai" and self.openai is not None:
+            return self.openai.timeout_seconds
+        if self.backend == "webhook" and self.webhook is not None:
+            return self.webhook.timeout_seconds
+        return self.echo_timeout_seconds
+
+
+def _default_agents() -> list[AgentSettings]:
+    return [AgentSettings(slug="assistant", name="Assistant")]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    agents: list[AgentSettings] = Field(default_factory=_default_agents, min_length=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values; the environment overrides it.
+        return (env_settings, init_settings)
+
+    def agent(self, slug: str) -> AgentSettings:
+        for agent in self.agents:
+            if agent.slug == slug:
+                return agent
+        raise KeyError(slug)
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "config"
+
+
+
+
+def _check_unique_slugs(settings: Settings) -> None:
+    seen: dict[str, int] = {}
+    for index, agent in enumerate(settings.agents):
+        if agent.slug in seen:
+            raise ConfigError(
+                f"agents[{index}].slug: duplicate slug {agent.slug!r} (also agents[{seen[agent.slug]}])"
+            )
+        seen[agent.slug] = index
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: malformed TOML: {error}") from None
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load the TOML file (``--config``, else ``$BRIDGE_CONFIG``, else none) and the environment."""
+    path = config_path or os.environ.get(CONFIG_ENV) or None
+    data: dict[str, Any] = read_toml(Path(path)) if path else {}
+    if overrides:
+        data = {**data, **overrides}
+    try:
+        settings = Settings(**data)
+    except ValidationError as error:
+        line = first_error_line(error)
+        raise ConfigError(f"{path}: {line}" if path else line) from None
+    _check_unique_slugs(settings)
+    return settings
+
+
+def first_error_line(error: ValidationError, *, under: tuple[int | str, ...] = ()) -> str:
+    """The first problem, as ``key.path: message``; ``under`` is where the model was read from."""
+    first = error.errors(include_url=False)[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{_format_location(under + tuple(first['loc']))}: {message}"

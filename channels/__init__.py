@@ -1,0 +1,1 @@
+"""Channel adapters. The core finds them by name through the ``bridge.channels`` entry points."""
