@@ -146,15 +146,18 @@ async def record_activity(
     session_id: int,
     group_name: str | None,
     now: datetime,
+    inbound: bool,
     context_from_message_id: int | None = None,
 ) -> None:
-    """Count a new message, revive a soft-deleted session, keep the group name current and,
-    when given, start the agent's context afresh at ``context_from_message_id``."""
+    """Count a new message, keep the group name current, let new inbound activity revive a
+    soft-deleted session and, when given, start the agent's context afresh at
+    ``context_from_message_id``."""
     values: dict[str, object] = {
         "message_count": ChatSession.message_count + 1,
         "last_message_at": now,
-        "deleted_at": None,
     }
+    if inbound:
+        values["deleted_at"] = None
     if group_name:
         values["group_name"] = group_name
     if context_from_message_id is not None:

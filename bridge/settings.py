@@ -56,6 +56,7 @@ class PipelineSettings(_Section):
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    send_timeout_seconds: float = Field(default=60.0, gt=0)
     apology_text: str = "Sorry, I could not answer that just now. Please try again in a moment."
     reset_text: str = "Started a fresh conversation: earlier messages are no longer used as context."
 

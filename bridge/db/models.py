@@ -19,6 +19,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -158,6 +160,12 @@ class ChatMessage(Base):
     __table_args__ = (
         UniqueConstraint("session_id", "external_message_id"),
         Index(None, "session_id", "id"),
+        Index(
+            "ix_chat_messages_session_position",
+            "session_id",
+            func.coalesce(text("reply_to_message_id"), text("id")),
+            "id",
+        ),
         Index(None, "state", "next_attempt_at"),
         Index(None, "claimed_by", "state"),
     )
@@ -188,6 +196,12 @@ class ChatMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @classmethod
+    def position(cls) -> Any:
+        """Where a message sits in its conversation: a reply right after what it answers,
+        even when later messages arrived before it was written."""
+        return func.coalesce(cls.reply_to_message_id, cls.id)
 
 
 class ApiToken(Base):

@@ -120,6 +120,7 @@ def upgrade() -> None:
     with op.batch_alter_table('chat_messages', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_chat_messages_claimed_by_state'), ['claimed_by', 'state'], unique=False)
         batch_op.create_index(batch_op.f('ix_chat_messages_session_id_id'), ['session_id', 'id'], unique=False)
+        batch_op.create_index('ix_chat_messages_session_position', ['session_id', sa.text('coalesce(reply_to_message_id, id)'), 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_chat_messages_state_next_attempt_at'), ['state', 'next_attempt_at'], unique=False)
 
     op.create_table('session_members',
@@ -137,6 +138,7 @@ def downgrade() -> None:
     with op.batch_alter_table('chat_messages', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_chat_messages_state_next_attempt_at'))
         batch_op.drop_index(batch_op.f('ix_chat_messages_session_id_id'))
+        batch_op.drop_index('ix_chat_messages_session_position')
         batch_op.drop_index(batch_op.f('ix_chat_messages_claimed_by_state'))
 
     op.drop_table('chat_messages')

@@ -1,0 +1,193 @@
+"""Step 3 of the flow: answer one claimed user message and store the reply.
+
+The reply is stored and the user message marked answered in one transaction, and only if this
+worker still holds the claim, so a message is answered once even when a claim expired and
+another process took it over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bridge.agents.base import AgentBackend, AgentError, AgentRequest
+from bridge.claims import ANSWER, DELIVER, still_claimed
+from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant, utcnow
+from bridge.directory import AgentDirectory, AgentRecord
+from bridge.events import Sender
+from bridge.history import load_history
+from bridge.logs import log_event
+from bridge.metrics import Metrics
+from bridge.sessions import record_activity, reset_context
+from bridge.settings import PipelineSettings
+from bridge.wakeups import WorkSignals, notify_in_transaction
+
+logger = logging.getLogger(__name__)
+RESET_COMMAND = "/reset"
+
+
+def new_delivery_key() -> str:
+    """Stable id of one reply's delivery; 24 characters fit Discord's 25-character nonce."""
+    return secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Job:
+    agent: AgentRecord
+    request: AgentRequest
+    channel: str
+    reply_target: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Outcome:
+    text: str
+    role: str
+    state: str
+    error: str | None = None
+    reset: bool = False
+
+
+class Answerer:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        agents: AgentDirectory,
+        backends: Mapping[str, AgentBackend],
+        signals: WorkSignals,
+        metrics: Metrics,
+        settings: PipelineSettings,
+        worker_id: str,
+    ) -> None:
+        self._sessions = sessions
+        self._agents = agents
+        self._backends = backends
+        self._signals = signals
+        self._metrics = metrics
+        self._settings = settings
+        self._worker_id = worker_id
+
+    async def __call__(self, message_id: int) -> None:
+        job = await self._load(message_id)
+        if job is None:
+            return
+        if job.request.text.strip().lower() == RESET_COMMAND:
+            outcome = _Outcome(
+                text=self._settings.reset_text, role="system", state=MessageState.ANSWERED,
+                reset=True,
+            )
+        else:
+            outcome = await self._ask_agent(job)
+        await self._store(message_id, job, outcome)
+
+    async def _ask_agent(self, job: _Job) -> _Outcome:
+        backend = self._backends[job.agent.settings.slug]
+        try:
+            async with asyncio.timeout(job.agent.settings.answer_timeout_seconds):
+                text = "".join([chunk async for chunk in backend.answer(job.request)])
+            if not text.strip():
+                raise AgentError("the agent returned an empty reply")
+        except Exception as error:
+            reason = (
+                f"timed out after {job.agent.settings.answer_timeout_seconds:g} s"
+                if isinstance(error, TimeoutError)
+                else f"{type(error).__name__}: {error}"
+            )
+            log_event(
+                logger, "agent.failed", level=logging.WARNING, agent=job.agent.settings.slug,
+                session=job.request.session_id, message=job.request.message_id, error=reason,
+            )
+            self._metrics.failed.labels(job.channel, "agent").inc()
+            return _Outcome(
+                text=self._settings.apology_text, role="system", state=MessageState.FAILED,
+                error=reason,
+            )
+        return _Outcome(text=text, role="assistant", state=MessageState.ANSWERED)
+
+    async def _load(self, message_id: int) -> _Job | None:
+        async with self._sessions() as db:
+            row = (
+                await db.execute(
+                    ChatMessage.__table__.select()  # type: ignore[attr-defined]
+                    .with_only_columns(
+                        ChatMessage.content, ChatMessage.channel, ChatMessage.reply_target,
+                        ChatMessage.session_id, ChatSession.agent_id, ChatSession.external_conv_id,
+                        ChatSession.is_group, ChatSession.group_name,
+                        ChatSession.context_from_message_id, Participant.external_id,
+                        Participant.display_name, Participant.kind,
+                    )
+                    .join(ChatSession, ChatSession.id == ChatMessage.session_id)
+                    .outerjoin(Participant, Participant.id == ChatMessage.sender_participant_id)
+                    .where(*still_claimed(message_id, ANSWER, self._worker_id))
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            agent = self._agents.by_id(row.agent_id)
+            history = await load_history(
+                db, session_id=row.session_id, before_message_id=message_id,
+                from_message_id=row.context_from_message_id,
+                max_messages=agent.settings.history_messages,
+                max_chars=agent.settings.history_chars,
+            )
+        request = AgentRequest(
+            agent_slug=agent.settings.slug, agent_name=agent.settings.name,
+            system_prompt=agent.settings.system_prompt, session_id=row.session_id,
+            external_conv_id=row.external_conv_id, channel=row.channel, is_group=row.is_group,
+            group_name=row.group_name,
+            sender=Sender(
+                external_id=row.external_id or "", display_name=row.display_name,
+                kind=row.kind or "user",
+            ),
+            message_id=message_id, text=row.content, history=history,
+        )
+        return _Job(agent=agent, request=request, channel=row.channel, reply_target=row.reply_target)
+
+    async def _store(self, message_id: int, job: _Job, outcome: _Outcome) -> None:
+        now = utcnow()
+        session_id = job.request.session_id
+        async with self._sessions() as db, db.begin() as transaction:
+            finished = await db.execute(
+                update(ChatMessage)
+                .where(*still_claimed(message_id, ANSWER, self._worker_id))
+                .values(
+                    state=outcome.state, last_error=outcome.error, claimed_by=None,
+                    claim_expires_at=None, attempts=ChatMessage.attempts + 1, updated_at=now,
+                )
+            )
+            if finished.rowcount != 1:  # type: ignore[attr-defined]
+                await transaction.rollback()
+                log_event(
+                    logger, "answer.claim_lost", level=logging.WARNING, session=session_id,
+                    message=message_id,
+                )
+                return
+            if outcome.reset:
+                await reset_context(db, session_id=session_id, from_message_id=message_id + 1)
+            reply = ChatMessage(
+                session_id=session_id, sender_participant_id=job.agent.participant_id,
+                role=outcome.role, content=outcome.text, reply_to_message_id=message_id,
+                channel=job.channel, reply_target=job.reply_target, attachments=[],
+                state=MessageState.TO_DELIVER, attempts=0, delivery_key=new_delivery_key(),
+                delivery_in_doubt=False, platform_message_ids=[], created_at=now, updated_at=now,
+            )
+            db.add(reply)
+            await db.flush()
+            await record_activity(
+                db, session_id=session_id, group_name=None, now=now, inbound=False
+            )
+            await notify_in_transaction(db, DELIVER.name)
+        self._signals.wake(DELIVER.name)
+        if outcome.state == MessageState.ANSWERED:
+            self._metrics.answered.labels(job.channel).inc()
+        log_event(
+            logger, "message.answered", channel=job.channel, agent=job.agent.settings.slug,
+            session=session_id, message=message_id, reply=reply.id, outcome=outcome.state,
+        )

@@ -1,0 +1,159 @@
+"""``build_app(settings)``: the aiohttp application with every resource in ``cleanup_ctx``.
+
+Nothing starts at import time or in ``build_app``; engines, clients, workers and channels start
+when the app starts and stop, in reverse order, when it stops: channels first (no new intake),
+then the pipeline (in-flight work finished or handed back), then clients and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bridge.agents import AgentBackend, build_backend
+from bridge.db.engine import create_engine, session_factory
+from bridge.db.migrate import require_head
+from bridge.db.models import ChatMessage, MessageState
+from bridge.directory import AgentDirectory, sync_agents
+from bridge.events import InboundMessage, IngestResult
+from bridge.metrics import Metrics
+from bridge.pipeline import Pipeline
+from bridge.settings import Settings
+from channels.base import ChannelContext
+from channels.registry import ChannelRegistry, RunningChannels, configured_channels
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+CHANNELS = web.AppKey("channels", RunningChannels)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+AGENTS = web.AppKey("agents", AgentDirectory)
+BACKENDS = web.AppKey("backends", dict[str, AgentBackend])
+PIPELINE = web.AppKey("pipeline", Pipeline)
+
+WAITING_STATES = (
+    MessageState.PENDING, MessageState.ANSWERING, MessageState.TO_DELIVER, MessageState.DELIVERING
+)
+
+
+def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) -> web.Application:
+    """The whole service as one app. Raises ConfigError for a bad channel section."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    channels = RunningChannels()
+    app[CHANNELS] = channels
+
+    async def ingest(message: InboundMessage) -> IngestResult:
+        return await app[PIPELINE].ingest(message)
+
+    for configured in configured_channels(settings, registry or ChannelRegistry()):
+        context = ChannelContext(
+            agent=configured.agent, settings=configured.settings, ingest=ingest, web_app=app
+        )
+        channels.add(
+            name=configured.plugin.name, agent_slug=configured.agent.slug,
+            channel=configured.plugin.create(context),
+        )
+
+    app.cleanup_ctx.extend([_database, _agents, _pipeline, _channels])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = create_engine(app[SETTINGS].database)
+    try:
+        await require_head(engine)
+        app[ENGINE] = engine
+        app[SESSIONS] = session_factory(engine)
+        yield
+    finally:
+        await engine.dispose()
+
+
+async def _agents(app: web.Application) -> AsyncIterator[None]:
+    app[AGENTS] = await sync_agents(app[SESSIONS], app[SETTINGS].agents)
+    async with aiohttp.ClientSession() as http:
+        backends = {agent.slug: build_backend(agent, http=http) for agent in app[SETTINGS].agents}
+        app[BACKENDS] = backends
+        try:
+            yield
+        finally:
+            for backend in backends.values():
+                await backend.aclose()
+
+
+async def _pipeline(app: web.Application) -> AsyncIterator[None]:
+    pipeline = Pipeline(
+        settings=app[SETTINGS], engine=app[ENGINE], sessions=app[SESSIONS], agents=app[AGENTS],
+        backends=app[BACKENDS], channels=app[CHANNELS].get, metrics=app[METRICS],
+    )
+    app[PIPELINE] = pipeline
+    await pipeline.start()
+    try:
+        yield
+    finally:
+        await pipeline.stop()
+
+
+async def _channels(app: web.Application) -> AsyncIterator[None]:
+    await app[CHANNELS].start_all()
+    try:
+        yield
+    finally:
+        await app[CHANNELS].stop_all()
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """The process is up; says nothing about its dependencies (that is /readyz)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    app = request.app
+    database = "ok"
+    try:
+        async with asyncio.timeout(2):
+            async with app[ENGINE].connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    except Exception as error:
+        database = f"unreachable: {type(error).__name__}"
+    channels = {
+        key: {"ready": status.ready, "detail": status.detail}
+        for key, status in app[CHANNELS].statuses().items()
+    }
+    ready = database == "ok" and all(c["ready"] for c in channels.values())
+    body = {"status": "ready" if ready else "not ready", "database": database, "channels": channels}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    try:
+        async with asyncio.timeout(2), app[SESSIONS]() as db:
+            rows = (
+                await db.execute(
+                    select(ChatMessage.state, func.count())
+                    .where(ChatMessage.state.in_(WAITING_STATES))
+                    .group_by(ChatMessage.state)
+                )
+            ).all()
+        counts = {str(state): int(count) for state, count in rows}
+        for state in WAITING_STATES:
+            app[METRICS].pending.labels(state).set(counts.get(state, 0))
+    except Exception as error:  # still serve the counters when the database is away
+        logger.warning("metrics: pending work unknown: %s", type(error).__name__)
+    return web.Response(
+        body=app[METRICS].render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+    )

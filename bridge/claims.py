@@ -1,0 +1,124 @@
+"""Row claims: how workers, in one process or many, take work without taking it twice.
+
+A claim moves a message from its waiting state to its working state, stamps the worker and an
+expiry, and is renewed while the work runs. Only the oldest unfinished message of a session can
+be claimed, so the messages of one session are handled strictly in order. On PostgreSQL the
+claim uses ``FOR UPDATE SKIP LOCKED``; SQLite runs one process and serializes its writers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, exists, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from bridge.db.models import ChatMessage, MessageState, utcnow
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimKind:
+    name: str
+    waiting: str
+    working: str
+
+
+ANSWER = ClaimKind(name="answer", waiting=MessageState.PENDING, working=MessageState.ANSWERING)
+DELIVER = ClaimKind(name="deliver", waiting=MessageState.TO_DELIVER, working=MessageState.DELIVERING)
+KINDS = (ANSWER, DELIVER)
+
+
+async def claim(
+    sessions: async_sessionmaker[AsyncSession],
+    kind: ClaimKind,
+    *,
+    worker_id: str,
+    limit: int,
+    ttl_seconds: float,
+) -> list[int]:
+    """Claim up to ``limit`` messages of ``kind``, oldest first; returns their ids."""
+    now = utcnow()
+    earlier = aliased(ChatMessage)
+    blocked_by_earlier = exists().where(
+        earlier.session_id == ChatMessage.session_id,
+        earlier.id < ChatMessage.id,
+        earlier.state.in_((kind.waiting, kind.working)),
+    )
+    ready = or_(
+        and_(
+            ChatMessage.state == kind.waiting,
+            or_(ChatMessage.next_attempt_at.is_(None), ChatMessage.next_attempt_at <= now),
+        ),
+        and_(ChatMessage.state == kind.working, ChatMessage.claim_expires_at < now),
+    )
+    query = (
+        select(ChatMessage.id)
+        .where(ready, ~blocked_by_earlier)
+        .order_by(ChatMessage.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    async with sessions() as db, db.begin():
+        ids = list((await db.execute(query)).scalars())
+        if ids:
+            await db.execute(
+                update(ChatMessage)
+                .where(ChatMessage.id.in_(ids))
+                .values(
+                    state=kind.working,
+                    claimed_by=worker_id,
+                    claim_expires_at=now + timedelta(seconds=ttl_seconds),
+                )
+            )
+    return ids
+
+
+async def renew(
+    sessions: async_sessionmaker[AsyncSession], *, worker_id: str, ttl_seconds: float
+) -> int:
+    """Push back the expiry of every claim this worker holds (the work is still alive)."""
+    async with sessions() as db, db.begin():
+        result = await db.execute(
+            update(ChatMessage)
+            .where(
+                ChatMessage.claimed_by == worker_id,
+                ChatMessage.state.in_([k.working for k in KINDS]),
+            )
+            .values(claim_expires_at=utcnow() + timedelta(seconds=ttl_seconds))
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def release(
+    sessions: async_sessionmaker[AsyncSession], *, worker_id: str | None
+) -> int:
+    """Hand claimed work back to the queue: this worker's, or (``None``) everyone's."""
+    working = [k.working for k in KINDS]
+    condition = ChatMessage.state.in_(working)
+    if worker_id is not None:
+        condition = and_(condition, ChatMessage.claimed_by == worker_id)
+    back_to_waiting = case(
+        *((ChatMessage.state == k.working, k.waiting) for k in KINDS), else_=ChatMessage.state
+    )
+    async with sessions() as db, db.begin():
+        result = await db.execute(
+            update(ChatMessage)
+            .where(condition)
+            .values(state=back_to_waiting, claimed_by=None, claim_expires_at=None)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def still_claimed(message_id: int, kind: ClaimKind, worker_id: str) -> list[object]:
+    """The WHERE clause that finishes a claim only if this worker still holds it."""
+    return [
+        ChatMessage.id == message_id,
+        ChatMessage.state == kind.working,
+        ChatMessage.claimed_by == worker_id,
+    ]
+
+
+def next_retry_at(delay_seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=delay_seconds)

@@ -1,0 +1,150 @@
+"""The ``bridge`` command: serve, migrate, token create / revoke.
+
+Every expected failure (bad config, unreachable or out-of-date database) is one line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiohttp import web
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from bridge.app import build_app
+from bridge.db.engine import create_engine, session_factory
+from bridge.db.migrate import SchemaOutOfDate, current_revision, require_head, upgrade
+from bridge.logs import configure_logging, log_event
+from bridge.settings import ConfigError, Settings, load_settings
+from bridge.tokens import TokenError, create_token, revoke_token
+
+logger = logging.getLogger("bridge")
+T = TypeVar("T")
+
+
+class CommandFailed(Exception):
+    """An expected failure, printed as one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML config file (default: $BRIDGE_CONFIG, else none)")
+    parser = argparse.ArgumentParser(prog="bridge", description="Chat bridge for AI agents.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", parents=[common], help="run the service")
+    serve.add_argument("--host", help="override http.host")
+    serve.add_argument("--port", type=int, help="override http.port")
+    commands.add_parser("migrate", parents=[common], help="upgrade the database to the latest schema")
+    token = commands.add_parser("token", help="manage API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", parents=[common], help="create a token")
+    create.add_argument("name")
+    create.add_argument("--admin", action="store_true", help="may see every session")
+    revoke = token_commands.add_parser("revoke", parents=[common], help="revoke a token")
+    revoke.add_argument("name")
+    return parser
+
+
+async def _with_database(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
+    engine = create_engine(settings.database)
+    try:
+        return await work(engine)
+    except (OperationalError, DBAPIError, OSError) as error:
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        raise CommandFailed(f"cannot use the database at {_safe_url(settings)}: {reason}") from None
+    finally:
+        await engine.dispose()
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database.url).render_as_string(hide_password=True)
+
+
+def _migrate(settings: Settings) -> int:
+    async def run(engine):  # type: ignore[no-untyped-def]
+        await upgrade(engine)
+        return await current_revision(engine)
+
+    revision = asyncio.run(_with_database(settings, run))
+    print(f"database {_safe_url(settings)} is at revision {revision}")
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(engine):  # type: ignore[no-untyped-def]
+        await require_head(engine)
+        sessions = session_factory(engine)
+        if args.token_command == "create":
+            return await create_token(sessions, name=args.name, admin=args.admin)
+        await revoke_token(sessions, name=args.name)
+        return None
+
+    token = asyncio.run(_with_database(settings, run))
+    if args.token_command == "create":
+        kind = "admin token" if args.admin else "token"
+        print(f"created {kind} {args.name!r}; it is shown only once:")
+        print(token)
+    else:
+        print(f"revoked token {args.name!r}")
+    return 0
+
+
+async def _serve_until_signalled(app: web.Application, settings: Settings) -> None:
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.http.host, settings.http.port)
+        await site.start()
+        for address in runner.addresses:
+            host, port = address[0], address[1]
+            log_event(logger, "http.listening", url=f"http://{host}:{port}")
+        await stop.wait()
+        log_event(logger, "shutdown.started")
+    finally:
+        await runner.cleanup()
+    log_event(logger, "shutdown.finished")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    http = settings.http.model_copy(
+        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    )
+    settings = settings.model_copy(update={"http": http})
+    app = build_app(settings)  # validates every channel section before anything starts
+
+    async def check(engine):  # type: ignore[no-untyped-def]
+        await require_head(engine)
+
+    asyncio.run(_with_database(settings, check))
+    asyncio.run(_serve_until_signalled(app, settings))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        configure_logging(settings.log)
+        if args.command == "migrate":
+            return _migrate(settings)
+        if args.command == "token":
+            return _token(args, settings)
+        return _serve(args, settings)
+    except ConfigError as error:
+        print(f"bridge: config error: {error}", file=sys.stderr)
+        return 2
+    except (CommandFailed, SchemaOutOfDate, TokenError) as error:
+        print(f"bridge: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,194 @@
+"""Step 4 of the flow: deliver one claimed reply through its channel, exactly once.
+
+Before each send the attempt is recorded and the delivery marked *in doubt*; only a definite
+answer from the platform clears it. The channel receives the stable ``delivery_key`` and the
+in-doubt flag, so it can ask the platform whether an earlier attempt already landed instead of
+posting twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from bridge.claims import DELIVER, next_retry_at, still_claimed
+from bridge.db.models import ChatMessage, ChatSession, MessageState, utcnow
+from bridge.directory import AgentDirectory
+from bridge.events import Reply
+from bridge.logs import log_event
+from bridge.metrics import Metrics
+from bridge.settings import PipelineSettings
+from bridge.wakeups import WorkSignals
+from channels.base import Channel, DeliveryError
+
+logger = logging.getLogger(__name__)
+ChannelLookup = Callable[[str, str], Channel | None]
+
+
+def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Attempt:
+    reply: Reply
+    asked_at: datetime | None
+
+
+class Deliverer:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        agents: AgentDirectory,
+        channels: ChannelLookup,
+        signals: WorkSignals,
+        metrics: Metrics,
+        settings: PipelineSettings,
+        worker_id: str,
+    ) -> None:
+        self._sessions = sessions
+        self._agents = agents
+        self._channels = channels
+        self._signals = signals
+        self._metrics = metrics
+        self._settings = settings
+        self._worker_id = worker_id
+
+    async def __call__(self, message_id: int) -> None:
+        attempt = await self._begin(message_id)
+        if attempt is None:
+            return
+        reply = attempt.reply
+        channel = self._channels(reply.channel, reply.agent_slug)
+        if channel is None:
+            error = DeliveryError(
+                f"channel {reply.channel!r} is not running for agent {reply.agent_slug!r}",
+                permanent=True,
+            )
+            await self._failed_attempt(reply, error)
+            return
+        try:
+            async with asyncio.timeout(self._settings.send_timeout_seconds):
+                ids = await channel.send(reply)
+        except DeliveryError as error:
+            await self._failed_attempt(reply, error)
+        except Exception as error:  # unknown failure: it may have gone out
+            await self._failed_attempt(
+                reply, DeliveryError(f"{type(error).__name__}: {error}", in_doubt=True)
+            )
+        else:
+            await self._succeeded(reply, ids, attempt.asked_at)
+
+    async def _begin(self, message_id: int) -> _Attempt | None:
+        """Load the reply and record the attempt before anything is sent."""
+        asked = aliased(ChatMessage)
+        async with self._sessions() as db, db.begin():
+            row = (
+                await db.execute(
+                    select(
+                        ChatMessage.session_id, ChatMessage.delivery_key, ChatMessage.channel,
+                        ChatMessage.content, ChatMessage.reply_target, ChatMessage.attempts,
+                        ChatMessage.delivery_in_doubt, ChatSession.agent_id,
+                        ChatSession.external_conv_id, asked.created_at.label("asked_at"),
+                    )
+                    .join(ChatSession, ChatSession.id == ChatMessage.session_id)
+                    .outerjoin(asked, asked.id == ChatMessage.reply_to_message_id)
+                    .where(*still_claimed(message_id, DELIVER, self._worker_id))
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            await db.execute(
+                update(ChatMessage)
+                .where(ChatMessage.id == message_id)
+                .values(attempts=row.attempts + 1, delivery_in_doubt=True, updated_at=utcnow())
+            )
+        reply = Reply(
+            message_id=message_id, session_id=row.session_id, delivery_key=row.delivery_key or "",
+            agent_slug=self._agents.by_id(row.agent_id).settings.slug, channel=row.channel,
+            external_conv_id=row.external_conv_id, text=row.content,
+            reply_target=dict(row.reply_target or {}), in_doubt=bool(row.delivery_in_doubt),
+            attempt=row.attempts + 1,
+        )
+        return _Attempt(reply=reply, asked_at=row.asked_at)
+
+    async def _finish(self, reply: Reply, **values: object) -> bool:
+        async with self._sessions() as db, db.begin():
+            result = await db.execute(
+                update(ChatMessage)
+                .where(*still_claimed(reply.message_id, DELIVER, self._worker_id))
+                .values(claimed_by=None, claim_expires_at=None, updated_at=utcnow(), **values)
+            )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            log_event(
+                logger, "delivery.claim_lost", level=logging.WARNING, session=reply.session_id,
+                message=reply.message_id,
+            )
+            return False
+        return True
+
+    async def _succeeded(
+        self, reply: Reply, ids: Sequence[str], asked_at: datetime | None
+    ) -> None:
+        now = utcnow()
+        recorded = await self._finish(
+            reply, state=MessageState.DELIVERED, delivery_in_doubt=False,
+            platform_message_ids=list(ids), delivered_at=now, last_error=None,
+        )
+        if not recorded:
+            return
+        self._metrics.delivered.labels(reply.channel).inc()
+        if asked_at is not None:
+            self._metrics.latency.labels(reply.channel).observe((now - asked_at).total_seconds())
+        log_event(
+            logger, "message.delivered", channel=reply.channel, agent=reply.agent_slug,
+            session=reply.session_id, message=reply.message_id, attempt=reply.attempt,
+            platform_ids=",".join(ids),
+        )
+
+    async def _failed_attempt(self, reply: Reply, error: DeliveryError) -> None:
+        give_up = error.permanent or reply.attempt >= self._settings.max_delivery_attempts
+        if give_up:
+            recorded = await self._finish(
+                reply, state=MessageState.FAILED, last_error=str(error),
+                delivery_in_doubt=error.in_doubt,
+            )
+            if recorded:
+                self._metrics.failed.labels(reply.channel, "delivery").inc()
+                log_event(
+                    logger, "delivery.failed", level=logging.ERROR, channel=reply.channel,
+                    session=reply.session_id, message=reply.message_id, attempt=reply.attempt,
+                    error=str(error),
+                )
+            return
+        delay = (
+            error.retry_after
+            if error.retry_after is not None
+            else backoff_seconds(
+                reply.attempt, base=self._settings.retry_base_seconds,
+                cap=self._settings.retry_max_seconds,
+            )
+        )
+        recorded = await self._finish(
+            reply, state=MessageState.TO_DELIVER, last_error=str(error),
+            delivery_in_doubt=error.in_doubt, next_attempt_at=next_retry_at(delay),
+        )
+        if recorded:
+            self._metrics.delivery_retries.labels(reply.channel).inc()
+            self._signals.wake_later(DELIVER.name, delay)
+            log_event(
+                logger, "delivery.retry", level=logging.WARNING, channel=reply.channel,
+                session=reply.session_id, message=reply.message_id, attempt=reply.attempt,
+                retry_in=f"{delay:.2f}", error=str(error),
+            )

@@ -1,0 +1,142 @@
+"""Step 2 of the flow: store one inbound message durably, in one transaction.
+
+The unique key on ``(session_id, external_message_id)`` turns a redelivered or
+double-subscribed event into a no-op. A channel acknowledges the platform only after this
+returns, so an acknowledged message is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bridge.claims import ANSWER
+from bridge.db.engine import insert
+from bridge.db.models import ChatMessage, MessageState, utcnow
+from bridge.directory import AgentDirectory
+from bridge.events import InboundMessage, IngestResult
+from bridge.logs import log_event
+from bridge.metrics import Metrics
+from bridge.sessions import (
+    add_member,
+    find_or_create_participant,
+    find_or_create_session,
+    idle_expired,
+    record_activity,
+)
+from bridge.wakeups import WorkSignals, notify_in_transaction
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidMessage(ValueError):
+    """The channel built a message the core cannot store; nothing was stored."""
+
+
+def _validate(message: InboundMessage) -> None:
+    for name in ("channel", "agent_slug", "external_conv_id"):
+        if not getattr(message, name):
+            raise InvalidMessage(f"{name} is empty")
+    if not message.sender.external_id:
+        raise InvalidMessage("sender.external_id is empty")
+    if not message.text.strip() and not message.attachments:
+        raise InvalidMessage("the message has neither text nor attachments")
+
+
+class Ingestor:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        agents: AgentDirectory,
+        signals: WorkSignals,
+        metrics: Metrics,
+    ) -> None:
+        self._sessions = sessions
+        self._agents = agents
+        self._signals = signals
+        self._metrics = metrics
+
+    async def __call__(self, message: InboundMessage) -> IngestResult:
+        _validate(message)
+        agent = self._agents.get(message.agent_slug)
+        now = utcnow()
+        async with self._sessions() as db, db.begin() as transaction:
+            sender_id = await find_or_create_participant(
+                db, kind=message.sender.kind, channel=message.channel,
+                external_id=message.sender.external_id, display_name=message.sender.display_name,
+            )
+            parent_id = None
+            if message.parent_conv_id:
+                parent = await find_or_create_session(
+                    db, agent_id=agent.id, external_conv_id=message.parent_conv_id,
+                    source_channel=message.channel, is_group=message.is_group,
+                    group_name=message.group_name,
+                )
+                parent_id = parent.id
+            session = await find_or_create_session(
+                db, agent_id=agent.id, external_conv_id=message.external_conv_id,
+                source_channel=message.channel, is_group=message.is_group,
+                group_name=message.group_name, title=message.title,
+                participant_id=None if message.is_group else sender_id,
+                parent_session_id=parent_id,
+            )
+            await add_member(db, session_id=session.id, participant_id=sender_id)
+            message_id = (
+                await db.execute(
+                    insert(db.get_bind().dialect.name, ChatMessage.__table__)  # type: ignore[arg-type]
+                    .values(
+                        session_id=session.id,
+                        sender_participant_id=sender_id,
+                        role="user",
+                        content=message.text,
+                        external_message_id=message.external_message_id or None,
+                        channel=message.channel,
+                        reply_target=dict(message.reply_target),
+                        attachments=[asdict(a) for a in message.attachments],
+                        state=MessageState.PENDING,
+                        attempts=0,
+                        delivery_in_doubt=False,
+                        platform_message_ids=[],
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["session_id", "external_message_id"])
+                    .returning(ChatMessage.id)
+                )
+            ).scalar_one_or_none()
+            if message_id is None:
+                existing = (
+                    await db.execute(
+                        select(ChatMessage.id).where(
+                            ChatMessage.session_id == session.id,
+                            ChatMessage.external_message_id == message.external_message_id,
+                        )
+                    )
+                ).scalar_one()
+                await transaction.rollback()
+                self._metrics.duplicates.labels(message.channel).inc()
+                log_event(
+                    logger, "message.duplicate", channel=message.channel, session=session.id,
+                    message=existing, external_id=message.external_message_id,
+                )
+                return IngestResult(session_id=session.id, message_id=existing, duplicate=True)
+            fresh_context = idle_expired(
+                session.last_message_at, agent.settings.idle_reset_hours, now
+            )
+            await record_activity(
+                db, session_id=session.id, group_name=message.group_name, now=now, inbound=True,
+                context_from_message_id=message_id if fresh_context else None,
+            )
+            await notify_in_transaction(db, ANSWER.name)
+        self._signals.wake(ANSWER.name)
+        self._metrics.ingested.labels(message.channel).inc()
+        log_event(
+            logger, "message.ingested", channel=message.channel, agent=message.agent_slug,
+            session=session.id, message=message_id, conversation=message.external_conv_id,
+            idle_reset=fresh_context,
+        )
+        return IngestResult(session_id=session.id, message_id=message_id, duplicate=False)

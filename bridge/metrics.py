@@ -1,0 +1,48 @@
+"""Prometheus metrics, on a registry of the app's own (several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.ingested = Counter(
+            "bridge_messages_ingested", "Inbound messages stored", ["channel"], registry=r
+        )
+        self.duplicates = Counter(
+            "bridge_duplicates_dropped", "Redelivered inbound messages dropped", ["channel"],
+            registry=r,
+        )
+        self.answered = Counter(
+            "bridge_messages_answered", "User messages answered by an agent", ["channel"],
+            registry=r,
+        )
+        self.delivered = Counter(
+            "bridge_messages_delivered", "Replies delivered to the platform", ["channel"],
+            registry=r,
+        )
+        self.failed = Counter(
+            "bridge_messages_failed", "Messages that failed for good", ["channel", "stage"],
+            registry=r,
+        )
+        self.delivery_retries = Counter(
+            "bridge_delivery_retries", "Delivery attempts scheduled again", ["channel"], registry=r
+        )
+        self.latency = Histogram(
+            "bridge_ingest_to_delivery_seconds",
+            "From storing a user message to delivering its reply",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pending = Gauge(
+            "bridge_pending_work", "Messages waiting, by state", ["state"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,131 @@
+"""The flow of one message: ingest -> answer -> deliver, with recovery and scale-out.
+
+This module only composes the steps (``ingest``, ``answering``, ``delivery``) with their worker
+pools, claim renewal and wake-ups. Correctness lives in the database: a process may die at any
+point and the work it had claimed is claimed again once its claims expire (at once on SQLite,
+which runs in one process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bridge.agents.base import AgentBackend
+from bridge.answering import Answerer
+from bridge.claims import ANSWER, DELIVER, release, renew
+from bridge.db.engine import is_sqlite
+from bridge.delivery import ChannelLookup, Deliverer
+from bridge.directory import AgentDirectory
+from bridge.ingest import Ingestor
+from bridge.logs import log_event
+from bridge.metrics import Metrics
+from bridge.settings import Settings
+from bridge.wakeups import PostgresListener, WorkSignals
+from bridge.workers import WorkerPool
+
+logger = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        agents: AgentDirectory,
+        backends: Mapping[str, AgentBackend],
+        channels: ChannelLookup,
+        metrics: Metrics,
+    ) -> None:
+        self.worker_id = new_worker_id()
+        self.signals = WorkSignals()
+        self._settings = settings.pipeline
+        self._engine = engine
+        self._sessions = sessions
+        self.ingest = Ingestor(sessions=sessions, agents=agents, signals=self.signals, metrics=metrics)
+        common = {
+            "sessions": sessions,
+            "signals": self.signals,
+            "worker_id": self.worker_id,
+            "claim_ttl_seconds": self._settings.claim_ttl_seconds,
+            "poll_interval_seconds": self._settings.poll_interval_seconds,
+        }
+        answerer = Answerer(
+            sessions=sessions, agents=agents, backends=backends, signals=self.signals,
+            metrics=metrics, settings=self._settings, worker_id=self.worker_id,
+        )
+        deliverer = Deliverer(
+            sessions=sessions, agents=agents, channels=channels, signals=self.signals,
+            metrics=metrics, settings=self._settings, worker_id=self.worker_id,
+        )
+        self._pools = (
+            WorkerPool(
+                kind=ANSWER, handler=answerer, concurrency=self._settings.answer_concurrency,
+                **common,  # type: ignore[arg-type]
+            ),
+            WorkerPool(
+                kind=DELIVER, handler=deliverer, concurrency=self._settings.delivery_concurrency,
+                **common,  # type: ignore[arg-type]
+            ),
+        )
+        self._listener = (
+            None
+            if is_sqlite(engine)
+            else PostgresListener(url=settings.database.url, signals=self.signals)
+        )
+        self._renewal: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if is_sqlite(self._engine):
+            # SQLite runs in one process: whatever is claimed was claimed by a dead one.
+            recovered = await release(self._sessions, worker_id=None)
+            if recovered:
+                log_event(logger, "pipeline.recovered", messages=recovered)
+        if self._listener is not None:
+            self._listener.start()
+        for pool in self._pools:
+            pool.start()
+        self._renewal = asyncio.create_task(self._renew_claims(), name="bridge-claim-renewal")
+        log_event(logger, "pipeline.started", worker=self.worker_id)
+
+    async def stop(self) -> None:
+        """Stop claiming, give in-flight work the grace period, hand back what is left."""
+        grace = self._settings.shutdown_grace_seconds
+        await asyncio.gather(*(pool.stop(grace_seconds=grace) for pool in self._pools))
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
+        if self._listener is not None:
+            await self._listener.stop()
+        self.signals.close()
+        try:
+            released = await release(self._sessions, worker_id=self.worker_id)
+        except Exception as error:  # the database is gone: the claims simply expire
+            log_event(logger, "pipeline.release_failed", level=logging.WARNING, error=str(error))
+            released = 0
+        log_event(logger, "pipeline.stopped", worker=self.worker_id, released=released)
+
+    async def _renew_claims(self) -> None:
+        ttl = self._settings.claim_ttl_seconds
+        while True:
+            await asyncio.sleep(ttl / 3)
+            if not any(pool.in_flight for pool in self._pools):
+                continue
+            try:
+                await renew(self._sessions, worker_id=self.worker_id, ttl_seconds=ttl)
+            except Exception as error:
+                log_event(logger, "claims.renew_failed", level=logging.WARNING, error=str(error))

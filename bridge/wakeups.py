@@ -1,0 +1,100 @@
+"""Wake-ups for idle workers: an in-process signal, and ``LISTEN/NOTIFY`` on PostgreSQL so that
+work stored by one process wakes the workers of every other."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bridge.logs import log_event
+
+NOTIFY_CHANNEL = "bridge_work"
+logger = logging.getLogger(__name__)
+
+
+class WorkSignals:
+    """One event per kind of work; setting it wakes that kind's worker loop."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    def event(self, kind: str) -> asyncio.Event:
+        return self._events.setdefault(kind, asyncio.Event())
+
+    def wake(self, kind: str) -> None:
+        self.event(kind).set()
+
+    def wake_later(self, kind: str, delay: float) -> None:
+        """Wake ``kind`` when a scheduled retry comes due."""
+        self._timers = {timer for timer in self._timers if not timer.cancelled() and not _fired(timer)}
+        self._timers.add(asyncio.get_running_loop().call_later(delay, self.wake, kind))
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+
+def _fired(timer: asyncio.TimerHandle) -> bool:
+    return timer.when() <= asyncio.get_running_loop().time()
+
+
+async def notify_in_transaction(db: AsyncSession, kind: str) -> None:
+    """Queue a NOTIFY that PostgreSQL sends when the transaction commits (SQLite: nothing)."""
+    if db.get_bind().dialect.name == "postgresql":
+        await db.execute(text("SELECT pg_notify(:channel, :kind)"), {"channel": NOTIFY_CHANNEL, "kind": kind})
+
+
+def asyncpg_dsn(sqlalchemy_url: str) -> str:
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresListener:
+    """Keeps one LISTEN connection open, reconnecting after a server restart."""
+
+    def __init__(self, *, url: str, signals: WorkSignals, retry_seconds: float = 1.0) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._signals = signals
+        self._retry_seconds = retry_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="bridge-pg-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._signals.wake(payload)
+
+    async def _run(self) -> None:
+        while True:
+            connection = None
+            try:
+                connection = await asyncpg.connect(self._dsn)
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda _c: lost.set())
+                await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                # Anything stored while we were not listening is picked up now.
+                for kind in ("answer", "deliver"):
+                    self._signals.wake(kind)
+                await lost.wait()
+            except (OSError, asyncpg.PostgresError) as error:
+                log_event(logger, "listener.reconnecting", level=logging.WARNING, error=str(error))
+            finally:
+                if connection is not None and not connection.is_closed():
+                    with contextlib.suppress(Exception):
+                        await connection.close(timeout=2)
+            await asyncio.sleep(self._retry_seconds)

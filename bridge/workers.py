@@ -1,0 +1,119 @@
+"""A pool of tasks that claims one kind of work and handles each claimed message.
+
+No busy polling: the loop sleeps until woken (new work, a finished task, a retry coming due)
+and polls slowly only as a safety net. Every task is tracked, and stop() finishes or cancels
+them within a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bridge.claims import ClaimKind, claim
+from bridge.logs import log_event
+from bridge.wakeups import WorkSignals
+
+logger = logging.getLogger(__name__)
+Handler = Callable[[int], Awaitable[None]]
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        *,
+        kind: ClaimKind,
+        handler: Handler,
+        sessions: async_sessionmaker[AsyncSession],
+        signals: WorkSignals,
+        worker_id: str,
+        concurrency: int,
+        claim_ttl_seconds: float,
+        poll_interval_seconds: float,
+    ) -> None:
+        self._kind = kind
+        self._handler = handler
+        self._sessions = sessions
+        self._signals = signals
+        self._worker_id = worker_id
+        self._concurrency = concurrency
+        self._ttl = claim_ttl_seconds
+        self._poll = poll_interval_seconds
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name=f"bridge-{self._kind.name}-loop")
+
+    async def stop(self, *, grace_seconds: float) -> None:
+        """Stop claiming, let running work finish for ``grace_seconds``, cancel the rest."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, message_id: int) -> None:
+        task = asyncio.create_task(self._run_one(message_id), name=f"bridge-{self._kind.name}-{message_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._signals.wake(self._kind.name)
+
+    async def _run_one(self, message_id: int) -> None:
+        try:
+            await self._handler(message_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The claim expires and the work is tried again; never let one message kill the pool.
+            logger.exception("%s handler failed", self._kind.name, extra={"fields": {"message": message_id}})
+
+    async def _loop(self) -> None:
+        wake = self._signals.event(self._kind.name)
+        failures = 0
+        while not self._stopping:
+            wake.clear()
+            free = self._concurrency - len(self._tasks)
+            if free > 0:
+                try:
+                    ids = await claim(
+                        self._sessions, self._kind, worker_id=self._worker_id, limit=free,
+                        ttl_seconds=self._ttl,
+                    )
+                    failures = 0
+                except Exception as error:  # database down: back off, then try again
+                    failures += 1
+                    log_event(
+                        logger, "claim.failed", level=logging.WARNING, kind=self._kind.name,
+                        error=type(error).__name__,
+                    )
+                    await asyncio.sleep(min(self._poll, 0.2 * 2**failures))
+                    continue
+                for message_id in ids:
+                    self._spawn(message_id)
+                if len(ids) == free:
+                    continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the event fires, and stop() would hang.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll):
+                    await wake.wait()

@@ -1,0 +1,112 @@
+"""An in-memory channel: the core's tests talk through it, and it shows what a channel is.
+
+``receive()`` plays the platform sending a message; ``send()`` records each reply (optionally
+also as JSON lines in ``record_file``, so a test can watch a bridge in another process) and can
+be told to fail the next attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from bridge.events import InboundMessage, IngestResult, Reply, Sender
+from channels.base import ChannelContext, ChannelStatus, DeliveryError, Ingest
+
+NAME = "memory"
+
+
+class MemoryChannelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    record_file: str | None = None
+    """Append every delivered reply to this file as one JSON line."""
+
+
+class MemoryChannel:
+    name = NAME
+
+    def __init__(
+        self, *, agent_slug: str, settings: MemoryChannelSettings, ingest: Ingest
+    ) -> None:
+        self.agent_slug = agent_slug
+        self._settings = settings
+        self._ingest = ingest
+        self.sent: list[Reply] = []
+        self.attempts: list[tuple[float, Reply]] = []
+        self._failures: deque[DeliveryError] = deque()
+        self._outbox: asyncio.Queue[Reply] = asyncio.Queue()
+        self._running = False
+
+    async def start(self) -> None:
+        self._running = True
+
+    async def stop(self) -> None:
+        self._running = False
+
+    def status(self) -> ChannelStatus:
+        return ChannelStatus(ready=self._running, detail="" if self._running else "stopped")
+
+    def fail_next(self, *errors: DeliveryError) -> None:
+        self._failures.extend(errors)
+
+    async def receive(
+        self,
+        text: str,
+        *,
+        conversation: str = "memory:conv-1",
+        message_id: str | None = None,
+        sender: str = "user-1",
+        sender_name: str | None = None,
+        is_group: bool = False,
+        group_name: str | None = None,
+        parent_conversation: str | None = None,
+    ) -> IngestResult:
+        return await self._ingest(
+            InboundMessage(
+                channel=NAME, agent_slug=self.agent_slug, external_conv_id=conversation,
+                external_message_id=message_id or f"m-{time.monotonic_ns()}",
+                sender=Sender(external_id=sender, display_name=sender_name), text=text,
+                is_group=is_group, group_name=group_name, parent_conv_id=parent_conversation,
+                reply_target={"conversation": conversation},
+            )
+        )
+
+    async def send(self, reply: Reply) -> Sequence[str]:
+        self.attempts.append((time.monotonic(), reply))
+        if self._failures:
+            raise self._failures.popleft()
+        self.sent.append(reply)
+        if self._settings.record_file:
+            await asyncio.to_thread(_append_line, Path(self._settings.record_file), asdict(reply))
+        self._outbox.put_nowait(reply)
+        return [f"memory-{reply.message_id}"]
+
+    async def next_sent(self, timeout: float = 10.0) -> Reply:
+        return await asyncio.wait_for(self._outbox.get(), timeout)
+
+
+def _append_line(path: Path, record: dict[str, object]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+class MemoryPlugin:
+    name = NAME
+    settings_model = MemoryChannelSettings
+
+    def create(self, context: ChannelContext) -> MemoryChannel:
+        assert isinstance(context.settings, MemoryChannelSettings)
+        return MemoryChannel(
+            agent_slug=context.agent.slug, settings=context.settings, ingest=context.ingest
+        )
+
+
+plugin = MemoryPlugin()

@@ -1,0 +1,74 @@
+"""Shared fixtures: every database test runs on SQLite and on a real PostgreSQL that the test
+session starts itself (installed with apt when missing)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.db.engine import create_engine
+from bridge.db.migrate import upgrade
+from bridge.settings import DatabaseSettings
+from tests.support.postgres import PostgresCluster, PostgresUnavailable, ensure_postgres_installed
+
+TEMPLATE_DB = "bridge_template"
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(DatabaseSettings(url=url))
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster | None]:
+    try:
+        ensure_postgres_installed()
+    except PostgresUnavailable as error:
+        warnings.warn(f"NO POSTGRESQL: PostgreSQL tests are skipped: {error}", stacklevel=1)
+        yield None
+        return
+    cluster = PostgresCluster(base_dir=tmp_path_factory.mktemp("postgres"))
+    cluster.start()
+    try:
+        asyncio.run(_migrate(cluster.create_database(TEMPLATE_DB)))
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "bridge.db"
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, migrated database of each dialect for one test."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "bridge.db"
+        shutil.copyfile(template, target)
+        return f"sqlite+aiosqlite:///{target}"
+    cluster: PostgresCluster | None = request.getfixturevalue("postgres_cluster")
+    if cluster is None:
+        pytest.skip("NO POSTGRESQL available on this machine (see the warning above)")
+    return cluster.create_database(f"t_{uuid.uuid4().hex[:16]}", template=TEMPLATE_DB)
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster | None) -> str:
+    """A fresh, migrated PostgreSQL database, for tests that need several processes."""
+    if postgres_cluster is None:
+        pytest.skip("NO POSTGRESQL available on this machine (see the warning above)")
+    return postgres_cluster.create_database(f"t_{uuid.uuid4().hex[:16]}", template=TEMPLATE_DB)

@@ -1,0 +1,1 @@
+"""Strict local fakes of the services the bridge talks to."""

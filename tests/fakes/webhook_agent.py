@@ -1,0 +1,253 @@
+"""A strict local fake of a webhook agent: the receiving end of ``bridge.agents.webhook``.
+
+It does what a careful receiver should: checks the JSON content type, recomputes the
+signature with :func:`bridge.agents.webhook.sign` over the exact body bytes and compares it
+with :func:`hmac.compare_digest`, refuses timestamps more than ``max_skew_seconds`` away from
+its clock (401), and checks every key and type of the body (400). Errors are
+``{"error": "<reason>"}``. Every request is recorded, accepted or not, with the reason it was
+refused.
+
+Scriptable, first in first out, one scripted answer per accepted request:
+:meth:`add_reply` (``{"reply": text}``), :meth:`fail_next` (an error status),
+:meth:`garbage_next` (a non-JSON body), :meth:`raw_next` (any JSON document).
+``delay_seconds`` holds every answer back and is cut short by :meth:`stop`. With an empty
+script the answer is ``{"reply": "echo: <message text>"}``.
+
+Usage::
+
+    async with FakeWebhookAgent(secret="s3cret") as fake:
+        settings = WebhookBackendSettings(url=fake.url, secret="s3cret")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from bridge.agents.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+
+__all__ = ["FakeWebhookAgent", "RecordedRequest"]
+
+
+@dataclass(slots=True, kw_only=True)
+class RecordedRequest:
+    """One request as the fake received it; ``error`` says why it was refused, if it was."""
+
+    method: str
+    path: str
+    headers: CIMultiDict[str]
+    body: bytes
+    json: Any
+    status: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    status: int
+    body: bytes
+    content_type: str
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+# The body's exact shape: key -> allowed types, nested for objects.
+_Shape = dict[str, Any]
+_OPTIONAL_STR = (str, type(None))
+_BODY_SHAPE: _Shape = {
+    "agent": {"slug": (str,), "name": (str,)},
+    "session": {
+        "id": (int,),
+        "external_conv_id": (str,),
+        "channel": (str,),
+        "is_group": (bool,),
+        "group_name": _OPTIONAL_STR,
+    },
+    "sender": {"external_id": (str,), "display_name": _OPTIONAL_STR, "kind": (str,)},
+    "message": {"id": (int,), "text": (str,)},
+    "history": (list,),
+    "system_prompt": (str,),
+}
+_HISTORY_SHAPE: _Shape = {"role": (str,), "content": (str,), "sender_name": _OPTIONAL_STR}
+
+
+class FakeWebhookAgent:
+    """An aiohttp server on 127.0.0.1 and a free port; ``url`` is the webhook URL."""
+
+    def __init__(
+        self,
+        *,
+        secret: str | bytes,
+        max_skew_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.secret = secret.encode() if isinstance(secret, str) else secret
+        self.max_skew_seconds = max_skew_seconds
+        self.clock = clock
+        self.delay_seconds = 0.0
+        self.requests: list[RecordedRequest] = []
+        self._script: deque[_Raw] = deque()
+        self._stopping = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("FakeWebhookAgent is not started")
+        return self._url
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/agent", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}/agent"
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeWebhookAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- scripting -------------------------------------------------------------------------
+
+    def add_reply(self, *replies: str) -> None:
+        """Queue canned ``{"reply": ...}`` answers."""
+        for reply in replies:
+            self.raw_next({"reply": reply})
+
+    def fail_next(self, count: int = 1, *, status: int = 500, error: str = "agent crashed") -> None:
+        """The next ``count`` accepted calls answer ``status`` with ``{"error": ...}``."""
+        body = json.dumps({"error": error}).encode()
+        self._script.extend(_Raw(status, body, "application/json") for _ in range(count))
+
+    def garbage_next(
+        self, count: int = 1, *, body: bytes = b"<html>oops</html>", status: int = 200
+    ) -> None:
+        """The next ``count`` accepted calls answer a body that is not JSON."""
+        self._script.extend(_Raw(status, body, "text/html") for _ in range(count))
+
+    def raw_next(self, document: Any, *, status: int = 200) -> None:
+        """The next accepted call answers exactly this JSON document."""
+        self._script.append(_Raw(status, json.dumps(document).encode(), "application/json"))
+
+    # --- the endpoint ----------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            headers=CIMultiDict(request.headers),
+            body=body,
+            json=_parse_json(body),
+        )
+        self.requests.append(record)
+        if self.delay_seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.delay_seconds)
+        try:
+            self._verify(request, body)
+            _check_body(record.json)
+        except _Rejected as rejected:
+            record.error = rejected.reason
+            response = web.json_response({"error": rejected.reason}, status=rejected.status)
+        else:
+            response = self._scripted(record.json)
+        record.status = response.status
+        return response
+
+    def _verify(self, request: web.Request, body: bytes) -> None:
+        if request.content_type != "application/json":
+            raise _Rejected(
+                400, f"Content-Type must be application/json, not {request.content_type}"
+            )
+        timestamp = request.headers.get(TIMESTAMP_HEADER)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not timestamp or not signature:
+            raise _Rejected(401, f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER}")
+        if not (timestamp.isascii() and timestamp.isdigit()):
+            raise _Rejected(401, f"{TIMESTAMP_HEADER} is not unix seconds")
+        if abs(self.clock() - int(timestamp)) > self.max_skew_seconds:
+            raise _Rejected(401, "stale timestamp")
+        expected = sign(self.secret, timestamp, body).encode()
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape")):
+            raise _Rejected(401, "bad signature")
+
+    def _scripted(self, data: dict[str, Any]) -> web.Response:
+        if self._script:
+            action = self._script.popleft()
+            return web.Response(
+                status=action.status, body=action.body, content_type=action.content_type
+            )
+        return web.json_response({"reply": f"echo: {data['message']['text']}"})
+
+
+def _check_body(data: Any) -> None:
+    if not isinstance(data, dict):
+        raise _Rejected(400, "body is not a JSON object")
+    _check_shape(data, _BODY_SHAPE, "body")
+    if data["sender"]["kind"] not in ("user", "agent"):
+        raise _Rejected(400, "sender.kind must be user or agent")
+    for index, item in enumerate(data["history"]):
+        where = f"history[{index}]"
+        if not isinstance(item, dict):
+            raise _Rejected(400, f"{where} is not an object")
+        _check_shape(item, _HISTORY_SHAPE, where)
+        if item["role"] not in ("user", "assistant"):
+            raise _Rejected(400, f"{where}.role must be user or assistant")
+
+
+def _check_shape(data: dict[str, Any], shape: _Shape, where: str) -> None:
+    if set(data) != set(shape):
+        raise _Rejected(400, f"{where} keys are {sorted(data)}, expected {sorted(shape)}")
+    for key, expected in shape.items():
+        value = data[key]
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise _Rejected(400, f"{where}.{key} is not an object")
+            _check_shape(value, expected, f"{where}.{key}")
+        # bool is an int in Python; an id must not be true/false.
+        elif not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+            raise _Rejected(400, f"{where}.{key} has the wrong type")
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None

@@ -1,0 +1,285 @@
+"""The flow of one message through the real app: ingest, answer, deliver, on both dialects."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from bridge.db.models import ChatMessage, ChatSession, MessageState
+from channels.base import DeliveryError
+from tests.fakes.webhook_agent import FakeWebhookAgent
+from tests.support.harness import make_settings, running_bridge
+
+SECRET = "webhook-test-secret"
+
+
+@pytest.fixture
+async def webhook_agent() -> AsyncIterator[FakeWebhookAgent]:
+    async with FakeWebhookAgent(secret=SECRET) as fake:
+        yield fake
+
+
+def webhook_agent_settings(fake: FakeWebhookAgent, **extra: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "slug": "assistant",
+            "backend": "webhook",
+            "webhook": {"url": fake.url, "secret": SECRET, "timeout_seconds": 5},
+            "memory": {},
+            **extra,
+        }
+    ]
+
+
+async def test_echo_reply_is_stored_and_delivered(database_url: str) -> None:
+    async with running_bridge(make_settings(database_url)) as bridge:
+        memory = bridge.memory()
+        result = await memory.receive("hello there", sender_name="Ada")
+        reply = await memory.next_sent()
+        assert reply.text == "hello there"
+        assert reply.in_doubt is False
+        assert reply.reply_target == {"conversation": "memory:conv-1"}
+        stored = await bridge.reply_to(result.message_id, state=MessageState.DELIVERED)
+        user, answer = await bridge.messages(result.session_id)
+        assert (user.role, user.state) == ("user", MessageState.ANSWERED)
+        assert stored.role == "assistant"
+        assert stored.reply_to_message_id == user.id
+        assert stored.platform_message_ids == [f"memory-{answer.id}"]
+        async with bridge.sessions() as db:
+            session = await db.get(ChatSession, result.session_id)
+        assert session is not None and session.message_count == 2
+
+
+async def test_same_event_twice_is_stored_once_and_answered_once(database_url: str) -> None:
+    async with running_bridge(make_settings(database_url)) as bridge:
+        memory = bridge.memory()
+        first = await memory.receive("only once", message_id="evt-1")
+        second = await memory.receive("only once", message_id="evt-1")
+        assert first.duplicate is False and second.duplicate is True
+        assert second.message_id == first.message_id
+        await memory.next_sent()
+        await memory.receive("next", message_id="evt-2")
+        await memory.next_sent()
+        texts = [m.content for m in await bridge.messages() if m.role == "user"]
+        assert texts == ["only once", "next"]
+        assert [r.text for r in memory.sent] == ["only once", "next"]
+
+
+async def test_concurrent_redeliveries_store_one_message(database_url: str) -> None:
+    async with running_bridge(make_settings(database_url)) as bridge:
+        memory = bridge.memory()
+        results = await asyncio.gather(
+            *(memory.receive("racing", message_id="evt-race") for _ in range(20))
+        )
+        assert sum(not r.duplicate for r in results) == 1
+        await memory.next_sent()
+        await asyncio.sleep(0.2)
+        assert len(memory.sent) == 1
+        assert len([m for m in await bridge.messages() if m.role == "user"]) == 1
+
+
+async def test_messages_of_one_session_are_answered_in_order(
+    database_url: str, webhook_agent: FakeWebhookAgent
+) -> None:
+    settings = make_settings(database_url, agents=webhook_agent_settings(webhook_agent))
+    async with running_bridge(settings) as bridge:
+        memory = bridge.memory()
+        for index in range(6):
+            await memory.receive(f"message {index}", message_id=f"m{index}")
+        for _ in range(6):
+            await memory.next_sent()
+        assert [r.text for r in memory.sent] == [f"echo: message {i}" for i in range(6)]
+        # Each call saw the previous exchange: strictly one at a time, in order.
+        last_history = webhook_agent.requests[-1].json["history"]
+        assert [h["content"] for h in last_history][-2:] == ["message 4", "echo: message 4"]
+
+
+async def test_delivery_waits_for_retry_after_then_delivers_once(database_url: str) -> None:
+    async with running_bridge(make_settings(database_url)) as bridge:
+        memory = bridge.memory()
+        memory.fail_next(
+            DeliveryError("rate limited", retry_after=0.3),
+            DeliveryError("rate limited", retry_after=0.3),
+        )
+        result = await memory.receive("patience")
+        reply = await memory.next_sent()
+        assert reply.text == "patience"
+        times = [at for at, _ in memory.attempts]
+        assert len(times) == 3
+        assert times[1] - times[0] >= 0.3 and times[2] - times[1] >= 0.3
+        assert len(memory.sent) == 1
+        assert [r.attempt for _, r in memory.attempts] == [1, 2, 3]
+        stored = await bridge.reply_to(result.message_id, state=MessageState.DELIVERED)
+        assert stored.attempts == 3
+
+
+async def test_in_doubt_flag_reaches_the_next_attempt(database_url: str) -> None:
+    async with running_bridge(make_settings(database_url)) as bridge:
+        memory = bridge.memory()
+        memory.fail_next(
+            DeliveryError("connection reset after sending", in_doubt=True, retry_after=0),
+            DeliveryError("429", retry_after=0),
+        )
+        await memory.receive("careful")
+        await memory.next_sent()
+        flags = [r.in_doubt for _, r in memory.attempts]
+        keys = {r.delivery_key for _, r in memory.attempts}
+        assert flags == [False, True, False]
+        assert len(keys) == 1 and len(keys.pop()) <= 25
+
+
+async def test_delivery_gives_up_after_max_attempts_and_keeps_the_error(database_url: str) -> None:
+    settings = make_settings(database_url, pipeline={"max_delivery_attempts": 3})
+    async with running_bridge(settings) as bridge:
+        memory = bridge.memory()
+        memory.fail_next(*(DeliveryError(f"boom {i}") for i in range(3)))
+        result = await memory.receive("doomed")
+        failed = await bridge.reply_to(result.message_id, state=MessageState.FAILED)
+        assert failed.attempts == 3
+        assert failed.last_error == "boom 2"
+        assert memory.sent == []
+
+
+async def test_permanent_delivery_error_is_not_retried(database_url: str) -> None:
+    async with running_bridge(make_settings(database_url)) as bridge:
+        memory = bridge.memory()
+        memory.fail_next(DeliveryError("channel_not_found", permanent=True))
+        result = await memory.receive("nowhere")
+        failed = await bridge.reply_to(result.message_id, state=MessageState.FAILED)
+        assert failed.attempts == 1 and failed.last_error == "channel_not_found"
+
+
+@pytest.mark.parametrize("fault", ["error", "garbage", "timeout"])
+async def test_agent_failure_gives_apology_and_recorded_failure(
+    database_url: str, webhook_agent: FakeWebhookAgent, fault: str
+) -> None:
+    agents = webhook_agent_settings(webhook_agent)
+    agents[0]["webhook"]["timeout_seconds"] = 0.3
+    if fault == "error":
+        webhook_agent.fail_next(1, status=500)
+    elif fault == "garbage":
+        webhook_agent.garbage_next(1)
+    else:
+        webhook_agent.delay_seconds = 2
+    settings = make_settings(database_url, agents=agents)
+    async with running_bridge(settings) as bridge:
+        memory = bridge.memory()
+        result = await memory.receive("are you there?")
+        apology = await memory.next_sent()
+        assert apology.text == settings.pipeline.apology_text
+        user, note = await bridge.messages(result.session_id)
+        assert user.content == "are you there?"
+        assert user.state == MessageState.FAILED
+        assert user.last_error
+        expected = {"error": "HTTP 500", "garbage": "not JSON", "timeout": "within"}[fault]
+        assert expected in user.last_error
+        assert note.role == "system"
+        webhook_agent.delay_seconds = 0
+        await memory.receive("and now?")
+        assert (await memory.next_sent()).text == "echo: and now?"
+        # The apology is a bridge note, not the agent's words: it is not sent back as history.
+        history = webhook_agent.requests[-1].json["history"]
+        assert [h["content"] for h in history] == ["are you there?"]
+
+
+async def test_history_window_is_bounded_by_count_and_characters(
+    database_url: str, webhook_agent: FakeWebhookAgent
+) -> None:
+    agents = webhook_agent_settings(webhook_agent, history_messages=4, history_chars=60)
+    async with running_bridge(make_settings(database_url, agents=agents)) as bridge:
+        memory = bridge.memory()
+        for index in range(5):
+            await memory.receive(f"m{index}")
+            await memory.next_sent()
+        history = webhook_agent.requests[-1].json["history"]
+        assert [h["content"] for h in history] == ["m2", "echo: m2", "m3", "echo: m3"]
+        assert [h["role"] for h in history] == ["user", "assistant", "user", "assistant"]
+        await memory.receive("x" * 50)
+        await memory.next_sent()
+        await memory.receive("last")
+        await memory.next_sent()
+        history = webhook_agent.requests[-1].json["history"]
+        # 50 + "echo: " + 50 is over 60 characters: only the newest message fits.
+        assert [h["content"] for h in history] == ["echo: " + "x" * 50]
+
+
+async def test_reset_cuts_the_history_sent_to_the_agent(
+    database_url: str, webhook_agent: FakeWebhookAgent
+) -> None:
+    settings = make_settings(database_url, agents=webhook_agent_settings(webhook_agent))
+    async with running_bridge(settings) as bridge:
+        memory = bridge.memory()
+        await memory.receive("remember the word apple")
+        await memory.next_sent()
+        await memory.receive("/reset")
+        note = await memory.next_sent()
+        assert "fresh" in note.text
+        calls_before = len(webhook_agent.requests)
+        await memory.receive("what was the word?")
+        await memory.next_sent()
+        assert len(webhook_agent.requests) == calls_before + 1  # /reset never reached the agent
+        assert webhook_agent.requests[-1].json["history"] == []
+        await memory.receive("and again?")
+        await memory.next_sent()
+        history = [h["content"] for h in webhook_agent.requests[-1].json["history"]]
+        assert history == ["what was the word?", "echo: what was the word?"]
+        everything = [m.content for m in await bridge.messages()]
+        assert "remember the word apple" in everything  # kept, just not sent
+
+
+async def test_idle_timeout_starts_a_fresh_context(
+    database_url: str, webhook_agent: FakeWebhookAgent
+) -> None:
+    agents = webhook_agent_settings(webhook_agent, idle_reset_hours=2)
+    async with running_bridge(make_settings(database_url, agents=agents)) as bridge:
+        memory = bridge.memory()
+        first = await memory.receive("old topic")
+        await memory.next_sent()
+        await memory.receive("still old topic")
+        await memory.next_sent()
+        assert len(webhook_agent.requests[-1].json["history"]) == 2
+        async with bridge.sessions() as db, db.begin():
+            session = await db.get(ChatSession, first.session_id)
+            assert session is not None
+            await db.execute(
+                update(ChatSession)
+                .where(ChatSession.id == first.session_id)
+                .values(last_message_at=session.last_message_at - timedelta(hours=3))
+            )
+        await memory.receive("new topic after lunch")
+        await memory.next_sent()
+        assert webhook_agent.requests[-1].json["history"] == []
+        await memory.receive("follow-up")
+        await memory.next_sent()
+        history = [h["content"] for h in webhook_agent.requests[-1].json["history"]]
+        assert history == ["new topic after lunch", "echo: new topic after lunch"]
+
+
+async def test_stop_hands_unfinished_work_back(
+    database_url: str, webhook_agent: FakeWebhookAgent
+) -> None:
+    webhook_agent.delay_seconds = 30
+    settings = make_settings(
+        database_url,
+        agents=webhook_agent_settings(webhook_agent),
+        pipeline={"shutdown_grace_seconds": 0.2},
+    )
+    async with running_bridge(settings) as bridge:
+        result = await bridge.memory().receive("slow one")
+        for _ in range(250):
+            if webhook_agent.requests:
+                break
+            await asyncio.sleep(0.02)
+        assert webhook_agent.requests, "the agent was never called"
+        sessions = bridge.sessions
+    async with sessions() as db:
+        message = (
+            await db.execute(select(ChatMessage).where(ChatMessage.id == result.message_id))
+        ).scalar_one()
+    assert message.state == MessageState.PENDING
+    assert message.claimed_by is None
