@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.agents.base import AgentBackend, AgentError, AgentRequest
@@ -80,7 +80,9 @@ class Answerer:
             return
         if job.request.text.strip().lower() == RESET_COMMAND:
             outcome = _Outcome(
-                text=self._settings.reset_text, role="system", state=MessageState.ANSWERED,
+                text=self._settings.reset_text,
+                role="system",
+                state=MessageState.ANSWERED,
                 reset=True,
             )
         else:
@@ -101,12 +103,19 @@ class Answerer:
                 else f"{type(error).__name__}: {error}"
             )
             log_event(
-                logger, "agent.failed", level=logging.WARNING, agent=job.agent.settings.slug,
-                session=job.request.session_id, message=job.request.message_id, error=reason,
+                logger,
+                "agent.failed",
+                level=logging.WARNING,
+                agent=job.agent.settings.slug,
+                session=job.request.session_id,
+                message=job.request.message_id,
+                error=reason,
             )
             self._metrics.failed.labels(job.channel, "agent").inc()
             return _Outcome(
-                text=self._settings.apology_text, role="system", state=MessageState.FAILED,
+                text=self._settings.apology_text,
+                role="system",
+                state=MessageState.FAILED,
                 error=reason,
             )
         return _Outcome(text=text, role="assistant", state=MessageState.ANSWERED)
@@ -115,13 +124,19 @@ class Answerer:
         async with self._sessions() as db:
             row = (
                 await db.execute(
-                    ChatMessage.__table__.select()  # type: ignore[attr-defined]
-                    .with_only_columns(
-                        ChatMessage.content, ChatMessage.channel, ChatMessage.reply_target,
-                        ChatMessage.session_id, ChatSession.agent_id, ChatSession.external_conv_id,
-                        ChatSession.is_group, ChatSession.group_name,
-                        ChatSession.context_from_message_id, Participant.external_id,
-                        Participant.display_name, Participant.kind,
+                    select(
+                        ChatMessage.content,
+                        ChatMessage.channel,
+                        ChatMessage.reply_target,
+                        ChatMessage.session_id,
+                        ChatSession.agent_id,
+                        ChatSession.external_conv_id,
+                        ChatSession.is_group,
+                        ChatSession.group_name,
+                        ChatSession.context_from_message_id,
+                        Participant.external_id,
+                        Participant.display_name,
+                        Participant.kind,
                     )
                     .join(ChatSession, ChatSession.id == ChatMessage.session_id)
                     .outerjoin(Participant, Participant.id == ChatMessage.sender_participant_id)
@@ -132,23 +147,34 @@ class Answerer:
                 return None
             agent = self._agents.by_id(row.agent_id)
             history = await load_history(
-                db, session_id=row.session_id, before_message_id=message_id,
+                db,
+                session_id=row.session_id,
+                before_message_id=message_id,
                 from_message_id=row.context_from_message_id,
                 max_messages=agent.settings.history_messages,
                 max_chars=agent.settings.history_chars,
             )
         request = AgentRequest(
-            agent_slug=agent.settings.slug, agent_name=agent.settings.name,
-            system_prompt=agent.settings.system_prompt, session_id=row.session_id,
-            external_conv_id=row.external_conv_id, channel=row.channel, is_group=row.is_group,
+            agent_slug=agent.settings.slug,
+            agent_name=agent.settings.name,
+            system_prompt=agent.settings.system_prompt,
+            session_id=row.session_id,
+            external_conv_id=row.external_conv_id,
+            channel=row.channel,
+            is_group=row.is_group,
             group_name=row.group_name,
             sender=Sender(
-                external_id=row.external_id or "", display_name=row.display_name,
+                external_id=row.external_id or "",
+                display_name=row.display_name,
                 kind=row.kind or "user",
             ),
-            message_id=message_id, text=row.content, history=history,
+            message_id=message_id,
+            text=row.content,
+            history=history,
         )
-        return _Job(agent=agent, request=request, channel=row.channel, reply_target=row.reply_target)
+        return _Job(
+            agent=agent, request=request, channel=row.channel, reply_target=row.reply_target
+        )
 
     async def _store(self, message_id: int, job: _Job, outcome: _Outcome) -> None:
         now = utcnow()
@@ -158,25 +184,42 @@ class Answerer:
                 update(ChatMessage)
                 .where(*still_claimed(message_id, ANSWER, self._worker_id))
                 .values(
-                    state=outcome.state, last_error=outcome.error, claimed_by=None,
-                    claim_expires_at=None, attempts=ChatMessage.attempts + 1, updated_at=now,
+                    state=outcome.state,
+                    last_error=outcome.error,
+                    claimed_by=None,
+                    claim_expires_at=None,
+                    attempts=ChatMessage.attempts + 1,
+                    updated_at=now,
                 )
             )
             if finished.rowcount != 1:  # type: ignore[attr-defined]
                 await transaction.rollback()
                 log_event(
-                    logger, "answer.claim_lost", level=logging.WARNING, session=session_id,
+                    logger,
+                    "answer.claim_lost",
+                    level=logging.WARNING,
+                    session=session_id,
                     message=message_id,
                 )
                 return
             if outcome.reset:
                 await reset_context(db, session_id=session_id, from_message_id=message_id + 1)
             reply = ChatMessage(
-                session_id=session_id, sender_participant_id=job.agent.participant_id,
-                role=outcome.role, content=outcome.text, reply_to_message_id=message_id,
-                channel=job.channel, reply_target=job.reply_target, attachments=[],
-                state=MessageState.TO_DELIVER, attempts=0, delivery_key=new_delivery_key(),
-                delivery_in_doubt=False, platform_message_ids=[], created_at=now, updated_at=now,
+                session_id=session_id,
+                sender_participant_id=job.agent.participant_id,
+                role=outcome.role,
+                content=outcome.text,
+                reply_to_message_id=message_id,
+                channel=job.channel,
+                reply_target=job.reply_target,
+                attachments=[],
+                state=MessageState.TO_DELIVER,
+                attempts=0,
+                delivery_key=new_delivery_key(),
+                delivery_in_doubt=False,
+                platform_message_ids=[],
+                created_at=now,
+                updated_at=now,
             )
             db.add(reply)
             await db.flush()
@@ -188,6 +231,12 @@ class Answerer:
         if outcome.state == MessageState.ANSWERED:
             self._metrics.answered.labels(job.channel).inc()
         log_event(
-            logger, "message.answered", channel=job.channel, agent=job.agent.settings.slug,
-            session=session_id, message=message_id, reply=reply.id, outcome=outcome.state,
+            logger,
+            "message.answered",
+            channel=job.channel,
+            agent=job.agent.settings.slug,
+            session=session_id,
+            message=message_id,
+            reply=reply.id,
+            outcome=outcome.state,
         )

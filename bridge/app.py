@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -36,11 +36,14 @@ CHANNELS = web.AppKey("channels", RunningChannels)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 AGENTS = web.AppKey("agents", AgentDirectory)
-BACKENDS = web.AppKey("backends", dict[str, AgentBackend])
+BACKENDS: web.AppKey[Mapping[str, AgentBackend]] = web.AppKey("backends")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 
 WAITING_STATES = (
-    MessageState.PENDING, MessageState.ANSWERING, MessageState.TO_DELIVER, MessageState.DELIVERING
+    MessageState.PENDING,
+    MessageState.ANSWERING,
+    MessageState.TO_DELIVER,
+    MessageState.DELIVERING,
 )
 
 
@@ -60,7 +63,8 @@ def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) ->
             agent=configured.agent, settings=configured.settings, ingest=ingest, web_app=app
         )
         channels.add(
-            name=configured.plugin.name, agent_slug=configured.agent.slug,
+            name=configured.plugin.name,
+            agent_slug=configured.agent.slug,
             channel=configured.plugin.create(context),
         )
 
@@ -96,8 +100,13 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
 
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     pipeline = Pipeline(
-        settings=app[SETTINGS], engine=app[ENGINE], sessions=app[SESSIONS], agents=app[AGENTS],
-        backends=app[BACKENDS], channels=app[CHANNELS].get, metrics=app[METRICS],
+        settings=app[SETTINGS],
+        engine=app[ENGINE],
+        sessions=app[SESSIONS],
+        agents=app[AGENTS],
+        backends=app[BACKENDS],
+        channels=app[CHANNELS].get,
+        metrics=app[METRICS],
     )
     app[PIPELINE] = pipeline
     await pipeline.start()

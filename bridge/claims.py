@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -26,7 +26,9 @@ class ClaimKind:
 
 
 ANSWER = ClaimKind(name="answer", waiting=MessageState.PENDING, working=MessageState.ANSWERING)
-DELIVER = ClaimKind(name="deliver", waiting=MessageState.TO_DELIVER, working=MessageState.DELIVERING)
+DELIVER = ClaimKind(
+    name="deliver", waiting=MessageState.TO_DELIVER, working=MessageState.DELIVERING
+)
 KINDS = (ANSWER, DELIVER)
 
 
@@ -91,12 +93,10 @@ async def renew(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def release(
-    sessions: async_sessionmaker[AsyncSession], *, worker_id: str | None
-) -> int:
+async def release(sessions: async_sessionmaker[AsyncSession], *, worker_id: str | None) -> int:
     """Hand claimed work back to the queue: this worker's, or (``None``) everyone's."""
     working = [k.working for k in KINDS]
-    condition = ChatMessage.state.in_(working)
+    condition: ColumnElement[bool] = ChatMessage.state.in_(working)
     if worker_id is not None:
         condition = and_(condition, ChatMessage.claimed_by == worker_id)
     back_to_waiting = case(
@@ -111,7 +111,7 @@ async def release(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def still_claimed(message_id: int, kind: ClaimKind, worker_id: str) -> list[object]:
+def still_claimed(message_id: int, kind: ClaimKind, worker_id: str) -> list[ColumnElement[bool]]:
     """The WHERE clause that finishes a claim only if this worker still holds it."""
     return [
         ChatMessage.id == message_id,

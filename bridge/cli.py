@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[common], help="run the service")
     serve.add_argument("--host", help="override http.host")
     serve.add_argument("--port", type=int, help="override http.port")
-    commands.add_parser("migrate", parents=[common], help="upgrade the database to the latest schema")
+    commands.add_parser(
+        "migrate", parents=[common], help="upgrade the database to the latest schema"
+    )
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", parents=[common], help="create a token")

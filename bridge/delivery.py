@@ -35,7 +35,7 @@ ChannelLookup = Callable[[str, str], Channel | None]
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
     """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
-    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    delay = min(cap, base * 2.0 ** max(0, attempt - 1))
     return delay / 2 + random.uniform(0, delay / 2)
 
 
@@ -97,10 +97,16 @@ class Deliverer:
             row = (
                 await db.execute(
                     select(
-                        ChatMessage.session_id, ChatMessage.delivery_key, ChatMessage.channel,
-                        ChatMessage.content, ChatMessage.reply_target, ChatMessage.attempts,
-                        ChatMessage.delivery_in_doubt, ChatSession.agent_id,
-                        ChatSession.external_conv_id, asked.created_at.label("asked_at"),
+                        ChatMessage.session_id,
+                        ChatMessage.delivery_key,
+                        ChatMessage.channel,
+                        ChatMessage.content,
+                        ChatMessage.reply_target,
+                        ChatMessage.attempts,
+                        ChatMessage.delivery_in_doubt,
+                        ChatSession.agent_id,
+                        ChatSession.external_conv_id,
+                        asked.created_at.label("asked_at"),
                     )
                     .join(ChatSession, ChatSession.id == ChatMessage.session_id)
                     .outerjoin(asked, asked.id == ChatMessage.reply_to_message_id)
@@ -115,10 +121,15 @@ class Deliverer:
                 .values(attempts=row.attempts + 1, delivery_in_doubt=True, updated_at=utcnow())
             )
         reply = Reply(
-            message_id=message_id, session_id=row.session_id, delivery_key=row.delivery_key or "",
-            agent_slug=self._agents.by_id(row.agent_id).settings.slug, channel=row.channel,
-            external_conv_id=row.external_conv_id, text=row.content,
-            reply_target=dict(row.reply_target or {}), in_doubt=bool(row.delivery_in_doubt),
+            message_id=message_id,
+            session_id=row.session_id,
+            delivery_key=row.delivery_key or "",
+            agent_slug=self._agents.by_id(row.agent_id).settings.slug,
+            channel=row.channel,
+            external_conv_id=row.external_conv_id,
+            text=row.content,
+            reply_target=dict(row.reply_target or {}),
+            in_doubt=bool(row.delivery_in_doubt),
             attempt=row.attempts + 1,
         )
         return _Attempt(reply=reply, asked_at=row.asked_at)
@@ -132,19 +143,24 @@ class Deliverer:
             )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             log_event(
-                logger, "delivery.claim_lost", level=logging.WARNING, session=reply.session_id,
+                logger,
+                "delivery.claim_lost",
+                level=logging.WARNING,
+                session=reply.session_id,
                 message=reply.message_id,
             )
             return False
         return True
 
-    async def _succeeded(
-        self, reply: Reply, ids: Sequence[str], asked_at: datetime | None
-    ) -> None:
+    async def _succeeded(self, reply: Reply, ids: Sequence[str], asked_at: datetime | None) -> None:
         now = utcnow()
         recorded = await self._finish(
-            reply, state=MessageState.DELIVERED, delivery_in_doubt=False,
-            platform_message_ids=list(ids), delivered_at=now, last_error=None,
+            reply,
+            state=MessageState.DELIVERED,
+            delivery_in_doubt=False,
+            platform_message_ids=list(ids),
+            delivered_at=now,
+            last_error=None,
         )
         if not recorded:
             return
@@ -152,8 +168,13 @@ class Deliverer:
         if asked_at is not None:
             self._metrics.latency.labels(reply.channel).observe((now - asked_at).total_seconds())
         log_event(
-            logger, "message.delivered", channel=reply.channel, agent=reply.agent_slug,
-            session=reply.session_id, message=reply.message_id, attempt=reply.attempt,
+            logger,
+            "message.delivered",
+            channel=reply.channel,
+            agent=reply.agent_slug,
+            session=reply.session_id,
+            message=reply.message_id,
+            attempt=reply.attempt,
             platform_ids=",".join(ids),
         )
 
@@ -161,14 +182,21 @@ class Deliverer:
         give_up = error.permanent or reply.attempt >= self._settings.max_delivery_attempts
         if give_up:
             recorded = await self._finish(
-                reply, state=MessageState.FAILED, last_error=str(error),
+                reply,
+                state=MessageState.FAILED,
+                last_error=str(error),
                 delivery_in_doubt=error.in_doubt,
             )
             if recorded:
                 self._metrics.failed.labels(reply.channel, "delivery").inc()
                 log_event(
-                    logger, "delivery.failed", level=logging.ERROR, channel=reply.channel,
-                    session=reply.session_id, message=reply.message_id, attempt=reply.attempt,
+                    logger,
+                    "delivery.failed",
+                    level=logging.ERROR,
+                    channel=reply.channel,
+                    session=reply.session_id,
+                    message=reply.message_id,
+                    attempt=reply.attempt,
                     error=str(error),
                 )
             return
@@ -176,19 +204,29 @@ class Deliverer:
             error.retry_after
             if error.retry_after is not None
             else backoff_seconds(
-                reply.attempt, base=self._settings.retry_base_seconds,
+                reply.attempt,
+                base=self._settings.retry_base_seconds,
                 cap=self._settings.retry_max_seconds,
             )
         )
         recorded = await self._finish(
-            reply, state=MessageState.TO_DELIVER, last_error=str(error),
-            delivery_in_doubt=error.in_doubt, next_attempt_at=next_retry_at(delay),
+            reply,
+            state=MessageState.TO_DELIVER,
+            last_error=str(error),
+            delivery_in_doubt=error.in_doubt,
+            next_attempt_at=next_retry_at(delay),
         )
         if recorded:
             self._metrics.delivery_retries.labels(reply.channel).inc()
             self._signals.wake_later(DELIVER.name, delay)
             log_event(
-                logger, "delivery.retry", level=logging.WARNING, channel=reply.channel,
-                session=reply.session_id, message=reply.message_id, attempt=reply.attempt,
-                retry_in=f"{delay:.2f}", error=str(error),
+                logger,
+                "delivery.retry",
+                level=logging.WARNING,
+                channel=reply.channel,
+                session=reply.session_id,
+                message=reply.message_id,
+                attempt=reply.attempt,
+                retry_in=f"{delay:.2f}",
+                error=str(error),
             )

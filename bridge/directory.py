@@ -62,7 +62,10 @@ async def sync_agents(
         dialect = db.get_bind().dialect.name
         for agent in agents:
             participant_id = await find_or_create_participant(
-                db, kind="agent", channel=AGENT_CHANNEL, external_id=agent.slug,
+                db,
+                kind="agent",
+                channel=AGENT_CHANNEL,
+                external_id=agent.slug,
                 display_name=agent.name,
             )
             now = utcnow()
@@ -77,13 +80,15 @@ async def sync_agents(
                 "participant_id": participant_id,
                 "updated_at": now,
             }
-            statement = insert(dialect, Agent.__table__)  # type: ignore[arg-type]
+            statement = insert(dialect, Agent)
             await db.execute(
                 statement.values(slug=agent.slug, created_at=now, **values).on_conflict_do_update(
                     index_elements=["slug"], set_=values
                 )
             )
-            agent_id = (await db.execute(select(Agent.id).where(Agent.slug == agent.slug))).scalar_one()
+            agent_id = (
+                await db.execute(select(Agent.id).where(Agent.slug == agent.slug))
+            ).scalar_one()
             records[agent.slug] = AgentRecord(
                 id=agent_id, participant_id=participant_id, settings=agent
             )

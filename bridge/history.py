@@ -48,6 +48,8 @@ async def load_history(
         used += len(row.content)
         if used > max_chars:
             break
-        window.append(HistoryMessage(role=row.role, content=row.content, sender_name=row.display_name))
+        window.append(
+            HistoryMessage(role=row.role, content=row.content, sender_name=row.display_name)
+        )
     window.reverse()
     return tuple(window)

@@ -66,28 +66,38 @@ class Ingestor:
         now = utcnow()
         async with self._sessions() as db, db.begin() as transaction:
             sender_id = await find_or_create_participant(
-                db, kind=message.sender.kind, channel=message.channel,
-                external_id=message.sender.external_id, display_name=message.sender.display_name,
+                db,
+                kind=message.sender.kind,
+                channel=message.channel,
+                external_id=message.sender.external_id,
+                display_name=message.sender.display_name,
             )
             parent_id = None
             if message.parent_conv_id:
                 parent = await find_or_create_session(
-                    db, agent_id=agent.id, external_conv_id=message.parent_conv_id,
-                    source_channel=message.channel, is_group=message.is_group,
+                    db,
+                    agent_id=agent.id,
+                    external_conv_id=message.parent_conv_id,
+                    source_channel=message.channel,
+                    is_group=message.is_group,
                     group_name=message.group_name,
                 )
                 parent_id = parent.id
             session = await find_or_create_session(
-                db, agent_id=agent.id, external_conv_id=message.external_conv_id,
-                source_channel=message.channel, is_group=message.is_group,
-                group_name=message.group_name, title=message.title,
+                db,
+                agent_id=agent.id,
+                external_conv_id=message.external_conv_id,
+                source_channel=message.channel,
+                is_group=message.is_group,
+                group_name=message.group_name,
+                title=message.title,
                 participant_id=None if message.is_group else sender_id,
                 parent_session_id=parent_id,
             )
             await add_member(db, session_id=session.id, participant_id=sender_id)
             message_id = (
                 await db.execute(
-                    insert(db.get_bind().dialect.name, ChatMessage.__table__)  # type: ignore[arg-type]
+                    insert(db.get_bind().dialect.name, ChatMessage)
                     .values(
                         session_id=session.id,
                         sender_participant_id=sender_id,
@@ -120,23 +130,36 @@ class Ingestor:
                 await transaction.rollback()
                 self._metrics.duplicates.labels(message.channel).inc()
                 log_event(
-                    logger, "message.duplicate", channel=message.channel, session=session.id,
-                    message=existing, external_id=message.external_message_id,
+                    logger,
+                    "message.duplicate",
+                    channel=message.channel,
+                    session=session.id,
+                    message=existing,
+                    external_id=message.external_message_id,
                 )
                 return IngestResult(session_id=session.id, message_id=existing, duplicate=True)
             fresh_context = idle_expired(
                 session.last_message_at, agent.settings.idle_reset_hours, now
             )
             await record_activity(
-                db, session_id=session.id, group_name=message.group_name, now=now, inbound=True,
+                db,
+                session_id=session.id,
+                group_name=message.group_name,
+                now=now,
+                inbound=True,
                 context_from_message_id=message_id if fresh_context else None,
             )
             await notify_in_transaction(db, ANSWER.name)
         self._signals.wake(ANSWER.name)
         self._metrics.ingested.labels(message.channel).inc()
         log_event(
-            logger, "message.ingested", channel=message.channel, agent=message.agent_slug,
-            session=session.id, message=message_id, conversation=message.external_conv_id,
+            logger,
+            "message.ingested",
+            channel=message.channel,
+            agent=message.agent_slug,
+            session=session.id,
+            message=message_id,
+            conversation=message.external_conv_id,
             idle_reset=fresh_context,
         )
         return IngestResult(session_id=session.id, message_id=message_id, duplicate=False)

@@ -12,7 +12,9 @@ from bridge.settings import LogSettings
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
-def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
+def log_event(
+    logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any
+) -> None:
     """Log ``event`` with its fields (session and message ids, channel ...) kept structured."""
     logger.log(level, event, extra={"fields": fields})
 

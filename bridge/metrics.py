@@ -15,19 +15,27 @@ class Metrics:
             "bridge_messages_ingested", "Inbound messages stored", ["channel"], registry=r
         )
         self.duplicates = Counter(
-            "bridge_duplicates_dropped", "Redelivered inbound messages dropped", ["channel"],
+            "bridge_duplicates_dropped",
+            "Redelivered inbound messages dropped",
+            ["channel"],
             registry=r,
         )
         self.answered = Counter(
-            "bridge_messages_answered", "User messages answered by an agent", ["channel"],
+            "bridge_messages_answered",
+            "User messages answered by an agent",
+            ["channel"],
             registry=r,
         )
         self.delivered = Counter(
-            "bridge_messages_delivered", "Replies delivered to the platform", ["channel"],
+            "bridge_messages_delivered",
+            "Replies delivered to the platform",
+            ["channel"],
             registry=r,
         )
         self.failed = Counter(
-            "bridge_messages_failed", "Messages that failed for good", ["channel", "stage"],
+            "bridge_messages_failed",
+            "Messages that failed for good",
+            ["channel", "stage"],
             registry=r,
         )
         self.delivery_retries = Counter(

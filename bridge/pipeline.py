@@ -55,7 +55,9 @@ class Pipeline:
         self._settings = settings.pipeline
         self._engine = engine
         self._sessions = sessions
-        self.ingest = Ingestor(sessions=sessions, agents=agents, signals=self.signals, metrics=metrics)
+        self.ingest = Ingestor(
+            sessions=sessions, agents=agents, signals=self.signals, metrics=metrics
+        )
         common = {
             "sessions": sessions,
             "signals": self.signals,
@@ -64,20 +66,34 @@ class Pipeline:
             "poll_interval_seconds": self._settings.poll_interval_seconds,
         }
         answerer = Answerer(
-            sessions=sessions, agents=agents, backends=backends, signals=self.signals,
-            metrics=metrics, settings=self._settings, worker_id=self.worker_id,
+            sessions=sessions,
+            agents=agents,
+            backends=backends,
+            signals=self.signals,
+            metrics=metrics,
+            settings=self._settings,
+            worker_id=self.worker_id,
         )
         deliverer = Deliverer(
-            sessions=sessions, agents=agents, channels=channels, signals=self.signals,
-            metrics=metrics, settings=self._settings, worker_id=self.worker_id,
+            sessions=sessions,
+            agents=agents,
+            channels=channels,
+            signals=self.signals,
+            metrics=metrics,
+            settings=self._settings,
+            worker_id=self.worker_id,
         )
         self._pools = (
             WorkerPool(
-                kind=ANSWER, handler=answerer, concurrency=self._settings.answer_concurrency,
+                kind=ANSWER,
+                handler=answerer,
+                concurrency=self._settings.answer_concurrency,
                 **common,  # type: ignore[arg-type]
             ),
             WorkerPool(
-                kind=DELIVER, handler=deliverer, concurrency=self._settings.delivery_concurrency,
+                kind=DELIVER,
+                handler=deliverer,
+                concurrency=self._settings.delivery_concurrency,
                 **common,  # type: ignore[arg-type]
             ),
         )

@@ -33,7 +33,7 @@ async def find_or_create_participant(
     """The participant's id; a changed display name is brought up to date."""
     now = utcnow()
     await db.execute(
-        insert(_dialect(db), Participant.__table__)  # type: ignore[arg-type]
+        insert(_dialect(db), Participant)
         .values(
             kind=kind,
             channel=channel,
@@ -90,7 +90,7 @@ async def find_or_create_session(
     """
     now = utcnow()
     await db.execute(
-        insert(_dialect(db), ChatSession.__table__)  # type: ignore[arg-type]
+        insert(_dialect(db), ChatSession)
         .values(
             agent_id=agent_id,
             external_conv_id=external_conv_id,
@@ -130,14 +130,16 @@ async def find_or_create_session(
 
 async def add_member(db: AsyncSession, *, session_id: int, participant_id: int) -> None:
     await db.execute(
-        insert(_dialect(db), SessionMember.__table__)  # type: ignore[arg-type]
+        insert(_dialect(db), SessionMember)
         .values(session_id=session_id, participant_id=participant_id, joined_at=utcnow())
         .on_conflict_do_nothing(index_elements=["session_id", "participant_id"])
     )
 
 
 def idle_expired(last_message_at: datetime, idle_reset_hours: float | None, now: datetime) -> bool:
-    return idle_reset_hours is not None and now - last_message_at > timedelta(hours=idle_reset_hours)
+    return idle_reset_hours is not None and now - last_message_at > timedelta(
+        hours=idle_reset_hours
+    )
 
 
 async def record_activity(

@@ -58,7 +58,9 @@ class PipelineSettings(_Section):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     send_timeout_seconds: float = Field(default=60.0, gt=0)
     apology_text: str = "Sorry, I could not answer that just now. Please try again in a moment."
-    reset_text: str = "Started a fresh conversation: earlier messages are no longer used as context."
+    reset_text: str = (
+        "Started a fresh conversation: earlier messages are no longer used as context."
+    )
 
 
 class LogSettings(_Section):
@@ -181,14 +183,13 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
     return text or "config"
 
 
-
-
 def _check_unique_slugs(settings: Settings) -> None:
     seen: dict[str, int] = {}
     for index, agent in enumerate(settings.agents):
         if agent.slug in seen:
+            first = seen[agent.slug]
             raise ConfigError(
-                f"agents[{index}].slug: duplicate slug {agent.slug!r} (also agents[{seen[agent.slug]}])"
+                f"agents[{index}].slug: duplicate slug {agent.slug!r} (also agents[{first}])"
             )
         seen[agent.slug] = index
 

@@ -30,7 +30,9 @@ async def create_token(
         raise TokenError("a token needs a name")
     token = "brg_" + secrets.token_urlsafe(32)
     async with sessions() as db, db.begin():
-        existing = (await db.execute(select(ApiToken).where(ApiToken.name == name))).scalar_one_or_none()
+        existing = (
+            await db.execute(select(ApiToken).where(ApiToken.name == name))
+        ).scalar_one_or_none()
         if existing is not None and existing.revoked_at is None:
             raise TokenError(f"a token named {name!r} exists already; revoke it first")
         participant_id = await find_or_create_participant(
@@ -39,8 +41,11 @@ async def create_token(
         if existing is None:
             db.add(
                 ApiToken(
-                    name=name, token_hash=hash_token(token), is_admin=admin,
-                    participant_id=participant_id, created_at=utcnow(),
+                    name=name,
+                    token_hash=hash_token(token),
+                    is_admin=admin,
+                    participant_id=participant_id,
+                    created_at=utcnow(),
                 )
             )
         else:

@@ -34,7 +34,9 @@ class WorkSignals:
 
     def wake_later(self, kind: str, delay: float) -> None:
         """Wake ``kind`` when a scheduled retry comes due."""
-        self._timers = {timer for timer in self._timers if not timer.cancelled() and not _fired(timer)}
+        self._timers = {
+            timer for timer in self._timers if not timer.cancelled() and not _fired(timer)
+        }
         self._timers.add(asyncio.get_running_loop().call_later(delay, self.wake, kind))
 
     def close(self) -> None:
@@ -50,11 +52,19 @@ def _fired(timer: asyncio.TimerHandle) -> bool:
 async def notify_in_transaction(db: AsyncSession, kind: str) -> None:
     """Queue a NOTIFY that PostgreSQL sends when the transaction commits (SQLite: nothing)."""
     if db.get_bind().dialect.name == "postgresql":
-        await db.execute(text("SELECT pg_notify(:channel, :kind)"), {"channel": NOTIFY_CHANNEL, "kind": kind})
+        await db.execute(
+            text("SELECT pg_notify(:channel, :kind)"), {"channel": NOTIFY_CHANNEL, "kind": kind}
+        )
+
+
+def _setter(event: asyncio.Event) -> Any:
+    return lambda _connection: event.set()
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return (
+        make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
 
 
 class PostgresListener:
@@ -85,7 +95,7 @@ class PostgresListener:
             try:
                 connection = await asyncpg.connect(self._dsn)
                 lost = asyncio.Event()
-                connection.add_termination_listener(lambda _c: lost.set())
+                connection.add_termination_listener(_setter(lost))
                 await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
                 # Anything stored while we were not listening is picked up now.
                 for kind in ("answer", "deliver"):

@@ -70,7 +70,9 @@ class WorkerPool:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _spawn(self, message_id: int) -> None:
-        task = asyncio.create_task(self._run_one(message_id), name=f"bridge-{self._kind.name}-{message_id}")
+        task = asyncio.create_task(
+            self._run_one(message_id), name=f"bridge-{self._kind.name}-{message_id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -85,7 +87,9 @@ class WorkerPool:
             raise
         except Exception:
             # The claim expires and the work is tried again; never let one message kill the pool.
-            logger.exception("%s handler failed", self._kind.name, extra={"fields": {"message": message_id}})
+            logger.exception(
+                "%s handler failed", self._kind.name, extra={"fields": {"message": message_id}}
+            )
 
     async def _loop(self) -> None:
         wake = self._signals.event(self._kind.name)
@@ -96,14 +100,20 @@ class WorkerPool:
             if free > 0:
                 try:
                     ids = await claim(
-                        self._sessions, self._kind, worker_id=self._worker_id, limit=free,
+                        self._sessions,
+                        self._kind,
+                        worker_id=self._worker_id,
+                        limit=free,
                         ttl_seconds=self._ttl,
                     )
                     failures = 0
                 except Exception as error:  # database down: back off, then try again
                     failures += 1
                     log_event(
-                        logger, "claim.failed", level=logging.WARNING, kind=self._kind.name,
+                        logger,
+                        "claim.failed",
+                        level=logging.WARNING,
+                        kind=self._kind.name,
                         error=type(error).__name__,
                     )
                     await asyncio.sleep(min(self._poll, 0.2 * 2**failures))

@@ -92,8 +92,12 @@ class RunningChannels:
             except Exception as error:
                 self._start_errors[key] = f"{type(error).__name__}: {error}"
                 log_event(
-                    logger, "channel.start_failed", level=logging.ERROR, channel=key[0],
-                    agent=key[1], error=self._start_errors[key],
+                    logger,
+                    "channel.start_failed",
+                    level=logging.ERROR,
+                    channel=key[0],
+                    agent=key[1],
+                    error=self._start_errors[key],
                 )
 
     async def stop_all(self) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
-from sqlalchemy.sql.dml import Insert
 
+from bridge.db.models import Base
 from bridge.settings import DatabaseSettings
 
 
@@ -55,9 +55,6 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def insert(engine_or_dialect: AsyncEngine | str, table: Table) -> Insert:
+def insert(dialect: str, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that knows ``ON CONFLICT`` on both dialects."""
-    name = engine_or_dialect if isinstance(engine_or_dialect, str) else engine_or_dialect.dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    return postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)

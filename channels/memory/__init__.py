@@ -33,9 +33,7 @@ class MemoryChannelSettings(BaseModel):
 class MemoryChannel:
     name = NAME
 
-    def __init__(
-        self, *, agent_slug: str, settings: MemoryChannelSettings, ingest: Ingest
-    ) -> None:
+    def __init__(self, *, agent_slug: str, settings: MemoryChannelSettings, ingest: Ingest) -> None:
         self.agent_slug = agent_slug
         self._settings = settings
         self._ingest = ingest
@@ -71,10 +69,15 @@ class MemoryChannel:
     ) -> IngestResult:
         return await self._ingest(
             InboundMessage(
-                channel=NAME, agent_slug=self.agent_slug, external_conv_id=conversation,
+                channel=NAME,
+                agent_slug=self.agent_slug,
+                external_conv_id=conversation,
                 external_message_id=message_id or f"m-{time.monotonic_ns()}",
-                sender=Sender(external_id=sender, display_name=sender_name), text=text,
-                is_group=is_group, group_name=group_name, parent_conv_id=parent_conversation,
+                sender=Sender(external_id=sender, display_name=sender_name),
+                text=text,
+                is_group=is_group,
+                group_name=group_name,
+                parent_conv_id=parent_conversation,
                 reply_target={"conversation": conversation},
             )
         )
@@ -89,8 +92,9 @@ class MemoryChannel:
         self._outbox.put_nowait(reply)
         return [f"memory-{reply.message_id}"]
 
-    async def next_sent(self, timeout: float = 10.0) -> Reply:
-        return await asyncio.wait_for(self._outbox.get(), timeout)
+    async def next_sent(self, within_seconds: float = 10.0) -> Reply:
+        async with asyncio.timeout(within_seconds):
+            return await self._outbox.get()
 
 
 def _append_line(path: Path, record: dict[str, object]) -> None:

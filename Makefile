@@ -1,0 +1,42 @@
+# The two commands of the Quickstart: `make run` and `make test`. Both set up everything they
+# need on a fresh machine (a virtualenv in .venv, the package and its dependencies).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+INSTALLED_DEV := $(VENV)/.installed-dev
+
+.PHONY: run test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(INSTALLED_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@ $(INSTALLED)
+
+## Serve the web chat with the echo agent on the embedded SQLite (./data/bridge.db).
+run: $(INSTALLED)
+	$(BIN)/bridge migrate
+	$(BIN)/bridge serve
+
+## Lint, type-check and run the whole suite (SQLite and a throwaway PostgreSQL).
+test: lint
+	$(BIN)/pytest
+
+lint: $(INSTALLED_DEV)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(INSTALLED_DEV)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

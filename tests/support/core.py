@@ -1,0 +1,61 @@
+"""The core's ingest path without the HTTP app, for tests that drive it from outside."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bridge.db.engine import create_engine, session_factory
+from bridge.directory import sync_agents
+from bridge.events import InboundMessage, Sender
+from bridge.ingest import Ingestor
+from bridge.metrics import Metrics
+from bridge.settings import AgentSettings, DatabaseSettings
+from bridge.wakeups import WorkSignals
+
+
+@dataclass
+class Core:
+    sessions: async_sessionmaker[AsyncSession]
+    ingest: Ingestor
+
+
+@asynccontextmanager
+async def core(database_url: str, *, agents: list[str] | None = None) -> AsyncIterator[Core]:
+    engine = create_engine(DatabaseSettings(url=database_url, pool_size=20))
+    try:
+        sessions = session_factory(engine)
+        directory = await sync_agents(
+            sessions, [AgentSettings(slug=slug) for slug in agents or ["assistant"]]
+        )
+        ingest = Ingestor(
+            sessions=sessions, agents=directory, signals=WorkSignals(), metrics=Metrics()
+        )
+        yield Core(sessions=sessions, ingest=ingest)
+    finally:
+        await engine.dispose()
+
+
+def memory_message(
+    text: str,
+    *,
+    message_id: str,
+    sender: str = "user-1",
+    sender_name: str | None = None,
+    conversation: str = "memory:conv-1",
+    agent: str = "assistant",
+    **extra: object,
+) -> InboundMessage:
+    return InboundMessage(
+        channel="memory",
+        agent_slug=agent,
+        external_conv_id=conversation,
+        external_message_id=message_id,
+        sender=Sender(external_id=sender, display_name=sender_name),
+        text=text,
+        reply_target={"conversation": conversation},
+        **extra,  # type: ignore[arg-type]
+    )
