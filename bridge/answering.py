@@ -14,19 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.agents.base import AgentBackend, AgentError, AgentRequest
 from bridge.claims import ANSWER, DELIVER, still_claimed
 from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant, utcnow
-from bridge.directory import AgentDirectory, AgentRecord
+from bridge.directory import AgentRecord
 from bridge.events import Sender
 from bridge.history import load_history
 from bridge.logs import log_event
-from bridge.metrics import Metrics
 from bridge.sessions import record_activity, reset_context
-from bridge.settings import PipelineSettings
-from bridge.wakeups import WorkSignals, notify_in_transaction
+from bridge.wakeups import notify_in_transaction
+from bridge.workers import WorkContext
 
 logger = logging.getLogger(__name__)
 RESET_COMMAND = "/reset"
@@ -55,24 +53,14 @@ class _Outcome:
 
 
 class Answerer:
-    def __init__(
-        self,
-        *,
-        sessions: async_sessionmaker[AsyncSession],
-        agents: AgentDirectory,
-        backends: Mapping[str, AgentBackend],
-        signals: WorkSignals,
-        metrics: Metrics,
-        settings: PipelineSettings,
-        worker_id: str,
-    ) -> None:
-        self._sessions = sessions
-        self._agents = agents
+    def __init__(self, *, context: WorkContext, backends: Mapping[str, AgentBackend]) -> None:
+        self._sessions = context.sessions
+        self._agents = context.agents
         self._backends = backends
-        self._signals = signals
-        self._metrics = metrics
-        self._settings = settings
-        self._worker_id = worker_id
+        self._signals = context.signals
+        self._metrics = context.metrics
+        self._settings = context.settings
+        self._worker_id = context.worker_id
 
     async def __call__(self, message_id: int) -> None:
         job = await self._load(message_id)

@@ -16,17 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from bridge.claims import DELIVER, next_retry_at, still_claimed
 from bridge.db.models import ChatMessage, ChatSession, MessageState, utcnow
-from bridge.directory import AgentDirectory
 from bridge.events import Reply
 from bridge.logs import log_event
-from bridge.metrics import Metrics
-from bridge.settings import PipelineSettings
-from bridge.wakeups import WorkSignals
+from bridge.workers import WorkContext
 from channels.base import Channel, DeliveryError
 
 logger = logging.getLogger(__name__)
@@ -46,24 +42,14 @@ class _Attempt:
 
 
 class Deliverer:
-    def __init__(
-        self,
-        *,
-        sessions: async_sessionmaker[AsyncSession],
-        agents: AgentDirectory,
-        channels: ChannelLookup,
-        signals: WorkSignals,
-        metrics: Metrics,
-        settings: PipelineSettings,
-        worker_id: str,
-    ) -> None:
-        self._sessions = sessions
-        self._agents = agents
+    def __init__(self, *, context: WorkContext, channels: ChannelLookup) -> None:
+        self._sessions = context.sessions
+        self._agents = context.agents
         self._channels = channels
-        self._signals = signals
-        self._metrics = metrics
-        self._settings = settings
-        self._worker_id = worker_id
+        self._signals = context.signals
+        self._metrics = context.metrics
+        self._settings = context.settings
+        self._worker_id = context.worker_id
 
     async def __call__(self, message_id: int) -> None:
         attempt = await self._begin(message_id)

@@ -29,7 +29,7 @@ from bridge.logs import log_event
 from bridge.metrics import Metrics
 from bridge.settings import Settings
 from bridge.wakeups import PostgresListener, WorkSignals
-from bridge.workers import WorkerPool
+from bridge.workers import WorkContext, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -58,26 +58,9 @@ class Pipeline:
         self.ingest = Ingestor(
             sessions=sessions, agents=agents, signals=self.signals, metrics=metrics
         )
-        common = {
-            "sessions": sessions,
-            "signals": self.signals,
-            "worker_id": self.worker_id,
-            "claim_ttl_seconds": self._settings.claim_ttl_seconds,
-            "poll_interval_seconds": self._settings.poll_interval_seconds,
-        }
-        answerer = Answerer(
+        context = WorkContext(
             sessions=sessions,
             agents=agents,
-            backends=backends,
-            signals=self.signals,
-            metrics=metrics,
-            settings=self._settings,
-            worker_id=self.worker_id,
-        )
-        deliverer = Deliverer(
-            sessions=sessions,
-            agents=agents,
-            channels=channels,
             signals=self.signals,
             metrics=metrics,
             settings=self._settings,
@@ -86,15 +69,15 @@ class Pipeline:
         self._pools = (
             WorkerPool(
                 kind=ANSWER,
-                handler=answerer,
+                handler=Answerer(context=context, backends=backends),
+                context=context,
                 concurrency=self._settings.answer_concurrency,
-                **common,  # type: ignore[arg-type]
             ),
             WorkerPool(
                 kind=DELIVER,
-                handler=deliverer,
+                handler=Deliverer(context=context, channels=channels),
+                context=context,
                 concurrency=self._settings.delivery_concurrency,
-                **common,  # type: ignore[arg-type]
             ),
         )
         self._listener = (

@@ -11,38 +11,45 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.claims import ClaimKind, claim
+from bridge.directory import AgentDirectory
 from bridge.logs import log_event
+from bridge.metrics import Metrics
+from bridge.settings import PipelineSettings
 from bridge.wakeups import WorkSignals
 
 logger = logging.getLogger(__name__)
 Handler = Callable[[int], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkContext:
+    """What every step that works on claimed messages shares within one process."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    agents: AgentDirectory
+    signals: WorkSignals
+    metrics: Metrics
+    settings: PipelineSettings
+    worker_id: str
+
+
 class WorkerPool:
     def __init__(
-        self,
-        *,
-        kind: ClaimKind,
-        handler: Handler,
-        sessions: async_sessionmaker[AsyncSession],
-        signals: WorkSignals,
-        worker_id: str,
-        concurrency: int,
-        claim_ttl_seconds: float,
-        poll_interval_seconds: float,
+        self, *, kind: ClaimKind, handler: Handler, context: WorkContext, concurrency: int
     ) -> None:
         self._kind = kind
         self._handler = handler
-        self._sessions = sessions
-        self._signals = signals
-        self._worker_id = worker_id
+        self._sessions = context.sessions
+        self._signals = context.signals
+        self._worker_id = context.worker_id
         self._concurrency = concurrency
-        self._ttl = claim_ttl_seconds
-        self._poll = poll_interval_seconds
+        self._ttl = context.settings.claim_ttl_seconds
+        self._poll = context.settings.poll_interval_seconds
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
