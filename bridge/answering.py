@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from bridge.agents.base import AgentBackend, AgentError, AgentRequest
 from bridge.claims import ANSWER, DELIVER, still_claimed
 from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant, utcnow
-from bridge.directory import AgentRecord
+from bridge.directory import AgentRecord, UnknownAgent
 from bridge.events import Sender
 from bridge.history import load_history
 from bridge.logs import log_event
@@ -63,7 +63,11 @@ class Answerer:
         self._worker_id = context.worker_id
 
     async def __call__(self, message_id: int) -> None:
-        job = await self._load(message_id)
+        try:
+            job = await self._load(message_id)
+        except UnknownAgent as error:  # the agent left the config after the message came
+            await self._abandon(message_id, str(error))
+            return
         if job is None:
             return
         if job.request.text.strip().lower() == RESET_COMMAND:
@@ -163,6 +167,21 @@ class Answerer:
         return _Job(
             agent=agent, request=request, channel=row.channel, reply_target=row.reply_target
         )
+
+    async def _abandon(self, message_id: int, error: str) -> None:
+        async with self._sessions() as db, db.begin():
+            await db.execute(
+                update(ChatMessage)
+                .where(*still_claimed(message_id, ANSWER, self._worker_id))
+                .values(
+                    state=MessageState.FAILED,
+                    last_error=error,
+                    claimed_by=None,
+                    claim_expires_at=None,
+                    updated_at=utcnow(),
+                )
+            )
+        log_event(logger, "answer.abandoned", level=logging.ERROR, message=message_id, error=error)
 
     async def _store(self, message_id: int, job: _Job, outcome: _Outcome) -> None:
         now = utcnow()

@@ -121,6 +121,9 @@ async def _channels(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        # In-flight replies still need their channel: let the pipeline finish (or hand back)
+        # its work first. Whatever arrives meanwhile is stored, so nothing is lost.
+        await app[PIPELINE].stop()
         await app[CHANNELS].stop_all()
 
 

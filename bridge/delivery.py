@@ -110,7 +110,7 @@ class Deliverer:
             message_id=message_id,
             session_id=row.session_id,
             delivery_key=row.delivery_key or "",
-            agent_slug=self._agents.by_id(row.agent_id).settings.slug,
+            agent_slug=self._agents.slug_of(row.agent_id),
             channel=row.channel,
             external_conv_id=row.external_conv_id,
             text=row.content,

@@ -42,8 +42,12 @@ class AgentDirectory:
                 return record
         raise UnknownAgent(f"unknown agent id {agent_id}")
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._records.values())
+    def slug_of(self, agent_id: int) -> str:
+        """The slug, or a placeholder no channel answers to for an agent no longer configured."""
+        try:
+            return self.by_id(agent_id).settings.slug
+        except UnknownAgent:
+            return f"unconfigured-agent-{agent_id}"
 
 
 def _backend_options(agent: AgentSettings) -> dict[str, object]:

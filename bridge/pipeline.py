@@ -101,13 +101,16 @@ class Pipeline:
         log_event(logger, "pipeline.started", worker=self.worker_id)
 
     async def stop(self) -> None:
-        """Stop claiming, give in-flight work the grace period, hand back what is left."""
+        """Stop claiming, give in-flight work the grace period, hand back what is left.
+        Safe to call twice."""
+        if self._renewal is None:
+            return
         grace = self._settings.shutdown_grace_seconds
         await asyncio.gather(*(pool.stop(grace_seconds=grace) for pool in self._pools))
-        if self._renewal is not None:
-            self._renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewal
+        self._renewal.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._renewal
+        self._renewal = None
         if self._listener is not None:
             await self._listener.stop()
         self.signals.close()

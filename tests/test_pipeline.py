@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from bridge.db.models import ChatMessage, ChatSession, MessageState
 from channels.base import DeliveryError
 from tests.fakes.webhook_agent import FakeWebhookAgent
+from tests.support.core import core, memory_message
 from tests.support.harness import make_settings, running_bridge
 
 SECRET = "webhook-test-secret"
@@ -283,3 +284,41 @@ async def test_stop_hands_unfinished_work_back(
         ).scalar_one()
     assert message.state == MessageState.PENDING
     assert message.claimed_by is None
+
+
+async def test_shutdown_lets_an_in_flight_delivery_finish(database_url: str) -> None:
+    settings = make_settings(database_url, pipeline={"shutdown_grace_seconds": 10})
+    async with running_bridge(settings) as bridge:
+        memory = bridge.memory()
+        memory.send_delay_seconds = 0.5
+        result = await memory.receive("finish me")
+        for _ in range(250):
+            if memory.attempts:
+                break
+            await asyncio.sleep(0.02)
+        assert memory.attempts, "delivery never started"
+        sessions = bridge.sessions
+    # The channel stayed up until the pipeline had finished its work.
+    assert [r.text for r in memory.sent] == ["finish me"]
+    async with sessions() as db:
+        reply = (
+            await db.execute(
+                select(ChatMessage).where(ChatMessage.reply_to_message_id == result.message_id)
+            )
+        ).scalar_one()
+    assert reply.state == MessageState.DELIVERED
+
+
+async def test_message_for_an_agent_no_longer_configured_fails_visibly(database_url: str) -> None:
+    async with core(database_url, agents=["assistant", "retired"]) as old:
+        result = await old.ingest(memory_message("anyone?", message_id="r1", agent="retired"))
+    async with running_bridge(make_settings(database_url)) as bridge:
+        for _ in range(250):
+            async with bridge.sessions() as db:
+                message = await db.get(ChatMessage, result.message_id)
+            if message is not None and message.state == MessageState.FAILED:
+                break
+            await asyncio.sleep(0.02)
+        assert message is not None and message.state == MessageState.FAILED
+        assert "unknown agent" in (message.last_error or "")
+        assert message.claimed_by is None

@@ -42,6 +42,8 @@ class MemoryChannel:
         self._failures: deque[DeliveryError] = deque()
         self._outbox: asyncio.Queue[Reply] = asyncio.Queue()
         self._running = False
+        self.send_delay_seconds = 0.0
+        """How long each send takes, as a slow platform would."""
 
     async def start(self) -> None:
         self._running = True
@@ -84,6 +86,10 @@ class MemoryChannel:
 
     async def send(self, reply: Reply) -> Sequence[str]:
         self.attempts.append((time.monotonic(), reply))
+        if self.send_delay_seconds:
+            await asyncio.sleep(self.send_delay_seconds)
+        if not self._running:
+            raise DeliveryError("memory channel is stopped")
         if self._failures:
             raise self._failures.popleft()
         self.sent.append(reply)
