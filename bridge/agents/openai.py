@@ -14,16 +14,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from yarl import URL
 
 from bridge.agents.base import AgentError, AgentRequest
+from bridge.agents.http import MAX_RESPONSE_BYTES, display_url, post_for_reply, snippet
 from bridge.settings import OpenAIBackendSettings
 
 __all__ = ["MAX_RESPONSE_BYTES", "OpenAIBackend", "build_messages", "build_payload"]
-
-# A chat completion is a few KiB; anything far bigger is a broken or hostile server.
-MAX_RESPONSE_BYTES = 4 * 1024 * 1024
-_SNIPPET_CHARS = 200
 
 
 def build_messages(request: AgentRequest) -> list[dict[str, str]]:
@@ -66,17 +62,25 @@ class OpenAIBackend:
         self._settings = settings
         self._http = http
         self._url = f"{settings.base_url.rstrip('/')}/chat/completions"
-        self._shown_url = _display_url(self._url)
+        self._shown_url = display_url(self._url)
 
     async def answer(self, request: AgentRequest) -> AsyncIterator[str]:
         """Yield the whole completion as one chunk; raise AgentError on any failure."""
         api_key = self._api_key()
         body = json.dumps(build_payload(self._settings, request), ensure_ascii=False).encode()
-        status, raw = await self._post(body, api_key)
-        if not 200 <= status < 300:
-            raise AgentError(
-                f"openai backend: HTTP {status} from {self._shown_url}: {_snippet(raw)}"
-            )
+        raw = await post_for_reply(
+            self._http,
+            url=self._url,
+            shown_url=self._shown_url,
+            body=body,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            timeout_seconds=self._settings.timeout_seconds,
+            label="openai",
+        )
         yield _parse_reply(raw)
 
     async def aclose(self) -> None:
@@ -91,43 +95,18 @@ class OpenAIBackend:
             raise AgentError(f"openai backend: environment variable {name} is not set or empty")
         return key
 
-    async def _post(self, body: bytes, api_key: str) -> tuple[int, bytes]:
-        timeout = self._settings.timeout_seconds
-        try:
-            async with self._http.post(
-                self._url,
-                data=body,
-                headers={
-                    "Authorization": f"Bearer {api_key}",
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                },
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                # A redirect would replay the key to wherever it points; treat it as an error.
-                allow_redirects=False,
-            ) as response:
-                return response.status, await _read_limited(response)
-        except TimeoutError:
-            raise AgentError(
-                f"openai backend: no answer from {self._shown_url} within {timeout:g} s"
-            ) from None
-        except aiohttp.ClientError as error:
-            raise AgentError(
-                f"openai backend: request to {self._shown_url} failed: {_describe(error)}"
-            ) from None
-
 
 def _parse_reply(raw: bytes) -> str:
     """``choices[0].message.content``, which must be a non-empty string."""
     try:
         data = json.loads(raw)
     except ValueError:
-        raise AgentError(f"openai backend: response is not JSON: {_snippet(raw)}") from None
+        raise AgentError(f"openai backend: response is not JSON: {snippet(raw)}") from None
     try:
         content = data["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
         raise AgentError(
-            f"openai backend: response has no choices[0].message.content: {_snippet(raw)}"
+            f"openai backend: response has no choices[0].message.content: {snippet(raw)}"
         ) from None
     if not isinstance(content, str):
         raise AgentError(
@@ -136,40 +115,3 @@ def _parse_reply(raw: bytes) -> str:
     if not content.strip():
         raise AgentError("openai backend: the model returned an empty reply")
     return content.strip()
-
-
-async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
-    """The body, refusing to buffer more than MAX_RESPONSE_BYTES."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise AgentError(f"openai backend: response larger than {MAX_RESPONSE_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _display_url(url: str) -> str:
-    """The URL without credentials or query string, safe to put in a log line."""
-    try:
-        return str(URL(url).with_user(None).with_query(None).with_fragment(None))
-    except ValueError:
-        return "(invalid URL)"
-
-
-def _describe(error: aiohttp.ClientError) -> str:
-    """A one-line cause that never repeats the full request URL."""
-    if isinstance(error, aiohttp.InvalidURL):
-        return "invalid URL"
-    if isinstance(error, aiohttp.ClientResponseError):
-        return f"{type(error).__name__}: {error.status} {error.message}"
-    return f"{type(error).__name__}: {error}"
-
-
-def _snippet(raw: bytes) -> str:
-    """The first ~200 characters of a body, on one line, for an error message."""
-    text = " ".join(raw.decode("utf-8", "replace").split())
-    if not text:
-        return "(empty body)"
-    return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "…"

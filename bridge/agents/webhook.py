@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from yarl import URL
 
 from bridge.agents.base import AgentError, AgentRequest
+from bridge.agents.http import MAX_RESPONSE_BYTES, origin, post_for_reply, snippet
 from bridge.settings import WebhookBackendSettings
 
 __all__ = [
@@ -35,9 +35,6 @@ __all__ = [
 
 TIMESTAMP_HEADER = "X-Bridge-Timestamp"
 SIGNATURE_HEADER = "X-Bridge-Signature"
-# A reply is text for a chat message; anything far bigger is a broken or hostile receiver.
-MAX_RESPONSE_BYTES = 4 * 1024 * 1024
-_SNIPPET_CHARS = 200
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -82,7 +79,7 @@ class WebhookBackend:
         self._settings = settings
         self._http = http
         # Webhook URLs often carry a token in the path or query: errors show the origin only.
-        self._shown_url = _origin(settings.url)
+        self._shown_url = origin(settings.url)
 
     async def answer(self, request: AgentRequest) -> AsyncIterator[str]:
         """Yield the receiver's reply as one chunk; raise AgentError on any failure."""
@@ -90,45 +87,25 @@ class WebhookBackend:
         body = json.dumps(build_body(request), ensure_ascii=False, separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         secret = self._settings.secret.get_secret_value().encode()
-        status, raw = await self._post(
-            body,
-            {
+        raw = await post_for_reply(
+            self._http,
+            url=self._settings.url,
+            shown_url=self._shown_url,
+            body=body,
+            headers={
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 TIMESTAMP_HEADER: timestamp,
                 SIGNATURE_HEADER: sign(secret, timestamp, body),
             },
+            timeout_seconds=self._settings.timeout_seconds,
+            label="webhook",
         )
-        if not 200 <= status < 300:
-            raise AgentError(
-                f"webhook backend: HTTP {status} from {self._shown_url}: {_snippet(raw)}"
-            )
         yield _parse_reply(raw)
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP session is owned and closed by the app."""
         return None
-
-    async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        timeout = self._settings.timeout_seconds
-        try:
-            async with self._http.post(
-                self._settings.url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                # aiohttp would turn a redirected POST into a GET without the body: refuse.
-                allow_redirects=False,
-            ) as response:
-                return response.status, await _read_limited(response)
-        except TimeoutError:
-            raise AgentError(
-                f"webhook backend: no answer from {self._shown_url} within {timeout:g} s"
-            ) from None
-        except aiohttp.ClientError as error:
-            raise AgentError(
-                f"webhook backend: request to {self._shown_url} failed: {_describe(error)}"
-            ) from None
 
 
 def _parse_reply(raw: bytes) -> str:
@@ -136,49 +113,12 @@ def _parse_reply(raw: bytes) -> str:
     try:
         data = json.loads(raw)
     except ValueError:
-        raise AgentError(f"webhook backend: response is not JSON: {_snippet(raw)}") from None
+        raise AgentError(f"webhook backend: response is not JSON: {snippet(raw)}") from None
     if not isinstance(data, dict) or "reply" not in data:
-        raise AgentError(f'webhook backend: response has no "reply" field: {_snippet(raw)}')
+        raise AgentError(f'webhook backend: response has no "reply" field: {snippet(raw)}')
     reply = data["reply"]
     if not isinstance(reply, str):
         raise AgentError(f'webhook backend: "reply" is {type(reply).__name__}, not a string')
     if not reply.strip():
         raise AgentError('webhook backend: "reply" is empty')
     return reply.strip()
-
-
-async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
-    """The body, refusing to buffer more than MAX_RESPONSE_BYTES."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise AgentError(f"webhook backend: response larger than {MAX_RESPONSE_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _origin(url: str) -> str:
-    """Scheme, host and port only: safe to put in a log line."""
-    try:
-        return str(URL(url).origin())
-    except ValueError:
-        return "(invalid URL)"
-
-
-def _describe(error: aiohttp.ClientError) -> str:
-    """A one-line cause that never repeats the full request URL."""
-    if isinstance(error, aiohttp.InvalidURL):
-        return "invalid URL"
-    if isinstance(error, aiohttp.ClientResponseError):
-        return f"{type(error).__name__}: {error.status} {error.message}"
-    return f"{type(error).__name__}: {error}"
-
-
-def _snippet(raw: bytes) -> str:
-    """The first ~200 characters of a body, on one line, for an error message."""
-    text = " ".join(raw.decode("utf-8", "replace").split())
-    if not text:
-        return "(empty body)"
-    return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "…"

@@ -20,18 +20,14 @@ Usage::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
-import json
 import time
-from collections import deque
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
+
+from tests.fakes.server import Canned, LocalServer, RecordedRequest
 
 __all__ = ["FakeOpenAIServer", "RecordedRequest"]
 
@@ -55,18 +51,6 @@ _REQUEST_KEYS = frozenset(
 )
 
 
-@dataclass(slots=True, kw_only=True)
-class RecordedRequest:
-    """One request as the fake received it; ``json`` is None when the body was not JSON."""
-
-    method: str
-    path: str
-    headers: CIMultiDict[str]
-    body: bytes
-    json: Any
-    status: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class _Reply:
     content: str | None
@@ -78,14 +62,7 @@ class _Error:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Raw:
-    status: int
-    body: bytes
-    content_type: str
-
-
-_Action = _Reply | _Error | _Raw
+_Action = _Reply | _Error
 
 
 class _Rejected(Exception):
@@ -96,7 +73,7 @@ class _Rejected(Exception):
         self.code = code
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(LocalServer[_Action]):
     """An aiohttp server on 127.0.0.1 and a free port; ``url`` is the ``base_url`` (…/v1)."""
 
     def __init__(
@@ -106,52 +83,11 @@ class FakeOpenAIServer:
         expected_model: str | None = None,
         default_reply: str = "Hello from the fake model.",
     ) -> None:
+        super().__init__(route="/v1/chat/completions", url_path="/v1")
         self.api_key = api_key
         self.expected_model = expected_model
         self.default_reply = default_reply
-        self.delay_seconds = 0.0
-        self.requests: list[RecordedRequest] = []
-        self._script: deque[_Action] = deque()
         self._ids = itertools.count(1)
-        self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            raise RuntimeError("FakeOpenAIServer is not started")
-        return self._url
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}/v1"
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeOpenAIServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- scripting -------------------------------------------------------------------------
 
@@ -169,36 +105,16 @@ class FakeOpenAIServer:
         self, count: int = 1, *, body: bytes = b"<html>502 Bad Gateway</html>", status: int = 200
     ) -> None:
         """The next ``count`` accepted calls answer a body that is not JSON."""
-        self._script.extend(_Raw(status, body, "text/html") for _ in range(count))
-
-    def raw_next(self, document: Any, *, status: int = 200) -> None:
-        """The next accepted call answers exactly this JSON document."""
-        body = json.dumps(document).encode()
-        self._script.append(_Raw(status, body, "application/json"))
+        self._garbage_next(count, body=body, status=status)
 
     # --- the endpoint ----------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        record = RecordedRequest(
-            method=request.method,
-            path=request.path,
-            headers=CIMultiDict(request.headers),
-            body=body,
-            json=_parse_json(body),
-        )
-        self.requests.append(record)
-        if self.delay_seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.delay_seconds)
+    def _respond(self, request: web.Request, record: RecordedRequest) -> web.Response:
         try:
             self._check(request, record)
         except _Rejected as rejected:
-            response = _error_response(rejected.status, rejected.message, code=rejected.code)
-        else:
-            response = self._scripted(record.json)
-        record.status = response.status
-        return response
+            return _error_response(rejected.status, rejected.message, code=rejected.code)
+        return self._scripted(record.json)
 
     def _check(self, request: web.Request, record: RecordedRequest) -> None:
         authorization = request.headers.get("Authorization")
@@ -225,13 +141,11 @@ class FakeOpenAIServer:
         _check_options(data)
 
     def _scripted(self, data: dict[str, Any]) -> web.Response:
-        action: _Action = self._script.popleft() if self._script else _Reply(self.default_reply)
+        action = self._next_action() or _Reply(self.default_reply)
         if isinstance(action, _Error):
             return _error_response(action.status, action.message)
-        if isinstance(action, _Raw):
-            return web.Response(
-                status=action.status, body=action.body, content_type=action.content_type
-            )
+        if isinstance(action, Canned):
+            return action.response()
         return web.json_response(
             {
                 "id": f"chatcmpl-fake-{next(self._ids)}",
@@ -294,10 +208,3 @@ def _error_response(status: int, message: str, *, code: str | None = None) -> we
         {"error": {"message": message, "type": kind, "param": None, "code": code}},
         status=status,
     )
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None

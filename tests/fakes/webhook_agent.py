@@ -21,43 +21,18 @@ Usage::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import json
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
+from typing import Any, Never
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from bridge.agents.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from tests.fakes.server import Canned, LocalServer, RecordedRequest
 
 __all__ = ["FakeWebhookAgent", "RecordedRequest"]
-
-
-@dataclass(slots=True, kw_only=True)
-class RecordedRequest:
-    """One request as the fake received it; ``error`` says why it was refused, if it was."""
-
-    method: str
-    path: str
-    headers: CIMultiDict[str]
-    body: bytes
-    json: Any
-    status: int = 0
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Raw:
-    status: int
-    body: bytes
-    content_type: str
 
 
 class _Rejected(Exception):
@@ -87,7 +62,7 @@ _BODY_SHAPE: _Shape = {
 _HISTORY_SHAPE: _Shape = {"role": (str,), "content": (str,), "sender_name": _OPTIONAL_STR}
 
 
-class FakeWebhookAgent:
+class FakeWebhookAgent(LocalServer[Never]):
     """An aiohttp server on 127.0.0.1 and a free port; ``url`` is the webhook URL."""
 
     def __init__(
@@ -97,51 +72,10 @@ class FakeWebhookAgent:
         max_skew_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(route="/agent", url_path="/agent")
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.max_skew_seconds = max_skew_seconds
         self.clock = clock
-        self.delay_seconds = 0.0
-        self.requests: list[RecordedRequest] = []
-        self._script: deque[_Raw] = deque()
-        self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            raise RuntimeError("FakeWebhookAgent is not started")
-        return self._url
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/agent", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}/agent"
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeWebhookAgent:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- scripting -------------------------------------------------------------------------
 
@@ -153,43 +87,24 @@ class FakeWebhookAgent:
     def fail_next(self, count: int = 1, *, status: int = 500, error: str = "agent crashed") -> None:
         """The next ``count`` accepted calls answer ``status`` with ``{"error": ...}``."""
         body = json.dumps({"error": error}).encode()
-        self._script.extend(_Raw(status, body, "application/json") for _ in range(count))
+        self._script.extend(Canned(status, body, "application/json") for _ in range(count))
 
     def garbage_next(
         self, count: int = 1, *, body: bytes = b"<html>oops</html>", status: int = 200
     ) -> None:
         """The next ``count`` accepted calls answer a body that is not JSON."""
-        self._script.extend(_Raw(status, body, "text/html") for _ in range(count))
-
-    def raw_next(self, document: Any, *, status: int = 200) -> None:
-        """The next accepted call answers exactly this JSON document."""
-        self._script.append(_Raw(status, json.dumps(document).encode(), "application/json"))
+        self._garbage_next(count, body=body, status=status)
 
     # --- the endpoint ----------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        record = RecordedRequest(
-            method=request.method,
-            path=request.path,
-            headers=CIMultiDict(request.headers),
-            body=body,
-            json=_parse_json(body),
-        )
-        self.requests.append(record)
-        if self.delay_seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.delay_seconds)
+    def _respond(self, request: web.Request, record: RecordedRequest) -> web.Response:
         try:
-            self._verify(request, body)
+            self._verify(request, record.body)
             _check_body(record.json)
         except _Rejected as rejected:
             record.error = rejected.reason
-            response = web.json_response({"error": rejected.reason}, status=rejected.status)
-        else:
-            response = self._scripted(record.json)
-        record.status = response.status
-        return response
+            return web.json_response({"error": rejected.reason}, status=rejected.status)
+        return self._scripted(record.json)
 
     def _verify(self, request: web.Request, body: bytes) -> None:
         if request.content_type != "application/json":
@@ -209,11 +124,9 @@ class FakeWebhookAgent:
             raise _Rejected(401, "bad signature")
 
     def _scripted(self, data: dict[str, Any]) -> web.Response:
-        if self._script:
-            action = self._script.popleft()
-            return web.Response(
-                status=action.status, body=action.body, content_type=action.content_type
-            )
+        action = self._next_action()
+        if action is not None:
+            return action.response()
         return web.json_response({"reply": f"echo: {data['message']['text']}"})
 
 
@@ -244,10 +157,3 @@ def _check_shape(data: dict[str, Any], shape: _Shape, where: str) -> None:
         # bool is an int in Python; an id must not be true/false.
         elif not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
             raise _Rejected(400, f"{where}.{key} has the wrong type")
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
