@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +125,13 @@ class AgentSettings(BaseModel):
                 raise ValueError(f"unknown key {key!r}")
         return self
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # Channel sections are raw dicts (their channel validates them later) and hold tokens:
+        # show that they are there, never what is in them.
+        extras = self.model_extra or {}
+        for name, value in super().__repr_args__():
+            yield (name, "{...}") if name in extras else (name, value)
+
     @property
     def channels(self) -> dict[str, dict[str, Any]]:
         """The channel sections by channel name, still raw: their channel validates them."""
@@ -219,7 +226,10 @@ def load_settings(
     except ValidationError as error:
         line = first_error_line(error)
         raise ConfigError(f"{path}: {line}" if path else line) from None
-    _check_unique_slugs(settings)
+    try:
+        _check_unique_slugs(settings)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}" if path else str(error)) from None
     return settings
 
 

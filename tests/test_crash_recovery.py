@@ -1,0 +1,171 @@
+"""A process killed with SIGKILL after ingest and before the answer, then restarted, gives
+exactly one reply: on SQLite (the new process releases every claim at start) and on PostgreSQL
+(the dead process's claims expire after ``claim_ttl_seconds``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.db.models import MessageState
+from tests.fakes.webhook_agent import FakeWebhookAgent
+from tests.support.processes import bridge_database, serving_bridge, wait_until, write_toml
+
+SECRET = "crash-webhook-secret"
+TEXT = "are you still there?"
+
+
+@pytest.fixture
+async def webhook_agent() -> AsyncIterator[FakeWebhookAgent]:
+    async with FakeWebhookAgent(secret=SECRET) as fake:
+        yield fake
+
+
+def delivered_lines(record_file: Path) -> list[dict[str, Any]]:
+    if not record_file.exists():
+        return []
+    return [json.loads(line) for line in record_file.read_text().splitlines() if line.strip()]
+
+
+def bridge_config(
+    tmp_path: Path, name: str, *, database_url: str, fake: FakeWebhookAgent, record_file: Path
+) -> tuple[Path, list[dict[str, Any]]]:
+    """A config whose agent answers through ``fake`` and records deliveries in ``record_file``;
+    claims expire after a second, so PostgreSQL takes a dead process's work over quickly."""
+    agents: list[dict[str, Any]] = [
+        {
+            "slug": "assistant",
+            "backend": "webhook",
+            "webhook": {"url": fake.url, "secret": SECRET, "timeout_seconds": 300.0},
+            "memory": {"record_file": str(record_file)},
+        }
+    ]
+    config = write_toml(
+        tmp_path / name,
+        {
+            "database": {"url": database_url},
+            "pipeline": {"claim_ttl_seconds": 1.0, "poll_interval_seconds": 0.2},
+            "agents": agents,
+        },
+    )
+    return config, agents
+
+
+async def test_sigkill_before_the_answer_then_restart_gives_exactly_one_reply(
+    database_url: str, tmp_path: Path, webhook_agent: FakeWebhookAgent
+) -> None:
+    """The issue's requirement: the work of a process that died mid-answer is neither lost
+    (the next process answers it) nor doubled (one reply stored, one delivered)."""
+    record_file = tmp_path / "delivered.jsonl"
+    config, agents = bridge_config(
+        tmp_path,
+        "bridge.toml",
+        database_url=database_url,
+        fake=webhook_agent,
+        record_file=record_file,
+    )
+    async with bridge_database(database_url, agents) as db:
+        ingested = await db.ingest(TEXT, message_id="crash-1")
+
+        # Bridge A asks the agent, which holds its answer; A dies before it comes back.
+        webhook_agent.delay_seconds = 120.0
+        async with serving_bridge(config, cwd=tmp_path) as first:
+            await wait_until(
+                lambda: len(webhook_agent.requests) == 1, within=15, what="bridge A to ask"
+            )
+            first.kill()
+            assert await first.wait() == -signal.SIGKILL
+        crashed = await db.message(ingested.message_id)
+        assert crashed.state == MessageState.ANSWERING, "A had claimed it when it died"
+        assert delivered_lines(record_file) == []
+
+        # Bridge B takes the orphaned claim over and answers once.
+        webhook_agent.delay_seconds = 0.0
+        async with serving_bridge(config, cwd=tmp_path) as second:
+            await wait_until(
+                lambda: bool(delivered_lines(record_file)), within=20, what="the reply"
+            )
+            # A graceful stop finishes or hands back anything still in flight, so whatever
+            # B would have done twice is now visible in the file or the database.
+            second.terminate()
+            assert await second.wait() == 0, second.log
+
+        (line,) = delivered_lines(record_file)
+        assert line["text"] == f"echo: {TEXT}"
+        assert len(webhook_agent.requests) == 2, "asked once by A, once by B"
+
+        messages = await db.messages()
+        user = next(m for m in messages if m.id == ingested.message_id)
+        (reply,) = [m for m in messages if m.reply_to_message_id == ingested.message_id]
+        assert [m.id for m in messages] == [user.id, reply.id], "nothing else was stored"
+        assert (user.state, user.claimed_by) == (MessageState.ANSWERED, None)
+        assert (reply.role, reply.state, reply.content) == (
+            "assistant",
+            MessageState.DELIVERED,
+            f"echo: {TEXT}",
+        )
+        assert line["message_id"] == reply.id
+        assert reply.platform_message_ids == [f"memory-{reply.id}"]
+
+
+async def test_sigkill_during_delivery_then_restart_delivers_once_without_asking_again(
+    database_url: str, tmp_path: Path, webhook_agent: FakeWebhookAgent
+) -> None:
+    """The reply is stored and its delivery started when the process dies: the next process
+    delivers that same reply once, flagged in doubt with the same key, and does not ask the
+    agent again. Bridge A's record file is a FIFO nobody reads, so its send blocks for good."""
+    stuck = tmp_path / "stuck.fifo"
+    os.mkfifo(stuck)
+    record_file = tmp_path / "delivered.jsonl"
+    config_a, agents = bridge_config(
+        tmp_path, "a.toml", database_url=database_url, fake=webhook_agent, record_file=stuck
+    )
+    config_b, _ = bridge_config(
+        tmp_path,
+        "b.toml",
+        database_url=database_url,
+        fake=webhook_agent,
+        record_file=record_file,
+    )
+    async with bridge_database(database_url, agents) as db:
+        ingested = await db.ingest(TEXT, message_id="crash-2")
+
+        async def delivery_started() -> bool:
+            replies = [m for m in await db.messages() if m.reply_to_message_id is not None]
+            # Claimed and the attempt recorded: from here on the send may be under way.
+            return bool(replies) and (replies[0].state, replies[0].attempts) == (
+                MessageState.DELIVERING,
+                1,
+            )
+
+        async with serving_bridge(config_a, cwd=tmp_path) as first:
+            await wait_until(delivery_started, within=15, what="bridge A to start delivering")
+            first.kill()
+            assert await first.wait() == -signal.SIGKILL
+        (stored,) = [m for m in await db.messages() if m.reply_to_message_id is not None]
+        assert (stored.attempts, stored.delivery_in_doubt) == (1, True)
+
+        async with serving_bridge(config_b, cwd=tmp_path) as second:
+            await wait_until(
+                lambda: bool(delivered_lines(record_file)), within=20, what="the redelivery"
+            )
+            second.terminate()
+            assert await second.wait() == 0, second.log
+
+        (line,) = delivered_lines(record_file)
+        assert (line["message_id"], line["delivery_key"]) == (stored.id, stored.delivery_key)
+        assert (line["in_doubt"], line["attempt"]) == (True, 2)
+        assert line["text"] == f"echo: {TEXT}"
+        assert len(webhook_agent.requests) == 1, "the stored reply is not asked for again"
+        messages = await db.messages()
+        assert [m.id for m in messages] == [ingested.message_id, stored.id]
+        reply = messages[1]
+        assert (reply.state, reply.delivery_in_doubt) == (MessageState.DELIVERED, False)
+        assert messages[0].state == MessageState.ANSWERED
