@@ -7,7 +7,7 @@ import asyncio
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,8 @@ import pytest
 from bridge.db.engine import create_engine
 from bridge.db.migrate import upgrade
 from bridge.settings import DatabaseSettings
+from tests.fakes.webhook_agent import FakeWebhookAgent
+from tests.support.harness import WEBHOOK_SECRET
 from tests.support.postgres import PostgresCluster, PostgresUnavailable, ensure_postgres_installed
 
 TEMPLATE_DB = "bridge_template"
@@ -72,3 +74,10 @@ def postgres_url(postgres_cluster: PostgresCluster | None) -> str:
     if postgres_cluster is None:
         pytest.skip("NO POSTGRESQL available on this machine (see the warning above)")
     return postgres_cluster.create_database(f"t_{uuid.uuid4().hex[:16]}", template=TEMPLATE_DB)
+
+
+@pytest.fixture
+async def webhook_agent() -> AsyncIterator[FakeWebhookAgent]:
+    """A strict fake webhook agent; ``webhook_agent_config`` points an agent at it."""
+    async with FakeWebhookAgent(secret=WEBHOOK_SECRET) as fake:
+        yield fake

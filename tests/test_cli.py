@@ -12,7 +12,7 @@ import hashlib
 import os
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from bridge.settings import ConfigError, load_settings
 from channels.base import Channel, ChannelContext
 from channels.registry import ChannelRegistry, configured_channels
 from tests.fakes.webhook_agent import FakeWebhookAgent
+from tests.support.harness import webhook_agent_config
 from tests.support.processes import (
     bridge_database,
     run_cli,
@@ -33,8 +34,6 @@ from tests.support.processes import (
     wait_until,
     write_toml,
 )
-
-SECRET = "cli-webhook-secret"
 
 
 @pytest.fixture
@@ -300,22 +299,10 @@ async def _run_cli_async(*args: str, cwd: Path) -> subprocess.CompletedProcess[s
 
 
 @pytest.fixture
-async def slow_agent() -> AsyncIterator[FakeWebhookAgent]:
+def slow_agent(webhook_agent: FakeWebhookAgent) -> FakeWebhookAgent:
     """A webhook agent that holds every answer far longer than any test waits."""
-    async with FakeWebhookAgent(secret=SECRET) as fake:
-        fake.delay_seconds = 120.0
-        yield fake
-
-
-def webhook_agents(fake: FakeWebhookAgent, **memory: Any) -> list[dict[str, Any]]:
-    return [
-        {
-            "slug": "assistant",
-            "backend": "webhook",
-            "webhook": {"url": fake.url, "secret": SECRET, "timeout_seconds": 300.0},
-            "memory": memory,
-        }
-    ]
+    webhook_agent.delay_seconds = 120.0
+    return webhook_agent
 
 
 async def test_sigterm_hands_in_flight_work_back(
@@ -323,7 +310,7 @@ async def test_sigterm_hands_in_flight_work_back(
 ) -> None:
     """A stop in the middle of an answer exits 0 and leaves the message pending and unclaimed,
     so the next process answers it: a deploy loses nothing."""
-    agents = webhook_agents(slow_agent)
+    agents = [webhook_agent_config(slow_agent, timeout_seconds=300.0)]
     config = write_toml(
         tmp_path / "bridge.toml",
         {

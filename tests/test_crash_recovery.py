@@ -8,24 +8,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bridge.db.models import MessageState
 from tests.fakes.webhook_agent import FakeWebhookAgent
+from tests.support.harness import webhook_agent_config
 from tests.support.processes import bridge_database, serving_bridge, wait_until, write_toml
 
-SECRET = "crash-webhook-secret"
 TEXT = "are you still there?"
-
-
-@pytest.fixture
-async def webhook_agent() -> AsyncIterator[FakeWebhookAgent]:
-    async with FakeWebhookAgent(secret=SECRET) as fake:
-        yield fake
 
 
 def delivered_lines(record_file: Path) -> list[dict[str, Any]]:
@@ -39,13 +30,8 @@ def bridge_config(
 ) -> tuple[Path, list[dict[str, Any]]]:
     """A config whose agent answers through ``fake`` and records deliveries in ``record_file``;
     claims expire after a second, so PostgreSQL takes a dead process's work over quickly."""
-    agents: list[dict[str, Any]] = [
-        {
-            "slug": "assistant",
-            "backend": "webhook",
-            "webhook": {"url": fake.url, "secret": SECRET, "timeout_seconds": 300.0},
-            "memory": {"record_file": str(record_file)},
-        }
+    agents = [
+        webhook_agent_config(fake, timeout_seconds=300.0, memory={"record_file": str(record_file)})
     ]
     config = write_toml(
         tmp_path / name,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -14,27 +12,7 @@ from bridge.db.models import ChatMessage, ChatSession, MessageState
 from channels.base import DeliveryError
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.core import core, memory_message
-from tests.support.harness import make_settings, running_bridge
-
-SECRET = "webhook-test-secret"
-
-
-@pytest.fixture
-async def webhook_agent() -> AsyncIterator[FakeWebhookAgent]:
-    async with FakeWebhookAgent(secret=SECRET) as fake:
-        yield fake
-
-
-def webhook_agent_settings(fake: FakeWebhookAgent, **extra: Any) -> list[dict[str, Any]]:
-    return [
-        {
-            "slug": "assistant",
-            "backend": "webhook",
-            "webhook": {"url": fake.url, "secret": SECRET, "timeout_seconds": 5},
-            "memory": {},
-            **extra,
-        }
-    ]
+from tests.support.harness import make_settings, running_bridge, webhook_agent_config
 
 
 async def test_echo_reply_is_stored_and_delivered(database_url: str) -> None:
@@ -87,7 +65,7 @@ async def test_concurrent_redeliveries_store_one_message(database_url: str) -> N
 async def test_messages_of_one_session_are_answered_in_order(
     database_url: str, webhook_agent: FakeWebhookAgent
 ) -> None:
-    settings = make_settings(database_url, agents=webhook_agent_settings(webhook_agent))
+    settings = make_settings(database_url, agents=[webhook_agent_config(webhook_agent)])
     async with running_bridge(settings) as bridge:
         memory = bridge.memory()
         for index in range(6):
@@ -159,7 +137,7 @@ async def test_permanent_delivery_error_is_not_retried(database_url: str) -> Non
 async def test_agent_failure_gives_apology_and_recorded_failure(
     database_url: str, webhook_agent: FakeWebhookAgent, fault: str
 ) -> None:
-    agents = webhook_agent_settings(webhook_agent)
+    agents = [webhook_agent_config(webhook_agent)]
     agents[0]["webhook"]["timeout_seconds"] = 0.3
     if fault == "error":
         webhook_agent.fail_next(1, status=500)
@@ -191,7 +169,7 @@ async def test_agent_failure_gives_apology_and_recorded_failure(
 async def test_history_window_is_bounded_by_count_and_characters(
     database_url: str, webhook_agent: FakeWebhookAgent
 ) -> None:
-    agents = webhook_agent_settings(webhook_agent, history_messages=4, history_chars=60)
+    agents = [webhook_agent_config(webhook_agent, history_messages=4, history_chars=60)]
     async with running_bridge(make_settings(database_url, agents=agents)) as bridge:
         memory = bridge.memory()
         for index in range(5):
@@ -212,7 +190,7 @@ async def test_history_window_is_bounded_by_count_and_characters(
 async def test_reset_cuts_the_history_sent_to_the_agent(
     database_url: str, webhook_agent: FakeWebhookAgent
 ) -> None:
-    settings = make_settings(database_url, agents=webhook_agent_settings(webhook_agent))
+    settings = make_settings(database_url, agents=[webhook_agent_config(webhook_agent)])
     async with running_bridge(settings) as bridge:
         memory = bridge.memory()
         await memory.receive("remember the word apple")
@@ -236,7 +214,7 @@ async def test_reset_cuts_the_history_sent_to_the_agent(
 async def test_idle_timeout_starts_a_fresh_context(
     database_url: str, webhook_agent: FakeWebhookAgent
 ) -> None:
-    agents = webhook_agent_settings(webhook_agent, idle_reset_hours=2)
+    agents = [webhook_agent_config(webhook_agent, idle_reset_hours=2)]
     async with running_bridge(make_settings(database_url, agents=agents)) as bridge:
         memory = bridge.memory()
         first = await memory.receive("old topic")
@@ -267,7 +245,7 @@ async def test_stop_hands_unfinished_work_back(
     webhook_agent.delay_seconds = 30
     settings = make_settings(
         database_url,
-        agents=webhook_agent_settings(webhook_agent),
+        agents=[webhook_agent_config(webhook_agent)],
         pipeline={"shutdown_grace_seconds": 0.2},
     )
     async with running_bridge(settings) as bridge:

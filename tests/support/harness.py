@@ -18,6 +18,26 @@ from bridge.pipeline import Pipeline
 from bridge.settings import Settings, load_settings
 from channels.memory import MemoryChannel
 from channels.registry import ChannelRegistry
+from tests.fakes.webhook_agent import FakeWebhookAgent
+
+WEBHOOK_SECRET = "webhook-test-secret"
+
+
+def webhook_agent_config(
+    fake: FakeWebhookAgent,
+    *,
+    timeout_seconds: float = 5.0,
+    memory: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Agent ``assistant`` answered by ``fake``, on the memory channel."""
+    return {
+        "slug": "assistant",
+        "backend": "webhook",
+        "webhook": {"url": fake.url, "secret": WEBHOOK_SECRET, "timeout_seconds": timeout_seconds},
+        "memory": memory or {},
+        **extra,
+    }
 
 
 def make_settings(
