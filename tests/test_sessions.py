@@ -7,9 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select, update
 
 from bridge.db.models import ChatMessage, ChatSession, Participant, SessionMember, utcnow
+from bridge.directory import UnknownAgent
+from bridge.ingest import InvalidMessage
 from tests.support.core import Core, core, memory_message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,3 +148,15 @@ async def test_participant_display_name_is_kept_current(database_url: str) -> No
                 await db.execute(select(Participant.display_name).where(Participant.kind == "user"))
             ).scalars()
             assert list(names) == ["Ada Lovelace"]
+
+
+async def test_bad_input_is_refused_with_nothing_stored(database_url: str) -> None:
+    async with core(database_url) as bridge:
+        with pytest.raises(InvalidMessage, match="neither text nor attachments"):
+            await bridge.ingest(memory_message("   ", message_id="e1"))
+        with pytest.raises(InvalidMessage, match=r"sender\.external_id"):
+            await bridge.ingest(memory_message("hi", message_id="e2", sender=""))
+        with pytest.raises(UnknownAgent, match="nobody"):
+            await bridge.ingest(memory_message("hi", message_id="e3", agent="nobody"))
+        assert await count(bridge, ChatMessage) == 0
+        assert await count(bridge, ChatSession) == 0
