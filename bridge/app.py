@@ -21,7 +21,7 @@ from bridge.db.engine import create_engine, session_factory
 from bridge.db.migrate import require_head
 from bridge.db.models import ChatMessage, MessageState
 from bridge.directory import AgentDirectory, sync_agents
-from bridge.events import InboundMessage, IngestResult
+from bridge.events import InboundMessage, IngestResult, MessageEdit
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
 from bridge.settings import Settings
@@ -58,9 +58,16 @@ def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) ->
     async def ingest(message: InboundMessage) -> IngestResult:
         return await app[PIPELINE].ingest(message)
 
+    async def apply_edit(edit: MessageEdit) -> bool:
+        return await app[PIPELINE].ingest.apply_edit(edit)
+
     for configured in configured_channels(settings, registry or ChannelRegistry()):
         context = ChannelContext(
-            agent=configured.agent, settings=configured.settings, ingest=ingest, web_app=app
+            agent=configured.agent,
+            settings=configured.settings,
+            ingest=ingest,
+            edit=apply_edit,
+            web_app=app,
         )
         channels.add(
             name=configured.plugin.name,

@@ -48,13 +48,30 @@ class InboundMessage:
     mentions: tuple[str, ...] = ()
     attachments: tuple[Attachment, ...] = ()
     reply_target: dict[str, str] = field(default_factory=dict)
+    only_if_engaged: bool = False
+    """Store it only if the agent already has this conversation (a thread follow-up without a
+    mention); the check happens in the database, in the ingest transaction."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IngestResult:
+    """``ignored``: not stored because ``only_if_engaged`` found no conversation (the ids are 0)."""
+
     session_id: int
     message_id: int
     duplicate: bool
+    ignored: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageEdit:
+    """A user edited (``text`` set) or deleted (``text`` None) a message the bridge stored."""
+
+    channel: str
+    agent_slug: str
+    external_conv_id: str
+    external_message_id: str
+    text: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,8 +21,8 @@ async def load_history(
     """The latest user and assistant messages before ``before_message_id`` in conversation
     order (:meth:`ChatMessage.position`), oldest first, at most ``max_messages`` of them and
     ``max_chars`` characters in all. Bridge notes (role ``system``: apologies, reset
-    confirmations) are not the agent's words and are left out. One range scan of the position
-    index, however long the session."""
+    confirmations) are not the agent's words and are left out, as are deleted messages.
+    One range scan of the position index, however long the session."""
     if max_messages == 0 or max_chars == 0:
         return ()
     position = ChatMessage.position()
@@ -30,6 +30,7 @@ async def load_history(
         ChatMessage.session_id == session_id,
         position < before_message_id,
         ChatMessage.role.in_(("user", "assistant")),
+        ChatMessage.deleted_at.is_(None),
     ]
     if from_message_id is not None:
         conditions.append(position >= from_message_id)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.claims import ANSWER
 from bridge.db.engine import insert
-from bridge.db.models import ChatMessage, MessageState, utcnow
+from bridge.db.models import ChatMessage, ChatSession, MessageState, utcnow
 from bridge.directory import AgentDirectory
-from bridge.events import InboundMessage, IngestResult
+from bridge.events import InboundMessage, IngestResult, MessageEdit
 from bridge.logs import log_event
 from bridge.metrics import Metrics
 from bridge.sessions import (
@@ -65,6 +65,17 @@ class Ingestor:
         agent = self._agents.get(message.agent_slug)
         now = utcnow()
         async with self._sessions() as db, db.begin() as transaction:
+            if message.only_if_engaged and not await _conversation_exists(
+                db, agent_id=agent.id, external_conv_id=message.external_conv_id
+            ):
+                log_event(
+                    logger,
+                    "message.not_for_agent",
+                    channel=message.channel,
+                    agent=message.agent_slug,
+                    conversation=message.external_conv_id,
+                )
+                return IngestResult(session_id=0, message_id=0, duplicate=False, ignored=True)
             sender_id = await find_or_create_participant(
                 db,
                 kind=message.sender.kind,
@@ -163,3 +174,50 @@ class Ingestor:
             idle_reset=fresh_context,
         )
         return IngestResult(session_id=session.id, message_id=message_id, duplicate=False)
+
+    async def apply_edit(self, edit: MessageEdit) -> bool:
+        """Bring a stored user message up to date with an edit or deletion on the platform.
+        No reply is triggered. Returns False when the bridge never stored that message."""
+        agent = self._agents.get(edit.agent_slug)
+        now = utcnow()
+        values: dict[str, object] = (
+            {"deleted_at": now, "updated_at": now}
+            if edit.text is None
+            else {"content": edit.text, "edited_at": now, "updated_at": now}
+        )
+        in_session = select(ChatSession.id).where(
+            ChatSession.agent_id == agent.id,
+            ChatSession.external_conv_id == edit.external_conv_id,
+        )
+        async with self._sessions() as db, db.begin():
+            result = await db.execute(
+                update(ChatMessage)
+                .where(
+                    ChatMessage.session_id.in_(in_session.scalar_subquery()),
+                    ChatMessage.external_message_id == edit.external_message_id,
+                    ChatMessage.role == "user",
+                )
+                .values(**values)
+            )
+        found = bool(result.rowcount)  # type: ignore[attr-defined]
+        log_event(
+            logger,
+            "message.deleted" if edit.text is None else "message.edited",
+            channel=edit.channel,
+            agent=edit.agent_slug,
+            conversation=edit.external_conv_id,
+            external_id=edit.external_message_id,
+            found=found,
+        )
+        return found
+
+
+async def _conversation_exists(db: AsyncSession, *, agent_id: int, external_conv_id: str) -> bool:
+    found = await db.execute(
+        select(ChatSession.id).where(
+            ChatSession.agent_id == agent_id,
+            ChatSession.external_conv_id == external_conv_id,
+            ChatSession.deleted_at.is_(None),
+        )
+    )
+    return found.first() is not None

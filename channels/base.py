@@ -12,10 +12,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from bridge.events import InboundMessage, IngestResult, Reply
+from bridge.events import InboundMessage, IngestResult, MessageEdit, Reply
 from bridge.settings import AgentSettings
 
 Ingest = Callable[[InboundMessage], Awaitable[IngestResult]]
+ApplyEdit = Callable[[MessageEdit], Awaitable[bool]]
 
 
 class DeliveryError(Exception):
@@ -66,6 +67,7 @@ class ChannelContext:
     agent: AgentSettings
     settings: BaseModel
     ingest: Ingest
+    edit: ApplyEdit
     web_app: Any
     """The aiohttp ``web.Application`` to add routes to (typed loosely to keep aiohttp optional)."""
 

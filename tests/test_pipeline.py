@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bridge.db.models import ChatMessage, ChatSession, MessageState
+from bridge.events import MessageEdit
 from channels.base import DeliveryError
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.core import core, memory_message
@@ -300,3 +301,21 @@ async def test_message_for_an_agent_no_longer_configured_fails_visibly(database_
         assert message is not None and message.state == MessageState.FAILED
         assert "unknown agent" in (message.last_error or "")
         assert message.claimed_by is None
+
+
+async def test_deleted_message_is_no_longer_sent_as_history(
+    database_url: str, webhook_agent: FakeWebhookAgent
+) -> None:
+    settings = make_settings(database_url, agents=[webhook_agent_config(webhook_agent)])
+    async with running_bridge(settings) as bridge:
+        memory = bridge.memory()
+        await memory.receive("my password is hunter2", message_id="secret")
+        await memory.next_sent()
+        edit = {"channel": "memory", "agent_slug": "assistant", "external_conv_id": "memory:conv-1"}
+        assert await bridge.pipeline.ingest.apply_edit(
+            MessageEdit(**edit, external_message_id="secret", text=None)
+        )
+        await memory.receive("what did I say?")
+        await memory.next_sent()
+        history = [h["content"] for h in webhook_agent.requests[-1].json["history"]]
+        assert "my password is hunter2" not in history

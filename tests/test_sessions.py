@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 
 from bridge.db.models import ChatMessage, ChatSession, Participant, SessionMember, utcnow
 from bridge.directory import UnknownAgent
+from bridge.events import MessageEdit
 from bridge.ingest import InvalidMessage
 from tests.support.core import Core, core, memory_message
 
@@ -160,3 +161,42 @@ async def test_bad_input_is_refused_with_nothing_stored(database_url: str) -> No
             await bridge.ingest(memory_message("hi", message_id="e3", agent="nobody"))
         assert await count(bridge, ChatMessage) == 0
         assert await count(bridge, ChatSession) == 0
+
+
+async def test_follow_up_is_stored_only_in_a_conversation_the_agent_has(database_url: str) -> None:
+    async with core(database_url) as bridge:
+        stray = await bridge.ingest(
+            memory_message(
+                "no mention", message_id="f1", conversation="memory:t", only_if_engaged=True
+            )
+        )
+        assert stray.ignored and await count(bridge, ChatMessage) == 0
+        await bridge.ingest(memory_message("@bot hi", message_id="f2", conversation="memory:t"))
+        follow = await bridge.ingest(
+            memory_message(
+                "and also", message_id="f3", conversation="memory:t", only_if_engaged=True
+            )
+        )
+        assert not follow.ignored and follow.message_id > 0
+        assert await count(bridge, ChatMessage) == 2
+
+
+async def test_edits_and_deletes_update_the_stored_message(database_url: str) -> None:
+    async with core(database_url) as bridge:
+        first = await bridge.ingest(memory_message("helo", message_id="e1"))
+        edit = {"channel": "memory", "agent_slug": "assistant", "external_conv_id": "memory:conv-1"}
+        assert await bridge.ingest.apply_edit(
+            MessageEdit(**edit, external_message_id="e1", text="hello")
+        )
+        assert not await bridge.ingest.apply_edit(
+            MessageEdit(**edit, external_message_id="unknown", text="x")
+        )
+        assert await bridge.ingest.apply_edit(
+            MessageEdit(**edit, external_message_id="e1", text=None)
+        )
+        async with bridge.sessions() as db:
+            message = await db.get(ChatMessage, first.message_id)
+        assert message is not None
+        assert message.content == "hello" and message.edited_at is not None
+        assert message.deleted_at is not None
+        assert await count(bridge, ChatMessage) == 1  # nothing new to answer
