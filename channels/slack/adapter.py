@@ -1,0 +1,333 @@
+"""The Slack channel's I/O: slack-bolt on the bridge's aiohttp app (or Socket Mode), and
+``chat.postMessage`` for replies.
+
+Bolt runs with ``process_before_response=True``: Slack gets its 200 only after the message is
+stored (a few milliseconds), so an acknowledged event is never lost, and the agent's work
+happens later in the pipeline, well outside Slack's 3-second window. A listener that fails (the
+database is down) answers 500 and Slack redelivers; the unique message key makes that a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bridge.events import InboundMessage, Reply, Sender
+from bridge.logs import log_event
+from bridge.settings import AgentSettings
+from channels.base import ApplyEdit, ChannelStatus, DeliveryError, Ingest
+from channels.slack.inbound import BotIdentity, Ignored, Rules, classify
+from channels.slack.outbound import PART_LIMIT, delivery_error, post_arguments, posted_parts
+from channels.slack.settings import SlackChannelSettings
+from channels.text_split import split_text
+
+logger = logging.getLogger(__name__)
+
+
+class NameCache:
+    """Display names from Slack, kept for a while. Only cosmetic data lives here."""
+
+    def __init__(self, *, ttl_seconds: float) -> None:
+        self._ttl = ttl_seconds
+        self._entries: dict[str, tuple[float, str]] = {}
+
+    def get(self, key: str) -> str | None:
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > self._ttl:
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: str) -> None:
+        self._entries[key] = (time.monotonic(), value)
+
+
+class SlackChannel:
+    name = "slack"
+
+    def __init__(
+        self,
+        *,
+        agent: AgentSettings,
+        settings: SlackChannelSettings,
+        ingest: Ingest,
+        edit: ApplyEdit,
+        web_app: web.Application,
+    ) -> None:
+        self._agent = agent
+        self._settings = settings
+        self._ingest = ingest
+        self._edit = edit
+        self._rules = Rules(
+            agent_slug=agent.slug,
+            require_mention=settings.require_mention,
+            thread_replies=settings.thread_replies,
+        )
+        self._names = NameCache(ttl_seconds=settings.names_cache_hours * 3600)
+        self._http: aiohttp.ClientSession | None = None
+        self._client: AsyncWebClient | None = None
+        self._bolt: AsyncApp | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._identity: BotIdentity | None = None
+        self._problem = "not started"
+        web_app.router.add_post(f"/slack/{agent.slug}/events", self._handle_http)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession()
+        # No SDK retries: the pipeline retries (honouring Retry-After) and knows when a failed
+        # call may have landed; a second, hidden retry loop could post twice.
+        self._client = AsyncWebClient(
+            token=self._settings.bot_token.get_secret_value(),
+            base_url=self._settings.api_base_url,
+            session=self._http,
+            retry_handlers=[],
+            timeout=30,
+        )
+        try:
+            auth = await self._client.auth_test()
+        except SlackApiError as error:
+            self._problem = f"auth.test failed: {error.response.get('error')}; check bot_token"
+            raise RuntimeError(self._problem) from None
+        self._identity = BotIdentity(
+            user_id=str(auth["user_id"]),
+            bot_id=str(auth.get("bot_id") or ""),
+            team_id=str(auth.get("team_id") or ""),
+        )
+        self._bolt = self._build_bolt()
+        if self._settings.app_token is not None:
+            self._socket = AsyncSocketModeHandler(
+                self._bolt, app_token=self._settings.app_token.get_secret_value()
+            )
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+        self._problem = ""
+        log_event(
+            logger,
+            "slack.connected",
+            agent=self._agent.slug,
+            bot_user=self._identity.user_id,
+            mode="socket" if self._socket else "http",
+        )
+
+    async def stop(self) -> None:
+        self._problem = "stopped"
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def status(self) -> ChannelStatus:
+        return ChannelStatus(ready=not self._problem, detail=self._problem)
+
+    def _build_bolt(self) -> AsyncApp:
+        identity = self._identity
+        assert identity is not None
+        token = self._settings.bot_token.get_secret_value()
+
+        async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
+            # Known from auth.test at start: Bolt needs no lazy auth.test on the first event.
+            return AuthorizeResult(
+                enterprise_id=enterprise_id,
+                team_id=team_id or identity.team_id,
+                bot_token=token,
+                bot_user_id=identity.user_id,
+                bot_id=identity.bot_id,
+            )
+
+        secret = self._settings.signing_secret
+        bolt = AsyncApp(
+            # Bolt's own client carries no token: ``authorize`` supplies it per request.
+            client=AsyncWebClient(
+                base_url=self._settings.api_base_url, session=self._http, retry_handlers=[]
+            ),
+            signing_secret=secret.get_secret_value() if secret else None,
+            request_verification_enabled=secret is not None,
+            authorize=authorize,
+            process_before_response=True,
+            logger=logging.getLogger("channels.slack.bolt"),
+        )
+        bolt.event("app_mention")(self._on_app_mention)
+        bolt.event("message")(self._on_message)
+        # Acknowledge every other event: an unmatched one would get a 404 and be redelivered.
+        bolt.event(re.compile(".*"))(self._on_other_event)
+        return bolt
+
+    # --- inbound -----------------------------------------------------------------------------
+
+    async def _handle_http(self, request: web.Request) -> web.StreamResponse:
+        if self._bolt is None or self._socket is not None:
+            return web.json_response({"error": "slack events are not served here"}, status=503)
+        response = await self._bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    async def _on_app_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        await self._on_event("app_mention", body, event)
+
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        await self._on_event("message", body, event)
+
+    async def _on_other_event(self, event: dict[str, Any]) -> None:
+        log_event(logger, "slack.event_ignored", level=logging.DEBUG, type=event.get("type"))
+
+    async def _on_event(self, event_type: str, body: dict[str, Any], event: dict[str, Any]) -> None:
+        assert self._identity is not None
+        team = str(body.get("team_id") or event.get("team") or self._identity.team_id)
+        outcome = classify(
+            event_type=event_type, event=event, team=team, bot=self._identity, rules=self._rules
+        )
+        if isinstance(outcome, Ignored):
+            log_event(
+                logger,
+                "slack.ignored",
+                level=logging.DEBUG,
+                agent=self._agent.slug,
+                reason=outcome.reason,
+                event_id=body.get("event_id"),
+            )
+            return
+        if isinstance(outcome, InboundMessage):
+            await self._ingest(await self._with_names(outcome))
+            return
+        await self._edit(outcome)
+
+    async def _with_names(self, message: InboundMessage) -> InboundMessage:
+        """The sender's display name and the channel's name, from cache or Slack (bounded)."""
+        channel = message.reply_target["channel"]
+        user = message.sender.external_id
+        try:
+            async with asyncio.timeout(self._settings.lookup_timeout_seconds):
+                sender_name, group_name = await asyncio.gather(
+                    self._user_name(user),
+                    self._channel_name(channel) if message.is_group else _none(),
+                )
+        except TimeoutError:
+            sender_name, group_name = self._names.get(f"user:{user}"), None
+        return replace(
+            message,
+            sender=Sender(external_id=user, display_name=sender_name),
+            group_name=group_name,
+        )
+
+    async def _user_name(self, user: str) -> str | None:
+        return await self._cached_name(f"user:{user}", self._fetch_user_name, user)
+
+    async def _channel_name(self, channel: str) -> str | None:
+        return await self._cached_name(f"channel:{channel}", self._fetch_channel_name, channel)
+
+    async def _cached_name(self, key: str, fetch: Any, argument: str) -> str | None:
+        cached = self._names.get(key)
+        if cached is not None:
+            return cached
+        try:
+            name: str | None = await fetch(argument)
+        except (SlackApiError, aiohttp.ClientError) as error:
+            log_event(
+                logger, "slack.lookup_failed", level=logging.WARNING, key=key, error=str(error)
+            )
+            return None
+        if name:
+            self._names.put(key, name)
+        return name
+
+    async def _fetch_user_name(self, user: str) -> str | None:
+        assert self._client is not None
+        data = (await self._client.users_info(user=user))["user"]
+        profile = data.get("profile") or {}
+        name = profile.get("display_name") or profile.get("real_name") or data.get("name")
+        return str(name) if name else None
+
+    async def _fetch_channel_name(self, channel: str) -> str | None:
+        assert self._client is not None
+        name = (await self._client.conversations_info(channel=channel))["channel"].get("name")
+        return f"#{name}" if name else None
+
+    # --- outbound ----------------------------------------------------------------------------
+
+    async def send(self, reply: Reply) -> Sequence[str]:
+        if self._client is None or self._identity is None:
+            raise DeliveryError("slack channel is not running")
+        channel = reply.reply_target["channel"]
+        thread_ts = reply.reply_target.get("thread_ts") or None
+        parts = split_text(reply.text, limit=PART_LIMIT) or [reply.text]
+        landed = await self._already_posted(reply, channel, thread_ts) if reply.in_doubt else {}
+        ids: list[str] = []
+        for index, part in enumerate(parts):
+            if index in landed:
+                ids.append(landed[index])
+                continue
+            arguments = post_arguments(
+                channel=channel,
+                thread_ts=thread_ts,
+                text=part,
+                delivery_key=reply.delivery_key,
+                part=index,
+            )
+            try:
+                response = await self._client.chat_postMessage(**arguments)
+            except SlackApiError as error:
+                raise delivery_error(
+                    status=error.response.status_code,
+                    error=error.response.get("error"),
+                    retry_after=error.response.headers.get("Retry-After"),
+                    posted_before=bool(ids),
+                ) from None
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise DeliveryError(f"slack chat.postMessage: {error!r}", in_doubt=True) from None
+            ids.append(str(response["ts"]))
+        return ids
+
+    async def _already_posted(
+        self, reply: Reply, channel: str, thread_ts: str | None
+    ) -> dict[int, str]:
+        """The parts of an in-doubt delivery that Slack already has, found by their metadata."""
+        assert self._client is not None and self._identity is not None
+        try:
+            if thread_ts:
+                found = await self._client.conversations_replies(
+                    channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
+                )
+            else:
+                found = await self._client.conversations_history(
+                    channel=channel, include_all_metadata=True, limit=100
+                )
+        except SlackApiError as error:
+            raise delivery_error(
+                status=error.response.status_code,
+                error=error.response.get("error"),
+                retry_after=error.response.headers.get("Retry-After"),
+                posted_before=True,
+            ) from None
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise DeliveryError(f"slack lookup before resend: {error!r}", in_doubt=True) from None
+        landed = posted_parts(
+            found.get("messages") or [],
+            bot_id=self._identity.bot_id,
+            delivery_key=reply.delivery_key,
+        )
+        log_event(
+            logger,
+            "slack.in_doubt_checked",
+            message=reply.message_id,
+            found=len(landed),
+        )
+        return landed
+
+
+async def _none() -> None:
+    return None

@@ -1,0 +1,89 @@
+"""Reply -> ``chat.postMessage`` calls, and Slack's answers -> delivery errors. Pure.
+
+Slack has no idempotency key, so every part of a reply carries the bridge's delivery key in its
+message ``metadata``; a delivery that may already have landed is looked up by it first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from channels.base import DeliveryError
+
+PART_LIMIT = 3900
+METADATA_EVENT = "bridge_delivery"
+
+# ok:false errors that no retry can fix.
+PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "msg_too_long",
+        "no_text",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "missing_scope",
+        "restricted_action",
+        "invalid_blocks",
+        "invalid_metadata_format",
+        "thread_not_found",
+        "team_access_not_granted",
+    }
+)
+
+
+def post_arguments(
+    *, channel: str, thread_ts: str | None, text: str, delivery_key: str, part: int
+) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "channel": channel,
+        "text": text,
+        "metadata": {
+            "event_type": METADATA_EVENT,
+            "event_payload": {"delivery_id": delivery_key, "part": part},
+        },
+    }
+    if thread_ts:
+        arguments["thread_ts"] = thread_ts
+    return arguments
+
+
+def posted_parts(
+    messages: Iterable[Mapping[str, Any]], *, bot_id: str, delivery_key: str
+) -> dict[int, str]:
+    """Which parts of this delivery are already in the conversation: part -> message ts."""
+    found: dict[int, str] = {}
+    for message in messages:
+        metadata = message.get("metadata") or {}
+        payload = metadata.get("event_payload") or {}
+        if (
+            message.get("bot_id") == bot_id
+            and metadata.get("event_type") == METADATA_EVENT
+            and payload.get("delivery_id") == delivery_key
+        ):
+            found[int(payload.get("part", 0))] = str(message["ts"])
+    return found
+
+
+def delivery_error(
+    *, status: int, error: str | None, retry_after: str | None, posted_before: bool
+) -> DeliveryError:
+    """Map a failed call to the pipeline's terms.
+
+    A 429 is retried by the pipeline after ``Retry-After`` (slack_sdk's own retries are off, so
+    there is exactly one retry mechanism). A 5xx may have been applied by Slack: in doubt.
+    ``posted_before``: earlier parts of this reply went out, so the next attempt must look first.
+    """
+    code = error or f"HTTP {status}"
+    message = f"slack chat.postMessage: {code}"
+    if status == 429 or code == "ratelimited":
+        seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
+        return DeliveryError(message, retry_after=seconds, in_doubt=posted_before)
+    if status >= 500:
+        return DeliveryError(message, in_doubt=True)
+    return DeliveryError(message, permanent=code in PERMANENT_ERRORS, in_doubt=posted_before)

@@ -1,0 +1,1372 @@
+"""A strict, offline fake of Slack, for tests that run the real slack-bolt and slack_sdk.
+
+Three parts, all matching the protocol facts in the shared platform reference (§1):
+
+* **Signing** (:func:`sign`) and **event factories** (:func:`app_mention`, :func:`message`,
+  :func:`bot_message`, :func:`message_changed`, :func:`message_deleted`,
+  :func:`url_verification`): pure functions that build ``event_callback`` envelopes shaped
+  exactly like the golden payloads under ``shared/fixtures/slack_*.json``.
+* :class:`FakeSlack`: an aiohttp server on 127.0.0.1 and a free port serving the Web API at
+  ``/api/{method}`` (point ``AsyncWebClient(base_url=fake.api_url)`` at it) and a Socket Mode
+  WebSocket at ``/link``. It checks the bearer token of every call, answers with Slack's real
+  error shapes (HTTP 200 ``{"ok": false, "error": ...}``, 429 + ``Retry-After``), keeps the
+  messages of every channel so ``conversations.replies`` / ``conversations.history`` can find
+  a delivery by its ``metadata``, and records every call.
+* **The event pusher** (:meth:`FakeSlack.push_event`, :meth:`FakeSlack.deliver`): signs and
+  posts events to the service the way Slack does, including Slack's redelivery with
+  ``X-Slack-Retry-Num`` when the service is slow or fails.
+
+Usage::
+
+    async with FakeSlack(bot_token="xoxb-1", signing_secret="s3cret") as slack:
+        slack.add_channel("C0CHAN0001", "general")
+        client = AsyncWebClient(token="xoxb-1", base_url=slack.api_url, retry_handlers=[])
+        await slack.deliver(service_url, app_mention(text="<@U0BOT00001> hi"))
+        post = await slack.next_post(timeout=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self, cast
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, MultiDictProxy
+
+__all__ = [
+    "DEFAULT_APP_ID",
+    "DEFAULT_BOT_ID",
+    "DEFAULT_BOT_USER_ID",
+    "DEFAULT_CHANNEL",
+    "DEFAULT_TEAM_ID",
+    "DEFAULT_USER",
+    "MAX_TEXT_CHARS",
+    "ApiCall",
+    "FakeSlack",
+    "PushResult",
+    "app_mention",
+    "bot_message",
+    "message",
+    "message_changed",
+    "message_deleted",
+    "new_event_id",
+    "new_ts",
+    "sign",
+    "url_verification",
+]
+
+DEFAULT_TEAM_ID = "T0TEAM0001"
+DEFAULT_APP_ID = "A0APP00001"
+DEFAULT_BOT_USER_ID = "U0BOT00001"
+DEFAULT_BOT_ID = "B0BOT00001"
+DEFAULT_CHANNEL = "C0CHAN0001"
+DEFAULT_USER = "U0HUMAN001"
+# The deprecated verification token Slack still puts in every envelope; never checked.
+VERIFICATION_TOKEN = "XXYYZZ"
+# chat.postMessage refuses longer text with msg_too_long.
+MAX_TEXT_CHARS = 40_000
+
+ChannelType = Literal["channel", "group", "im", "mpim"]
+_CHANNEL_TYPES: tuple[str, ...] = ("channel", "group", "im", "mpim")
+
+
+# --- signing -------------------------------------------------------------------------------
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """Slack's request signature, over the exact body bytes: ``v0=<hex HMAC-SHA256>``."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+# --- identifiers ---------------------------------------------------------------------------
+
+_last_ts_micros = 0
+_event_counter = itertools.count(1)
+_EVENT_ID_PREFIX = secrets.token_hex(2).upper()
+
+
+def new_ts() -> str:
+    """A fresh message ts (``"<seconds>.<6 digits>"``), unique and increasing in this process.
+
+    Based on the clock, as Slack's are, so it never collides with the fixtures' fixed values.
+    """
+    global _last_ts_micros
+    _last_ts_micros = max(time.time_ns() // 1000, _last_ts_micros + 100)
+    seconds, micros = divmod(_last_ts_micros, 1_000_000)
+    return f"{seconds}.{micros:06d}"
+
+
+def new_event_id() -> str:
+    """A fresh ``event_id`` in Slack's shape (``Ev`` + 10 characters), unique in this process."""
+    return f"Ev{_EVENT_ID_PREFIX}{next(_event_counter):06X}"
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, fraction = ts.partition(".")
+    return int(seconds or 0), int((fraction + "000000")[:6] or 0)
+
+
+# --- event factories -----------------------------------------------------------------------
+
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)>")
+
+
+def _rich_text_blocks(text: str, seed: str) -> list[dict[str, Any]]:
+    """The ``rich_text`` block Slack derives from a typed message; mentions become user items."""
+    elements: list[dict[str, Any]] = []
+    position = 0
+    for match in _MENTION.finditer(text):
+        if match.start() > position:
+            elements.append({"type": "text", "text": text[position : match.start()]})
+        elements.append({"type": "user", "user_id": match.group(1)})
+        position = match.end()
+    if position < len(text):
+        elements.append({"type": "text", "text": text[position:]})
+    block_id = base64.b64encode(hashlib.sha1(seed.encode()).digest()).decode()[:5]
+    return [
+        {
+            "type": "rich_text",
+            "block_id": block_id,
+            "elements": [{"type": "rich_text_section", "elements": elements}],
+        }
+    ]
+
+
+def _event_context(event_type: str, team: str, api_app_id: str, channel: str) -> str:
+    document = {"et": event_type, "tid": team, "aid": api_app_id, "cid": channel}
+    raw = json.dumps(document, separators=(",", ":")).encode()
+    return "4-" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _envelope(
+    event: dict[str, Any],
+    *,
+    team: str,
+    api_app_id: str,
+    event_id: str | None,
+    bot_user_id: str,
+) -> dict[str, Any]:
+    """The outer ``event_callback`` body, keys in the order Slack sends them."""
+    return {
+        "token": VERIFICATION_TOKEN,
+        "team_id": team,
+        "context_team_id": team,
+        "context_enterprise_id": None,
+        "api_app_id": api_app_id,
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or new_event_id(),
+        "event_time": int(float(event["event_ts"])),
+        "authorizations": [
+            {
+                "enterprise_id": None,
+                "team_id": team,
+                "user_id": bot_user_id,
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+        "is_ext_shared_channel": False,
+        "event_context": _event_context(event["type"], team, api_app_id, event["channel"]),
+    }
+
+
+def _channel_type_for(channel: str, channel_type: str | None) -> ChannelType:
+    if channel_type is None:
+        return "im" if channel.startswith("D") else "channel"
+    if channel_type not in _CHANNEL_TYPES:
+        raise ValueError(f"channel_type must be one of {_CHANNEL_TYPES}, not {channel_type!r}")
+    if (channel_type == "im") != channel.startswith("D"):
+        raise ValueError(f"a DM channel id starts with D and only a DM does: {channel!r}")
+    return cast(ChannelType, channel_type)
+
+
+def _user_message(
+    *, user: str, text: str, ts: str, team: str, channel: str, thread_ts: str | None
+) -> dict[str, Any]:
+    """The fields a human's message carries, in Slack's order (no event-only fields)."""
+    inner: dict[str, Any] = {"type": "message", "user": user, "text": text, "ts": ts}
+    if thread_ts is not None:
+        inner["thread_ts"] = thread_ts
+    inner["client_msg_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{channel}/{ts}"))
+    inner["team"] = team
+    inner["blocks"] = _rich_text_blocks(text, f"{channel}/{ts}")
+    return inner
+
+
+def app_mention(
+    *,
+    text: str | None = None,
+    team: str = DEFAULT_TEAM_ID,
+    channel: str = DEFAULT_CHANNEL,
+    user: str = DEFAULT_USER,
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    parent_user_id: str | None = None,
+    event_id: str | None = None,
+    bot_user_id: str = DEFAULT_BOT_USER_ID,
+    api_app_id: str = DEFAULT_APP_ID,
+) -> dict[str, Any]:
+    """An ``app_mention`` envelope; it has no ``channel_type``, as Slack's has none.
+
+    ``text`` defaults to ``"<@bot> hello"``; a text without the bot mention gets it prepended,
+    since Slack sends ``app_mention`` only for messages that mention the bot. Inside a thread
+    it carries ``thread_ts`` and ``parent_user_id`` (default: ``user``).
+    """
+    mention = f"<@{bot_user_id}>"
+    if text is None:
+        text = f"{mention} hello"
+    elif mention not in text:
+        text = f"{mention} {text}"
+    ts = ts or new_ts()
+    event: dict[str, Any] = {"type": "app_mention", "user": user, "text": text, "ts": ts}
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+        event["parent_user_id"] = parent_user_id or user
+    body = _user_message(
+        user=user, text=text, ts=ts, team=team, channel=channel, thread_ts=thread_ts
+    )
+    event["client_msg_id"] = body["client_msg_id"]
+    event["team"] = team
+    event["channel"] = channel
+    event["event_ts"] = ts
+    event["blocks"] = body["blocks"]
+    return _envelope(
+        event, team=team, api_app_id=api_app_id, event_id=event_id, bot_user_id=bot_user_id
+    )
+
+
+def message(
+    *,
+    text: str = "hello",
+    team: str = DEFAULT_TEAM_ID,
+    channel: str = DEFAULT_CHANNEL,
+    user: str = DEFAULT_USER,
+    channel_type: ChannelType | None = None,
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    parent_user_id: str | None = None,
+    event_id: str | None = None,
+    bot_user_id: str = DEFAULT_BOT_USER_ID,
+    api_app_id: str = DEFAULT_APP_ID,
+    bot_id: str | None = None,
+) -> dict[str, Any]:
+    """A ``message`` envelope from a human: channel, private channel, group DM, DM or thread.
+
+    ``channel_type`` defaults from the id (``D…`` is ``"im"``, anything else ``"channel"``);
+    pass ``"group"`` / ``"mpim"`` for private channels and group DMs. With ``bot_id`` it is a
+    :func:`bot_message` instead (``subtype: "bot_message"``, no ``user``).
+    """
+    kind = _channel_type_for(channel, channel_type)
+    if bot_id is not None:
+        return bot_message(
+            text=text,
+            team=team,
+            channel=channel,
+            channel_type=kind,
+            ts=ts,
+            thread_ts=thread_ts,
+            event_id=event_id,
+            bot_user_id=bot_user_id,
+            api_app_id=api_app_id,
+            bot_id=bot_id,
+        )
+    ts = ts or new_ts()
+    event = _user_message(
+        user=user, text=text, ts=ts, team=team, channel=channel, thread_ts=thread_ts
+    )
+    if thread_ts is not None and thread_ts != ts:
+        event["parent_user_id"] = parent_user_id or user
+    event["channel"] = channel
+    event["event_ts"] = ts
+    event["channel_type"] = kind
+    return _envelope(
+        event, team=team, api_app_id=api_app_id, event_id=event_id, bot_user_id=bot_user_id
+    )
+
+
+def bot_message(
+    *,
+    text: str = "beep",
+    team: str = DEFAULT_TEAM_ID,
+    channel: str = DEFAULT_CHANNEL,
+    channel_type: ChannelType | None = None,
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    event_id: str | None = None,
+    bot_user_id: str = DEFAULT_BOT_USER_ID,
+    api_app_id: str = DEFAULT_APP_ID,
+    bot_id: str = "B0OTHER001",
+    app_id: str = "A0OTHERAPP",
+    username: str = "otherbot",
+    user: str | None = None,
+    subtype: str | None = "bot_message",
+) -> dict[str, Any]:
+    """A ``message`` envelope written by a bot, which the service must not answer.
+
+    The default is another app's ``bot_message`` (as in ``slack_bot_message_to_ignore.json``).
+    A bot posting with its bot token appears instead with ``user`` set to its bot user and no
+    subtype: pass ``user=...`` and ``subtype=None`` (this fake's own bot: its
+    ``bot_user_id`` and ``bot_id``).
+    """
+    kind = _channel_type_for(channel, channel_type)
+    ts = ts or new_ts()
+    event: dict[str, Any] = {"type": "message"}
+    if subtype is not None:
+        event["subtype"] = subtype
+    if user is not None:
+        event["user"] = user
+    event["text"] = text
+    event["ts"] = ts
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+    event["bot_id"] = bot_id
+    event["app_id"] = app_id
+    event["username"] = username
+    event["channel"] = channel
+    event["event_ts"] = ts
+    event["channel_type"] = kind
+    return _envelope(
+        event, team=team, api_app_id=api_app_id, event_id=event_id, bot_user_id=bot_user_id
+    )
+
+
+def message_changed(
+    *,
+    ts: str,
+    text: str,
+    previous_text: str,
+    team: str = DEFAULT_TEAM_ID,
+    channel: str = DEFAULT_CHANNEL,
+    channel_type: ChannelType | None = None,
+    user: str = DEFAULT_USER,
+    thread_ts: str | None = None,
+    edited_ts: str | None = None,
+    event_id: str | None = None,
+    bot_user_id: str = DEFAULT_BOT_USER_ID,
+    api_app_id: str = DEFAULT_APP_ID,
+) -> dict[str, Any]:
+    """A ``message_changed`` envelope: the message at ``ts`` now says ``text``.
+
+    As Slack sends it: ``hidden: true``, the new ``message`` (with ``edited``) and the
+    ``previous_message``; the event's own ``ts`` is the time of the edit.
+    """
+    kind = _channel_type_for(channel, channel_type)
+    edited_ts = edited_ts or new_ts()
+    current = _user_message(
+        user=user, text=text, ts=ts, team=team, channel=channel, thread_ts=thread_ts
+    )
+    current["edited"] = {"user": user, "ts": edited_ts}
+    previous = _user_message(
+        user=user, text=previous_text, ts=ts, team=team, channel=channel, thread_ts=thread_ts
+    )
+    event: dict[str, Any] = {
+        "type": "message",
+        "subtype": "message_changed",
+        "message": current,
+        "previous_message": previous,
+        "channel": channel,
+        "hidden": True,
+        "ts": edited_ts,
+        "event_ts": edited_ts,
+        "channel_type": kind,
+    }
+    return _envelope(
+        event, team=team, api_app_id=api_app_id, event_id=event_id, bot_user_id=bot_user_id
+    )
+
+
+def message_deleted(
+    *,
+    ts: str,
+    previous_text: str = "hello",
+    team: str = DEFAULT_TEAM_ID,
+    channel: str = DEFAULT_CHANNEL,
+    channel_type: ChannelType | None = None,
+    user: str = DEFAULT_USER,
+    thread_ts: str | None = None,
+    event_id: str | None = None,
+    bot_user_id: str = DEFAULT_BOT_USER_ID,
+    api_app_id: str = DEFAULT_APP_ID,
+) -> dict[str, Any]:
+    """A ``message_deleted`` envelope for the message at ``ts`` (``deleted_ts``), hidden."""
+    kind = _channel_type_for(channel, channel_type)
+    now = new_ts()
+    previous = _user_message(
+        user=user, text=previous_text, ts=ts, team=team, channel=channel, thread_ts=thread_ts
+    )
+    event: dict[str, Any] = {
+        "type": "message",
+        "subtype": "message_deleted",
+        "previous_message": previous,
+        "channel": channel,
+        "hidden": True,
+        "deleted_ts": ts,
+        "event_ts": now,
+        "ts": now,
+        "channel_type": kind,
+    }
+    return _envelope(
+        event, team=team, api_app_id=api_app_id, event_id=event_id, bot_user_id=bot_user_id
+    )
+
+
+def url_verification(challenge: str | None = None) -> dict[str, Any]:
+    """The handshake Slack sends when the Request URL is saved; answer with the challenge."""
+    return {
+        "token": VERIFICATION_TOKEN,
+        "challenge": challenge or secrets.token_urlsafe(24),
+        "type": "url_verification",
+    }
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiCall:
+    """One Web API call as the fake received it, accepted or not.
+
+    ``params`` merges the query string and the body (form or JSON object) as Slack does;
+    ``json`` is the JSON body, if it was one. ``error`` is the Slack error answered, if any.
+    """
+
+    method: str
+    verb: str
+    path: str
+    headers: CIMultiDict[str]
+    query: dict[str, str]
+    params: dict[str, Any]
+    json: Any = None
+    status: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushResult:
+    """What the service answered to one pushed event; ``status`` 0 when it never answered.
+
+    ``error`` is Slack's retry reason for a failed attempt (``http_timeout``,
+    ``connection_failed``, ``http_error``), None for a 2xx.
+    """
+
+    status: int
+    body: str
+    headers: CIMultiDict[str]
+    elapsed: float
+    retry_num: int | None
+    request_body: bytes
+    request_headers: dict[str, str]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(slots=True)
+class _Channel:
+    id: str
+    name: str | None
+    is_private: bool = False
+    is_im: bool = False
+    is_mpim: bool = False
+    user: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"id": self.id}
+        if not self.is_im:
+            document["name"] = self.name
+        # A private channel made before March 2021 has a G id and is a legacy "group".
+        legacy_group = self.is_private and self.id.startswith("G") and not self.is_mpim
+        document.update(
+            {
+                "is_channel": not (self.is_im or self.is_mpim or legacy_group),
+                "is_group": legacy_group,
+                "is_im": self.is_im,
+                "is_mpim": self.is_mpim,
+                "is_private": self.is_private or self.is_im or self.is_mpim,
+                "is_archived": False,
+                "created": 1700000000,
+            }
+        )
+        if self.is_im and self.user is not None:
+            document["user"] = self.user
+        return document
+
+
+@dataclass(slots=True)
+class _Fault:
+    kind: Literal["rate_limit", "fail", "error", "delay", "drop"]
+    retry_after: int = 1
+    status: int = 500
+    error: str = ""
+    seconds: float = 0.0
+    body: bytes = b""
+    content_type: str = "text/html"
+
+
+class _ApiError(Exception):
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+_Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or value in ("true", "1", 1)
+
+
+def _int_param(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _json_param(value: Any, error: str) -> Any:
+    """Slack takes structured arguments (blocks, metadata) as objects or as JSON strings."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise _ApiError(error) from None
+    return value
+
+
+def _compact(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- the fake ------------------------------------------------------------------------------
+
+
+class FakeSlack:
+    """Slack's Web API, Socket Mode and event delivery, on 127.0.0.1 and a free port.
+
+    Strict on purpose: every call needs ``Authorization: Bearer`` with the right kind of token,
+    channels must be registered (:meth:`add_channel`; ``D…`` ids are DMs and always exist;
+    a channel an event was pushed from exists), users too (:meth:`add_user`). Everything is
+    recorded in :attr:`calls`; each ``chat.postMessage`` also lands in :attr:`posts` and in
+    the queue read by :meth:`next_post`.
+    """
+
+    def __init__(
+        self,
+        *,
+        bot_token: str,
+        signing_secret: str,
+        app_token: str | None = None,
+        bot_user_id: str = DEFAULT_BOT_USER_ID,
+        bot_id: str = DEFAULT_BOT_ID,
+        team_id: str = DEFAULT_TEAM_ID,
+        app_id: str = DEFAULT_APP_ID,
+    ) -> None:
+        self.bot_token = bot_token
+        self.signing_secret = signing_secret
+        self.app_token = app_token
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.team_id = team_id
+        self.app_id = app_id
+        # Read by Bolt's authorization into ``bot_scopes``.
+        self.scopes = "app_mentions:read,channels:history,groups:history,im:history,chat:write"
+
+        self.calls: list[ApiCall] = []
+        self.posts: list[dict[str, Any]] = []
+        self.pushes: list[PushResult] = []
+        self.socket_sent: list[dict[str, Any]] = []
+        self.socket_received: list[dict[str, Any]] = []
+        self.acks: dict[str, dict[str, Any]] = {}
+        self.socket_connections = 0
+
+        self._post_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._channels: dict[str, _Channel] = {}
+        self._users: dict[str, dict[str, Any]] = {}
+        self._history: dict[str, list[dict[str, Any]]] = {}
+        self._faults: dict[str, deque[_Fault]] = {}
+        self._tickets: set[str] = set()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._port: int | None = None
+        self._methods: dict[str, _Handler] = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "conversations.info": self._conversations_info,
+            "conversations.replies": self._conversations_replies,
+            "conversations.history": self._conversations_history,
+            "users.info": self._users_info,
+            "apps.connections.open": self._apps_connections_open,
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        """The ``base_url`` for ``AsyncWebClient``: ``http://127.0.0.1:PORT/api/``."""
+        return f"http://127.0.0.1:{self._started_port()}/api/"
+
+    @property
+    def socket_url(self) -> str:
+        """Where Socket Mode connects, without the one-time ticket."""
+        return f"ws://127.0.0.1:{self._started_port()}/link"
+
+    def _started_port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("FakeSlack is not started")
+        return self._port
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/{method}", self._api, allow_head=False)
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/link", self._link)
+        app.router.add_get("/link/", self._link)
+        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop serving; cuts scripted delays short and closes open sockets."""
+        self._stopping.set()
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- workspace -------------------------------------------------------------------------
+
+    def add_channel(
+        self,
+        id: str,
+        name: str | None = None,
+        *,
+        is_private: bool = False,
+        is_im: bool = False,
+        is_mpim: bool = False,
+        user: str | None = None,
+    ) -> None:
+        """Make a conversation exist. A ``D…`` id is a DM: it has no name but a ``user``."""
+        if is_im and not id.startswith("D"):
+            raise ValueError(f"a DM channel id starts with D: {id!r}")
+        is_im = id.startswith("D")
+        self._channels[id] = _Channel(
+            id, None if is_im else (name or id.lower()), is_private, is_im, is_mpim, user
+        )
+        self._history.setdefault(id, [])
+
+    def add_user(
+        self, id: str, name: str, display_name: str = "", *, real_name: str | None = None
+    ) -> None:
+        """Make a user exist for ``users.info``."""
+        real = real_name if real_name is not None else name.title()
+        self._users[id] = {
+            "id": id,
+            "team_id": self.team_id,
+            "name": name,
+            "deleted": False,
+            "real_name": real,
+            "is_bot": False,
+            "profile": {
+                "display_name": display_name,
+                "display_name_normalized": display_name,
+                "real_name": real,
+                "real_name_normalized": real,
+            },
+        }
+
+    def add_message(
+        self,
+        channel: str,
+        *,
+        text: str,
+        user: str = DEFAULT_USER,
+        ts: str | None = None,
+        thread_ts: str | None = None,
+    ) -> dict[str, Any]:
+        """Put a human's message in a channel's history, as if typed in Slack."""
+        self._channel(channel)
+        ts = ts or new_ts()
+        stored = _user_message(
+            user=user, text=text, ts=ts, team=self.team_id, channel=channel, thread_ts=thread_ts
+        )
+        self._store(channel, stored)
+        return stored
+
+    def messages(self, channel: str) -> list[dict[str, Any]]:
+        """Every message of a channel, threads included, oldest first (copies)."""
+        return [dict(item) for item in self._sorted(channel)]
+
+    def _channel(self, channel_id: Any) -> _Channel:
+        if not isinstance(channel_id, str) or not channel_id:
+            raise _ApiError("channel_not_found")
+        known = self._channels.get(channel_id)
+        if known is None and channel_id.startswith("D"):
+            self.add_channel(channel_id, is_im=True)
+            known = self._channels[channel_id]
+        if known is None:
+            raise _ApiError("channel_not_found")
+        return known
+
+    # --- recording helpers -----------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[ApiCall]:
+        """The recorded calls of one Web API method, in order."""
+        return [call for call in self.calls if call.method == method]
+
+    # The timeout parameters are the API the tests were promised: one call, one bound.
+    async def next_post(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+        """The next ``chat.postMessage`` the fake stored; ``TimeoutError`` if none comes."""
+        return await asyncio.wait_for(self._post_queue.get(), timeout)
+
+    async def expect_no_post(self, within: float) -> None:
+        """Fail if a ``chat.postMessage`` is stored in the next ``within`` seconds."""
+        try:
+            post = await asyncio.wait_for(self._post_queue.get(), within)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected chat.postMessage: {post}")
+
+    # --- scripting -------------------------------------------------------------------------
+
+    def _script(self, method: str, faults: list[_Fault]) -> None:
+        self._faults.setdefault(method, deque()).extend(faults)
+
+    def rate_limit_next(
+        self, n: int = 1, retry_after: int = 1, *, method: str = "chat.postMessage"
+    ) -> None:
+        """The next ``n`` calls answer HTTP 429, ``Retry-After``, ``{"error": "ratelimited"}``."""
+        self._script(method, [_Fault("rate_limit", retry_after=retry_after) for _ in range(n)])
+
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 500,
+        *,
+        body: bytes = b"<html><body>Internal Server Error</body></html>",
+        content_type: str = "text/html",
+        method: str = "chat.postMessage",
+    ) -> None:
+        """The next ``n`` calls answer an HTTP error status (an HTML page by default)."""
+        faults = [
+            _Fault("fail", status=status, body=body, content_type=content_type) for _ in range(n)
+        ]
+        self._script(method, faults)
+
+    def error_next(
+        self, n: int = 1, error: str = "channel_not_found", *, method: str = "chat.postMessage"
+    ) -> None:
+        """The next ``n`` calls answer HTTP 200 ``{"ok": false, "error": error}``."""
+        self._script(method, [_Fault("error", error=error) for _ in range(n)])
+
+    def delay_next(self, n: int, seconds: float, *, method: str = "chat.postMessage") -> None:
+        """The next ``n`` calls are answered normally, ``seconds`` late (cut short by stop)."""
+        self._script(method, [_Fault("delay", seconds=seconds) for _ in range(n)])
+
+    def accept_then_drop_next(self, n: int = 1, *, method: str = "chat.postMessage") -> None:
+        """The next ``n`` calls take effect (a post lands in the channel) but get no answer.
+
+        The connection is aborted instead, as when the network fails after Slack accepted a
+        message: the client cannot tell whether its post landed.
+        """
+        self._script(method, [_Fault("drop") for _ in range(n)])
+
+    # --- the Web API -----------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        call = ApiCall(
+            method=method,
+            verb=request.method,
+            path=request.path,
+            headers=CIMultiDict(request.headers),
+            query=dict(request.query),
+            params=dict(request.query),
+        )
+        self.calls.append(call)
+        fault: _Fault | None = None
+        try:
+            await self._read_body(request, call)
+            handler = self._methods.get(method)
+            if handler is None:
+                raise _ApiError("unknown_method")
+            self._check_auth(request, method)
+            queue = self._faults.get(method)
+            fault = queue.popleft() if queue else None
+            if fault is not None and fault.kind != "drop":
+                early = await self._apply(fault, call)
+                if early is not None:
+                    return early
+            document = handler(call.params)
+        except _ApiError as refused:
+            call.error = refused.error
+            call.status = 200
+            extra = {"req_method": method} if refused.error == "unknown_method" else {}
+            return web.json_response({"ok": False, "error": refused.error, **extra})
+        if fault is not None and fault.kind == "drop":
+            call.status = 0
+            call.error = "dropped"
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=200)
+        call.status = 200
+        headers = {"x-oauth-scopes": self.scopes} if method == "auth.test" else None
+        return web.json_response({"ok": True, **document}, headers=headers)
+
+    async def _read_body(self, request: web.Request, call: ApiCall) -> None:
+        if request.method != "POST" or not request.body_exists:
+            return
+        if request.content_type == "application/json":
+            raw = await request.read()
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                raise _ApiError("invalid_json") from None
+            if not isinstance(data, dict):
+                raise _ApiError("invalid_json")
+            call.json = data
+            call.params.update(data)
+        elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            form: MultiDictProxy[Any] = await request.post()
+            call.params.update({key: value for key, value in form.items()})
+        else:
+            raise _ApiError("invalid_form_data")
+
+    def _check_auth(self, request: web.Request, method: str) -> None:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            raise _ApiError("not_authed")
+        scheme, _, token = header.partition(" ")
+        if scheme != "Bearer" or not token:
+            raise _ApiError("invalid_auth")
+        wanted = self.app_token if method == "apps.connections.open" else self.bot_token
+        if wanted is not None and hmac.compare_digest(token.encode(), wanted.encode()):
+            return
+        if token in (self.bot_token, self.app_token):
+            raise _ApiError("not_allowed_token_type")
+        raise _ApiError("invalid_auth")
+
+    async def _apply(self, fault: _Fault, call: ApiCall) -> web.Response | None:
+        if fault.kind == "delay":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), fault.seconds)
+            return None
+        if fault.kind == "rate_limit":
+            call.status, call.error = 429, "ratelimited"
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(fault.retry_after)},
+            )
+        if fault.kind == "error":
+            call.status, call.error = 200, fault.error
+            return web.json_response({"ok": False, "error": fault.error})
+        call.status, call.error = fault.status, f"http {fault.status}"
+        return web.Response(status=fault.status, body=fault.body, content_type=fault.content_type)
+
+    # --- methods ---------------------------------------------------------------------------
+
+    def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": "https://fake-team.slack.com/",
+            "team": "Fake Team",
+            "user": "bridge-bot",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _chat_post_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params.get("channel"))
+        text = params.get("text")
+        if text is not None and not isinstance(text, str):
+            text = str(text)
+        blocks = _json_param(params.get("blocks"), "invalid_blocks")
+        attachments = _json_param(params.get("attachments"), "invalid_attachments")
+        if not text and not blocks and not attachments and not params.get("markdown_text"):
+            raise _ApiError("no_text")
+        if text is not None and len(text) > MAX_TEXT_CHARS:
+            raise _ApiError("msg_too_long")
+        metadata = _json_param(params.get("metadata"), "invalid_metadata_format")
+        if metadata is not None and not (
+            isinstance(metadata, dict)
+            and isinstance(metadata.get("event_type"), str)
+            and isinstance(metadata.get("event_payload"), dict)
+        ):
+            raise _ApiError("invalid_metadata_format")
+        thread_ts = params.get("thread_ts") or None
+        thread_known = None
+        if thread_ts is not None:
+            thread_ts = str(thread_ts)
+            parent = self._find(channel.id, thread_ts)
+            thread_known = parent is not None
+            if parent is not None and parent.get("thread_ts") not in (None, parent["ts"]):
+                thread_ts = str(parent["thread_ts"])  # a reply's ts means its thread
+        ts = new_ts()
+        stored: dict[str, Any] = {
+            "user": self.bot_user_id,
+            "type": "message",
+            "ts": ts,
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "text": text or "",
+            "team": self.team_id,
+            "bot_profile": {
+                "id": self.bot_id,
+                "app_id": self.app_id,
+                "name": "bridge",
+                "team_id": self.team_id,
+                "deleted": False,
+            },
+        }
+        if blocks:
+            stored["blocks"] = blocks
+        if attachments:
+            stored["attachments"] = attachments
+        if thread_ts is not None:
+            stored["thread_ts"] = thread_ts
+            if _truthy(params.get("reply_broadcast")):
+                stored["subtype"] = "thread_broadcast"
+        if metadata is not None:
+            stored["metadata"] = {
+                "event_type": metadata["event_type"],
+                "event_payload": metadata["event_payload"],
+            }
+        self._store(channel.id, stored)
+        post = {
+            "channel": channel.id,
+            "ts": ts,
+            "text": text,
+            "thread_ts": thread_ts,
+            "thread_known": thread_known,
+            "blocks": blocks,
+            "attachments": attachments,
+            "metadata": stored.get("metadata"),
+            "bot_id": self.bot_id,
+            "user": self.bot_user_id,
+            "params": dict(params),
+        }
+        self.posts.append(post)
+        self._post_queue.put_nowait(post)
+        self._notify()
+        return {"channel": channel.id, "ts": ts, "message": dict(stored)}
+
+    def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"channel": self._channel(params.get("channel")).info()}
+
+    def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = self._users.get(str(params.get("user", "")))
+        if user is None:
+            raise _ApiError("user_not_found")
+        return {"user": json.loads(json.dumps(user))}
+
+    def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params.get("channel"))
+        ts = str(params.get("ts") or "")
+        if not ts:
+            raise _ApiError("thread_not_found")
+        found = self._find(channel.id, ts)
+        if found is not None and found.get("thread_ts") not in (None, found["ts"]):
+            ts = str(found["thread_ts"])
+        thread = [
+            item
+            for item in self._sorted(channel.id)
+            if item["ts"] == ts or item.get("thread_ts") == ts
+        ]
+        if not thread:
+            raise _ApiError("thread_not_found")
+        thread = self._window(thread, params, newest_first=False)
+        return self._page(thread, params, default_limit=1000)
+
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params.get("channel"))
+        top = [
+            item
+            for item in self._sorted(channel.id)
+            if item.get("thread_ts") in (None, item["ts"])
+            or item.get("subtype") == "thread_broadcast"
+        ]
+        top = self._window(top, params, newest_first=True)
+        return self._page(top, params, default_limit=100)
+
+    def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        ticket = secrets.token_hex(16)
+        self._tickets.add(ticket)
+        return {"url": f"{self.socket_url}?ticket={ticket}&app_id={self.app_id}"}
+
+    # --- the message store -----------------------------------------------------------------
+
+    def _store(self, channel: str, stored: dict[str, Any]) -> None:
+        history = self._history.setdefault(channel, [])
+        if any(item["ts"] == stored["ts"] for item in history):
+            return
+        history.append(stored)
+        thread_ts = stored.get("thread_ts")
+        if thread_ts is not None and thread_ts != stored["ts"]:
+            parent = self._find(channel, thread_ts)
+            if parent is not None:
+                parent["thread_ts"] = parent["ts"]
+                parent["reply_count"] = int(parent.get("reply_count", 0)) + 1
+                users = parent.setdefault("reply_users", [])
+                author = stored.get("user") or stored.get("bot_id")
+                if author is not None and author not in users:
+                    users.append(author)
+                parent["reply_users_count"] = len(users)
+                parent["latest_reply"] = max(
+                    stored["ts"], parent.get("latest_reply", stored["ts"]), key=_ts_key
+                )
+
+    def _find(self, channel: str, ts: str) -> dict[str, Any] | None:
+        for item in self._history.get(channel, []):
+            if item["ts"] == ts:
+                return item
+        return None
+
+    def _sorted(self, channel: str) -> list[dict[str, Any]]:
+        return sorted(self._history.get(channel, []), key=lambda item: _ts_key(item["ts"]))
+
+    def _window(
+        self, items: list[dict[str, Any]], params: dict[str, Any], *, newest_first: bool
+    ) -> list[dict[str, Any]]:
+        inclusive = _truthy(params.get("inclusive"))
+        oldest, latest = params.get("oldest"), params.get("latest")
+
+        def inside(item: dict[str, Any]) -> bool:
+            key = _ts_key(item["ts"])
+            if oldest and (
+                key < _ts_key(str(oldest)) or (key == _ts_key(str(oldest)) and not inclusive)
+            ):
+                return False
+            return not (
+                latest
+                and (key > _ts_key(str(latest)) or (key == _ts_key(str(latest)) and not inclusive))
+            )
+
+        chosen = [item for item in items if inside(item)]
+        return list(reversed(chosen)) if newest_first else chosen
+
+    def _page(
+        self, items: list[dict[str, Any]], params: dict[str, Any], *, default_limit: int
+    ) -> dict[str, Any]:
+        limit = max(1, min(_int_param(params.get("limit"), default_limit), 1000))
+        cursor = str(params.get("cursor") or "")
+        start = 0
+        if cursor:
+            try:
+                start = int(base64.b64decode(cursor).decode().removeprefix("offset:"))
+            except ValueError:
+                raise _ApiError("invalid_cursor") from None
+        page = items[start : start + limit]
+        more = start + limit < len(items)
+        next_cursor = base64.b64encode(f"offset:{start + limit}".encode()).decode() if more else ""
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        messages = []
+        for item in page:
+            copy = json.loads(json.dumps(item))
+            if not with_metadata:
+                copy.pop("metadata", None)
+            messages.append(copy)
+        return {
+            "messages": messages,
+            "has_more": more,
+            "response_metadata": {"next_cursor": next_cursor},
+        }
+
+    def _remember_event(self, body: Mapping[str, Any]) -> None:
+        """What a pushed event says happened also happened in the fake's Slack."""
+        event = body.get("event")
+        if body.get("type") != "event_callback" or not isinstance(event, dict):
+            return
+        channel = event.get("channel")
+        if event.get("type") not in ("message", "app_mention") or not isinstance(channel, str):
+            return
+        if channel not in self._channels:
+            kind = event.get("channel_type")
+            if channel.startswith("D"):
+                self.add_channel(channel, is_im=True, user=event.get("user"))
+            else:
+                self.add_channel(
+                    channel, is_private=kind in ("group", "mpim"), is_mpim=kind == "mpim"
+                )
+        subtype = event.get("subtype")
+        if subtype == "message_changed":
+            changed = event.get("message") or {}
+            stored = self._find(channel, str(changed.get("ts")))
+            if stored is not None:
+                stored["text"] = changed.get("text", stored.get("text"))
+                stored["edited"] = changed.get("edited")
+            return
+        if subtype == "message_deleted":
+            deleted = str(event.get("deleted_ts"))
+            history = self._history.get(channel, [])
+            self._history[channel] = [item for item in history if item["ts"] != deleted]
+            return
+        if subtype not in (None, "bot_message", "file_share", "thread_broadcast"):
+            return
+        keep = ("type", "subtype", "user", "bot_id", "app_id", "username", "text", "ts")
+        stored = {key: event[key] for key in keep if key in event}
+        stored["type"] = "message"
+        for key in ("thread_ts", "parent_user_id", "client_msg_id", "team", "blocks"):
+            if key in event:
+                stored[key] = event[key]
+        self._store(channel, stored)
+
+    # --- Socket Mode -----------------------------------------------------------------------
+
+    async def _link(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._tickets:
+            return web.Response(status=401, text="invalid ticket")
+        self._tickets.discard(ticket)
+        ws = web.WebSocketResponse(autoping=True)  # answers the SDK's "sdk-ping-pong" pings
+        await ws.prepare(request)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": 1,
+                "debug_info": {
+                    "host": "applink-fake-1",
+                    "build_number": 1,
+                    "approximate_connection_time": 18060,
+                },
+                "connection_info": {"app_id": self.app_id},
+            }
+        )
+        self._sockets.append(ws)
+        self.socket_connections += 1
+        self._notify()
+        try:
+            async for frame in ws:
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(frame.data)
+                except ValueError:
+                    data = {"unparsed": frame.data}
+                self.socket_received.append(data)
+                if isinstance(data, dict) and isinstance(data.get("envelope_id"), str):
+                    self.acks[data["envelope_id"]] = data
+                self._notify()
+        finally:
+            self._sockets.remove(ws)
+            self._notify()
+        return ws
+
+    def _open_socket(self) -> web.WebSocketResponse:
+        for ws in reversed(self._sockets):
+            if not ws.closed:
+                return ws
+        raise RuntimeError("no Socket Mode client is connected")
+
+    async def wait_socket_connected(
+        self,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        *,
+        connections: int = 1,
+    ) -> None:
+        """Wait until ``connections`` sockets were opened in total and one is open now."""
+
+        def ready() -> bool:
+            return self.socket_connections >= connections and any(
+                not ws.closed for ws in self._sockets
+            )
+
+        await self._wait_for(ready, timeout)
+
+    async def push_socket_event(
+        self, body: dict[str, Any], *, retry_attempt: int = 0, retry_reason: str = ""
+    ) -> str:
+        """Send an ``events_api`` envelope to the connected client; returns its envelope id."""
+        ws = self._open_socket()
+        self._remember_event(body)
+        envelope_id = str(uuid.uuid4())
+        envelope = {
+            "envelope_id": envelope_id,
+            "payload": body,
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason or ("timeout" if retry_attempt else ""),
+        }
+        self.socket_sent.append(envelope)
+        await ws.send_str(json.dumps(envelope))
+        return envelope_id
+
+    async def wait_ack(
+        self,
+        envelope_id: str,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
+        """The client's acknowledgement ``{"envelope_id": ..., ["payload"]}``."""
+        await self._wait_for(lambda: envelope_id in self.acks, timeout)
+        return self.acks[envelope_id]
+
+    async def send_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Ask the client to reconnect, as Slack does every few hours."""
+        message = {
+            "type": "disconnect",
+            "reason": reason,
+            "debug_info": {"host": "applink-fake-1"},
+        }
+        self.socket_sent.append(message)
+        await self._open_socket().send_str(json.dumps(message))
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait_for(self, ready: Callable[[], bool], seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not ready():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    # --- the event pusher ------------------------------------------------------------------
+
+    async def push_event(
+        self,
+        url: str,
+        body: dict[str, Any],
+        *,
+        retry_num: int | None = None,
+        retry_reason: str = "http_timeout",
+        timestamp: int | None = None,
+        secret: str | None = None,
+        raw_signature: str | None = None,
+        deadline: float | None = None,
+    ) -> PushResult:
+        """POST one signed event to the service, as Slack does; returns what it answered.
+
+        The body is serialized once and those exact bytes are signed (with ``secret`` instead
+        of the signing secret, or replaced by ``raw_signature``, or at a stale ``timestamp``).
+        Network errors and ``TimeoutError`` (after ``deadline`` seconds) propagate.
+        """
+        self._remember_event(body)
+        raw = _compact(body)
+        stamp = str(timestamp if timestamp is not None else int(time.time()))
+        signature = (
+            raw_signature
+            if raw_signature is not None
+            else sign(secret if secret is not None else self.signing_secret, stamp, raw)
+        )
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": signature,
+        }
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = retry_reason
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        started = time.monotonic()
+        async with self._http.post(
+            url, data=raw, headers=headers, timeout=aiohttp.ClientTimeout(total=deadline)
+        ) as response:
+            text = await response.text()
+            result = PushResult(
+                status=response.status,
+                body=text,
+                headers=CIMultiDict(response.headers),
+                elapsed=time.monotonic() - started,
+                retry_num=retry_num,
+                request_body=raw,
+                request_headers=headers,
+                error=None if 200 <= response.status < 300 else "http_error",
+            )
+        self.pushes.append(result)
+        return result
+
+    async def deliver(
+        self,
+        url: str,
+        body: dict[str, Any],
+        *,
+        deadline: float = 3.0,
+        max_retries: int = 3,
+    ) -> list[PushResult]:
+        """Deliver an event like Slack: resend it until a 2xx comes within ``deadline``.
+
+        Retries carry ``X-Slack-Retry-Num`` 1..``max_retries`` and the reason of the previous
+        failure; they go out at once (Slack waits up to minutes). A response with
+        ``X-Slack-No-Retry: 1`` stops the redelivery, as it does at Slack.
+        """
+        results: list[PushResult] = []
+        reason = "http_timeout"
+        for attempt in range(max_retries + 1):
+            retry_num = attempt or None
+            started = time.monotonic()
+            try:
+                result = await self.push_event(
+                    url, body, retry_num=retry_num, retry_reason=reason, deadline=deadline
+                )
+            except (TimeoutError, aiohttp.ClientError) as failure:
+                reason = (
+                    "http_timeout" if isinstance(failure, TimeoutError) else "connection_failed"
+                )
+                result = PushResult(
+                    status=0,
+                    body="",
+                    headers=CIMultiDict(),
+                    elapsed=time.monotonic() - started,
+                    retry_num=retry_num,
+                    request_body=_compact(body),
+                    request_headers={},
+                    error=reason,
+                )
+                self.pushes.append(result)
+            results.append(result)
+            if result.ok or result.headers.get("X-Slack-No-Retry") == "1":
+                break
+            if result.status:
+                reason = "http_error"
+        return results

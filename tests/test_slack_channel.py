@@ -1,0 +1,349 @@
+"""The Slack channel end to end: the real slack-bolt and slack_sdk inside the bridge, against
+the strict local fake of Slack, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant
+from tests.fakes import slack
+from tests.fakes.slack import FakeSlack
+from tests.fakes.webhook_agent import FakeWebhookAgent
+from tests.support.harness import (
+    RunningBridge,
+    make_settings,
+    running_bridge,
+    webhook_agent_config,
+)
+
+BOT_TOKEN = "xoxb-test-bot-token"
+SIGNING_SECRET = "slack-signing-secret"
+APP_TOKEN = "xapp-test-app-token"
+TEAM = slack.DEFAULT_TEAM_ID
+CHANNEL = "C0CHAN0001"
+DM = "D0DM000001"
+HUMAN = "U0HUMAN001"
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(
+        bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, app_token=APP_TOKEN
+    ) as fake:
+        fake.add_channel(CHANNEL, "general")
+        fake.add_channel(DM, is_im=True, user=HUMAN)
+        fake.add_user(HUMAN, "ada", "Ada")
+        yield fake
+
+
+def slack_section(fake: FakeSlack, **extra: Any) -> dict[str, Any]:
+    return {
+        "bot_token": BOT_TOKEN,
+        "signing_secret": SIGNING_SECRET,
+        "api_base_url": fake.api_url,
+        **extra,
+    }
+
+
+@asynccontextmanager
+async def slack_bridge(
+    database_url: str, fake: FakeSlack, *, agent: dict[str, Any] | None = None, **section: Any
+) -> AsyncIterator[tuple[RunningBridge, str]]:
+    agent = dict(agent or {"slug": "assistant"})
+    agent.pop("memory", None)
+    agent["slack"] = slack_section(fake, **section)
+    async with running_bridge(make_settings(database_url, agents=[agent])) as bridge:
+        yield bridge, f"{bridge.url}/slack/assistant/events"
+
+
+async def stored_user_messages(bridge: RunningBridge) -> list[ChatMessage]:
+    return [m for m in await bridge.messages() if m.role == "user"]
+
+
+async def test_dm_is_answered_in_the_dm(database_url: str, fake_slack: FakeSlack) -> None:
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        event = slack.message(channel=DM, user=HUMAN, text="hello bot")
+        assert (await fake_slack.push_event(url, event)).status == 200
+        post = await fake_slack.next_post()
+        assert (post["channel"], post["text"]) == (DM, "hello bot")
+        assert post.get("thread_ts") is None
+        assert post["metadata"]["event_type"] == "bridge_delivery"
+        async with bridge.sessions() as db:
+            session = (await db.execute(select(ChatSession))).scalar_one()
+            sender = (
+                await db.execute(select(Participant).where(Participant.external_id == HUMAN))
+            ).scalar_one()
+        assert session.external_conv_id == f"slack:{TEAM}:{DM}"
+        assert not session.is_group
+        assert sender.display_name == "Ada"
+
+
+async def test_channel_mention_gets_a_threaded_reply_in_a_thread_session(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        event = slack.app_mention(channel=CHANNEL, user=HUMAN, text="<@U0BOT00001> summarise")
+        ts = event["event"]["ts"]
+        assert (await fake_slack.push_event(url, event)).status == 200
+        post = await fake_slack.next_post()
+        assert (post["channel"], post["thread_ts"], post["text"]) == (CHANNEL, ts, "summarise")
+        async with bridge.sessions() as db:
+            thread = (
+                await db.execute(
+                    select(ChatSession).where(
+                        ChatSession.external_conv_id == f"slack:{TEAM}:{CHANNEL}:{ts}"
+                    )
+                )
+            ).scalar_one()
+            parent = await db.get(ChatSession, thread.parent_session_id)
+        assert thread.is_group and thread.group_name == "#general"
+        assert parent is not None and parent.external_conv_id == f"slack:{TEAM}:{CHANNEL}"
+
+
+async def test_thread_follow_up_without_mention_is_answered(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    async with slack_bridge(database_url, fake_slack) as (_bridge, url):
+        mention = slack.app_mention(channel=CHANNEL, user=HUMAN, text="<@U0BOT00001> start")
+        root = mention["event"]["ts"]
+        await fake_slack.push_event(url, mention)
+        await fake_slack.next_post()
+        follow = slack.message(channel=CHANNEL, user=HUMAN, text="and more", thread_ts=root)
+        assert (await fake_slack.push_event(url, follow)).status == 200
+        post = await fake_slack.next_post()
+        assert (post["text"], post["thread_ts"]) == ("and more", root)
+
+
+async def test_channel_message_without_mention_is_ignored(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        plain = slack.message(channel=CHANNEL, user=HUMAN, text="just chatting")
+        elsewhere = slack.message(
+            channel=CHANNEL, user=HUMAN, text="in someone else's thread", thread_ts=slack.new_ts()
+        )
+        for event in (plain, elsewhere):
+            assert (await fake_slack.push_event(url, event)).status == 200
+        await fake_slack.expect_no_post(within=0.5)
+        assert await bridge.messages() == []
+
+
+async def test_without_require_mention_every_channel_message_is_answered(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    async with slack_bridge(
+        database_url, fake_slack, require_mention=False, thread_replies=False
+    ) as (_bridge, url):
+        await fake_slack.push_event(url, slack.message(channel=CHANNEL, user=HUMAN, text="hi all"))
+        post = await fake_slack.next_post()
+        assert post["text"] == "hi all" and post.get("thread_ts") is None
+
+
+async def test_mention_seen_as_app_mention_and_message_is_answered_once(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        ts = slack.new_ts()
+        text = "<@U0BOT00001> once please"
+        mention = slack.app_mention(channel=CHANNEL, user=HUMAN, text=text, ts=ts)
+        as_message = slack.message(channel=CHANNEL, user=HUMAN, text=text, ts=ts)
+        results = await asyncio.gather(
+            fake_slack.push_event(url, mention), fake_slack.push_event(url, as_message)
+        )
+        assert [r.status for r in results] == [200, 200]
+        await fake_slack.next_post()
+        await fake_slack.expect_no_post(within=0.5)
+        assert len(await stored_user_messages(bridge)) == 1
+
+
+async def test_retried_event_is_answered_once(database_url: str, fake_slack: FakeSlack) -> None:
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        event = slack.message(channel=DM, user=HUMAN, text="are you there?")
+        assert (await fake_slack.push_event(url, event)).status == 200
+        for retry in (1, 2):
+            assert (await fake_slack.push_event(url, event, retry_num=retry)).status == 200
+        await fake_slack.next_post()
+        await fake_slack.expect_no_post(within=0.5)
+        assert len(await stored_user_messages(bridge)) == 1
+
+
+async def test_bad_and_stale_signatures_get_401_and_store_nothing(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    import time
+
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        event = slack.message(channel=DM, user=HUMAN, text="forged")
+        wrong = await fake_slack.push_event(url, event, secret="not-the-secret")
+        stale = await fake_slack.push_event(url, event, timestamp=int(time.time()) - 301)
+        assert (wrong.status, stale.status) == (401, 401)
+        await fake_slack.expect_no_post(within=0.3)
+        assert await bridge.messages() == []
+
+
+async def test_url_verification_is_answered(database_url: str, fake_slack: FakeSlack) -> None:
+    async with slack_bridge(database_url, fake_slack) as (_bridge, url):
+        result = await fake_slack.push_event(url, slack.url_verification("challenge-123"))
+        assert result.status == 200 and result.json() == {"challenge": "challenge-123"}
+
+
+async def test_own_and_other_bots_are_ignored(database_url: str, fake_slack: FakeSlack) -> None:
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        events = [
+            slack.bot_message(channel=DM, text="from another bot"),
+            slack.bot_message(
+                channel=DM,
+                text="my own words",
+                bot_id=fake_slack.bot_id,
+                user=fake_slack.bot_user_id,
+                subtype=None,
+            ),
+            slack.message(channel=DM, user=fake_slack.bot_user_id, text="self, no bot_id"),
+            slack.message(channel=DM, user="U0OTHER01", text="bot", bot_id="B0OTHER001"),
+        ]
+        for event in events:
+            assert (await fake_slack.push_event(url, event)).status == 200
+        await fake_slack.expect_no_post(within=0.5)
+        assert await bridge.messages() == []
+
+
+async def test_edit_and_delete_update_the_stored_message(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        original = slack.message(channel=DM, user=HUMAN, text="helo")
+        ts = original["event"]["ts"]
+        await fake_slack.push_event(url, original)
+        await fake_slack.next_post()
+        changed = slack.message_changed(channel=DM, ts=ts, text="hello", previous_text="helo")
+        deleted = slack.message_deleted(channel=DM, ts=ts, previous_text="hello")
+        assert (await fake_slack.push_event(url, changed)).status == 200
+        [stored] = await stored_user_messages(bridge)
+        assert stored.content == "hello" and stored.edited_at is not None
+        assert (await fake_slack.push_event(url, deleted)).status == 200
+        [stored] = await stored_user_messages(bridge)
+        assert stored.deleted_at is not None
+        await fake_slack.expect_no_post(within=0.5)
+
+
+async def test_long_reply_is_split_into_threaded_parts(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    paragraphs = [f"Paragraph {i}: " + "word " * 150 for i in range(12)]
+    text = "<@U0BOT00001> " + "\n\n".join(paragraphs)
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        event = slack.app_mention(channel=CHANNEL, user=HUMAN, text=text)
+        await fake_slack.push_event(url, event)
+        posts = [await fake_slack.next_post() for _ in range(3)]
+        await fake_slack.expect_no_post(within=0.3)
+        assert all(len(p["text"]) <= 3900 for p in posts)
+        assert {p["thread_ts"] for p in posts} == {event["event"]["ts"]}
+        assert "\n\n".join(p["text"] for p in posts) == "\n\n".join(paragraphs).strip()
+        [user] = await stored_user_messages(bridge)
+        reply = await bridge.reply_to(user.id, state=MessageState.DELIVERED)
+        assert reply.platform_message_ids == [p["ts"] for p in posts]
+
+
+async def test_429_is_retried_after_retry_after_then_posted_once(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    fake_slack.rate_limit_next(1, retry_after=1)
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        await fake_slack.push_event(url, slack.message(channel=DM, user=HUMAN, text="busy?"))
+        post = await fake_slack.next_post(timeout=10)
+        assert post["text"] == "busy?"
+        await fake_slack.expect_no_post(within=0.3)
+        attempts = fake_slack.calls_to("chat.postMessage")
+        assert [c.status for c in attempts] == [429, 200]
+        [user] = await stored_user_messages(bridge)
+        reply = await bridge.reply_to(user.id, state=MessageState.DELIVERED)
+        assert reply.attempts == 2
+
+
+async def test_ok_false_error_is_kept_on_the_reply(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    fake_slack.error_next(1, error="not_in_channel")
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        await fake_slack.push_event(url, slack.message(channel=DM, user=HUMAN, text="hi"))
+        [user] = [m for m in await _wait_for_messages(bridge, 1) if m.role == "user"]
+        reply = await bridge.reply_to(user.id, state=MessageState.FAILED)
+        assert reply.last_error == "slack chat.postMessage: not_in_channel"
+        assert reply.attempts == 1  # permanent: not retried
+
+
+async def test_post_that_landed_but_lost_its_answer_is_not_posted_again(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    fake_slack.accept_then_drop_next(1)
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        mention = slack.app_mention(channel=CHANNEL, user=HUMAN, text="<@U0BOT00001> careful")
+        await fake_slack.push_event(url, mention)
+        [user] = [m for m in await _wait_for_messages(bridge, 1) if m.role == "user"]
+        reply = await bridge.reply_to(user.id, state=MessageState.DELIVERED)
+        bot_posts = [
+            m for m in fake_slack.messages(CHANNEL) if m.get("bot_id") == fake_slack.bot_id
+        ]
+        assert len(bot_posts) == 1
+        assert reply.platform_message_ids == [bot_posts[0]["ts"]]
+        assert len(fake_slack.calls_to("chat.postMessage")) == 1
+        assert len(fake_slack.calls_to("conversations.replies")) == 1
+
+
+async def test_slow_agent_is_still_acknowledged_at_once(
+    database_url: str, fake_slack: FakeSlack, webhook_agent: FakeWebhookAgent
+) -> None:
+    webhook_agent.delay_seconds = 30
+    agent = webhook_agent_config(webhook_agent, timeout_seconds=60)
+    async with slack_bridge(database_url, fake_slack, agent=agent) as (bridge, url):
+        event = slack.message(channel=DM, user=HUMAN, text="think hard")
+        results = await fake_slack.deliver(url, event, deadline=3.0)
+        # One delivery, answered 200 inside Slack's deadline, while the agent is still busy.
+        assert [r.status for r in results] == [200]
+        assert len(await stored_user_messages(bridge)) == 1
+        assert fake_slack.posts == []
+        webhook_agent.delay_seconds = 0
+    assert len(webhook_agent.requests) == 1
+
+
+async def test_socket_mode_round_trip(database_url: str, fake_slack: FakeSlack) -> None:
+    async with slack_bridge(database_url, fake_slack, app_token=APP_TOKEN) as (bridge, _url):
+        await fake_slack.wait_socket_connected()
+        event = slack.app_mention(channel=CHANNEL, user=HUMAN, text="<@U0BOT00001> via socket")
+        envelope = await fake_slack.push_socket_event(event)
+        await fake_slack.wait_ack(envelope)
+        post = await fake_slack.next_post()
+        assert (post["text"], post["thread_ts"]) == ("via socket", event["event"]["ts"])
+        assert len(await stored_user_messages(bridge)) == 1
+
+
+async def test_names_are_looked_up_once_and_cached(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    async with slack_bridge(database_url, fake_slack) as (bridge, url):
+        for text in ("one", "two", "three"):
+            await fake_slack.push_event(
+                url, slack.app_mention(channel=CHANNEL, user=HUMAN, text=f"<@U0BOT00001> {text}")
+            )
+        for _ in range(3):
+            await fake_slack.next_post()
+        assert len(fake_slack.calls_to("users.info")) == 1
+        assert len(fake_slack.calls_to("conversations.info")) == 1
+        async with bridge.sessions() as db:
+            count = (await db.execute(select(func.count()).select_from(ChatSession))).scalar()
+        assert count == 4  # three threads and their channel
+
+
+async def _wait_for_messages(bridge: RunningBridge, count: int) -> list[ChatMessage]:
+    for _ in range(250):
+        messages = await bridge.messages()
+        if len([m for m in messages if m.role == "user"]) >= count:
+            return messages
+        await asyncio.sleep(0.02)
+    raise AssertionError("messages never stored")

@@ -1,0 +1,669 @@
+"""The Slack fake is strict and speaks Slack's protocol: proven with the real slack_sdk and Bolt.
+
+If these pass, a service test that runs against :class:`tests.fakes.slack.FakeSlack` exercises
+the same requests, errors and event deliveries the service would meet at Slack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.say.async_say import AsyncSay
+from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from tests.fakes.slack import (
+    DEFAULT_BOT_USER_ID,
+    FakeSlack,
+    app_mention,
+    bot_message,
+    message,
+    message_changed,
+    message_deleted,
+    new_ts,
+    sign,
+    url_verification,
+)
+
+BOT_TOKEN = "xoxb-test-bot-token"
+APP_TOKEN = "xapp-test-app-token"
+SECRET = "slack-signing-secret"
+CHANNEL = "C0CHAN0001"
+DELIVERY = {"event_type": "bridge_delivery", "event_payload": {"delivery_id": "d-42"}}
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(bot_token=BOT_TOKEN, signing_secret=SECRET, app_token=APP_TOKEN) as fake:
+        fake.add_channel(CHANNEL, "general")
+        yield fake
+
+
+@pytest.fixture
+async def client(slack: FakeSlack) -> AsyncIterator[AsyncWebClient]:
+    web_client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url, retry_handlers=[])
+    yield web_client
+    if web_client.session is not None:
+        await web_client.session.close()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    """Serves a handler at ``/slack/events`` on a free port: the service side of a push."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_post("/slack/events", handler)
+        runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}/slack/events"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+# --- signing and factories -----------------------------------------------------------------
+
+
+def test_sign_matches_the_slack_docs_test_vector() -> None:
+    body = (
+        b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow"
+        b"&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner"
+        b"&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com"
+        b"%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN"
+        b"&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
+    )
+    assert (
+        sign("8f742231b10e8888abcd99yyyzzz85a5", "1531420618", body)
+        == "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+    )
+
+
+# The golden payloads of the shared reference (§5), minus the values that are random in the
+# factories (client_msg_id, block ids).
+MENTION_IN_THREAD_FIXTURE: dict[str, Any] = {
+    "token": "XXYYZZ",
+    "team_id": "T0TEAM0001",
+    "context_team_id": "T0TEAM0001",
+    "context_enterprise_id": None,
+    "api_app_id": "A0APP00001",
+    "event": {
+        "type": "app_mention",
+        "user": "U0HUMAN001",
+        "text": "<@U0BOT00001> can you summarise this thread?",
+        "ts": "1716900123.456789",
+        "thread_ts": "1716900000.000100",
+        "parent_user_id": "U0HUMAN002",
+        "team": "T0TEAM0001",
+        "channel": "C0CHAN0001",
+        "event_ts": "1716900123.456789",
+        "blocks": [
+            {
+                "type": "rich_text",
+                "elements": [
+                    {
+                        "type": "rich_text_section",
+                        "elements": [
+                            {"type": "user", "user_id": "U0BOT00001"},
+                            {"type": "text", "text": " can you summarise this thread?"},
+                        ],
+                    }
+                ],
+            }
+        ],
+    },
+    "type": "event_callback",
+    "event_id": "Ev07ABCDEF12",
+    "event_time": 1716900123,
+    "authorizations": [
+        {
+            "enterprise_id": None,
+            "team_id": "T0TEAM0001",
+            "user_id": "U0BOT00001",
+            "is_bot": True,
+            "is_enterprise_install": False,
+        }
+    ],
+    "is_ext_shared_channel": False,
+    "event_context": "4-eyJldCI6ImFwcF9tZW50aW9uIiwidGlkIjoiVDBURUFNMDAwMSIsImFpZCI6IkEwQVBQMD"
+    "AwMDEiLCJjaWQiOiJDMENIQU4wMDAxIn0",
+}
+DM_EVENT_FIXTURE: dict[str, Any] = {
+    "type": "message",
+    "user": "U0HUMAN001",
+    "text": "hello bot, what's the status of ticket 42?",
+    "ts": "1716900200.000200",
+    "team": "T0TEAM0001",
+    "channel": "D0DM000001",
+    "event_ts": "1716900200.000200",
+    "channel_type": "im",
+    "blocks": [
+        {
+            "type": "rich_text",
+            "elements": [
+                {
+                    "type": "rich_text_section",
+                    "elements": [
+                        {"type": "text", "text": "hello bot, what's the status of ticket 42?"}
+                    ],
+                }
+            ],
+        }
+    ],
+}
+BOT_EVENT_FIXTURE: dict[str, Any] = {
+    "type": "message",
+    "subtype": "bot_message",
+    "text": "echo: hello",
+    "ts": "1716900300.000300",
+    "bot_id": "B0OTHER001",
+    "app_id": "A0OTHERAPP",
+    "username": "otherbot",
+    "channel": "C0CHAN0001",
+    "event_ts": "1716900300.000300",
+    "channel_type": "channel",
+}
+
+
+def _without_random(event: dict[str, Any]) -> dict[str, Any]:
+    copy: dict[str, Any] = json.loads(json.dumps(event))
+    copy.pop("client_msg_id", None)
+    for block in copy.get("blocks", []):
+        block.pop("block_id")
+    return copy
+
+
+def test_factories_reproduce_the_golden_payloads() -> None:
+    mention = app_mention(
+        text="<@U0BOT00001> can you summarise this thread?",
+        ts="1716900123.456789",
+        thread_ts="1716900000.000100",
+        parent_user_id="U0HUMAN002",
+        event_id="Ev07ABCDEF12",
+    )
+    assert list(mention) == list(MENTION_IN_THREAD_FIXTURE)
+    assert list(mention["event"]) == [
+        "type", "user", "text", "ts", "thread_ts", "parent_user_id", "client_msg_id",
+        "team", "channel", "event_ts", "blocks",
+    ]  # fmt: skip
+    assert mention["event"]["client_msg_id"]
+    assert {**mention, "event": _without_random(mention["event"])} == MENTION_IN_THREAD_FIXTURE
+
+    dm = message(
+        channel="D0DM000001",
+        text="hello bot, what's the status of ticket 42?",
+        ts="1716900200.000200",
+        event_id="Ev07ABCDEF34",
+    )
+    assert _without_random(dm["event"]) == DM_EVENT_FIXTURE
+    assert dm["event_context"].startswith("4-")
+
+    bot = message(text="echo: hello", ts="1716900300.000300", bot_id="B0OTHER001")
+    assert bot["event"] == BOT_EVENT_FIXTURE
+    assert bot_message(text="echo: hello", ts="1716900300.000300")["event"] == BOT_EVENT_FIXTURE
+
+
+def test_factories_cover_channel_kinds_edits_and_deletions() -> None:
+    first, second = message(), message()
+    assert first["event_id"] != second["event_id"]
+    assert float(first["event"]["ts"]) < float(second["event"]["ts"])
+    assert first["event_time"] == int(float(first["event"]["ts"]))
+    assert "channel_type" not in app_mention()["event"]
+    assert app_mention(text="hi")["event"]["text"] == f"<@{DEFAULT_BOT_USER_ID}> hi"
+    assert message(channel="G0PRIV0001", channel_type="group")["event"]["channel_type"] == "group"
+    assert message(channel="C0MPIM0001", channel_type="mpim")["event"]["channel_type"] == "mpim"
+    with pytest.raises(ValueError, match="DM"):
+        message(channel="C0CHAN0001", channel_type="im")
+
+    reply = message(thread_ts="1716900000.000100")["event"]
+    assert reply["thread_ts"] == "1716900000.000100"
+    assert reply["parent_user_id"] == reply["user"]
+
+    own = bot_message(user=DEFAULT_BOT_USER_ID, bot_id="B0BOT00001", subtype=None)["event"]
+    assert "subtype" not in own
+    assert own["user"] == DEFAULT_BOT_USER_ID
+
+    changed = message_changed(ts="1716900000.000100", text="new", previous_text="old")["event"]
+    assert changed["subtype"] == "message_changed"
+    assert changed["hidden"] is True
+    assert changed["message"]["text"] == "new"
+    assert changed["message"]["ts"] == "1716900000.000100"
+    assert changed["message"]["edited"]["user"] == changed["message"]["user"]
+    assert changed["previous_message"]["text"] == "old"
+    assert changed["channel_type"] == "channel"
+
+    deleted = message_deleted(ts="1716900000.000100", channel="D0DM000001")["event"]
+    assert deleted["subtype"] == "message_deleted"
+    assert deleted["deleted_ts"] == "1716900000.000100"
+    assert deleted["hidden"] is True
+    assert deleted["channel_type"] == "im"
+    assert deleted["previous_message"]["ts"] == "1716900000.000100"
+
+    challenge = url_verification("abc")
+    assert challenge == {"token": "XXYYZZ", "challenge": "abc", "type": "url_verification"}
+
+
+# --- Web API -------------------------------------------------------------------------------
+
+
+async def test_auth_test_answers_the_bot_identity(slack: FakeSlack, client: AsyncWebClient) -> None:
+    response = await client.auth_test()
+
+    assert response["user_id"] == "U0BOT00001"
+    assert response["bot_id"] == "B0BOT00001"
+    assert response["team_id"] == "T0TEAM0001"
+    assert response["is_enterprise_install"] is False
+    assert response.headers["x-oauth-scopes"]
+    (call,) = slack.calls_to("auth.test")
+    assert call.verb == "POST"
+    assert call.headers["Authorization"] == f"Bearer {BOT_TOKEN}"
+
+
+async def test_post_message_is_stored_returned_and_queued(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    response = await client.chat_postMessage(
+        channel=CHANNEL, text="hello", thread_ts="1716900000.000100", metadata=DELIVERY
+    )
+
+    assert response["channel"] == CHANNEL
+    assert response["message"]["text"] == "hello"
+    assert response["message"]["bot_id"] == "B0BOT00001"
+    assert response["message"]["metadata"] == DELIVERY
+    post = await slack.next_post(timeout=1)
+    assert post["ts"] == response["ts"]
+    assert post["thread_ts"] == "1716900000.000100"
+    assert post["thread_known"] is False  # accepted anyway, as Slack does
+    assert post["metadata"] == DELIVERY
+    assert slack.posts == [post]
+    (call,) = slack.calls_to("chat.postMessage")
+    assert call.verb == "POST"
+    assert call.headers["Content-Type"].startswith("application/json")
+    assert call.json["channel"] == CHANNEL
+
+
+async def test_form_encoded_posts_and_dm_channels_are_accepted(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    await client.api_call(
+        "chat.postMessage",
+        data={"channel": "D0DM000009", "text": "hi", "metadata": json.dumps(DELIVERY)},
+    )
+
+    post = await slack.next_post(timeout=1)
+    assert post["channel"] == "D0DM000009"
+    assert post["metadata"] == DELIVERY
+    info = await client.conversations_info(channel="D0DM000009")
+    assert info["channel"]["is_im"] is True
+    assert "name" not in info["channel"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"channel": CHANNEL}, "no_text"),
+        ({"channel": CHANNEL, "text": ""}, "no_text"),
+        ({"channel": "C0UNKNOWN1", "text": "hi"}, "channel_not_found"),
+        ({"channel": CHANNEL, "text": "x" * 40_001}, "msg_too_long"),
+        (
+            {"channel": CHANNEL, "text": "hi", "metadata": {"event_type": 1}},
+            "invalid_metadata_format",
+        ),
+    ],
+)
+async def test_post_message_refuses_what_slack_refuses(
+    slack: FakeSlack, client: AsyncWebClient, arguments: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(SlackApiError) as raised:
+        await client.api_call("chat.postMessage", json=arguments)
+
+    assert raised.value.response.status_code == 200
+    assert raised.value.response["error"] == error
+    assert slack.posts == []
+    assert slack.calls_to("chat.postMessage")[0].error == error
+
+
+async def test_exactly_40000_characters_are_accepted(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    await client.chat_postMessage(channel=CHANNEL, text="x" * 40_000)
+    assert len(slack.posts) == 1
+
+
+async def test_every_call_needs_the_right_token(slack: FakeSlack) -> None:
+    cases = [
+        (AsyncWebClient(token="xoxb-wrong", base_url=slack.api_url), "invalid_auth"),
+        (AsyncWebClient(base_url=slack.api_url), "not_authed"),
+        (AsyncWebClient(token=APP_TOKEN, base_url=slack.api_url), "not_allowed_token_type"),
+    ]
+    for web_client, error in cases:
+        with pytest.raises(SlackApiError) as raised:
+            await web_client.chat_postMessage(channel=CHANNEL, text="hi")
+        assert raised.value.response["error"] == error
+        assert raised.value.response.status_code == 200
+    with pytest.raises(SlackApiError) as raised:
+        await cases[2][0].apps_connections_open(app_token=BOT_TOKEN)
+    assert raised.value.response["error"] == "not_allowed_token_type"
+    assert slack.posts == []
+    assert len(slack.calls) == 4
+
+
+async def test_rate_limit_answers_429_with_retry_after(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.rate_limit_next(1, retry_after=7)
+
+    with pytest.raises(SlackApiError) as raised:
+        await client.chat_postMessage(channel=CHANNEL, text="hi")
+
+    assert raised.value.response.status_code == 429
+    assert raised.value.response.headers["Retry-After"] == "7"
+    assert raised.value.response["error"] == "ratelimited"
+    assert slack.posts == []
+    await client.chat_postMessage(channel=CHANNEL, text="hi")
+    assert len(slack.posts) == 1
+
+
+async def test_scripted_failures_errors_and_delays(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.fail_next(1, status=503)
+    slack.error_next(1, error="not_in_channel")
+    slack.delay_next(1, 0.3)
+
+    with pytest.raises(SlackApiError) as failed:
+        await client.chat_postMessage(channel=CHANNEL, text="one")
+    assert failed.value.response.status_code == 503
+    with pytest.raises(SlackApiError) as refused:
+        await client.chat_postMessage(channel=CHANNEL, text="two")
+    assert refused.value.response["error"] == "not_in_channel"
+    started = time.monotonic()
+    await client.chat_postMessage(channel=CHANNEL, text="three")
+    assert time.monotonic() - started >= 0.3
+    assert [post["text"] for post in slack.posts] == ["three"]
+
+
+async def test_a_dropped_answer_still_leaves_the_post_in_the_channel(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.accept_then_drop_next(1)
+
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await client.chat_postMessage(channel=CHANNEL, text="in doubt", metadata=DELIVERY)
+
+    assert (await slack.next_post(timeout=1))["text"] == "in doubt"
+    history = await client.conversations_history(channel=CHANNEL, include_all_metadata=True)
+    assert [item["metadata"] for item in history["messages"]] == [DELIVERY]
+
+
+async def test_replies_and_history_include_metadata_only_when_asked(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    parent = slack.add_message(CHANNEL, text="question")
+    await client.chat_postMessage(channel=CHANNEL, text="first", thread_ts=parent["ts"])
+    await client.chat_postMessage(
+        channel=CHANNEL, text="second", thread_ts=parent["ts"], metadata=DELIVERY
+    )
+    await client.chat_postMessage(channel=CHANNEL, text="top level")
+
+    plain = await client.conversations_replies(channel=CHANNEL, ts=parent["ts"])
+    assert [item["text"] for item in plain["messages"]] == ["question", "first", "second"]
+    assert all("metadata" not in item for item in plain["messages"])
+    assert plain["messages"][0]["reply_count"] == 2
+
+    rich = await client.conversations_replies(
+        channel=CHANNEL, ts=parent["ts"], include_all_metadata=True
+    )
+    assert [item.get("metadata") for item in rich["messages"]] == [None, None, DELIVERY]
+    assert rich["messages"][2]["bot_id"] == "B0BOT00001"
+    (call,) = slack.calls_to("conversations.replies")[1:]
+    assert call.verb == "GET"
+    assert call.query["include_all_metadata"] == "1"
+
+    history = await client.conversations_history(channel=CHANNEL)
+    assert [item["text"] for item in history["messages"]] == ["top level", "question"]
+
+    pages = [
+        [item["text"] for item in page["messages"]]
+        async for page in await client.conversations_replies(
+            channel=CHANNEL, ts=parent["ts"], limit=2
+        )
+    ]
+    assert pages == [["question", "first"], ["second"]]
+
+    with pytest.raises(SlackApiError) as raised:
+        await client.conversations_replies(channel=CHANNEL, ts=new_ts())
+    assert raised.value.response["error"] == "thread_not_found"
+
+
+async def test_users_and_conversations_info_are_served_and_counted(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.add_user("U0HUMAN001", "alice", "Alice A.")
+    slack.add_channel("G0PRIV0001", "secret", is_private=True)
+
+    user = await client.users_info(user="U0HUMAN001")
+    assert user["user"]["name"] == "alice"
+    assert user["user"]["profile"]["display_name"] == "Alice A."
+    channel = await client.conversations_info(channel=CHANNEL)
+    assert channel["channel"]["name"] == "general"
+    assert channel["channel"]["is_channel"] is True
+    assert channel["channel"]["is_private"] is False
+    private = await client.conversations_info(channel="G0PRIV0001")
+    assert private["channel"]["is_private"] is True
+    for method, arguments, error in [
+        ("users.info", {"user": "U0NOBODY01"}, "user_not_found"),
+        ("conversations.info", {"channel": "C0NOWHERE1"}, "channel_not_found"),
+    ]:
+        with pytest.raises(SlackApiError) as raised:
+            await client.api_call(method, http_verb="GET", params=arguments)
+        assert raised.value.response["error"] == error
+
+    assert len(slack.calls_to("users.info")) == 2
+    assert len(slack.calls_to("conversations.info")) == 3
+    assert {call.verb for call in slack.calls_to("users.info")} == {"GET"}
+
+
+async def test_unknown_methods_are_refused_and_recorded(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    with pytest.raises(SlackApiError) as raised:
+        await client.api_call("chat.teleport", json={"channel": CHANNEL})
+
+    assert raised.value.response["error"] == "unknown_method"
+    assert [call.method for call in slack.calls] == ["chat.teleport"]
+
+
+async def test_pushed_events_change_the_channel_as_they_would_at_slack(
+    slack: FakeSlack, client: AsyncWebClient, serve: Callable[[Handler], Awaitable[str]]
+) -> None:
+    async def service(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    url = await serve(service)
+    typed = message(channel="C0ELSE0001", text="typo")
+    ts = typed["event"]["ts"]
+
+    await slack.push_event(url, typed)
+    await slack.push_event(
+        url, message_changed(channel="C0ELSE0001", ts=ts, text="fixed", previous_text="typo")
+    )
+    assert [item["text"] for item in slack.messages("C0ELSE0001")] == ["fixed"]
+    info = await client.conversations_info(channel="C0ELSE0001")
+    assert info["channel"]["is_channel"] is True  # known since an event came from it
+    await slack.push_event(url, message_deleted(channel="C0ELSE0001", ts=ts))
+    assert slack.messages("C0ELSE0001") == []
+
+
+# --- Socket Mode ---------------------------------------------------------------------------
+
+
+async def test_socket_mode_client_connects_receives_and_acks(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    socket_client = SocketModeClient(app_token=APP_TOKEN, web_client=client, ping_interval=1)
+    received: list[SocketModeRequest] = []
+
+    async def on_request(sm: AsyncBaseSocketModeClient, request: SocketModeRequest) -> None:
+        received.append(request)
+        await sm.send_socket_mode_response(SocketModeResponse(envelope_id=request.envelope_id))
+
+    socket_client.socket_mode_request_listeners.append(on_request)
+    try:
+        await socket_client.connect()  # type: ignore[no-untyped-call]  # untyped in the SDK
+        await slack.wait_socket_connected(timeout=5)
+        body = app_mention(text="hi")
+        envelope_id = await slack.push_socket_event(body, retry_attempt=1)
+
+        ack = await slack.wait_ack(envelope_id, timeout=5)
+        assert ack == {"envelope_id": envelope_id}
+        (request,) = received
+        assert request.type == "events_api"
+        assert request.payload == body
+        assert request.retry_attempt == 1
+        (opened,) = slack.calls_to("apps.connections.open")
+        assert opened.verb == "POST"
+        assert opened.headers["Authorization"] == f"Bearer {APP_TOKEN}"
+
+        await slack.send_disconnect()
+        await slack.wait_socket_connected(timeout=5, connections=2)
+        assert len(slack.calls_to("apps.connections.open")) == 2
+        second = await slack.push_socket_event(app_mention(text="again"))
+        assert (await slack.wait_ack(second, timeout=5))["envelope_id"] == second
+    finally:
+        await socket_client.close()  # type: ignore[no-untyped-call]
+
+
+# --- event delivery ------------------------------------------------------------------------
+
+
+async def test_pushed_signatures_verify_only_with_the_right_secret(
+    slack: FakeSlack, serve: Callable[[Handler], Awaitable[str]]
+) -> None:
+    verifier = SignatureVerifier(SECRET)
+    seen: list[bool] = []
+
+    async def service(request: web.Request) -> web.Response:
+        seen.append(verifier.is_valid_request(await request.read(), dict(request.headers)))
+        return web.Response(status=200 if seen[-1] else 401)
+
+    url = await serve(service)
+    body = message(text="héllo ✓")
+
+    good = await slack.push_event(url, body)
+    wrong = await slack.push_event(url, body, secret="not-the-secret")
+    stale = await slack.push_event(url, body, timestamp=int(time.time()) - 301)
+    raw = await slack.push_event(url, body, raw_signature="v0=00")
+
+    assert seen == [True, False, False, False]
+    assert [good.status, wrong.status, stale.status, raw.status] == [200, 401, 401, 401]
+    assert good.request_body == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    assert good.request_headers["Content-Type"] == "application/json"
+    assert "X-Slack-Retry-Num" not in good.request_headers
+
+
+async def test_deliver_redelivers_until_a_timely_2xx(
+    slack: FakeSlack, serve: Callable[[Handler], Awaitable[str]]
+) -> None:
+    attempts: list[dict[str, str]] = []
+
+    async def service(request: web.Request) -> web.Response:
+        attempts.append(dict(request.headers))
+        if len(attempts) == 1:
+            await asyncio.sleep(0.5)  # too slow for the deadline
+        if len(attempts) == 2:
+            return web.Response(status=500)
+        return web.Response(status=200)
+
+    url = await serve(service)
+    body = message()
+
+    results = await slack.deliver(url, body, deadline=0.2)
+
+    assert [result.status for result in results] == [0, 500, 200]
+    assert [result.retry_num for result in results] == [None, 1, 2]
+    assert results[0].error == "http_timeout"
+    assert "X-Slack-Retry-Num" not in attempts[0]
+    assert (attempts[1]["X-Slack-Retry-Num"], attempts[1]["X-Slack-Retry-Reason"]) == (
+        "1",
+        "http_timeout",
+    )
+    assert (attempts[2]["X-Slack-Retry-Num"], attempts[2]["X-Slack-Retry-Reason"]) == (
+        "2",
+        "http_error",
+    )
+    assert len({result.request_body for result in results}) == 1
+
+
+async def test_deliver_gives_up_after_max_retries_or_no_retry(
+    slack: FakeSlack, serve: Callable[[Handler], Awaitable[str]]
+) -> None:
+    async def failing(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    async def refusing(request: web.Request) -> web.Response:
+        return web.Response(status=400, headers={"X-Slack-No-Retry": "1"})
+
+    assert len(await slack.deliver(await serve(failing), message(), max_retries=3)) == 4
+    assert len(await slack.deliver(await serve(refusing), message())) == 1
+
+
+async def test_real_bolt_app_verifies_pushes_and_replies_through_the_fake(
+    slack: FakeSlack, serve: Callable[[Handler], Awaitable[str]]
+) -> None:
+    bolt_client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url, retry_handlers=[])
+    bolt = AsyncApp(client=bolt_client, signing_secret=SECRET)
+
+    @bolt.event("app_mention")
+    async def on_mention(event: dict[str, Any], say: AsyncSay) -> None:
+        await say(text="on it", thread_ts=event.get("thread_ts") or event["ts"])
+
+    async def service(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+    url = await serve(service)
+
+    challenge = await slack.push_event(url, url_verification("c-123"))
+    assert challenge.json() == {"challenge": "c-123"}
+    forged = await slack.push_event(url, app_mention(), secret="forged")
+    assert forged.status == 401
+    assert slack.calls == []
+
+    mention = app_mention(thread_ts="1716900000.000100")
+    (result,) = await slack.deliver(url, mention)
+    assert result.status == 200
+    post = await slack.next_post(timeout=5)
+    assert (post["channel"], post["thread_ts"], post["text"]) == (
+        CHANNEL,
+        "1716900000.000100",
+        "on it",
+    )
+    assert post["params"]["team_id"] == "T0TEAM0001"  # Bolt's per-request default param
+    assert len(slack.calls_to("auth.test")) == 1
+    # The pushed mention is now a message of the channel, as it would be at Slack.
+    assert mention["event"]["ts"] in [item["ts"] for item in slack.messages(CHANNEL)]
+    if bolt_client.session is not None:
+        await bolt_client.session.close()
