@@ -49,7 +49,7 @@ WAITING_STATES = (
 
 def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) -> web.Application:
     """The whole service as one app. Raises ConfigError for a bad channel section."""
-    app = web.Application()
+    app = web.Application(client_max_size=settings.http.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     channels = RunningChannels()

@@ -36,12 +36,28 @@ class InvalidMessage(ValueError):
     """The channel built a message the core cannot store; nothing was stored."""
 
 
+MAX_ID_LENGTH = 255
+
+
+def storable_text(text: str) -> str:
+    """What every database can store: no NUL (PostgreSQL refuses it), no lone surrogates."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 def _validate(message: InboundMessage) -> None:
     for name in ("channel", "agent_slug", "external_conv_id"):
         if not getattr(message, name):
             raise InvalidMessage(f"{name} is empty")
     if not message.sender.external_id:
         raise InvalidMessage("sender.external_id is empty")
+    for name, value in (
+        ("external_conv_id", message.external_conv_id),
+        ("parent_conv_id", message.parent_conv_id or ""),
+        ("external_message_id", message.external_message_id),
+        ("sender.external_id", message.sender.external_id),
+    ):
+        if len(value) > MAX_ID_LENGTH:
+            raise InvalidMessage(f"{name} is longer than {MAX_ID_LENGTH} characters")
     if not message.text.strip() and not message.attachments:
         raise InvalidMessage("the message has neither text nor attachments")
 
@@ -113,7 +129,7 @@ class Ingestor:
                         session_id=session.id,
                         sender_participant_id=sender_id,
                         role="user",
-                        content=message.text,
+                        content=storable_text(message.text),
                         external_message_id=message.external_message_id or None,
                         channel=message.channel,
                         reply_target=dict(message.reply_target),

@@ -45,6 +45,8 @@ class DatabaseSettings(_Section):
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest request body accepted; a larger one is refused with 413 Payload Too Large."""
 
 
 class PipelineSettings(_Section):

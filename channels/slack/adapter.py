@@ -10,6 +10,9 @@ database is down) answers 500 and Slack redelivers; the unique message key makes
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import re
 import time
@@ -19,14 +22,17 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bridge.directory import UnknownAgent
 from bridge.events import InboundMessage, Reply, Sender
+from bridge.ingest import InvalidMessage
 from bridge.logs import log_event
 from bridge.settings import AgentSettings
 from channels.base import ApplyEdit, ChannelStatus, DeliveryError, Ingest
@@ -53,6 +59,49 @@ class NameCache:
 
     def put(self, key: str, value: str) -> None:
         self._entries[key] = (time.monotonic(), value)
+
+
+def _bolt_request(raw: bytes, request: web.Request, signing_secret: str | None) -> AsyncBoltRequest:
+    """The Bolt request for one Events API POST, or a 4xx raised for one never to be served.
+
+    Checked before Bolt sees it, because Bolt parses a body before checking its signature and
+    answers 500 to whatever it cannot read (a garbage timestamp, broken UTF-8 or JSON, a body
+    that is no object), and Slack redelivers a 500. The signature is checked first, over the
+    exact bytes (401); a signed body that is no event envelope gets 400 and
+    ``X-Slack-No-Retry``. Bolt checks the signature again.
+    """
+    if signing_secret is not None:
+        stamps = request.headers.getall("X-Slack-Request-Timestamp", [])
+        signatures = request.headers.getall("X-Slack-Signature", [])
+        fresh = (  # Slack's window: five minutes either way
+            len(stamps) == 1
+            and re.fullmatch(r"[0-9]{1,12}", stamps[0]) is not None
+            and abs(time.time() - int(stamps[0])) <= 300
+        )
+        if not fresh or len(signatures) != 1:
+            raise web.HTTPUnauthorized(text="missing or stale signature")
+        base = b"v0:" + stamps[0].encode() + b":" + raw
+        expected = "v0=" + hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), signatures[0].encode("utf-8", "replace")):
+            raise web.HTTPUnauthorized(text="invalid signature")
+    refusal = "the body is not a Slack event envelope"
+    try:
+        bolt_request = AsyncBoltRequest(
+            body=raw.decode("utf-8"),
+            query=request.query_string,
+            headers=request.headers,  # type: ignore[arg-type]
+        )
+        # JSON may escape lone surrogates ("\ud800"): strings no database can store.
+        json.dumps(bolt_request.body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError, AttributeError, LookupError, RecursionError):
+        # Broken UTF-8 or JSON, a document that is no object, fields of the wrong type.
+        raise web.HTTPBadRequest(text=refusal, headers={"X-Slack-No-Retry": "1"}) from None
+    body: Any = bolt_request.body
+    event = body.get("event") if isinstance(body, dict) else None
+    shaped = isinstance(event, dict) and isinstance(event.get("type"), str)
+    if not isinstance(body, dict) or ("event" in body and not shaped):
+        raise web.HTTPBadRequest(text=refusal, headers={"X-Slack-No-Retry": "1"})
+    return bolt_request
 
 
 class SlackChannel:
@@ -173,7 +222,22 @@ class SlackChannel:
     async def _handle_http(self, request: web.Request) -> web.StreamResponse:
         if self._bolt is None or self._socket is not None:
             return web.json_response({"error": "slack events are not served here"}, status=503)
-        response = await self._bolt.async_dispatch(await to_bolt_request(request))
+        raw = await request.read()  # past http.max_body_bytes: 413
+        secret = self._settings.signing_secret
+        try:
+            bolt_request = _bolt_request(
+                raw, request, secret.get_secret_value() if secret is not None else None
+            )
+        except web.HTTPClientError as refusal:
+            log_event(
+                logger,
+                "slack.refused",
+                agent=self._agent.slug,
+                status=refusal.status,
+                reason=refusal.text,
+            )
+            raise
+        response = await self._bolt.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
     async def _on_app_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
@@ -187,7 +251,10 @@ class SlackChannel:
 
     async def _on_event(self, event_type: str, body: dict[str, Any], event: dict[str, Any]) -> None:
         assert self._identity is not None
-        team = str(body.get("team_id") or event.get("team") or self._identity.team_id)
+        team = body.get("team_id") or event.get("team") or self._identity.team_id
+        if not isinstance(team, str) or not team.isalnum():
+            log_event(logger, "slack.ignored", level=logging.DEBUG, reason="malformed team")
+            return
         outcome = classify(
             event_type=event_type, event=event, team=team, bot=self._identity, rules=self._rules
         )
@@ -201,10 +268,14 @@ class SlackChannel:
                 event_id=body.get("event_id"),
             )
             return
-        if isinstance(outcome, InboundMessage):
-            await self._ingest(await self._with_names(outcome))
-            return
-        await self._edit(outcome)
+        try:
+            if isinstance(outcome, InboundMessage):
+                await self._ingest(await self._with_names(outcome))
+            else:
+                await self._edit(outcome)
+        except (InvalidMessage, UnknownAgent) as error:
+            # Can never be stored: acknowledge, or Slack would redeliver it for hours.
+            log_event(logger, "slack.refused", level=logging.WARNING, reason=str(error))
 
     async def _with_names(self, message: InboundMessage) -> InboundMessage:
         """The sender's display name and the channel's name, from cache or Slack (bounded)."""

@@ -21,6 +21,8 @@ from bridge.events import Attachment, InboundMessage, MessageEdit, Sender
 CHANNEL = "slack"
 ANSWERED_SUBTYPES = {None, "file_share"}
 USER_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+TS = re.compile(r"^[0-9]{1,20}\.[0-9]{1,10}$")
+SLACK_ID = re.compile(r"^[A-Z0-9]{1,40}$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,13 +73,40 @@ def strip_mention(text: str, bot_user_id: str) -> str:
     return re.sub(r"[ \t]{2,}", " ", cleaned).strip()
 
 
+def _is_ts(value: Any) -> bool:
+    return isinstance(value, str) and TS.match(value) is not None
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and SLACK_ID.match(value) is not None
+
+
+def _malformed(event: dict[str, Any]) -> str | None:
+    """Why a message event cannot be taken at its word. Slack never sends these; a forger with
+    the secret, or a bug, might. Checked before anything is read from the event."""
+    if not _is_id(event.get("user")):
+        return "user is malformed"
+    if not _is_id(event.get("channel")) or not _is_ts(event.get("ts")):
+        return "channel or ts is malformed"
+    if event.get("thread_ts") is not None and not _is_ts(event["thread_ts"]):
+        return "thread_ts is malformed"
+    if not isinstance(event.get("text"), str | None):
+        return "text is not text"
+    files = event.get("files")
+    if files is not None and not (
+        isinstance(files, list) and all(isinstance(f, dict) for f in files)
+    ):
+        return "files is malformed"
+    return None
+
+
 def _attachments(event: dict[str, Any]) -> tuple[Attachment, ...]:
     return tuple(
         Attachment(
             name=str(f.get("name") or f.get("title") or f.get("id") or "file"),
-            mime_type=f.get("mimetype"),
-            size=f.get("size"),
-            url=f.get("url_private"),
+            mime_type=f.get("mimetype") if isinstance(f.get("mimetype"), str) else None,
+            size=f.get("size") if isinstance(f.get("size"), int) else None,
+            url=f.get("url_private") if isinstance(f.get("url_private"), str) else None,
         )
         for f in event.get("files") or []
     )
@@ -88,17 +117,19 @@ def classify(
 ) -> InboundMessage | MessageEdit | Ignored:
     """What an ``app_mention`` or ``message`` event means for this agent."""
     subtype = event.get("subtype")
+    if not isinstance(subtype, str | None):
+        return Ignored(reason="malformed event: subtype is not text")
     if event_type == "message" and subtype in ("message_changed", "message_deleted"):
         return _edit(event=event, team=team, bot=bot, rules=rules)
     if subtype not in ANSWERED_SUBTYPES:
         return Ignored(reason=f"subtype {subtype}")
-    user = event.get("user")
-    if event.get("bot_id") or not user or user == bot.user_id:
+    if event.get("bot_id") or event.get("user") == bot.user_id or not event.get("user"):
         return Ignored(reason="bot message")
-    channel, ts = str(event.get("channel", "")), str(event.get("ts", ""))
-    if not channel or not ts:
-        return Ignored(reason="no channel or ts")
-    text = str(event.get("text") or "")
+    problem = _malformed(event)
+    if problem:
+        return Ignored(reason=f"malformed event: {problem}")
+    channel, ts, user = str(event["channel"]), str(event["ts"]), str(event["user"])
+    text: str = event.get("text") or ""
     dm = event_type == "message" and is_dm(event)
     thread_ts = event.get("thread_ts")
     mentioned = event_type == "app_mention" or f"<@{bot.user_id}" in text
@@ -107,6 +138,10 @@ def classify(
         if not (rules.thread_replies and thread_ts and thread_ts != ts):
             return Ignored(reason="no mention")
         follow_up = True
+    attachments = _attachments(event)
+    cleaned = strip_mention(text, bot.user_id)
+    if not cleaned and not attachments:
+        return Ignored(reason="empty message")
     where = place_of(
         team=team,
         channel=channel,
@@ -120,12 +155,12 @@ def classify(
         agent_slug=rules.agent_slug,
         external_conv_id=where.conversation,
         external_message_id=ts,
-        sender=Sender(external_id=str(user)),
-        text=strip_mention(text, bot.user_id),
+        sender=Sender(external_id=user),
+        text=cleaned,
         is_group=not dm,
         parent_conv_id=where.parent,
         mentions=tuple(USER_MENTION.findall(text)),
-        attachments=_attachments(event),
+        attachments=attachments,
         reply_target={"channel": channel, "thread_ts": where.reply_thread_ts or ""},
         only_if_engaged=follow_up,
     )
@@ -136,17 +171,26 @@ def _edit(
 ) -> MessageEdit | Ignored:
     deleted = event.get("subtype") == "message_deleted"
     message = event.get("previous_message" if deleted else "message") or {}
+    if not isinstance(message, dict):
+        return Ignored(reason="malformed edit")
     if message.get("bot_id") or message.get("user") == bot.user_id:
         return Ignored(reason="edit of a bot message")
-    ts = str(event.get("deleted_ts") if deleted else message.get("ts") or "")
-    channel = str(event.get("channel", ""))
-    if not ts or not channel:
-        return Ignored(reason="edit without ts")
+    ts = event.get("deleted_ts") if deleted else message.get("ts")
+    channel, thread_ts, text = event.get("channel"), message.get("thread_ts"), message.get("text")
+    if (
+        not isinstance(ts, str)
+        or not _is_ts(ts)
+        or not isinstance(channel, str)
+        or not _is_id(channel)
+        or (thread_ts is not None and not _is_ts(thread_ts))
+        or not isinstance(text, str | None)
+    ):
+        return Ignored(reason="malformed edit")
     where = place_of(
         team=team,
         channel=channel,
         ts=ts,
-        thread_ts=message.get("thread_ts"),
+        thread_ts=thread_ts,
         dm=is_dm(event),
         thread_replies=rules.thread_replies,
     )
@@ -155,5 +199,5 @@ def _edit(
         agent_slug=rules.agent_slug,
         external_conv_id=where.conversation,
         external_message_id=ts,
-        text=None if deleted else strip_mention(str(message.get("text") or ""), bot.user_id),
+        text=None if deleted else strip_mention(text or "", bot.user_id),
     )
