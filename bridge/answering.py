@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from bridge.agents.base import AgentBackend, AgentError, AgentRequest
 from bridge.claims import ANSWER, DELIVER, still_claimed
@@ -211,25 +211,29 @@ class Answerer:
                 return
             if outcome.reset:
                 await reset_context(db, session_id=session_id, from_message_id=message_id + 1)
-            reply = ChatMessage(
-                session_id=session_id,
-                sender_participant_id=job.agent.participant_id,
-                role=outcome.role,
-                content=outcome.text,
-                reply_to_message_id=message_id,
-                channel=job.channel,
-                reply_target=job.reply_target,
-                attachments=[],
-                state=MessageState.TO_DELIVER,
-                attempts=0,
-                delivery_key=new_delivery_key(),
-                delivery_in_doubt=False,
-                platform_message_ids=[],
-                created_at=now,
-                updated_at=now,
-            )
-            db.add(reply)
-            await db.flush()
+            reply_id = (
+                await db.execute(
+                    insert(ChatMessage)
+                    .values(
+                        session_id=session_id,
+                        sender_participant_id=job.agent.participant_id,
+                        role=outcome.role,
+                        content=outcome.text,
+                        reply_to_message_id=message_id,
+                        channel=job.channel,
+                        reply_target=job.reply_target,
+                        attachments=[],
+                        state=MessageState.TO_DELIVER,
+                        attempts=0,
+                        delivery_key=new_delivery_key(),
+                        delivery_in_doubt=False,
+                        platform_message_ids=[],
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(ChatMessage.id)
+                )
+            ).scalar_one()
             await record_activity(
                 db, session_id=session_id, group_name=None, now=now, inbound=False
             )
@@ -244,6 +248,6 @@ class Answerer:
             agent=job.agent.settings.slug,
             session=session_id,
             message=message_id,
-            reply=reply.id,
+            reply=reply_id,
             outcome=outcome.state,
         )

@@ -9,17 +9,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVarTuple, Unpack
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, Select, select, update
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.db.engine import insert
 from bridge.db.models import ChatSession, Participant, SessionMember, utcnow
 from bridge.events import ParticipantKind
 
+Columns = TypeVarTuple("Columns")
+
 
 def _dialect(db: AsyncSession) -> str:
     return db.get_bind().dialect.name
+
+
+async def _find_or_insert(
+    db: AsyncSession, query: Select[Unpack[Columns]], insert_if_missing: PgInsert | SqliteInsert
+) -> Row[Unpack[Columns]]:
+    """Read; only on a miss insert (``ON CONFLICT DO NOTHING``: a racing creator wins
+    harmlessly) and read again. The common case, the row exists, costs one statement."""
+    row = (await db.execute(query)).one_or_none()
+    if row is None:
+        await db.execute(insert_if_missing)
+        row = (await db.execute(query)).one()
+    return row
 
 
 async def find_or_create_participant(
@@ -32,7 +49,13 @@ async def find_or_create_participant(
 ) -> int:
     """The participant's id; a changed display name is brought up to date."""
     now = utcnow()
-    await db.execute(
+    row = await _find_or_insert(
+        db,
+        select(Participant.id, Participant.display_name).where(
+            Participant.kind == kind,
+            Participant.channel == channel,
+            Participant.external_id == external_id,
+        ),
         insert(_dialect(db), Participant)
         .values(
             kind=kind,
@@ -42,17 +65,8 @@ async def find_or_create_participant(
             created_at=now,
             updated_at=now,
         )
-        .on_conflict_do_nothing(index_elements=["kind", "channel", "external_id"])
+        .on_conflict_do_nothing(index_elements=["kind", "channel", "external_id"]),
     )
-    row = (
-        await db.execute(
-            select(Participant.id, Participant.display_name).where(
-                Participant.kind == kind,
-                Participant.channel == channel,
-                Participant.external_id == external_id,
-            )
-        )
-    ).one()
     if display_name and row.display_name != display_name:
         await db.execute(
             update(Participant)
@@ -89,7 +103,17 @@ async def find_or_create_session(
     records activity with :func:`record_activity`).
     """
     now = utcnow()
-    await db.execute(
+    row = await _find_or_insert(
+        db,
+        select(
+            ChatSession.id,
+            ChatSession.last_message_at,
+            ChatSession.deleted_at,
+            ChatSession.context_from_message_id,
+        ).where(
+            ChatSession.agent_id == agent_id,
+            ChatSession.external_conv_id == external_conv_id,
+        ),
         insert(_dialect(db), ChatSession)
         .values(
             agent_id=agent_id,
@@ -105,21 +129,8 @@ async def find_or_create_session(
             created_at=now,
             last_message_at=now,
         )
-        .on_conflict_do_nothing(index_elements=["agent_id", "external_conv_id"])
+        .on_conflict_do_nothing(index_elements=["agent_id", "external_conv_id"]),
     )
-    row = (
-        await db.execute(
-            select(
-                ChatSession.id,
-                ChatSession.last_message_at,
-                ChatSession.deleted_at,
-                ChatSession.context_from_message_id,
-            ).where(
-                ChatSession.agent_id == agent_id,
-                ChatSession.external_conv_id == external_conv_id,
-            )
-        )
-    ).one()
     return SessionRef(
         id=int(row.id),
         last_message_at=row.last_message_at,

@@ -36,7 +36,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     """SQLite gets one connection (its writers serialize anyway, and one connection cannot hit
-    ``database is locked``); PostgreSQL gets a pool that survives a server restart."""
+    ``database is locked``). PostgreSQL gets a pool without pre-ping (a round trip on every
+    checkout): after a server restart the first use of a dead connection fails, SQLAlchemy
+    drops the whole pool, and the work is retried (a worker's next loop, or the platform's
+    redelivery of an event that got a 5xx)."""
     if settings.url.startswith("sqlite"):
         _prepare_sqlite(settings.url)
         engine = create_async_engine(settings.url, pool_size=1, max_overflow=0, pool_timeout=60)
@@ -46,7 +49,6 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         settings.url,
         pool_size=settings.pool_size,
         max_overflow=settings.pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )
 
