@@ -40,3 +40,9 @@ format: $(INSTALLED_DEV)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+## The fault tests at full size (5,000 events each): SIGKILL, PostgreSQL outage, Slack
+## 429/500, two processes. `make test` runs them small.
+.PHONY: faults
+faults: $(INSTALLED_DEV)
+	BRIDGE_FAULT_EVENTS=5000 $(BIN)/pytest tests/test_faults.py

@@ -21,6 +21,7 @@ from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant
 from bridge.directory import AgentRecord, UnknownAgent
 from bridge.events import Sender
 from bridge.history import load_history
+from bridge.ingest import storable_text
 from bridge.logs import log_event
 from bridge.sessions import record_activity, reset_context
 from bridge.wakeups import notify_in_transaction
@@ -110,7 +111,7 @@ class Answerer:
                 state=MessageState.FAILED,
                 error=reason,
             )
-        return _Outcome(text=text, role="assistant", state=MessageState.ANSWERED)
+        return _Outcome(text=storable_text(text), role="assistant", state=MessageState.ANSWERED)
 
     async def _load(self, message_id: int) -> _Job | None:
         async with self._sessions() as db:

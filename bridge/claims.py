@@ -8,6 +8,7 @@ claim uses ``FOR UPDATE SKIP LOCKED``; SQLite runs one process and serializes it
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -78,13 +79,19 @@ async def claim(
 
 
 async def renew(
-    sessions: async_sessionmaker[AsyncSession], *, worker_id: str, ttl_seconds: float
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    worker_id: str,
+    message_ids: Collection[int],
+    ttl_seconds: float,
 ) -> int:
-    """Push back the expiry of every claim this worker holds (the work is still alive)."""
+    """Push back the expiry of the claims whose work is running right now, and only those: a
+    claim left behind by a failed handler must expire so the work is tried again."""
     async with sessions() as db, db.begin():
         result = await db.execute(
             update(ChatMessage)
             .where(
+                ChatMessage.id.in_(list(message_ids)),
                 ChatMessage.claimed_by == worker_id,
                 ChatMessage.state.in_([k.working for k in KINDS]),
             )
@@ -93,12 +100,22 @@ async def renew(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def release(sessions: async_sessionmaker[AsyncSession], *, worker_id: str | None) -> int:
-    """Hand claimed work back to the queue: this worker's, or (``None``) everyone's."""
+async def release(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    worker_id: str | None,
+    message_ids: Collection[int] | None = None,
+    retry_in_seconds: float | None = None,
+) -> int:
+    """Hand claimed work back to the queue: this worker's (only ``message_ids``, if given), or
+    (``None``) everyone's; ``retry_in_seconds`` holds it back that long."""
     working = [k.working for k in KINDS]
     condition: ColumnElement[bool] = ChatMessage.state.in_(working)
     if worker_id is not None:
         condition = and_(condition, ChatMessage.claimed_by == worker_id)
+    if message_ids is not None:
+        condition = and_(condition, ChatMessage.id.in_(list(message_ids)))
+    retry_at = None if retry_in_seconds is None else next_retry_at(retry_in_seconds)
     back_to_waiting = case(
         *((ChatMessage.state == k.working, k.waiting) for k in KINDS), else_=ChatMessage.state
     )
@@ -106,7 +123,12 @@ async def release(sessions: async_sessionmaker[AsyncSession], *, worker_id: str 
         result = await db.execute(
             update(ChatMessage)
             .where(condition)
-            .values(state=back_to_waiting, claimed_by=None, claim_expires_at=None)
+            .values(
+                state=back_to_waiting,
+                claimed_by=None,
+                claim_expires_at=None,
+                next_attempt_at=retry_at,
+            )
         )
     return int(result.rowcount)  # type: ignore[attr-defined]
 

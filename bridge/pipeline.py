@@ -125,9 +125,12 @@ class Pipeline:
         ttl = self._settings.claim_ttl_seconds
         while True:
             await asyncio.sleep(ttl / 3)
-            if not any(pool.in_flight for pool in self._pools):
+            running = frozenset().union(*(pool.in_flight for pool in self._pools))
+            if not running:
                 continue
             try:
-                await renew(self._sessions, worker_id=self.worker_id, ttl_seconds=ttl)
+                await renew(
+                    self._sessions, worker_id=self.worker_id, message_ids=running, ttl_seconds=ttl
+                )
             except Exception as error:
                 log_event(logger, "claims.renew_failed", level=logging.WARNING, error=str(error))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVarTuple, Unpack
+from typing import TypeVarTuple
 
 from sqlalchemy import Row, Select, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
@@ -28,8 +28,8 @@ def _dialect(db: AsyncSession) -> str:
 
 
 async def _find_or_insert(
-    db: AsyncSession, query: Select[Unpack[Columns]], insert_if_missing: PgInsert | SqliteInsert
-) -> Row[Unpack[Columns]]:
+    db: AsyncSession, query: Select[*Columns], insert_if_missing: PgInsert | SqliteInsert
+) -> Row[*Columns]:
     """Read; only on a miss insert (``ON CONFLICT DO NOTHING``: a racing creator wins
     harmlessly) and read again. The common case, the row exists, costs one statement."""
     row = (await db.execute(query)).one_or_none()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bridge.claims import ClaimKind, claim
+from bridge.claims import ClaimKind, claim, release
 from bridge.directory import AgentDirectory
 from bridge.logs import log_event
 from bridge.metrics import Metrics
@@ -51,12 +51,14 @@ class WorkerPool:
         self._ttl = context.settings.claim_ttl_seconds
         self._poll = context.settings.poll_interval_seconds
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: set[int] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
+    def in_flight(self) -> frozenset[int]:
+        """The ids of the messages being worked on now (their claims are renewed)."""
+        return frozenset(self._running)
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name=f"bridge-{self._kind.name}-loop")
@@ -88,15 +90,26 @@ class WorkerPool:
         self._signals.wake(self._kind.name)
 
     async def _run_one(self, message_id: int) -> None:
+        self._running.add(message_id)
         try:
             await self._handler(message_id)
         except asyncio.CancelledError:
             raise
         except Exception:
-            # The claim expires and the work is tried again; never let one message kill the pool.
+            # Never let one message kill the pool: hand it back, to be tried again shortly
+            # (if even that fails, its claim is no longer renewed and expires).
             logger.exception(
                 "%s handler failed", self._kind.name, extra={"fields": {"message": message_id}}
             )
+            with contextlib.suppress(Exception):
+                await release(
+                    self._sessions,
+                    worker_id=self._worker_id,
+                    message_ids=[message_id],
+                    retry_in_seconds=self._poll,
+                )
+        finally:
+            self._running.discard(message_id)
 
     async def _loop(self) -> None:
         wake = self._signals.event(self._kind.name)

@@ -319,3 +319,13 @@ async def test_deleted_message_is_no_longer_sent_as_history(
         await memory.next_sent()
         history = [h["content"] for h in webhook_agent.requests[-1].json["history"]]
         assert "my password is hunter2" not in history
+
+
+async def test_reply_with_nul_is_stored_without_it(
+    database_url: str, webhook_agent: FakeWebhookAgent
+) -> None:
+    webhook_agent.add_reply("zero\x00byte")
+    settings = make_settings(database_url, agents=[webhook_agent_config(webhook_agent)])
+    async with running_bridge(settings) as bridge:
+        await bridge.memory().receive("say something odd")
+        assert (await bridge.memory().next_sent()).text == "zerobyte"

@@ -42,6 +42,7 @@ from channels.slack.settings import SlackChannelSettings
 from channels.text_split import split_text
 
 logger = logging.getLogger(__name__)
+MAX_LOOKUP_PAGES = 50
 
 
 class NameCache:
@@ -336,7 +337,11 @@ class SlackChannel:
         channel = reply.reply_target["channel"]
         thread_ts = reply.reply_target.get("thread_ts") or None
         parts = split_text(reply.text, limit=PART_LIMIT) or [reply.text]
-        landed = await self._already_posted(reply, channel, thread_ts) if reply.in_doubt else {}
+        landed = (
+            await self._already_posted(reply, channel, thread_ts, parts=len(parts))
+            if reply.in_doubt
+            else {}
+        )
         ids: list[str] = []
         for index, part in enumerate(parts):
             if index in landed:
@@ -364,39 +369,46 @@ class SlackChannel:
         return ids
 
     async def _already_posted(
-        self, reply: Reply, channel: str, thread_ts: str | None
+        self, reply: Reply, channel: str, thread_ts: str | None, *, parts: int
     ) -> dict[int, str]:
-        """The parts of an in-doubt delivery that Slack already has, found by their metadata."""
+        """The parts of an in-doubt delivery that Slack already has, found by their metadata:
+        every page from the asked message on (a reply is never older), until all are found."""
         assert self._client is not None and self._identity is not None
-        try:
-            if thread_ts:
-                found = await self._client.conversations_replies(
-                    channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
+        query: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200}
+        if reply.reply_target.get("message_ts"):
+            query["oldest"] = reply.reply_target["message_ts"]
+        landed: dict[int, str] = {}
+        cursor: str | None = None
+        for _page in range(MAX_LOOKUP_PAGES):
+            try:
+                if thread_ts:
+                    found = await self._client.conversations_replies(
+                        ts=thread_ts, cursor=cursor, **query
+                    )
+                else:
+                    found = await self._client.conversations_history(cursor=cursor, **query)
+            except SlackApiError as error:
+                raise delivery_error(
+                    status=error.response.status_code,
+                    error=error.response.get("error"),
+                    retry_after=error.response.headers.get("Retry-After"),
+                    posted_before=True,
+                ) from None
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise DeliveryError(
+                    f"slack lookup before resend: {error!r}", in_doubt=True
+                ) from None
+            landed.update(
+                posted_parts(
+                    found.get("messages") or [],
+                    bot_id=self._identity.bot_id,
+                    delivery_key=reply.delivery_key,
                 )
-            else:
-                found = await self._client.conversations_history(
-                    channel=channel, include_all_metadata=True, limit=100
-                )
-        except SlackApiError as error:
-            raise delivery_error(
-                status=error.response.status_code,
-                error=error.response.get("error"),
-                retry_after=error.response.headers.get("Retry-After"),
-                posted_before=True,
-            ) from None
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise DeliveryError(f"slack lookup before resend: {error!r}", in_doubt=True) from None
-        landed = posted_parts(
-            found.get("messages") or [],
-            bot_id=self._identity.bot_id,
-            delivery_key=reply.delivery_key,
-        )
-        log_event(
-            logger,
-            "slack.in_doubt_checked",
-            message=reply.message_id,
-            found=len(landed),
-        )
+            )
+            cursor = (found.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None or len(landed) >= parts:
+                break
+        log_event(logger, "slack.in_doubt_checked", message=reply.message_id, found=len(landed))
         return landed
 
 

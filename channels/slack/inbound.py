@@ -161,7 +161,12 @@ def classify(
         parent_conv_id=where.parent,
         mentions=tuple(USER_MENTION.findall(text)),
         attachments=attachments,
-        reply_target={"channel": channel, "thread_ts": where.reply_thread_ts or ""},
+        # message_ts: a reply is never older, so an in-doubt lookup starts there.
+        reply_target={
+            "channel": channel,
+            "thread_ts": where.reply_thread_ts or "",
+            "message_ts": ts,
+        },
         only_if_engaged=follow_up,
     )
 

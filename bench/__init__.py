@@ -1,0 +1,1 @@
+"""``make bench``: the service's speed, measured end to end against local fakes."""
