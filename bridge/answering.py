@@ -12,12 +12,14 @@ import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Insert, Select, bindparam, insert, select
 
 from bridge.agents.base import AgentBackend, AgentError, AgentRequest
-from bridge.claims import ANSWER, DELIVER, still_claimed
-from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant, utcnow
+from bridge.claims import ANSWER, DELIVER, claimed_parameters, update_if_claimed
+from bridge.db.models import MESSAGES, PARTICIPANTS, SESSIONS, MessageState, utcnow
 from bridge.directory import AgentRecord, UnknownAgent
 from bridge.events import Sender
 from bridge.history import load_history
@@ -31,6 +33,44 @@ logger = logging.getLogger(__name__)
 RESET_COMMAND = "/reset"
 
 
+@cache
+def _load_statement() -> Select[Any]:
+    """Built once: a claimed user message with its session and sender."""
+    m, s, p = MESSAGES.c, SESSIONS.c, PARTICIPANTS.c
+    return (
+        select(
+            m.content,
+            m.channel,
+            m.reply_target,
+            m.session_id,
+            m.attempts,
+            s.agent_id,
+            s.external_conv_id,
+            s.is_group,
+            s.group_name,
+            s.context_from_message_id,
+            p.external_id,
+            p.display_name,
+            p.kind,
+        )
+        .select_from(
+            MESSAGES.join(SESSIONS, s.id == m.session_id).outerjoin(
+                PARTICIPANTS, p.id == m.sender_participant_id
+            )
+        )
+        .where(
+            m.id == bindparam("message_id"),
+            m.state == ANSWER.working,
+            m.claimed_by == bindparam("worker"),
+        )
+    )
+
+
+@cache
+def _insert_reply() -> Insert:
+    return insert(MESSAGES).returning(MESSAGES.c.id)
+
+
 def new_delivery_key() -> str:
     """Stable id of one reply's delivery; 24 characters fit Discord's 25-character nonce."""
     return secrets.token_hex(12)
@@ -42,6 +82,7 @@ class _Job:
     request: AgentRequest
     channel: str
     reply_target: dict[str, str]
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,23 +158,7 @@ class Answerer:
         async with self._sessions() as db:
             row = (
                 await db.execute(
-                    select(
-                        ChatMessage.content,
-                        ChatMessage.channel,
-                        ChatMessage.reply_target,
-                        ChatMessage.session_id,
-                        ChatSession.agent_id,
-                        ChatSession.external_conv_id,
-                        ChatSession.is_group,
-                        ChatSession.group_name,
-                        ChatSession.context_from_message_id,
-                        Participant.external_id,
-                        Participant.display_name,
-                        Participant.kind,
-                    )
-                    .join(ChatSession, ChatSession.id == ChatMessage.session_id)
-                    .outerjoin(Participant, Participant.id == ChatMessage.sender_participant_id)
-                    .where(*still_claimed(message_id, ANSWER, self._worker_id))
+                    _load_statement(), {"message_id": message_id, "worker": self._worker_id}
                 )
             ).one_or_none()
             if row is None:
@@ -166,21 +191,25 @@ class Answerer:
             history=history,
         )
         return _Job(
-            agent=agent, request=request, channel=row.channel, reply_target=row.reply_target
+            agent=agent,
+            request=request,
+            channel=row.channel,
+            reply_target=row.reply_target,
+            attempts=row.attempts,
         )
 
     async def _abandon(self, message_id: int, error: str) -> None:
+        values = {
+            "state": MessageState.FAILED,
+            "last_error": error,
+            "claimed_by": None,
+            "claim_expires_at": None,
+            "updated_at": utcnow(),
+        }
         async with self._sessions() as db, db.begin():
             await db.execute(
-                update(ChatMessage)
-                .where(*still_claimed(message_id, ANSWER, self._worker_id))
-                .values(
-                    state=MessageState.FAILED,
-                    last_error=error,
-                    claimed_by=None,
-                    claim_expires_at=None,
-                    updated_at=utcnow(),
-                )
+                update_if_claimed(ANSWER, tuple(values)),
+                claimed_parameters(message_id, self._worker_id, values),
             )
         log_event(logger, "answer.abandoned", level=logging.ERROR, message=message_id, error=error)
 
@@ -188,17 +217,17 @@ class Answerer:
         now = utcnow()
         session_id = job.request.session_id
         async with self._sessions() as db, db.begin() as transaction:
+            values = {
+                "state": outcome.state,
+                "last_error": outcome.error,
+                "claimed_by": None,
+                "claim_expires_at": None,
+                "attempts": job.attempts + 1,
+                "updated_at": now,
+            }
             finished = await db.execute(
-                update(ChatMessage)
-                .where(*still_claimed(message_id, ANSWER, self._worker_id))
-                .values(
-                    state=outcome.state,
-                    last_error=outcome.error,
-                    claimed_by=None,
-                    claim_expires_at=None,
-                    attempts=ChatMessage.attempts + 1,
-                    updated_at=now,
-                )
+                update_if_claimed(ANSWER, tuple(values)),
+                claimed_parameters(message_id, self._worker_id, values),
             )
             if finished.rowcount != 1:  # type: ignore[attr-defined]
                 await transaction.rollback()
@@ -214,25 +243,24 @@ class Answerer:
                 await reset_context(db, session_id=session_id, from_message_id=message_id + 1)
             reply_id = (
                 await db.execute(
-                    insert(ChatMessage)
-                    .values(
-                        session_id=session_id,
-                        sender_participant_id=job.agent.participant_id,
-                        role=outcome.role,
-                        content=outcome.text,
-                        reply_to_message_id=message_id,
-                        channel=job.channel,
-                        reply_target=job.reply_target,
-                        attachments=[],
-                        state=MessageState.TO_DELIVER,
-                        attempts=0,
-                        delivery_key=new_delivery_key(),
-                        delivery_in_doubt=False,
-                        platform_message_ids=[],
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .returning(ChatMessage.id)
+                    _insert_reply(),
+                    {
+                        "session_id": session_id,
+                        "sender_participant_id": job.agent.participant_id,
+                        "role": outcome.role,
+                        "content": outcome.text,
+                        "reply_to_message_id": message_id,
+                        "channel": job.channel,
+                        "reply_target": job.reply_target,
+                        "attachments": [],
+                        "state": MessageState.TO_DELIVER,
+                        "attempts": 0,
+                        "delivery_key": new_delivery_key(),
+                        "delivery_in_doubt": False,
+                        "platform_message_ids": [],
+                        "created_at": now,
+                        "updated_at": now,
+                    },
                 )
             ).scalar_one()
             await record_activity(

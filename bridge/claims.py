@@ -11,12 +11,24 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    case,
+    exists,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
 
-from bridge.db.models import ChatMessage, MessageState, utcnow
+from bridge.db.models import MESSAGES, ChatMessage, MessageState, UTCDateTime, utcnow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +45,45 @@ DELIVER = ClaimKind(
 KINDS = (ANSWER, DELIVER)
 
 
+NOW = bindparam("now", type_=UTCDateTime())
+
+
+@cache
+def _claim_statements(kind: ClaimKind) -> tuple[Select[int], Update]:
+    """Built once per kind: Core statements with bind parameters skip the ORM's per-call
+    statement building, the largest CPU cost on the message path."""
+    m, earlier = MESSAGES.c, MESSAGES.alias("earlier").c
+    blocked_by_earlier = exists().where(
+        earlier.session_id == m.session_id,
+        earlier.id < m.id,
+        earlier.state.in_((kind.waiting, kind.working)),
+    )
+    ready = or_(
+        and_(
+            m.state == kind.waiting,
+            or_(m.next_attempt_at.is_(None), m.next_attempt_at <= NOW),
+        ),
+        and_(m.state == kind.working, m.claim_expires_at < NOW),
+    )
+    find = (
+        select(m.id)
+        .where(ready, ~blocked_by_earlier)
+        .order_by(m.id)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    take = (
+        update(MESSAGES)
+        .where(m.id.in_(bindparam("ids", expanding=True)))
+        .values(
+            state=kind.working,
+            claimed_by=bindparam("worker"),
+            claim_expires_at=bindparam("expires", type_=UTCDateTime()),
+        )
+    )
+    return find, take
+
+
 async def claim(
     sessions: async_sessionmaker[AsyncSession],
     kind: ClaimKind,
@@ -43,37 +94,13 @@ async def claim(
 ) -> list[int]:
     """Claim up to ``limit`` messages of ``kind``, oldest first; returns their ids."""
     now = utcnow()
-    earlier = aliased(ChatMessage)
-    blocked_by_earlier = exists().where(
-        earlier.session_id == ChatMessage.session_id,
-        earlier.id < ChatMessage.id,
-        earlier.state.in_((kind.waiting, kind.working)),
-    )
-    ready = or_(
-        and_(
-            ChatMessage.state == kind.waiting,
-            or_(ChatMessage.next_attempt_at.is_(None), ChatMessage.next_attempt_at <= now),
-        ),
-        and_(ChatMessage.state == kind.working, ChatMessage.claim_expires_at < now),
-    )
-    query = (
-        select(ChatMessage.id)
-        .where(ready, ~blocked_by_earlier)
-        .order_by(ChatMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    find, take = _claim_statements(kind)
     async with sessions() as db, db.begin():
-        ids = list((await db.execute(query)).scalars())
+        ids = list((await db.execute(find, {"now": now, "limit": limit})).scalars())
         if ids:
             await db.execute(
-                update(ChatMessage)
-                .where(ChatMessage.id.in_(ids))
-                .values(
-                    state=kind.working,
-                    claimed_by=worker_id,
-                    claim_expires_at=now + timedelta(seconds=ttl_seconds),
-                )
+                take,
+                {"ids": ids, "worker": worker_id, "expires": now + timedelta(seconds=ttl_seconds)},
             )
     return ids
 
@@ -133,13 +160,28 @@ async def release(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def still_claimed(message_id: int, kind: ClaimKind, worker_id: str) -> list[ColumnElement[bool]]:
-    """The WHERE clause that finishes a claim only if this worker still holds it."""
-    return [
-        ChatMessage.id == message_id,
-        ChatMessage.state == kind.working,
-        ChatMessage.claimed_by == worker_id,
-    ]
+@cache
+def update_if_claimed(kind: ClaimKind, columns: tuple[str, ...]) -> Update:
+    """``UPDATE chat_messages SET <columns>`` only while this worker still holds the claim;
+    parameters ``message_id``, ``worker`` and ``set_<column>``. Built once per shape."""
+    m = MESSAGES.c
+    return (
+        update(MESSAGES)
+        .where(
+            m.id == bindparam("message_id"),
+            m.state == kind.working,
+            m.claimed_by == bindparam("worker"),
+        )
+        .values({name: bindparam(f"set_{name}") for name in columns})
+    )
+
+
+def claimed_parameters(message_id: int, worker_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "worker": worker_id,
+        **{f"set_{name}": value for name, value in values.items()},
+    }
 
 
 def next_retry_at(delay_seconds: float) -> datetime:

@@ -14,12 +14,13 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import Select, Update, bindparam, select, update
 
-from bridge.claims import DELIVER, next_retry_at, still_claimed
-from bridge.db.models import ChatMessage, ChatSession, MessageState, utcnow
+from bridge.claims import DELIVER, claimed_parameters, next_retry_at, update_if_claimed
+from bridge.db.models import MESSAGES, SESSIONS, MessageState, UTCDateTime, utcnow
 from bridge.events import Reply
 from bridge.logs import log_event
 from bridge.workers import WorkContext
@@ -27,6 +28,47 @@ from channels.base import Channel, DeliveryError
 
 logger = logging.getLogger(__name__)
 ChannelLookup = Callable[[str, str], Channel | None]
+
+
+@cache
+def _attempt_statements() -> tuple[Select[Any], Update]:
+    """Built once: load a claimed reply with its session and question; count the attempt."""
+    asked_table = MESSAGES.alias("asked")
+    m, asked, sessions = MESSAGES.c, asked_table.c, SESSIONS.c
+    load = (
+        select(
+            m.session_id,
+            m.delivery_key,
+            m.channel,
+            m.content,
+            m.reply_target,
+            m.attempts,
+            m.delivery_in_doubt,
+            sessions.agent_id,
+            sessions.external_conv_id,
+            asked.created_at.label("asked_at"),
+        )
+        .select_from(
+            MESSAGES.join(SESSIONS, sessions.id == m.session_id).outerjoin(
+                asked_table, asked.id == m.reply_to_message_id
+            )
+        )
+        .where(
+            m.id == bindparam("message_id"),
+            m.state == DELIVER.working,
+            m.claimed_by == bindparam("worker"),
+        )
+    )
+    record = (
+        update(MESSAGES)
+        .where(m.id == bindparam("message_id"))
+        .values(
+            attempts=bindparam("attempt"),
+            delivery_in_doubt=True,
+            updated_at=bindparam("now", type_=UTCDateTime()),
+        )
+    )
+    return load, record
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -78,33 +120,15 @@ class Deliverer:
 
     async def _begin(self, message_id: int) -> _Attempt | None:
         """Load the reply and record the attempt before anything is sent."""
-        asked = aliased(ChatMessage)
+        load, record = _attempt_statements()
         async with self._sessions() as db, db.begin():
             row = (
-                await db.execute(
-                    select(
-                        ChatMessage.session_id,
-                        ChatMessage.delivery_key,
-                        ChatMessage.channel,
-                        ChatMessage.content,
-                        ChatMessage.reply_target,
-                        ChatMessage.attempts,
-                        ChatMessage.delivery_in_doubt,
-                        ChatSession.agent_id,
-                        ChatSession.external_conv_id,
-                        asked.created_at.label("asked_at"),
-                    )
-                    .join(ChatSession, ChatSession.id == ChatMessage.session_id)
-                    .outerjoin(asked, asked.id == ChatMessage.reply_to_message_id)
-                    .where(*still_claimed(message_id, DELIVER, self._worker_id))
-                )
+                await db.execute(load, {"message_id": message_id, "worker": self._worker_id})
             ).one_or_none()
             if row is None:
                 return None
             await db.execute(
-                update(ChatMessage)
-                .where(ChatMessage.id == message_id)
-                .values(attempts=row.attempts + 1, delivery_in_doubt=True, updated_at=utcnow())
+                record, {"message_id": message_id, "attempt": row.attempts + 1, "now": utcnow()}
             )
         reply = Reply(
             message_id=message_id,
@@ -121,11 +145,11 @@ class Deliverer:
         return _Attempt(reply=reply, asked_at=row.asked_at)
 
     async def _finish(self, reply: Reply, **values: object) -> bool:
+        values = {"claimed_by": None, "claim_expires_at": None, "updated_at": utcnow(), **values}
+        statement = update_if_claimed(DELIVER, tuple(values))
         async with self._sessions() as db, db.begin():
             result = await db.execute(
-                update(ChatMessage)
-                .where(*still_claimed(reply.message_id, DELIVER, self._worker_id))
-                .values(claimed_by=None, claim_expires_at=None, updated_at=utcnow(), **values)
+                statement, claimed_parameters(reply.message_id, self._worker_id, values)
             )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             log_event(

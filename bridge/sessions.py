@@ -1,42 +1,87 @@
 """Find-or-create for participants, sessions and membership.
 
-Each is ``INSERT ... ON CONFLICT DO NOTHING`` followed by a read, so any number of tasks and
-processes racing on the same key end with one row and no error. They run inside the caller's
-transaction (the ingest transaction), never commit on their own.
+Each reads first and, only on a miss, runs ``INSERT ... ON CONFLICT DO NOTHING`` and reads
+again, so any number of tasks and processes racing on the same key end with one row and no
+error, and the common case (the row exists) costs one statement. They run inside the caller's
+transaction (the ingest transaction), never commit on their own. The statements are Core
+statements built once (per dialect where it matters): the message path pays no ORM overhead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVarTuple
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Row, Select, select, update
+from sqlalchemy import Row, Select, Update, bindparam, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.db.engine import insert
-from bridge.db.models import ChatSession, Participant, SessionMember, utcnow
+from bridge.db.models import (
+    PARTICIPANTS,
+    SESSIONS,
+    ChatSession,
+    Participant,
+    SessionMember,
+    UTCDateTime,
+    utcnow,
+)
 from bridge.events import ParticipantKind
-
-Columns = TypeVarTuple("Columns")
 
 
 def _dialect(db: AsyncSession) -> str:
     return db.get_bind().dialect.name
 
 
+@cache
+def _select_participant() -> Select[Any]:
+    p = PARTICIPANTS.c
+    return select(p.id, p.display_name).where(
+        p.kind == bindparam("kind"),
+        p.channel == bindparam("channel"),
+        p.external_id == bindparam("external_id"),
+    )
+
+
+@cache
+def _select_session() -> Select[Any]:
+    s = SESSIONS.c
+    return select(s.id, s.last_message_at, s.deleted_at, s.context_from_message_id).where(
+        s.agent_id == bindparam("agent_id"), s.external_conv_id == bindparam("external_conv_id")
+    )
+
+
+@cache
+def _insert_ignoring(dialect: str, model: type[Any], *key: str) -> PgInsert | SqliteInsert:
+    return insert(dialect, model).on_conflict_do_nothing(index_elements=list(key))
+
+
+@cache
+def _rename_participant() -> Update:
+    return (
+        update(PARTICIPANTS)
+        .where(PARTICIPANTS.c.id == bindparam("participant_id"))
+        .values(display_name=bindparam("name"), updated_at=bindparam("now", type_=UTCDateTime()))
+    )
+
+
 async def _find_or_insert(
-    db: AsyncSession, query: Select[*Columns], insert_if_missing: PgInsert | SqliteInsert
-) -> Row[*Columns]:
+    db: AsyncSession,
+    query: Select[Any],
+    key: dict[str, Any],
+    insert_if_missing: PgInsert | SqliteInsert,
+    row: dict[str, Any],
+) -> Row[Any]:
     """Read; only on a miss insert (``ON CONFLICT DO NOTHING``: a racing creator wins
-    harmlessly) and read again. The common case, the row exists, costs one statement."""
-    row = (await db.execute(query)).one_or_none()
-    if row is None:
-        await db.execute(insert_if_missing)
-        row = (await db.execute(query)).one()
-    return row
+    harmlessly) and read again."""
+    found: Row[Any] | None = (await db.execute(query, key)).one_or_none()
+    if found is None:
+        await db.execute(insert_if_missing, row)
+        found = (await db.execute(query, key)).one()
+    return found
 
 
 async def find_or_create_participant(
@@ -49,31 +94,19 @@ async def find_or_create_participant(
 ) -> int:
     """The participant's id; a changed display name is brought up to date."""
     now = utcnow()
-    row = await _find_or_insert(
+    key = {"kind": kind, "channel": channel, "external_id": external_id}
+    found = await _find_or_insert(
         db,
-        select(Participant.id, Participant.display_name).where(
-            Participant.kind == kind,
-            Participant.channel == channel,
-            Participant.external_id == external_id,
-        ),
-        insert(_dialect(db), Participant)
-        .values(
-            kind=kind,
-            channel=channel,
-            external_id=external_id,
-            display_name=display_name,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["kind", "channel", "external_id"]),
+        _select_participant(),
+        key,
+        _insert_ignoring(_dialect(db), Participant, "kind", "channel", "external_id"),
+        {**key, "display_name": display_name, "created_at": now, "updated_at": now},
     )
-    if display_name and row.display_name != display_name:
+    if display_name and found.display_name != display_name:
         await db.execute(
-            update(Participant)
-            .where(Participant.id == row.id)
-            .values(display_name=display_name, updated_at=now)
+            _rename_participant(), {"participant_id": found.id, "name": display_name, "now": now}
         )
-    return int(row.id)
+    return int(found.id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,47 +136,38 @@ async def find_or_create_session(
     records activity with :func:`record_activity`).
     """
     now = utcnow()
-    row = await _find_or_insert(
+    key = {"agent_id": agent_id, "external_conv_id": external_conv_id}
+    found = await _find_or_insert(
         db,
-        select(
-            ChatSession.id,
-            ChatSession.last_message_at,
-            ChatSession.deleted_at,
-            ChatSession.context_from_message_id,
-        ).where(
-            ChatSession.agent_id == agent_id,
-            ChatSession.external_conv_id == external_conv_id,
-        ),
-        insert(_dialect(db), ChatSession)
-        .values(
-            agent_id=agent_id,
-            external_conv_id=external_conv_id,
-            source_channel=source_channel,
-            is_group=is_group,
-            group_name=group_name,
-            title=title,
-            participant_id=participant_id,
-            peer_agent_id=peer_agent_id,
-            parent_session_id=parent_session_id,
-            message_count=0,
-            created_at=now,
-            last_message_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["agent_id", "external_conv_id"]),
+        _select_session(),
+        key,
+        _insert_ignoring(_dialect(db), ChatSession, "agent_id", "external_conv_id"),
+        {
+            **key,
+            "source_channel": source_channel,
+            "is_group": is_group,
+            "group_name": group_name,
+            "title": title,
+            "participant_id": participant_id,
+            "peer_agent_id": peer_agent_id,
+            "parent_session_id": parent_session_id,
+            "message_count": 0,
+            "created_at": now,
+            "last_message_at": now,
+        },
     )
     return SessionRef(
-        id=int(row.id),
-        last_message_at=row.last_message_at,
-        deleted=row.deleted_at is not None,
-        context_from_message_id=row.context_from_message_id,
+        id=int(found.id),
+        last_message_at=found.last_message_at,
+        deleted=found.deleted_at is not None,
+        context_from_message_id=found.context_from_message_id,
     )
 
 
 async def add_member(db: AsyncSession, *, session_id: int, participant_id: int) -> None:
     await db.execute(
-        insert(_dialect(db), SessionMember)
-        .values(session_id=session_id, participant_id=participant_id, joined_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["session_id", "participant_id"])
+        _insert_ignoring(_dialect(db), SessionMember, "session_id", "participant_id"),
+        {"session_id": session_id, "participant_id": participant_id, "joined_at": utcnow()},
     )
 
 
@@ -151,6 +175,22 @@ def idle_expired(last_message_at: datetime, idle_reset_hours: float | None, now:
     return idle_reset_hours is not None and now - last_message_at > timedelta(
         hours=idle_reset_hours
     )
+
+
+@cache
+def _activity(*, inbound: bool, group_name: bool, context: bool) -> Update:
+    s = SESSIONS.c
+    values: dict[str, Any] = {
+        "message_count": s.message_count + 1,
+        "last_message_at": bindparam("now", type_=UTCDateTime()),
+    }
+    if inbound:
+        values["deleted_at"] = None
+    if group_name:
+        values["group_name"] = bindparam("new_group_name")
+    if context:
+        values["context_from_message_id"] = bindparam("context")
+    return update(SESSIONS).where(s.id == bindparam("session_id")).values(values)
 
 
 async def record_activity(
@@ -165,22 +205,21 @@ async def record_activity(
     """Count a new message, keep the group name current, let new inbound activity revive a
     soft-deleted session and, when given, start the agent's context afresh at
     ``context_from_message_id``."""
-    values: dict[str, object] = {
-        "message_count": ChatSession.message_count + 1,
-        "last_message_at": now,
-    }
-    if inbound:
-        values["deleted_at"] = None
+    statement = _activity(
+        inbound=inbound, group_name=bool(group_name), context=context_from_message_id is not None
+    )
+    # Only the statement's own parameters: an extra key named like a column would be SET too.
+    parameters: dict[str, Any] = {"session_id": session_id, "now": now}
     if group_name:
-        values["group_name"] = group_name
+        parameters["new_group_name"] = group_name
     if context_from_message_id is not None:
-        values["context_from_message_id"] = context_from_message_id
-    await db.execute(update(ChatSession).where(ChatSession.id == session_id).values(**values))
+        parameters["context"] = context_from_message_id
+    await db.execute(statement, parameters)
 
 
 async def reset_context(db: AsyncSession, *, session_id: int, from_message_id: int) -> None:
     await db.execute(
-        update(ChatSession)
-        .where(ChatSession.id == session_id)
+        update(SESSIONS)
+        .where(SESSIONS.c.id == session_id)
         .values(context_from_message_id=from_message_id)
     )

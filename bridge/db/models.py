@@ -4,7 +4,7 @@ migrations can refer to them on SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -197,12 +198,6 @@ class ChatMessage(Base):
     edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    @classmethod
-    def position(cls) -> Any:
-        """Where a message sits in its conversation: a reply right after what it answers,
-        even when later messages arrived before it was written."""
-        return func.coalesce(cls.reply_to_message_id, cls.id)
-
 
 class ApiToken(Base):
     """A bearer token for the HTTP API; only its SHA-256 is stored."""
@@ -216,3 +211,10 @@ class ApiToken(Base):
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# The tables as Core objects, for the statements on the message path (built once, no ORM).
+MESSAGES = cast(Table, ChatMessage.__table__)
+SESSIONS = cast(Table, ChatSession.__table__)
+PARTICIPANTS = cast(Table, Participant.__table__)
+MEMBERS = cast(Table, SessionMember.__table__)
