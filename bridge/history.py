@@ -43,8 +43,9 @@ async def load_history(
 ) -> tuple[HistoryMessage, ...]:
     """The latest user and assistant messages before ``before_message_id`` in conversation
     order (a reply right after what it answers: ``coalesce(reply_to_message_id, id)``),
-    oldest first, at most ``max_messages`` of them and ``max_chars`` characters in all. Bridge notes (role ``system``: apologies, reset
-    confirmations) are not the agent's words and are left out, as are deleted messages.
+    oldest first, at most ``max_messages`` of them and ``max_chars`` characters in all.
+    Bridge notes (role ``system``: apologies, reset confirmations) are not the agent's words
+    and are left out, as are deleted messages.
     One range scan of the position index, however long the session."""
     if max_messages == 0 or max_chars == 0:
         return ()
