@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from functools import cache
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import ReturningInsert
 
 from bridge.claims import ANSWER
 from bridge.db.engine import insert
-from bridge.db.models import ChatMessage, ChatSession, MessageState, utcnow
+from bridge.db.models import MESSAGES, ChatMessage, ChatSession, MessageState, utcnow
 from bridge.directory import AgentDirectory
 from bridge.events import InboundMessage, IngestResult, MessageEdit
 from bridge.logs import log_event
@@ -30,6 +33,17 @@ from bridge.sessions import (
 from bridge.wakeups import WorkSignals, notify_in_transaction
 
 logger = logging.getLogger(__name__)
+
+
+@cache
+def _insert_message(dialect: str) -> ReturningInsert[Any]:
+    """Built once per dialect: a redelivered message (same session and external id) is a no-op
+    that returns no id."""
+    return (
+        insert(dialect, MESSAGES)
+        .on_conflict_do_nothing(index_elements=["session_id", "external_message_id"])
+        .returning(MESSAGES.c.id)
+    )
 
 
 class InvalidMessage(ValueError):
@@ -124,25 +138,23 @@ class Ingestor:
             await add_member(db, session_id=session.id, participant_id=sender_id)
             message_id = (
                 await db.execute(
-                    insert(db.get_bind().dialect.name, ChatMessage)
-                    .values(
-                        session_id=session.id,
-                        sender_participant_id=sender_id,
-                        role="user",
-                        content=storable_text(message.text),
-                        external_message_id=message.external_message_id or None,
-                        channel=message.channel,
-                        reply_target=dict(message.reply_target),
-                        attachments=[asdict(a) for a in message.attachments],
-                        state=MessageState.PENDING,
-                        attempts=0,
-                        delivery_in_doubt=False,
-                        platform_message_ids=[],
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=["session_id", "external_message_id"])
-                    .returning(ChatMessage.id)
+                    _insert_message(db.get_bind().dialect.name),
+                    {
+                        "session_id": session.id,
+                        "sender_participant_id": sender_id,
+                        "role": "user",
+                        "content": storable_text(message.text),
+                        "external_message_id": message.external_message_id or None,
+                        "channel": message.channel,
+                        "reply_target": dict(message.reply_target),
+                        "attachments": [asdict(a) for a in message.attachments],
+                        "state": MessageState.PENDING,
+                        "attempts": 0,
+                        "delivery_in_doubt": False,
+                        "platform_message_ids": [],
+                        "created_at": now,
+                        "updated_at": now,
+                    },
                 )
             ).scalar_one_or_none()
             if message_id is None:

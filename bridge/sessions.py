@@ -14,18 +14,16 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Select, Update, bindparam, select, update
+from sqlalchemy import Row, Select, Table, Update, bindparam, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.db.engine import insert
 from bridge.db.models import (
+    MEMBERS,
     PARTICIPANTS,
     SESSIONS,
-    ChatSession,
-    Participant,
-    SessionMember,
     UTCDateTime,
     utcnow,
 )
@@ -55,8 +53,8 @@ def _select_session() -> Select[Any]:
 
 
 @cache
-def _insert_ignoring(dialect: str, model: type[Any], *key: str) -> PgInsert | SqliteInsert:
-    return insert(dialect, model).on_conflict_do_nothing(index_elements=list(key))
+def _insert_ignoring(dialect: str, table: Table, *key: str) -> PgInsert | SqliteInsert:
+    return insert(dialect, table).on_conflict_do_nothing(index_elements=list(key))
 
 
 @cache
@@ -99,7 +97,7 @@ async def find_or_create_participant(
         db,
         _select_participant(),
         key,
-        _insert_ignoring(_dialect(db), Participant, "kind", "channel", "external_id"),
+        _insert_ignoring(_dialect(db), PARTICIPANTS, "kind", "channel", "external_id"),
         {**key, "display_name": display_name, "created_at": now, "updated_at": now},
     )
     if display_name and found.display_name != display_name:
@@ -141,7 +139,7 @@ async def find_or_create_session(
         db,
         _select_session(),
         key,
-        _insert_ignoring(_dialect(db), ChatSession, "agent_id", "external_conv_id"),
+        _insert_ignoring(_dialect(db), SESSIONS, "agent_id", "external_conv_id"),
         {
             **key,
             "source_channel": source_channel,
@@ -166,7 +164,7 @@ async def find_or_create_session(
 
 async def add_member(db: AsyncSession, *, session_id: int, participant_id: int) -> None:
     await db.execute(
-        _insert_ignoring(_dialect(db), SessionMember, "session_id", "participant_id"),
+        _insert_ignoring(_dialect(db), MEMBERS, "session_id", "participant_id"),
         {"session_id": session_id, "participant_id": participant_id, "joined_at": utcnow()},
     )
 

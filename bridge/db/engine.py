@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -57,6 +57,7 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def insert(dialect: str, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT that knows ``ON CONFLICT`` on both dialects."""
-    return postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
+def insert(dialect: str, target: type[Base] | Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that knows ``ON CONFLICT`` on both dialects (on a Core table it skips the
+    ORM's bulk-insert path)."""
+    return postgresql.insert(target) if dialect == "postgresql" else sqlite.insert(target)
