@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 INSTALLED_DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ run: $(INSTALLED)
 ## Lint, type-check and run the whole suite (SQLite and a throwaway PostgreSQL).
 test: lint
 	$(BIN)/pytest
+
+## Measure: throughput against the raw-driver floor, latency, history, memory, scale-out.
+## Starts its own PostgreSQL; prints a table, writes bench/results/latest.json and .png.
+bench: $(INSTALLED_DEV)
+	$(BIN)/python -m bench
 
 lint: $(INSTALLED_DEV)
 	$(BIN)/ruff check .

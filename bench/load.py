@@ -16,6 +16,9 @@ from typing import Any
 from tests.fakes import slack
 from tests.fakes.slack import FakeSlack
 
+# One sequence for the whole run: replies are matched by marker across every load generator.
+MARKERS = itertools.count()
+
 
 class TimedSlack(FakeSlack):
     """The strict fake Slack, also noting when each reply (by its text) arrived."""
@@ -62,11 +65,10 @@ class LoadGenerator:
     def __init__(self, *, fake: TimedSlack, urls: Sequence[str]) -> None:
         self._fake = fake
         self._urls = list(urls)
-        self._serial = itertools.count()
         self._users: set[str] = set()
 
     def _event(self, conversation: int) -> tuple[str, dict[str, Any]]:
-        marker = f"m{next(self._serial)}"
+        marker = f"m{next(MARKERS)}"
         user = f"U{conversation:09d}"
         if user not in self._users:
             self._fake.add_user(user, f"user{conversation}", f"User {conversation}")
