@@ -23,10 +23,8 @@ from typing import Any
 import asyncpg
 
 from bench.floors import postgres_floor, sqlite_floor
-from bench.load import LoadGenerator, TimedSlack, percentile
-from bridge.db.engine import create_engine
-from bridge.db.migrate import upgrade
-from bridge.settings import DatabaseSettings
+from bench.load import LoadGenerator, TimedSlack, Timings, percentile
+from bridge.db.migrate import upgrade_url
 from tests.support.postgres import PostgresCluster, ensure_postgres_installed
 from tests.support.processes import BridgeProcess, serving_bridge, write_toml
 
@@ -74,12 +72,18 @@ SMOKE = Sizes(
 
 
 async def migrated(url: str) -> str:
-    engine = create_engine(DatabaseSettings(url=url))
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
+    await upgrade_url(url)
     return url
+
+
+async def measured_throughput(
+    load: LoadGenerator, sizes: Sizes, *, messages: int
+) -> tuple[float, Timings]:
+    """A short warm-up (first connections, caches), then the measured closed loop."""
+    await load.closed_loop(messages=min(500, messages), conversations=50, concurrency=16)
+    return await load.closed_loop(
+        messages=messages, conversations=sizes.conversations, concurrency=sizes.concurrency
+    )
 
 
 def bridge_config(path: Path, *, database_url: str, fake: TimedSlack) -> Path:
@@ -243,13 +247,8 @@ async def _postgres_runs(
     url = await migrated(cluster.create_database("bench_pg"))
     async with bridges(work, database_url=url, fake=fake) as (process,):
         load = LoadGenerator(fake=fake, urls=[events_url(process)])
-        await load.closed_loop(
-            messages=min(500, sizes.throughput_messages), conversations=50, concurrency=16
-        )
-        throughput, timings = await load.closed_loop(
-            messages=sizes.throughput_messages,
-            conversations=sizes.conversations,
-            concurrency=sizes.concurrency,
+        throughput, timings = await measured_throughput(
+            load, sizes, messages=sizes.throughput_messages
         )
         half = await load.open_loop(
             rate=throughput / 2, seconds=sizes.half_load_seconds, conversations=sizes.conversations
@@ -315,13 +314,8 @@ async def _two_process_run(
     url = await migrated(cluster.create_database("bench_two"))
     async with bridges(work, database_url=url, fake=fake, count=2) as processes:
         load = LoadGenerator(fake=fake, urls=[events_url(p) for p in processes])
-        await load.closed_loop(
-            messages=min(500, sizes.throughput_messages), conversations=50, concurrency=16
-        )
-        throughput, timings = await load.closed_loop(
-            messages=sizes.two_process_messages,
-            conversations=sizes.conversations,
-            concurrency=sizes.concurrency,
+        throughput, timings = await measured_throughput(
+            load, sizes, messages=sizes.two_process_messages
         )
     return {"pg_two_process_throughput": throughput, "pg_two_process_failures": timings.failures}
 
@@ -336,14 +330,7 @@ async def _sqlite_runs(sizes: Sizes, *, work: Path, fake: TimedSlack) -> dict[st
     url = await migrated(f"sqlite+aiosqlite:///{work / 'bench.db'}")
     async with bridges(work, database_url=url, fake=fake) as (process,):
         load = LoadGenerator(fake=fake, urls=[events_url(process)])
-        await load.closed_loop(
-            messages=min(500, sizes.throughput_messages), conversations=50, concurrency=16
-        )
-        throughput, timings = await load.closed_loop(
-            messages=sizes.sqlite_messages,
-            conversations=sizes.conversations,
-            concurrency=sizes.concurrency,
-        )
+        throughput, timings = await measured_throughput(load, sizes, messages=sizes.sqlite_messages)
     return {
         "sqlite_floor": floor,
         "sqlite_throughput": throughput,

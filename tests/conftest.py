@@ -12,22 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge.db.engine import create_engine
-from bridge.db.migrate import upgrade
-from bridge.settings import DatabaseSettings
+from bridge.db.migrate import upgrade_url
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.harness import WEBHOOK_SECRET
 from tests.support.postgres import PostgresCluster, PostgresUnavailable, ensure_postgres_installed
 
 TEMPLATE_DB = "bridge_template"
-
-
-async def _migrate(url: str) -> None:
-    engine = create_engine(DatabaseSettings(url=url))
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +31,7 @@ def postgres_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postg
     cluster = PostgresCluster(base_dir=tmp_path_factory.mktemp("postgres"))
     cluster.start()
     try:
-        asyncio.run(_migrate(cluster.create_database(TEMPLATE_DB)))
+        asyncio.run(upgrade_url(cluster.create_database(TEMPLATE_DB)))
         yield cluster
     finally:
         cluster.stop()
@@ -50,7 +40,7 @@ def postgres_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postg
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "bridge.db"
-    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    asyncio.run(upgrade_url(f"sqlite+aiosqlite:///{path}"))
     return path
 
 

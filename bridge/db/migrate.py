@@ -11,6 +11,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.db.engine import create_engine
+from bridge.settings import DatabaseSettings
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
@@ -38,6 +41,15 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
     async with engine.begin() as connection:
         await connection.run_sync(run)
+
+
+async def upgrade_url(url: str) -> None:
+    """Upgrade the database at ``url`` with an engine of its own (tests, bench, tools)."""
+    engine = create_engine(DatabaseSettings(url=url))
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
