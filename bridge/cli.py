@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from bridge.app import build_app
 from bridge.db.engine import create_engine, session_factory
 from bridge.db.migrate import SchemaOutOfDate, current_revision, require_head, upgrade
 from bridge.logs import configure_logging, log_event
-from bridge.settings import ConfigError, Settings, load_settings
+from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings
 from bridge.tokens import TokenError, create_token, revoke_token
 
 logger = logging.getLogger("bridge")
@@ -124,7 +125,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
     settings = settings.model_copy(update={"http": http})
-    app = build_app(settings)  # validates every channel section before anything starts
+    try:
+        app = build_app(settings)  # validates every channel section before anything starts
+    except ConfigError as error:
+        source = args.config or os.environ.get(CONFIG_ENV)
+        raise ConfigError(f"{source}: {error}" if source else str(error)) from None
 
     async def check(engine):  # type: ignore[no-untyped-def]
         await require_head(engine)

@@ -61,7 +61,7 @@ def assert_config_error(
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
-    assert lines[0].startswith("bridge: config error: ")
+    assert lines[0].startswith(f"bridge: config error: {config}: "), "names the file first"
     for text in expected:
         assert text in lines[0]
     assert result.stdout == ""
