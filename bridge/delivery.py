@@ -30,6 +30,21 @@ logger = logging.getLogger(__name__)
 ChannelLookup = Callable[[str, str], Channel | None]
 
 
+def _log_reply(event: str, reply: Reply, *, level: int = logging.INFO, **fields: Any) -> None:
+    """One log line about a reply, always with the same identifying fields."""
+    log_event(
+        logger,
+        event,
+        level=level,
+        channel=reply.channel,
+        agent=reply.agent_slug,
+        session=reply.session_id,
+        message=reply.message_id,
+        attempt=reply.attempt,
+        **fields,
+    )
+
+
 @cache
 def _attempt_statements() -> tuple[Select[Any], Update]:
     """Built once: load a claimed reply with its session and question; count the attempt."""
@@ -152,13 +167,7 @@ class Deliverer:
                 statement, claimed_parameters(reply.message_id, self._worker_id, values)
             )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            log_event(
-                logger,
-                "delivery.claim_lost",
-                level=logging.WARNING,
-                session=reply.session_id,
-                message=reply.message_id,
-            )
+            _log_reply("delivery.claim_lost", reply, level=logging.WARNING)
             return False
         return True
 
@@ -177,16 +186,7 @@ class Deliverer:
         self._metrics.delivered.labels(reply.channel).inc()
         if asked_at is not None:
             self._metrics.latency.labels(reply.channel).observe((now - asked_at).total_seconds())
-        log_event(
-            logger,
-            "message.delivered",
-            channel=reply.channel,
-            agent=reply.agent_slug,
-            session=reply.session_id,
-            message=reply.message_id,
-            attempt=reply.attempt,
-            platform_ids=",".join(ids),
-        )
+        _log_reply("message.delivered", reply, platform_ids=",".join(ids))
 
     async def _failed_attempt(self, reply: Reply, error: DeliveryError) -> None:
         give_up = error.permanent or reply.attempt >= self._settings.max_delivery_attempts
@@ -199,16 +199,7 @@ class Deliverer:
             )
             if recorded:
                 self._metrics.failed.labels(reply.channel, "delivery").inc()
-                log_event(
-                    logger,
-                    "delivery.failed",
-                    level=logging.ERROR,
-                    channel=reply.channel,
-                    session=reply.session_id,
-                    message=reply.message_id,
-                    attempt=reply.attempt,
-                    error=str(error),
-                )
+                _log_reply("delivery.failed", reply, level=logging.ERROR, error=str(error))
             return
         delay = (
             error.retry_after
@@ -229,14 +220,10 @@ class Deliverer:
         if recorded:
             self._metrics.delivery_retries.labels(reply.channel).inc()
             self._signals.wake_later(DELIVER.name, delay)
-            log_event(
-                logger,
+            _log_reply(
                 "delivery.retry",
+                reply,
                 level=logging.WARNING,
-                channel=reply.channel,
-                session=reply.session_id,
-                message=reply.message_id,
-                attempt=reply.attempt,
                 retry_in=f"{delay:.2f}",
                 error=str(error),
             )
