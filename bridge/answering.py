@@ -22,6 +22,7 @@ from bridge.claims import ANSWER, DELIVER, claimed_parameters, update_if_claimed
 from bridge.db.models import MESSAGES, PARTICIPANTS, SESSIONS, MessageState, utcnow
 from bridge.directory import AgentRecord, UnknownAgent
 from bridge.events import Sender
+from bridge.feed import FEED, record_changes
 from bridge.history import load_history
 from bridge.ingest import storable_text
 from bridge.logs import log_event
@@ -207,10 +208,14 @@ class Answerer:
             "updated_at": utcnow(),
         }
         async with self._sessions() as db, db.begin():
-            await db.execute(
-                update_if_claimed(ANSWER, tuple(values)),
+            abandoned = await db.execute(
+                update_if_claimed(ANSWER, tuple(values)).returning(MESSAGES.c.session_id),
                 claimed_parameters(message_id, self._worker_id, values),
             )
+            session_id = abandoned.scalar_one_or_none()
+            if session_id is not None:
+                await record_changes(db, [("message.updated", session_id, message_id)])
+        self._signals.wake(FEED)
         log_event(logger, "answer.abandoned", level=logging.ERROR, message=message_id, error=error)
 
     async def _store(self, message_id: int, job: _Job, outcome: _Outcome) -> None:
@@ -266,8 +271,16 @@ class Answerer:
             await record_activity(
                 db, session_id=session_id, group_name=None, now=now, inbound=False
             )
+            await record_changes(
+                db,
+                [
+                    ("message.updated", session_id, message_id),
+                    ("message.created", session_id, reply_id),
+                ],
+            )
             await notify_in_transaction(db, DELIVER.name)
         self._signals.wake(DELIVER.name)
+        self._signals.wake(FEED)
         if outcome.state == MessageState.ANSWERED:
             self._metrics.answered.labels(job.channel).inc()
         log_event(

@@ -22,6 +22,7 @@ from sqlalchemy import Select, Update, bindparam, select, update
 from bridge.claims import DELIVER, claimed_parameters, next_retry_at, update_if_claimed
 from bridge.db.models import MESSAGES, SESSIONS, MessageState, UTCDateTime, utcnow
 from bridge.events import Reply
+from bridge.feed import FEED, record_changes
 from bridge.logs import log_event
 from bridge.workers import WorkContext
 from channels.base import Channel, DeliveryError
@@ -166,9 +167,13 @@ class Deliverer:
             result = await db.execute(
                 statement, claimed_parameters(reply.message_id, self._worker_id, values)
             )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+            recorded = result.rowcount == 1  # type: ignore[attr-defined]
+            if recorded:
+                await record_changes(db, [("message.updated", reply.session_id, reply.message_id)])
+        if not recorded:
             _log_reply("delivery.claim_lost", reply, level=logging.WARNING)
             return False
+        self._signals.wake(FEED)
         return True
 
     async def _succeeded(self, reply: Reply, ids: Sequence[str], asked_at: datetime | None) -> None:

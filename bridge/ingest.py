@@ -21,6 +21,7 @@ from bridge.db.engine import insert
 from bridge.db.models import MESSAGES, ChatMessage, ChatSession, MessageState, utcnow
 from bridge.directory import AgentDirectory
 from bridge.events import InboundMessage, IngestResult, MessageEdit
+from bridge.feed import FEED, record_changes
 from bridge.logs import log_event
 from bridge.metrics import Metrics
 from bridge.sessions import (
@@ -188,8 +189,10 @@ class Ingestor:
                 inbound=True,
                 context_from_message_id=message_id if fresh_context else None,
             )
+            await record_changes(db, [("message.created", session.id, message_id)])
             await notify_in_transaction(db, ANSWER.name)
         self._signals.wake(ANSWER.name)
+        self._signals.wake(FEED)
         self._metrics.ingested.labels(message.channel).inc()
         log_event(
             logger,
@@ -218,16 +221,25 @@ class Ingestor:
             ChatSession.external_conv_id == edit.external_conv_id,
         )
         async with self._sessions() as db, db.begin():
-            result = await db.execute(
-                update(ChatMessage)
-                .where(
-                    ChatMessage.session_id.in_(in_session.scalar_subquery()),
-                    ChatMessage.external_message_id == edit.external_message_id,
-                    ChatMessage.role == "user",
+            changed = (
+                await db.execute(
+                    update(ChatMessage)
+                    .where(
+                        ChatMessage.session_id.in_(in_session.scalar_subquery()),
+                        ChatMessage.external_message_id == edit.external_message_id,
+                        ChatMessage.role == "user",
+                    )
+                    .values(**values)
+                    .returning(ChatMessage.session_id, ChatMessage.id)
                 )
-                .values(**values)
-            )
-        found = bool(result.rowcount)  # type: ignore[attr-defined]
+            ).all()
+            if changed:
+                await record_changes(
+                    db, [("message.updated", row.session_id, row.id) for row in changed]
+                )
+        if changed:
+            self._signals.wake(FEED)
+        found = bool(changed)
         log_event(
             logger,
             "message.deleted" if edit.text is None else "message.edited",

@@ -65,6 +65,16 @@ class PipelineSettings(_Section):
     )
 
 
+class WebSettings(_Section):
+    dev_login: bool = True
+    """Let the chat page sign in as the local admin without a token; only ever honoured when
+    ``http.host`` is a loopback address and the request comes from loopback."""
+    max_text_bytes: int = Field(default=32_768, ge=1, le=1_000_000)
+    """Longest message text the API accepts (UTF-8 bytes); a longer one is refused with 422."""
+    event_retention_hours: float = Field(default=24.0, gt=0)
+    """How long live events are kept for WebSocket clients that reconnect and catch up."""
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -161,6 +171,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     agents: list[AgentSettings] = Field(default_factory=_default_agents, min_length=1)
 
     @classmethod

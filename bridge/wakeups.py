@@ -32,6 +32,10 @@ class WorkSignals:
     def wake(self, kind: str) -> None:
         self.event(kind).set()
 
+    def wake_all(self) -> None:
+        for event in self._events.values():
+            event.set()
+
     def wake_later(self, kind: str, delay: float) -> None:
         """Wake ``kind`` when a scheduled retry comes due."""
         self._timers = {
@@ -98,8 +102,7 @@ class PostgresListener:
                 connection.add_termination_listener(_setter(lost))
                 await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
                 # Anything stored while we were not listening is picked up now.
-                for kind in ("answer", "deliver"):
-                    self._signals.wake(kind)
+                self._signals.wake_all()
                 await lost.wait()
             except (OSError, asyncpg.PostgresError) as error:
                 log_event(logger, "listener.reconnecting", level=logging.WARNING, error=str(error))

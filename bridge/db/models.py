@@ -213,8 +213,23 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ChangeEvent(Base):
+    """A change a live client may want to see, written in the transaction that made it, so
+    any process can stream it and a reconnecting client can catch up from an event id."""
+
+    __tablename__ = "change_events"
+    __table_args__ = (Index(None, "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    session_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # The tables as Core objects, for the statements on the message path (built once, no ORM).
 MESSAGES = cast(Table, ChatMessage.__table__)
 SESSIONS = cast(Table, ChatSession.__table__)
 PARTICIPANTS = cast(Table, Participant.__table__)
 MEMBERS = cast(Table, SessionMember.__table__)
+CHANGES = cast(Table, ChangeEvent.__table__)

@@ -1,0 +1,202 @@
+"""The change feed: every change a live client may want to see, as rows of ``change_events``.
+
+A change is written in the same transaction as the change itself, so it exists exactly when the
+change does, whichever process made it. Each process tails the table (woken by ``LISTEN/NOTIFY``
+on PostgreSQL, in-process otherwise, with a slow poll as a safety net) and hands new rows to
+its live clients; a reconnecting client catches up by event id.
+
+PostgreSQL hands out ids before commit, so a transaction can commit after one with a higher id.
+The tail remembers such holes for a while and reads them again, so a late commit still streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from typing import Literal
+
+from sqlalchemy import Insert, delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bridge.db.models import CHANGES, utcnow
+from bridge.logs import log_event
+from bridge.wakeups import WorkSignals, notify_in_transaction
+
+logger = logging.getLogger(__name__)
+
+FEED = "feed"
+"""The wake-up kind for new changes."""
+
+ChangeKind = Literal["message.created", "message.updated", "session.updated"]
+
+HOLE_SECONDS = 30.0
+"""How long an id skipped by the tail is looked for again (a transaction that slow is rare; a
+rolled-back one leaves its hole for good)."""
+MAX_HOLES = 10_000
+BATCH = 500
+PRUNE_EVERY_SECONDS = 600.0
+LATE_COMMIT_SECONDS = 10.0
+"""A catch-up also re-sends changes this recent, so one that committed late is not missed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    id: int
+    kind: str
+    session_id: int
+    message_id: int | None
+
+
+@cache
+def _insert_change() -> Insert:
+    return CHANGES.insert()
+
+
+async def record_changes(
+    db: AsyncSession, changes: Sequence[tuple[ChangeKind, int, int | None]]
+) -> None:
+    """Record ``(kind, session_id, message_id)`` changes in the caller's transaction. The
+    caller wakes the local feed after commit (``signals.wake(FEED)``)."""
+    now = utcnow()
+    await db.execute(
+        _insert_change(),
+        [
+            {"kind": kind, "session_id": session_id, "message_id": message_id, "created_at": now}
+            for kind, session_id, message_id in changes
+        ],
+    )
+    await notify_in_transaction(db, FEED)
+
+
+def _change(row: object) -> Change:
+    return Change(
+        id=int(row.id),  # type: ignore[attr-defined]
+        kind=str(row.kind),  # type: ignore[attr-defined]
+        session_id=int(row.session_id),  # type: ignore[attr-defined]
+        message_id=row.message_id,  # type: ignore[attr-defined]
+    )
+
+
+_COLUMNS = (CHANGES.c.id, CHANGES.c.kind, CHANGES.c.session_id, CHANGES.c.message_id)
+
+OnChanges = Callable[[Sequence[Change]], Awaitable[None]]
+
+
+class ChangeFeed:
+    """Tails ``change_events`` and passes each new batch (possibly empty, at least once per
+    poll) to ``on_changes``."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        signals: WorkSignals,
+        on_changes: OnChanges,
+        retention_hours: float,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self._sessions = sessions
+        self._signals = signals
+        self._on_changes = on_changes
+        self._retention = timedelta(hours=retention_hours)
+        self._poll_seconds = poll_seconds
+        self._cursor = 0
+        self._holes: dict[int, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def head(self) -> int:
+        """The highest change id streamed so far."""
+        return self._cursor
+
+    async def start(self) -> None:
+        async with self._sessions() as db:
+            self._cursor = int((await db.execute(select(func.max(CHANGES.c.id)))).scalar() or 0)
+        self._task = asyncio.create_task(self._run(), name="bridge-change-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def since(self, after: int) -> list[Change] | None:
+        """Changes after ``after`` (and the very recent ones, for late commits) for a client
+        catching up; None when ``after`` is older than what is kept."""
+        recent = utcnow() - timedelta(seconds=LATE_COMMIT_SECONDS)
+        async with self._sessions() as db:
+            oldest = (await db.execute(select(func.min(CHANGES.c.id)))).scalar()
+            if after > 0 and (oldest is None or oldest > after):
+                # The client's last event was pruned: what followed it may be gone too.
+                newest = (await db.execute(select(func.max(CHANGES.c.id)))).scalar()
+                if newest is None or newest > after:
+                    return None
+            rows = await db.execute(
+                select(*_COLUMNS)
+                .where(or_(CHANGES.c.id > after, CHANGES.c.created_at > recent))
+                .order_by(CHANGES.c.id)
+            )
+            return [_change(row) for row in rows]
+
+    async def _run(self) -> None:
+        wake = self._signals.event(FEED)
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_seconds):
+                    await wake.wait()
+            wake.clear()
+            try:
+                while True:
+                    changes = await self._read()
+                    await self._on_changes(changes)
+                    if len(changes) < BATCH:
+                        break
+                if loop.time() >= next_prune:
+                    next_prune = loop.time() + PRUNE_EVERY_SECONDS
+                    await self._prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the database is away: try again at the next poll
+                log_event(logger, "feed.read_failed", level=logging.WARNING, error=str(error))
+
+    async def _read(self) -> list[Change]:
+        now = asyncio.get_running_loop().time()
+        self._holes = {
+            hole: seen for hole, seen in self._holes.items() if now - seen < HOLE_SECONDS
+        }
+        condition = CHANGES.c.id > self._cursor
+        if self._holes:
+            condition = or_(condition, CHANGES.c.id.in_(list(self._holes)))
+        async with self._sessions() as db:
+            rows = await db.execute(
+                select(*_COLUMNS).where(condition).order_by(CHANGES.c.id).limit(BATCH)
+            )
+            changes = [_change(row) for row in rows]
+        for change in changes:
+            self._holes.pop(change.id, None)
+        fresh = sorted(change.id for change in changes if change.id > self._cursor)
+        expected = self._cursor + 1
+        for change_id in fresh:
+            if change_id - expected <= MAX_HOLES - len(self._holes):
+                self._holes.update(dict.fromkeys(range(expected, change_id), now))
+            expected = change_id + 1
+        if fresh:
+            self._cursor = fresh[-1]
+        return changes
+
+    async def _prune(self) -> None:
+        async with self._sessions() as db, db.begin():
+            result = await db.execute(
+                delete(CHANGES).where(CHANGES.c.created_at < utcnow() - self._retention)
+            )
+        pruned = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if pruned:
+            log_event(logger, "feed.pruned", events=pruned)

@@ -1,0 +1,760 @@
+"use strict";
+// The bridge's chat page: plain DOM code, no framework and no build step, so it can be served
+// straight from the package. It talks to /api/v1 with fetch and keeps itself current through
+// one WebSocket. User-supplied text only ever goes into the page through textContent.
+
+const API = "/api/v1";
+const TOKEN_KEY = "bridge.token";
+const SEEN_KEY = "bridge.seen"; // {sessionId: message_count last seen}, for unread dots
+const SESSION_PAGE = 30;
+const MESSAGE_PAGE = 50;
+const SEARCH_DEBOUNCE_MS = 300;
+const NEAR_BOTTOM_PX = 80;
+const BACKOFF_FIRST_MS = 1000;
+const BACKOFF_MAX_MS = 15000;
+const FIRST_READY_WAIT_MS = 3000;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  token: localStorage.getItem(TOKEN_KEY),
+  devLoginTried: false, // dev login is tried once per page load, never in a loop
+  agents: null, // cached GET /agents items
+  sessions: [], // the list, most recent activity first
+  sessionsCursor: null,
+  listGeneration: 0, // bumped on every reload so a slow, stale response is dropped
+  fetchingSessions: new Set(), // ids being fetched because a live event named them
+  open: null, // {id, session, messages: Map, cursor, touched: Set, generation}
+  openGeneration: 0,
+  seen: loadSeen(),
+};
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+/** Build an element; children that are strings become text nodes (never parsed as HTML). */
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "dataset") Object.assign(node.dataset, value);
+    else if (value !== undefined && value !== null) node[key] = value;
+  }
+  node.append(...children.filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** crypto.randomUUID only exists on secure origins; a bridge on a LAN address over plain
+ *  http is not one, so fall back to getRandomValues (available everywhere). */
+function newId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+function relativeTime(iso) {
+  if (!iso) return "";
+  const seconds = (Date.now() - Date.parse(iso)) / 1000;
+  if (seconds < 60) return "now";
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h`;
+  if (seconds < 7 * 86400) return `${Math.floor(seconds / 86400)}d`;
+  return new Date(iso).toLocaleDateString();
+}
+
+function clockTime(iso) {
+  const date = new Date(iso);
+  const today = new Date().toDateString() === date.toDateString();
+  const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return today ? time : `${date.toLocaleDateString()} ${time}`;
+}
+
+function loadSeen() {
+  try {
+    return JSON.parse(localStorage.getItem(SEEN_KEY)) ?? {};
+  } catch {
+    return {}; // a corrupt entry only costs the unread dots
+  }
+}
+
+function markSeen(session) {
+  if ((state.seen[session.id] ?? -1) === session.message_count) return;
+  state.seen[session.id] = session.message_count;
+  localStorage.setItem(SEEN_KEY, JSON.stringify(state.seen));
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors and the API
+// ---------------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(message, status, code) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function showError(message) {
+  $("banner-text").textContent = message;
+  $("banner").hidden = false;
+}
+
+function reportError(error) {
+  if (error instanceof ApiError && error.status === 401) return; // sign-in is shown instead
+  if (error instanceof TypeError) showError(`Cannot reach the bridge: ${error.message}`);
+  else showError(error.message || String(error));
+  console.error(error);
+}
+
+/** Wrap an async event handler so a failure lands in the banner instead of the console. */
+const guard = (fn) => (...args) => fn(...args).catch(reportError);
+
+async function api(method, path, body) {
+  const token = state.token;
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(API + path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => null);
+  if (response.status === 401) {
+    // Several calls may fail with the same dead token; only the first one signs out.
+    if (token === state.token) signOut({ retry: true });
+    throw new ApiError("not signed in", 401, "unauthorized");
+  }
+  if (!response.ok) {
+    const message = data?.error?.message ?? `${response.status} ${response.statusText}`;
+    throw new ApiError(message, response.status, data?.error?.code);
+  }
+  return data;
+}
+
+function query(params) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== null && value !== undefined && value !== "") search.set(key, value);
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
+}
+
+// ---------------------------------------------------------------------------------------
+// Sign-in
+// ---------------------------------------------------------------------------------------
+
+/** On a loopback bridge the server hands out a token without asking; elsewhere it says 403. */
+async function devLogin() {
+  state.devLoginTried = true;
+  try {
+    const response = await fetch(`${API}/auth/dev-login`, { method: "POST" });
+    if (!response.ok) return null;
+    return (await response.json()).token ?? null;
+  } catch {
+    return null;
+  }
+}
+
+async function start() {
+  if (!state.token && !state.devLoginTried) {
+    state.token = await devLogin();
+    if (state.token) localStorage.setItem(TOKEN_KEY, state.token);
+  }
+  if (!state.token) {
+    showSignIn();
+    return;
+  }
+  let me;
+  try {
+    me = await api("GET", "/me");
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) {
+      reportError(error);
+      showSignIn();
+    }
+    return; // a 401 has already sent us back to sign-in
+  }
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("user-name").textContent = me.name;
+  // Wait (briefly) for the socket first, so nothing that happens between loading the list
+  // and the socket's start point is missed.
+  await Promise.race([connectLive(), sleep(FIRST_READY_WAIT_MS)]);
+  await Promise.all([reloadSessions(), route()]).catch(reportError);
+}
+
+function showSignIn(message = "") {
+  $("app").hidden = true;
+  $("signin").hidden = false;
+  $("signin-error").textContent = message;
+  $("signin-error").hidden = !message;
+  $("token-input").value = "";
+  $("token-input").focus();
+}
+
+/** Forget the token and everything loaded with it. ``retry``: it was rejected (401), so try
+ *  dev login (if not tried yet) and otherwise ask, saying why. */
+function signOut({ retry = false } = {}) {
+  const hadToken = Boolean(state.token);
+  state.token = null;
+  localStorage.removeItem(TOKEN_KEY);
+  stopLive();
+  state.sessions = [];
+  state.sessionsCursor = null;
+  state.listGeneration += 1;
+  state.agents = null;
+  closeConversation();
+  renderSessions();
+  if (retry) {
+    if (!state.devLoginTried) start().catch(reportError);
+    else showSignIn(hadToken ? "That token was not accepted (revoked or mistyped)." : "");
+  } else {
+    showSignIn();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Live updates
+// ---------------------------------------------------------------------------------------
+
+const live = {
+  socket: null,
+  lastEventId: null, // highest event id applied (or the first ready frame's), for resume
+  backoff: BACKOFF_FIRST_MS,
+  timer: null,
+  onReady: null, // resolves connectLive()'s promise on the next ready frame
+};
+
+function setStatus(name, text) {
+  const status = $("connection-status");
+  status.dataset.state = name;
+  status.textContent = text;
+}
+
+/** Open the socket; the promise settles when the server says it is ready. */
+function connectLive() {
+  clearTimeout(live.timer);
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const token = encodeURIComponent(state.token);
+  const socket = new WebSocket(`${scheme}//${location.host}${API}/ws?token=${token}`);
+  live.socket = socket;
+  const ready = new Promise((resolve) => (live.onReady = resolve));
+  socket.addEventListener("open", () => {
+    // Replay what we missed while away; a first connection has nothing to catch up on.
+    if (live.lastEventId !== null) {
+      socket.send(JSON.stringify({ type: "resume", last_event_id: live.lastEventId }));
+    }
+  });
+  socket.addEventListener("message", (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    onFrame(frame).catch(reportError);
+  });
+  socket.addEventListener("close", (event) => {
+    if (live.socket !== socket) return; // stopped on purpose, or already replaced
+    live.socket = null;
+    if (event.code === 4401) {
+      signOut({ retry: true }); // the token was revoked
+      return;
+    }
+    setStatus("reconnecting", "reconnecting…");
+    live.timer = setTimeout(connectLive, live.backoff);
+    live.backoff = Math.min(live.backoff * 2, BACKOFF_MAX_MS);
+  });
+  return ready;
+}
+
+function stopLive() {
+  clearTimeout(live.timer);
+  const socket = live.socket;
+  live.socket = null; // before close(), so the close handler does not reconnect
+  socket?.close();
+  live.lastEventId = null;
+  live.backoff = BACKOFF_FIRST_MS;
+  setStatus("connecting", "connecting…");
+}
+
+async function onFrame(frame) {
+  if (typeof frame.id === "number") {
+    live.lastEventId = Math.max(live.lastEventId ?? 0, frame.id);
+  }
+  switch (frame.type) {
+    case "ready":
+      live.lastEventId ??= frame.last_event_id;
+      live.backoff = BACKOFF_FIRST_MS;
+      setStatus("live", "live");
+      live.onReady?.();
+      break;
+    case "resumed":
+      setStatus("live", "live");
+      break;
+    case "reset": // too far behind to replay: start over from the server's current state
+      await Promise.all([reloadSessions(), state.open ? openSession(state.open.id) : null]);
+      break;
+    case "message.created":
+    case "message.updated":
+      applyMessage(frame.message, frame.type === "message.created");
+      break;
+    case "session.updated":
+      applySession(frame.session);
+      break;
+    default:
+      break; // unknown frames are ignored, so the server can add new ones
+  }
+}
+
+function applyMessage(message, created) {
+  const open = state.open;
+  if (open && open.id === message.session_id) {
+    open.touched.add(message.id);
+    upsertMessages([message]);
+  }
+  const session = state.sessions.find((s) => s.id === message.session_id);
+  if (!session) {
+    fetchIntoList(message.session_id);
+    return;
+  }
+  if (created) session.message_count += 1; // session.updated, when it comes, has the truth
+  if (!session.last_message_at || message.created_at > session.last_message_at) {
+    session.last_message_at = message.created_at;
+  }
+  sortSessions();
+  renderSessions();
+}
+
+/** A session we have not listed got a message: fetch it so it can appear in the list. */
+async function fetchIntoList(id) {
+  if (state.fetchingSessions.has(id)) return;
+  state.fetchingSessions.add(id);
+  try {
+    applySession(await api("GET", `/sessions/${id}`));
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 404)) reportError(error);
+  } finally {
+    state.fetchingSessions.delete(id);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Session list
+// ---------------------------------------------------------------------------------------
+
+function sessionTitle(session) {
+  return session.title || session.group_name || "New chat";
+}
+
+const activity = (s) => s.last_message_at ?? s.created_at;
+
+function sortSessions() {
+  state.sessions.sort((a, b) => activity(b).localeCompare(activity(a)) || b.id - a.id);
+}
+
+/** Whether the current filters would list ``session`` (mirrors the server's q/channel). */
+function matchesFilters(session) {
+  if (session.deleted_at) return false;
+  const channel = $("channel-filter").value;
+  if (channel && session.source_channel !== channel) return false;
+  const q = $("search").value.trim().toLowerCase();
+  const text = `${session.title ?? ""}\n${session.group_name ?? ""}`.toLowerCase();
+  return !q || text.includes(q);
+}
+
+function applySession(session) {
+  const list = state.sessions;
+  const index = list.findIndex((s) => s.id === session.id);
+  if (index >= 0) list.splice(index, 1);
+  const last = list.at(-1);
+  // Beyond the loaded pages it will arrive with "load more"; inserting it now would duplicate it.
+  const beyondLoaded = state.sessionsCursor && last && activity(session) < activity(last);
+  if (matchesFilters(session) && !beyondLoaded) {
+    list.push(session);
+    sortSessions();
+  }
+  renderSessions();
+  if (state.open?.id === session.id) {
+    if (session.deleted_at) {
+      location.hash = "";
+    } else {
+      state.open.session = session;
+      renderConversationHead();
+    }
+  }
+}
+
+async function reloadSessions() {
+  const generation = ++state.listGeneration;
+  const page = await api("GET", `/sessions${sessionQuery(null)}`);
+  if (generation !== state.listGeneration) return; // filters changed meanwhile
+  state.sessions = page.items;
+  state.sessionsCursor = page.next_cursor;
+  renderSessions();
+}
+
+async function loadMoreSessions() {
+  if (!state.sessionsCursor || state.loadingMore) return;
+  const generation = state.listGeneration;
+  state.loadingMore = true;
+  try {
+    const page = await api("GET", `/sessions${sessionQuery(state.sessionsCursor)}`);
+    if (generation !== state.listGeneration) return;
+    const known = new Set(state.sessions.map((s) => s.id));
+    state.sessions.push(...page.items.filter((s) => !known.has(s.id)));
+    state.sessionsCursor = page.next_cursor;
+    renderSessions();
+  } finally {
+    state.loadingMore = false;
+  }
+}
+
+function sessionQuery(cursor) {
+  return query({
+    q: $("search").value.trim(),
+    channel: $("channel-filter").value,
+    limit: SESSION_PAGE,
+    cursor,
+  });
+}
+
+function renderSessions() {
+  const openId = state.open?.id;
+  const items = state.sessions.map((session) => {
+    if (session.id === openId) markSeen(session); // the open chat is read by definition
+    const unread = session.id !== openId && session.message_count > (state.seen[session.id] ?? 0);
+    const time = el("time", {
+      className: "when",
+      dateTime: activity(session),
+      title: new Date(activity(session)).toLocaleString(),
+      textContent: relativeTime(activity(session)),
+    });
+    const button = el(
+      "button",
+      { type: "button", className: "session-button" },
+      el("span", { className: "session-title", textContent: sessionTitle(session) }),
+      unread ? el("span", { className: "unread-dot", title: "New messages" }) : null,
+      el(
+        "span",
+        { className: "session-meta" },
+        el("span", { className: "agent", textContent: session.agent }),
+        el("span", {
+          className: `badge channel-${session.source_channel}`,
+          textContent: session.source_channel,
+        }),
+        time,
+      ),
+    );
+    button.addEventListener("click", () => selectSession(session.id));
+    return el(
+      "li",
+      {
+        className: `session${session.id === openId ? " active" : ""}${unread ? " unread" : ""}`,
+        dataset: { sessionId: String(session.id), channel: session.source_channel },
+      },
+      button,
+    );
+  });
+  $("session-list").replaceChildren(...items);
+  $("load-more").hidden = !state.sessionsCursor;
+}
+
+// ---------------------------------------------------------------------------------------
+// Conversation
+// ---------------------------------------------------------------------------------------
+
+function selectSession(id) {
+  location.hash = `#/sessions/${id}`; // route() does the rest, so Back works too
+}
+
+/** Show what the URL names: a conversation (#/sessions/5) or, on a phone, just the list. */
+async function route() {
+  const match = /^#\/sessions\/(\d+)$/.exec(location.hash);
+  const id = match ? Number(match[1]) : null;
+  $("app").classList.toggle("show-conversation", id !== null);
+  if (id === null) closeConversation();
+  else if (state.open?.id !== id) await openSession(id);
+}
+
+async function openSession(id) {
+  const generation = ++state.openGeneration;
+  const open = {
+    id,
+    session: state.sessions.find((s) => s.id === id) ?? null,
+    messages: new Map(),
+    cursor: null,
+    touched: new Set(), // ids updated live while history loads: history must not undo them
+    generation,
+  };
+  state.open = open;
+  $("empty-state").hidden = true;
+  $("messages").hidden = false;
+  $("message-list").replaceChildren();
+  $("load-older").hidden = true;
+  renderSessions();
+  renderConversationHead();
+  try {
+    const [session, page] = await Promise.all([
+      open.session ?? api("GET", `/sessions/${id}`),
+      api("GET", `/sessions/${id}/messages${query({ limit: MESSAGE_PAGE })}`),
+    ]);
+    if (state.open !== open) return; // another chat was opened meanwhile
+    open.session = session;
+    open.cursor = page.next_cursor;
+    upsertMessages(page.items.filter((m) => !open.touched.has(m.id)), { scroll: "bottom" });
+    renderConversationHead();
+  } catch (error) {
+    if (state.open === open && error instanceof ApiError && error.status === 404) {
+      location.hash = "";
+    }
+    throw error;
+  }
+}
+
+function closeConversation() {
+  state.open = null;
+  $("conversation-head").hidden = true;
+  $("messages").hidden = true;
+  $("composer-area").hidden = true;
+  $("read-only-note").hidden = true;
+  $("empty-state").hidden = false;
+  $("message-list").replaceChildren();
+  renderSessions();
+}
+
+function renderConversationHead() {
+  const session = state.open?.session;
+  $("conversation-head").hidden = false;
+  if (!session) {
+    $("conversation-title").textContent = "Loading…";
+    $("conversation-meta").textContent = "";
+    $("composer-area").hidden = true;
+    return;
+  }
+  $("conversation-title").textContent = sessionTitle(session);
+  const who = session.participant?.display_name;
+  $("conversation-meta").textContent = [session.agent, session.source_channel, who]
+    .filter(Boolean)
+    .join(" · ");
+  // Replies to Slack, Discord, ... conversations belong in those apps; the API refuses them.
+  const writable = session.source_channel === "web" && !session.deleted_at;
+  $("composer-area").hidden = !writable;
+  $("read-only-note").hidden = writable;
+  $("read-only-note").textContent = writable
+    ? ""
+    : `This conversation comes from ${session.source_channel}; it is read-only here.`;
+}
+
+function isNearBottom() {
+  const box = $("messages");
+  return box.scrollHeight - box.scrollTop - box.clientHeight < NEAR_BOTTOM_PX;
+}
+
+/** Merge messages into the open conversation and redraw. ``scroll``: "bottom" forces it,
+ *  "keep" holds the current view still (older messages added above), default follows the
+ *  bottom only if the reader was already there. */
+function upsertMessages(messages, { scroll = "auto" } = {}) {
+  const open = state.open;
+  const box = $("messages");
+  const follow = scroll === "bottom" || (scroll === "auto" && isNearBottom());
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  for (const message of messages) open.messages.set(message.id, message);
+  const sorted = [...open.messages.values()]
+    .filter((m) => !m.deleted_at)
+    .sort((a, b) => a.id - b.id);
+  $("message-list").replaceChildren(...sorted.map(messageElement));
+  $("load-older").hidden = !open.cursor;
+  if (follow) box.scrollTop = box.scrollHeight;
+  else if (scroll === "keep") box.scrollTop = box.scrollHeight - fromBottom;
+}
+
+function messageElement(message) {
+  const agent = state.open?.session?.agent ?? "assistant";
+  const sender =
+    message.role === "assistant"
+      ? agent
+      : (message.sender?.display_name ?? (message.role === "system" ? "system" : "unknown"));
+  const waiting =
+    message.role === "user"
+      ? message.state === "pending" || message.state === "answering"
+      : message.delivery === "pending";
+  const failed = message.delivery === "failed" || (message.role === "user" && message.state === "failed");
+  let status = null;
+  if (failed) {
+    status = el("span", {
+      className: "status failed",
+      title: message.error || "failed",
+      textContent: "failed",
+    });
+  } else if (waiting) {
+    status = el("span", {
+      className: "status thinking",
+      title: message.role === "user" ? "waiting for the reply" : "being delivered",
+      textContent: "…",
+    });
+  }
+  return el(
+    "li",
+    {
+      className: `message role-${message.role}${failed ? " failed" : ""}${waiting ? " waiting" : ""}`,
+      dataset: {
+        messageId: String(message.id),
+        role: message.role,
+        state: message.state ?? "",
+        delivery: message.delivery ?? "",
+      },
+    },
+    el(
+      "div",
+      { className: "message-head" },
+      el("span", { className: "sender", textContent: sender }),
+      el("time", {
+        dateTime: message.created_at,
+        title: new Date(message.created_at).toLocaleString(),
+        textContent: clockTime(message.created_at),
+      }),
+      status,
+    ),
+    el("div", { className: "content", textContent: message.content }),
+  );
+}
+
+async function loadOlder() {
+  const open = state.open;
+  if (!open?.cursor) return;
+  const page = await api(
+    "GET",
+    `/sessions/${open.id}/messages${query({ limit: MESSAGE_PAGE, before: open.cursor })}`,
+  );
+  if (state.open !== open) return;
+  open.cursor = page.next_cursor;
+  upsertMessages(page.items.filter((m) => !open.messages.has(m.id)), { scroll: "keep" });
+}
+
+// ---------------------------------------------------------------------------------------
+// Composer and session actions
+// ---------------------------------------------------------------------------------------
+
+async function send() {
+  const open = state.open;
+  const text = $("composer").value;
+  if (!open || !text.trim() || $("send").disabled) return;
+  const path = `/sessions/${open.id}/messages`;
+  // One id for both tries: if the first POST did arrive, the server keeps one copy.
+  const body = { text, client_message_id: newId() };
+  $("send").disabled = true;
+  try {
+    let message;
+    try {
+      message = await api("POST", path, body);
+    } catch (error) {
+      if (!(error instanceof TypeError)) throw error; // only a network error is worth a retry
+      message = await api("POST", path, body);
+    }
+    $("composer").value = "";
+    if (state.open === open) upsertMessages([message], { scroll: "bottom" });
+  } finally {
+    $("send").disabled = false;
+    $("composer").focus();
+  }
+}
+
+async function openNewChatDialog() {
+  state.agents ??= (await api("GET", "/agents")).items;
+  const select = $("agent-select");
+  select.replaceChildren(
+    ...state.agents.map((agent) =>
+      el("option", { value: agent.slug, textContent: `${agent.name} (${agent.slug})` }),
+    ),
+  );
+  $("new-chat-title").value = "";
+  $("new-chat-dialog").showModal();
+  select.focus();
+}
+
+async function createChat(event) {
+  event.preventDefault(); // we close the dialog ourselves, after the POST worked
+  const title = $("new-chat-title").value.trim();
+  const body = { agent: $("agent-select").value, ...(title ? { title } : {}) };
+  const session = await api("POST", "/sessions", body);
+  $("new-chat-dialog").close();
+  applySession(session);
+  if (!state.sessions.some((s) => s.id === session.id)) {
+    state.sessions.unshift(session); // shown even if the filters would hide it
+    renderSessions();
+  }
+  selectSession(session.id);
+  $("composer").focus();
+}
+
+async function renameChat() {
+  const session = state.open?.session;
+  if (!session) return;
+  const title = prompt("New title for this chat", session.title ?? "");
+  if (title === null || !title.trim()) return;
+  applySession(await api("PATCH", `/sessions/${session.id}`, { title: title.trim() }));
+}
+
+async function deleteChat() {
+  const session = state.open?.session;
+  if (!session || !confirm(`Delete "${sessionTitle(session)}"?`)) return;
+  applySession(await api("DELETE", `/sessions/${session.id}`));
+}
+
+// ---------------------------------------------------------------------------------------
+// Wiring
+// ---------------------------------------------------------------------------------------
+
+let searchTimer = null;
+
+function wire() {
+  $("banner-close").addEventListener("click", () => ($("banner").hidden = true));
+  $("signin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.token = $("token-input").value.trim();
+    localStorage.setItem(TOKEN_KEY, state.token);
+    start().catch(reportError);
+  });
+  $("sign-out").addEventListener("click", (event) => {
+    event.preventDefault();
+    signOut();
+  });
+  $("search").addEventListener("input", () => {
+    clearTimeout(searchTimer); // wait for a pause in typing rather than query per key
+    searchTimer = setTimeout(guard(reloadSessions), SEARCH_DEBOUNCE_MS);
+  });
+  $("channel-filter").addEventListener("change", guard(reloadSessions));
+  $("load-more").addEventListener("click", guard(loadMoreSessions));
+  // "Infinite" list: fetch the next page as soon as the Load more button scrolls into view.
+  new IntersectionObserver((entries) => {
+    if (entries.some((entry) => entry.isIntersecting)) guard(loadMoreSessions)();
+  }).observe($("load-more"));
+  $("load-older").addEventListener("click", guard(loadOlder));
+  $("composer").addEventListener("keydown", (event) => {
+    // Enter sends, Shift+Enter is a newline; an IME composition's Enter is not ours.
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      guard(send)();
+    }
+  });
+  $("send").addEventListener("click", guard(send));
+  $("new-chat").addEventListener("click", guard(openNewChatDialog));
+  $("new-chat-form").addEventListener("submit", guard(createChat));
+  $("new-chat-cancel").addEventListener("click", () => $("new-chat-dialog").close());
+  $("rename").addEventListener("click", guard(renameChat));
+  $("delete").addEventListener("click", guard(deleteChat));
+  $("back").addEventListener("click", () => (location.hash = ""));
+  window.addEventListener("hashchange", guard(route));
+  setInterval(renderSessions, 60_000); // keep the relative times honest
+}
+
+wire();
+start().catch(reportError);
