@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bridge.agents import AgentBackend, build_backend
+from bridge.agents import build_backend
+from bridge.api import setup_api
+from bridge.appkeys import (
+    AGENTS,
+    BACKENDS,
+    CHANNELS,
+    ENGINE,
+    METRICS,
+    PIPELINE,
+    SESSIONS,
+    SETTINGS,
+)
 from bridge.db.engine import create_engine, session_factory
 from bridge.db.migrate import require_head
 from bridge.db.models import ChatMessage, MessageState
-from bridge.directory import AgentDirectory, sync_agents
+from bridge.directory import sync_agents
 from bridge.events import InboundMessage, IngestResult, MessageEdit
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
@@ -30,14 +40,6 @@ from channels.registry import ChannelRegistry, RunningChannels, configured_chann
 
 logger = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
-METRICS = web.AppKey("metrics", Metrics)
-CHANNELS = web.AppKey("channels", RunningChannels)
-ENGINE = web.AppKey("engine", AsyncEngine)
-SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
-AGENTS = web.AppKey("agents", AgentDirectory)
-BACKENDS: web.AppKey[Mapping[str, AgentBackend]] = web.AppKey("backends")
-PIPELINE = web.AppKey("pipeline", Pipeline)
 
 WAITING_STATES = (
     MessageState.PENDING,
@@ -75,7 +77,9 @@ def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) ->
             channel=configured.plugin.create(context),
         )
 
-    app.cleanup_ctx.extend([_database, _agents, _pipeline, _channels])
+    app.cleanup_ctx.extend([_database, _agents, _pipeline])
+    setup_api(app)
+    app.cleanup_ctx.append(_channels)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -10,6 +10,9 @@ from typing import Literal
 
 ParticipantKind = Literal["user", "agent"]
 
+WEB_CHANNEL = "web"
+"""The bridge's own channel: the chat page and the HTTP API."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sender:

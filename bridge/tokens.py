@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
+from collections.abc import Collection
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bridge.db.models import ApiToken, utcnow
+from bridge.db.models import ApiToken, Participant, utcnow
+from bridge.events import WEB_CHANNEL
 from bridge.sessions import find_or_create_participant
-
-WEB_CHANNEL = "web"
 
 
 class TokenError(Exception):
@@ -23,9 +25,10 @@ def hash_token(token: str) -> str:
 
 
 async def create_token(
-    sessions: async_sessionmaker[AsyncSession], *, name: str, admin: bool
+    sessions: async_sessionmaker[AsyncSession], *, name: str, admin: bool, user: str | None = None
 ) -> str:
-    """A new token for the web user ``name``; a revoked token of that name is replaced."""
+    """A new token named ``name`` for the web user ``user`` (by default the user ``name``);
+    a revoked token of that name is replaced."""
     if not name.strip():
         raise TokenError("a token needs a name")
     token = "brg_" + secrets.token_urlsafe(32)
@@ -36,7 +39,11 @@ async def create_token(
         if existing is not None and existing.revoked_at is None:
             raise TokenError(f"a token named {name!r} exists already; revoke it first")
         participant_id = await find_or_create_participant(
-            db, kind="user", channel=WEB_CHANNEL, external_id=name, display_name=name
+            db,
+            kind="user",
+            channel=WEB_CHANNEL,
+            external_id=user or name,
+            display_name=user or name,
         )
         if existing is None:
             db.add(
@@ -67,12 +74,46 @@ async def revoke_token(sessions: async_sessionmaker[AsyncSession], *, name: str)
         raise TokenError(f"no active token named {name!r}")
 
 
-async def find_token(sessions: async_sessionmaker[AsyncSession], token: str) -> ApiToken | None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Caller:
+    """Who an API request speaks for."""
+
+    token_id: int
+    user: str
+    participant_id: int
+    is_admin: bool
+
+
+async def find_caller(sessions: async_sessionmaker[AsyncSession], token: str) -> Caller | None:
+    """The active token's owner. The lookup is by the token's hash (an index on it), and the
+    hash found is compared in constant time as well."""
+    wanted = hash_token(token)
     async with sessions() as db:
-        return (
+        row = (
             await db.execute(
-                select(ApiToken).where(
-                    ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
-                )
+                select(ApiToken.id, ApiToken.token_hash, ApiToken.is_admin, Participant)
+                .join(Participant, Participant.id == ApiToken.participant_id)
+                .where(ApiToken.token_hash == wanted, ApiToken.revoked_at.is_(None))
             )
-        ).scalar_one_or_none()
+        ).one_or_none()
+    if row is None or not hmac.compare_digest(row.token_hash, wanted):
+        return None
+    return Caller(
+        token_id=row.id,
+        user=row.Participant.external_id,
+        participant_id=row.Participant.id,
+        is_admin=row.is_admin,
+    )
+
+
+async def active_token_ids(
+    sessions: async_sessionmaker[AsyncSession], token_ids: Collection[int]
+) -> set[int]:
+    """Which of these tokens still work (live connections drop the others)."""
+    async with sessions() as db:
+        rows = await db.execute(
+            select(ApiToken.id).where(
+                ApiToken.id.in_(list(token_ids)), ApiToken.revoked_at.is_(None)
+            )
+        )
+        return set(rows.scalars())

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -18,6 +19,8 @@ from bridge.settings import AgentSettings, ConfigError, Settings, first_error_li
 from channels.base import Channel, ChannelPlugin, ChannelStatus
 
 ENTRY_POINT_GROUP = "bridge.channels"
+ALWAYS_ON = ("web",)
+"""Channels every agent has unless its section says ``enabled = false`` (when installed)."""
 logger = logging.getLogger(__name__)
 
 
@@ -50,8 +53,11 @@ class ConfiguredChannel:
 def configured_channels(settings: Settings, registry: ChannelRegistry) -> list[ConfiguredChannel]:
     """Every enabled channel section of every agent, validated by its channel's own model."""
     found: list[ConfiguredChannel] = []
+    always_on = [name for name in ALWAYS_ON if registry.plugin(name) is not None]
     for index, agent in enumerate(settings.agents):
-        for name, raw in agent.channels.items():
+        sections: dict[str, dict[str, Any]] = {name: {} for name in always_on}
+        sections |= agent.channels
+        for name, raw in sections.items():
             where = ("agents", index, name)
             section = dict(raw)
             if section.pop("enabled", True) is False:

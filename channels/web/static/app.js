@@ -22,6 +22,7 @@ const state = {
   agents: null, // cached GET /agents items
   sessions: [], // the list, most recent activity first
   sessionsCursor: null,
+  loadingMore: false,
   listGeneration: 0, // bumped on every reload so a slow, stale response is dropped
   fetchingSessions: new Set(), // ids being fetched because a live event named them
   open: null, // {id, session, messages: Map, cursor, touched: Set, generation}
@@ -734,9 +735,19 @@ function wire() {
   $("channel-filter").addEventListener("change", guard(reloadSessions));
   $("load-more").addEventListener("click", guard(loadMoreSessions));
   // "Infinite" list: fetch the next page as soon as the Load more button scrolls into view.
-  new IntersectionObserver((entries) => {
-    if (entries.some((entry) => entry.isIntersecting)) guard(loadMoreSessions)();
-  }).observe($("load-more"));
+  // Observing afresh after each page makes the observer report again if it is still in view
+  // (it otherwise only reports changes), so a tall screen fills up.
+  const more = $("load-more");
+  const observer = new IntersectionObserver((entries) => {
+    if (!entries.some((entry) => entry.isIntersecting)) return;
+    loadMoreSessions()
+      .then(() => {
+        observer.unobserve(more);
+        observer.observe(more);
+      })
+      .catch(reportError);
+  });
+  observer.observe(more);
   $("load-older").addEventListener("click", guard(loadOlder));
   $("composer").addEventListener("keydown", (event) => {
     // Enter sends, Shift+Enter is a newline; an IME composition's Enter is not ours.

@@ -1,0 +1,44 @@
+"""The HTTP API under ``/api/v1`` and the chat page: ``setup_api(app)`` mounts both."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bridge.api.auth import auth_middleware
+from bridge.api.errors import error_middleware
+from bridge.api.live import LIVE, LiveHub
+from bridge.api.openapi import openapi_json
+from bridge.api.routes import PREFIX, add_routes
+from bridge.appkeys import PIPELINE, SESSIONS, SETTINGS
+from channels.web.page import add_page_routes
+
+
+def setup_api(app: web.Application) -> None:
+    api = web.Application(middlewares=[error_middleware, auth_middleware])
+    add_routes(api)
+    api.router.add_get("/openapi.json", openapi_json)
+    app.add_subapp(PREFIX, api)
+    add_page_routes(app)
+    app.cleanup_ctx.append(_live)
+    app.on_shutdown.append(_close_live_clients)
+
+
+async def _live(app: web.Application) -> AsyncIterator[None]:
+    hub = LiveHub(
+        sessions=app[SESSIONS],
+        signals=app[PIPELINE].signals,
+        retention_hours=app[SETTINGS].web.event_retention_hours,
+    )
+    app[LIVE] = hub
+    await hub.start()
+    try:
+        yield
+    finally:
+        await hub.stop()
+
+
+async def _close_live_clients(app: web.Application) -> None:
+    if LIVE in app:
+        await app[LIVE].close_all()

@@ -1,0 +1,78 @@
+"""``/api/v1/sessions/{id}/messages``: the history, page by page, and posting to a web session."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from bridge.api.cursors import message_cursor, path_id, read_message_cursor
+from bridge.api.errors import ApiError, not_found
+from bridge.api.http import caller_of, read_body, read_query, respond
+from bridge.api.models import MessagePage, MessageQuery, PostMessage
+from bridge.api.views import find_session, message_query, message_view, messages_by_id
+from bridge.appkeys import CHANNELS, PIPELINE, SESSIONS, SETTINGS
+from bridge.db.models import ChatMessage
+from bridge.events import WEB_CHANNEL
+from bridge.ingest import InvalidMessage
+from channels.web.inbound import web_message
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    session_id = path_id(request.match_info["id"])
+    query = read_query(request, MessageQuery)
+    before = None if query.before is None else read_message_cursor(query.before)
+    async with request.config_dict[SESSIONS]() as db:
+        if await find_session(db, caller_of(request), session_id) is None:
+            raise not_found()
+        statement = message_query().where(ChatMessage.session_id == session_id)
+        if before is not None:
+            statement = statement.where(ChatMessage.id < before)
+        rows = await db.execute(statement.order_by(ChatMessage.id.desc()).limit(query.limit + 1))
+        newest_first = [message_view(row) for row in rows]
+    more = len(newest_first) > query.limit
+    page = newest_first[: query.limit][::-1]
+    return respond(
+        MessagePage(items=page, next_cursor=message_cursor(page[0].id) if more else None)
+    )
+
+
+async def post_message(request: web.Request) -> web.Response:
+    """Store the user's message (idempotent on ``client_message_id``) and answer 202: the reply
+    comes over the WebSocket and in the history."""
+    session_id = path_id(request.match_info["id"])
+    body = await read_body(request, PostMessage)
+    limit = request.config_dict[SETTINGS].web.max_text_bytes
+    if len(body.text.encode()) > limit:
+        raise ApiError(422, "text_too_long", f"text: longer than {limit} bytes")
+    caller = caller_of(request)
+    async with request.config_dict[SESSIONS]() as db:
+        session = await find_session(db, caller, session_id)
+    if session is None:
+        raise not_found()
+    if session.source_channel != WEB_CHANNEL:
+        raise ApiError(
+            409, "read_only_session", f"a {session.source_channel} session is answered there"
+        )
+    if session.deleted_at is not None:
+        raise ApiError(409, "session_deleted", "restore the session before writing to it")
+    if request.config_dict[CHANNELS].get(WEB_CHANNEL, session.agent) is None:
+        raise ApiError(409, "channel_disabled", f"the web channel is off for {session.agent!r}")
+    message = web_message(
+        agent_slug=session.agent,
+        external_conv_id=session.external_conv_id,
+        user=caller.user,
+        text=body.text,
+        message_key=(
+            f"client:{body.client_message_id}"
+            if body.client_message_id
+            else f"server:{uuid.uuid4()}"
+        ),
+    )
+    try:
+        result = await request.config_dict[PIPELINE].ingest(message)
+    except InvalidMessage as error:
+        raise ApiError(422, "invalid", f"text: {error}") from None
+    async with request.config_dict[SESSIONS]() as db:
+        stored = (await messages_by_id(db, [result.message_id]))[result.message_id]
+    return respond(stored, status=202)

@@ -1,0 +1,148 @@
+"""The API's routes in one table: the router and the OpenAPI document are both built from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from bridge.api import auth, live, messages, sessions
+from bridge.api.errors import Handler
+from bridge.api.models import (
+    AgentList,
+    CreateSession,
+    DevLogin,
+    Me,
+    MessageOut,
+    MessagePage,
+    MessageQuery,
+    PostMessage,
+    SessionOut,
+    SessionPage,
+    SessionQuery,
+    UpdateSession,
+)
+
+PREFIX = "/api/v1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    response: type[BaseModel] | None
+    status: int = 200
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    public: bool = False
+    websocket: bool = False
+
+
+ROUTES = (
+    Route(
+        method="POST",
+        path="/auth/dev-login",
+        handler=auth.dev_login,
+        summary="Sign in as the local user (loopback only, web.dev_login)",
+        response=DevLogin,
+        errors=(403,),
+        public=True,
+    ),
+    Route(method="GET", path="/me", handler=auth.me, summary="Who the token is", response=Me),
+    Route(
+        method="GET",
+        path="/agents",
+        handler=sessions.list_agents,
+        summary="The agents",
+        response=AgentList,
+    ),
+    Route(
+        method="GET",
+        path="/sessions",
+        handler=sessions.list_sessions,
+        summary="Sessions, newest activity first (keyset pages)",
+        response=SessionPage,
+        query=SessionQuery,
+        errors=(400, 422),
+    ),
+    Route(
+        method="POST",
+        path="/sessions",
+        handler=sessions.create_session,
+        summary="Start a web session with an agent",
+        response=SessionOut,
+        status=201,
+        body=CreateSession,
+        errors=(400, 409, 413, 422),
+    ),
+    Route(
+        method="GET",
+        path="/sessions/{id}",
+        handler=sessions.get_session,
+        summary="One session",
+        response=SessionOut,
+        errors=(404,),
+    ),
+    Route(
+        method="PATCH",
+        path="/sessions/{id}",
+        handler=sessions.update_session,
+        summary="Rename a session",
+        response=SessionOut,
+        body=UpdateSession,
+        errors=(400, 404, 413, 422),
+    ),
+    Route(
+        method="DELETE",
+        path="/sessions/{id}",
+        handler=sessions.delete_session,
+        summary="Soft-delete a session (hidden from lists, history kept)",
+        response=SessionOut,
+        errors=(404,),
+    ),
+    Route(
+        method="POST",
+        path="/sessions/{id}/restore",
+        handler=sessions.restore_session,
+        summary="Undo a soft delete",
+        response=SessionOut,
+        errors=(404,),
+    ),
+    Route(
+        method="GET",
+        path="/sessions/{id}/messages",
+        handler=messages.list_messages,
+        summary="A page of messages, oldest first within the page",
+        response=MessagePage,
+        query=MessageQuery,
+        errors=(400, 404, 422),
+    ),
+    Route(
+        method="POST",
+        path="/sessions/{id}/messages",
+        handler=messages.post_message,
+        summary="Send a message; the reply comes on the WebSocket and in the history",
+        response=MessageOut,
+        status=202,
+        body=PostMessage,
+        errors=(400, 404, 409, 413, 422),
+    ),
+    Route(
+        method="GET",
+        path="/ws",
+        handler=live.websocket,
+        summary="Live events (WebSocket): message.created, message.updated, session.updated",
+        response=None,
+        status=101,
+        websocket=True,
+    ),
+)
+
+
+def add_routes(api: web.Application) -> None:
+    for route in ROUTES:
+        api.router.add_route(route.method, route.path, route.handler)

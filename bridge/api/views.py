@@ -1,0 +1,140 @@
+"""Reading sessions and messages as the API shows them, and who may see which session.
+
+One place builds these views, for REST responses and live events alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, exists, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from bridge.api.models import DeliveryState, MessageOut, ParticipantOut, SessionOut
+from bridge.db.models import (
+    Agent,
+    ChatMessage,
+    ChatSession,
+    MessageState,
+    Participant,
+    SessionMember,
+)
+from bridge.tokens import Caller
+
+_PeerAgent = aliased(Agent)
+_Owner = aliased(Participant)
+_Sender = aliased(Participant)
+
+
+def visible_to(caller: Caller) -> ColumnElement[bool]:
+    """An admin sees every session; a user those they take part in."""
+    if caller.is_admin:
+        return true()
+    return exists().where(
+        SessionMember.session_id == ChatSession.id,
+        SessionMember.participant_id == caller.participant_id,
+    )
+
+
+def session_query() -> Select[ChatSession, str, str, Participant]:
+    return (
+        select(ChatSession, Agent.slug, _PeerAgent.slug, _Owner)
+        .join(Agent, Agent.id == ChatSession.agent_id)
+        .outerjoin(_PeerAgent, _PeerAgent.id == ChatSession.peer_agent_id)
+        .outerjoin(_Owner, _Owner.id == ChatSession.participant_id)
+    )
+
+
+def _participant(row: Participant | None) -> ParticipantOut | None:
+    if row is None:
+        return None
+    return ParticipantOut(
+        id=row.id, kind=row.kind, channel=row.channel, display_name=row.display_name
+    )
+
+
+def session_view(row: Any) -> SessionOut:
+    session: ChatSession = row[0]
+    return SessionOut(
+        id=session.id,
+        agent=row[1],
+        title=session.title,
+        source_channel=session.source_channel,
+        external_conv_id=session.external_conv_id,
+        is_group=session.is_group,
+        group_name=session.group_name,
+        participant=_participant(row[3]),
+        peer_agent=row[2],
+        parent_session=session.parent_session_id,
+        message_count=session.message_count,
+        created_at=session.created_at,
+        last_message_at=session.last_message_at,
+        deleted_at=session.deleted_at,
+    )
+
+
+async def find_session(db: AsyncSession, caller: Caller, session_id: int) -> SessionOut | None:
+    row = (
+        await db.execute(session_query().where(ChatSession.id == session_id, visible_to(caller)))
+    ).one_or_none()
+    return None if row is None else session_view(row)
+
+
+async def sessions_by_id(db: AsyncSession, ids: Collection[int]) -> dict[int, SessionOut]:
+    rows = await db.execute(session_query().where(ChatSession.id.in_(list(ids))))
+    return {view.id: view for view in map(session_view, rows)}
+
+
+def message_query() -> Select[ChatMessage, Participant]:
+    return select(ChatMessage, _Sender).outerjoin(
+        _Sender, _Sender.id == ChatMessage.sender_participant_id
+    )
+
+
+def _delivery(message: ChatMessage) -> DeliveryState | None:
+    if message.role == "user":
+        return None
+    if message.state == MessageState.DELIVERED:
+        return "delivered"
+    if message.state == MessageState.FAILED:
+        return "failed"
+    return "pending"
+
+
+def message_view(row: Any) -> MessageOut:
+    message: ChatMessage = row[0]
+    return MessageOut(
+        id=message.id,
+        session_id=message.session_id,
+        role=message.role,
+        content=message.content,
+        sender=_participant(row[1]),
+        state=message.state,
+        delivery=_delivery(message),
+        error=message.last_error,
+        attempts=message.attempts,
+        reply_to=message.reply_to_message_id,
+        created_at=message.created_at,
+        edited_at=message.edited_at,
+        deleted_at=message.deleted_at,
+    )
+
+
+async def messages_by_id(db: AsyncSession, ids: Collection[int]) -> dict[int, MessageOut]:
+    rows = await db.execute(message_query().where(ChatMessage.id.in_(list(ids))))
+    return {view.id: view for view in map(message_view, rows)}
+
+
+async def members_of(db: AsyncSession, session_ids: Sequence[int]) -> dict[int, set[int]]:
+    """Participant ids per session, to decide which live clients may see a change."""
+    rows = await db.execute(
+        select(SessionMember.session_id, SessionMember.participant_id).where(
+            SessionMember.session_id.in_(list(session_ids))
+        )
+    )
+    members: dict[int, set[int]] = {}
+    for session_id, participant_id in rows:
+        members.setdefault(session_id, set()).add(participant_id)
+    return members

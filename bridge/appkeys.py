@@ -1,0 +1,24 @@
+"""The keys of the app's shared resources, in one module that the app and its routes import."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bridge.agents import AgentBackend
+from bridge.directory import AgentDirectory
+from bridge.metrics import Metrics
+from bridge.pipeline import Pipeline
+from bridge.settings import Settings
+from channels.registry import RunningChannels
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+CHANNELS = web.AppKey("channels", RunningChannels)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+AGENTS = web.AppKey("agents", AgentDirectory)
+BACKENDS: web.AppKey[Mapping[str, AgentBackend]] = web.AppKey("backends")
+PIPELINE = web.AppKey("pipeline", Pipeline)

@@ -1,0 +1,175 @@
+"""The chat page end to end: real headless Chromium against a real bridge in this process.
+
+The API has its own tests; these check that the page drives it correctly (sign-in, new chat,
+sending with Enter, live replies over the WebSocket, history after a reload, phone layout).
+The default agent echoes, so every message gets its own text back as the reply.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from playwright.async_api import Browser, Locator, Page, ViewportSize, expect
+
+from bridge.settings import Settings
+from bridge.tokens import create_token
+from tests.support.browser import chromium
+from tests.support.harness import RunningBridge, make_settings, running_bridge
+
+# The page is the same whatever the database; one dialect keeps these slow tests few.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+WAIT_MS = 10_000
+DESKTOP: ViewportSize = {"width": 1200, "height": 760}
+PHONE: ViewportSize = {"width": 375, "height": 740}
+
+expect.set_options(timeout=WAIT_MS)
+
+
+@asynccontextmanager
+async def page_on(
+    bridge: RunningBridge, browser: Browser, viewport: ViewportSize
+) -> AsyncIterator[Page]:
+    """A fresh browser context (own localStorage) showing the bridge's chat page."""
+    context = await browser.new_context(viewport=viewport)
+    try:
+        page = await context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        await page.goto(f"{bridge.url}/")
+        yield page
+    finally:
+        await context.close()
+
+
+async def signed_in(page: Page) -> None:
+    """Wait until the page is past sign-in and its live connection is up."""
+    await expect(page.locator("#session-list")).to_be_attached()
+    await expect(page.locator("#connection-status")).to_have_text("live")
+
+
+async def new_chat(page: Page) -> str:
+    """Start a chat with the default agent; returns its session id."""
+    await page.click("#new-chat")
+    await expect(page.locator("#agent-select")).to_have_value("assistant")
+    await page.click("#new-chat-create")
+    await expect(page.locator("#composer")).to_be_visible()
+    match = re.fullmatch(r"#/sessions/(\d+)", await page.evaluate("location.hash"))
+    assert match is not None
+    return match.group(1)
+
+
+async def say(page: Page, *lines: str) -> None:
+    """Type ``lines`` (Shift+Enter between them), press Enter, wait for the echoed reply."""
+    composer = page.locator("#composer")
+    for index, line in enumerate(lines):
+        if index:
+            await composer.press("Shift+Enter")
+        await composer.type(line)
+    await composer.press("Enter")
+    text = "\n".join(lines)
+    await expect(composer).to_have_value("")
+    await expect(user_message(page, text)).to_have_count(1)
+    await expect(reply(page, text)).to_have_count(1)
+
+
+def user_message(page: Page, text: str) -> Locator:
+    return page.locator("#messages [data-message-id][data-role=user] .content").filter(
+        has_text=re.compile(f"^{re.escape(text)}$")
+    )
+
+
+def reply(page: Page, text: str) -> Locator:
+    return page.locator("#messages [data-message-id][data-role=assistant] .content").filter(
+        has_text=re.compile(f"^{re.escape(text)}$")
+    )
+
+
+async def test_chat_and_history_after_reload(database_url: str) -> None:
+    async with (
+        running_bridge(make_settings(database_url)) as bridge,
+        chromium() as browser,
+        page_on(bridge, browser, DESKTOP) as page,
+    ):
+        await signed_in(page)  # dev login, nothing asked
+        session_id = await new_chat(page)
+        await say(page, "Hello bridge!")
+        await say(page, "Two lines:", "the second one.")
+        screenshot = os.environ.get("BRIDGE_SCREENSHOT")
+        if screenshot:
+            await expect(page.locator("#messages .status")).to_have_count(0)  # all delivered
+            await page.screenshot(path=screenshot)
+
+        # Text is text: markup in a message must not become elements.
+        await say(page, "<b>not bold</b>")
+        assert await page.locator("#messages .content b").count() == 0
+
+        await page.goto(f"{bridge.url}/")  # a reload, without the chat in the URL
+        await signed_in(page)
+        await page.click(f'[data-session-id="{session_id}"]')
+        for text in ("Hello bridge!", "Two lines:\nthe second one.", "<b>not bold</b>"):
+            await expect(user_message(page, text)).to_have_count(1)
+            await expect(reply(page, text)).to_have_count(1)
+        messages = page.locator("#messages [data-message-id]")
+        await expect(messages).to_have_count(6)
+        roles = [await item.get_attribute("data-role") for item in await messages.all()]
+        assert roles == ["user", "assistant"] * 3  # oldest first
+
+
+async def test_phone_shows_one_pane_at_a_time(database_url: str) -> None:
+    async with (
+        running_bridge(make_settings(database_url)) as bridge,
+        chromium() as browser,
+        page_on(bridge, browser, PHONE) as page,
+    ):
+        await signed_in(page)
+        await expect(page.locator("#session-list")).to_be_visible()
+        await expect(page.locator("#conversation")).to_be_hidden()
+        session_id = await new_chat(page)
+        await say(page, "hi from a phone")
+
+        await page.click("#back")
+        item = page.locator(f'[data-session-id="{session_id}"]')
+        await expect(item).to_be_visible()
+        await expect(page.locator("#conversation")).to_be_hidden()
+
+        await item.click()
+        await expect(page.locator("#session-list")).to_be_hidden()
+        await expect(page.locator("#back")).to_be_visible()
+        await expect(reply(page, "hi from a phone")).to_be_visible()
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"]  # nothing sticks out sideways
+
+
+def without_dev_login(settings: Settings) -> Settings:
+    return settings.model_copy(update={"web": settings.web.model_copy(update={"dev_login": False})})
+
+
+async def test_token_sign_in_without_dev_login(database_url: str) -> None:
+    settings = without_dev_login(make_settings(database_url))
+    async with running_bridge(settings) as bridge, chromium() as browser:
+        token = await create_token(bridge.sessions, name="alice", admin=False)
+        async with page_on(bridge, browser, DESKTOP) as page:
+            await expect(page.locator("#signin-form")).to_be_visible()
+            await expect(page.locator("#signin")).to_contain_text("bridge token create")
+
+            await page.fill("#token-input", "brg_wrong")
+            await page.click("#signin-submit")
+            await expect(page.locator("#signin-error")).to_be_visible()
+
+            await page.fill("#token-input", token)
+            await page.click("#signin-submit")
+            await signed_in(page)
+            await expect(page.locator("#user-name")).to_have_text("alice")
+            await new_chat(page)
+            await say(page, "hello, it is alice")
+
+            await page.reload()  # the token is remembered
+            await signed_in(page)
+            await expect(reply(page, "hello, it is alice")).to_have_count(1)
+
+            await page.click("#sign-out")
+            await expect(page.locator("#signin-form")).to_be_visible()
