@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from bridge.api.cursors import MAX_ID
-from bridge.api.models import ErrorBody, LiveEvent
+from bridge.api.models import ErrorBody, LiveEvent, SessionOut
 from bridge.api.routes import PREFIX, ROUTES, Route
 
 REF = "#/components/schemas/{model}"
@@ -63,10 +63,31 @@ def _json(model: type[BaseModel]) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
 
 
+def _operation_id(route: Route) -> str:
+    name = f"{route.method.lower()}_{route.path.strip('/')}"
+    return "".join(c if c.isalnum() else "_" for c in name.replace("{", "").replace("}", ""))
+
+
+def _links(route: Route) -> dict[str, Any]:
+    """From a created session to what can be done with it (schemathesis follows these)."""
+    if route.response is not SessionOut or "{id}" in route.path:
+        return {}
+    return {
+        _operation_id(other): {
+            "operationId": _operation_id(other),
+            "parameters": {"id": "$response.body#/id"},
+        }
+        for other in ROUTES
+        if "{id}" in other.path
+    }
+
+
 def _operation(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     if route.response is not None:
         responses[str(route.status)] = {"description": "OK", "content": _json(route.response)}
+        if links := _links(route):
+            responses[str(route.status)]["links"] = links
     else:
         responses[str(route.status)] = {
             "description": "Switching to the WebSocket protocol; frames are LiveEvent objects."

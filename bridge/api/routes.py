@@ -138,6 +138,7 @@ ROUTES = (
         summary="Live events (WebSocket): message.created, message.updated, session.updated",
         response=None,
         status=101,
+        errors=(400,),
         websocket=True,
     ),
 )
