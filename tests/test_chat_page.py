@@ -13,12 +13,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from playwright.async_api import Browser, Locator, Page, ViewportSize, expect
 
 from bridge.settings import Settings
 from bridge.tokens import create_token
 from tests.support.browser import chromium
 from tests.support.harness import RunningBridge, make_settings, running_bridge
+
+try:
+    from playwright.async_api import Browser, Locator, Page, ViewportSize, expect
+except ImportError as error:  # a clear failure, not a skip: a broken page must not go unnoticed
+    raise ImportError(
+        "tests/test_chat_page.py needs the 'playwright' package (pip install playwright; "
+        "never 'playwright install': the tests use Debian's chromium)"
+    ) from error
 
 # The page is the same whatever the database; one dialect keeps these slow tests few.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -51,10 +58,11 @@ async def signed_in(page: Page) -> None:
     await expect(page.locator("#connection-status")).to_have_text("live")
 
 
-async def new_chat(page: Page) -> str:
+async def new_chat(page: Page, title: str = "") -> str:
     """Start a chat with the default agent; returns its session id."""
     await page.click("#new-chat")
     await expect(page.locator("#agent-select")).to_have_value("assistant")
+    await page.fill("#new-chat-title", title)
     await page.click("#new-chat-create")
     await expect(page.locator("#composer")).to_be_visible()
     match = re.fullmatch(r"#/sessions/(\d+)", await page.evaluate("location.hash"))
@@ -95,12 +103,12 @@ async def test_chat_and_history_after_reload(database_url: str) -> None:
         page_on(bridge, browser, DESKTOP) as page,
     ):
         await signed_in(page)  # dev login, nothing asked
-        session_id = await new_chat(page)
+        session_id = await new_chat(page, "Trying the bridge")
         await say(page, "Hello bridge!")
         await say(page, "Two lines:", "the second one.")
         screenshot = os.environ.get("BRIDGE_SCREENSHOT")
         if screenshot:
-            await expect(page.locator("#messages .status")).to_have_count(0)  # all delivered
+            await expect(page.locator("#messages .status, #typing")).to_have_count(0)  # all settled
             await page.screenshot(path=screenshot)
 
         # Text is text: markup in a message must not become elements.
@@ -109,7 +117,9 @@ async def test_chat_and_history_after_reload(database_url: str) -> None:
 
         await page.goto(f"{bridge.url}/")  # a reload, without the chat in the URL
         await signed_in(page)
-        await page.click(f'[data-session-id="{session_id}"]')
+        item = page.locator(f'[data-session-id="{session_id}"]')
+        await expect(item).to_contain_text("Trying the bridge")
+        await item.click()
         for text in ("Hello bridge!", "Two lines:\nthe second one.", "<b>not bold</b>"):
             await expect(user_message(page, text)).to_have_count(1)
             await expect(reply(page, text)).to_have_count(1)
@@ -126,7 +136,7 @@ async def test_phone_shows_one_pane_at_a_time(database_url: str) -> None:
         page_on(bridge, browser, PHONE) as page,
     ):
         await signed_in(page)
-        await expect(page.locator("#session-list")).to_be_visible()
+        await expect(page.locator("#sidebar")).to_be_visible()
         await expect(page.locator("#conversation")).to_be_hidden()
         session_id = await new_chat(page)
         await say(page, "hi from a phone")
@@ -137,7 +147,7 @@ async def test_phone_shows_one_pane_at_a_time(database_url: str) -> None:
         await expect(page.locator("#conversation")).to_be_hidden()
 
         await item.click()
-        await expect(page.locator("#session-list")).to_be_hidden()
+        await expect(page.locator("#sidebar")).to_be_hidden()
         await expect(page.locator("#back")).to_be_visible()
         await expect(reply(page, "hi from a phone")).to_be_visible()
         width = await page.evaluate("document.documentElement.scrollWidth")

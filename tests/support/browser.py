@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.postgres import PostgresUnavailable, _install_lock, _run_apt
+from tests.support.apt import AptFailed, install_lock, run_apt
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -69,18 +69,16 @@ def ensure_chromium() -> Path:
             "apt-get); install Debian's 'chromium' package"
         )
     install = [apt_get, "-q", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "chromium"]
-    with _install_lock():
+    with install_lock():
         if not _usable():  # another worker may have installed it while we waited
             try:
-                _run_apt(install)
-            except PostgresUnavailable:
+                run_apt(install)
+            except AptFailed:
                 try:
-                    _run_apt([apt_get, "-q", "update"])
-                    _run_apt(install)
-                except PostgresUnavailable as error:
-                    raise BrowserUnavailable(
-                        f"could not install chromium: {error.reason}"
-                    ) from None
+                    run_apt([apt_get, "-q", "update"])
+                    run_apt(install)
+                except AptFailed as error:
+                    raise BrowserUnavailable(f"could not install chromium: {error}") from None
     if not _usable():
         raise BrowserUnavailable(f"apt-get installed 'chromium' but {CHROMIUM} is still missing")
     return CHROMIUM

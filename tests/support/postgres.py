@@ -33,7 +33,6 @@ private directory is chowned to that user. Client tools (psql, pg_isready) stay 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pwd
 import re
@@ -43,11 +42,13 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from tests.support.apt import AptFailed, install_lock, run_apt
 
 __all__ = [
     "PostgresCluster",
@@ -127,45 +128,15 @@ def find_pg_bin() -> Path | None:
     return None
 
 
-@contextlib.contextmanager
-def _install_lock() -> Iterator[None]:
-    """Serialise apt runs between parallel pytest workers (dpkg has one global lock)."""
-    lock_path = Path(tempfile.gettempdir()) / f"{_PRIVATE_PREFIX}install.lock"
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def _run_apt(args: Sequence[str]) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        result = subprocess.run(
-            list(args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            timeout=900,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        output = exc.output if isinstance(exc.output, str) else ""
-        raise PostgresUnavailable(
-            f"`{' '.join(args)}` timed out; last output:\n{_tail(output)}"
-        ) from exc
-    if result.returncode != 0:
-        raise PostgresUnavailable(
-            f"`{' '.join(args)}` failed with exit code {result.returncode}; "
-            f"last output:\n{_tail(result.stdout)}"
-        )
+        run_apt(args)
+    except AptFailed as error:
+        raise PostgresUnavailable(str(error)) from error
 
 
 def ensure_postgres_installed() -> Path:
@@ -184,7 +155,7 @@ def ensure_postgres_installed() -> Path:
             f"{_DEBIAN_PG_ROOT}/*/bin or on PATH, and they cannot be installed "
             "automatically (needs root and apt-get); install the 'postgresql' package"
         )
-    with _install_lock():
+    with install_lock():
         found = find_pg_bin()  # another worker may have installed it while we waited
         if found is None:
             _run_apt([apt_get, "-q", "update"])

@@ -18,6 +18,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   token: localStorage.getItem(TOKEN_KEY),
+  me: null, // GET /me: whose messages are "mine" (right-aligned)
   devLoginTried: false, // dev login is tried once per page load, never in a loop
   agents: null, // cached GET /agents items
   sessions: [], // the list, most recent activity first
@@ -25,8 +26,7 @@ const state = {
   loadingMore: false,
   listGeneration: 0, // bumped on every reload so a slow, stale response is dropped
   fetchingSessions: new Set(), // ids being fetched because a live event named them
-  open: null, // {id, session, messages: Map, cursor, touched: Set, generation}
-  openGeneration: 0,
+  open: null, // the conversation shown: {id, session, messages: Map by id, cursor, touched}
   seen: loadSeen(),
 };
 
@@ -55,7 +55,8 @@ function newId() {
   b[6] = (b[6] & 0x0f) | 0x40;
   b[8] = (b[8] & 0x3f) | 0x80;
   const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  const part = (from, to) => hex.slice(from, to);
+  return `${part(0, 8)}-${part(8, 12)}-${part(12, 16)}-${part(16, 20)}-${part(20)}`;
 }
 
 function relativeTime(iso) {
@@ -174,7 +175,7 @@ async function start() {
   }
   let me;
   try {
-    me = await api("GET", "/me");
+    me = state.me = await api("GET", "/me");
   } catch (error) {
     if (!(error instanceof ApiError && error.status === 401)) {
       reportError(error);
@@ -205,6 +206,7 @@ function showSignIn(message = "") {
 function signOut({ retry = false } = {}) {
   const hadToken = Boolean(state.token);
   state.token = null;
+  state.me = null;
   localStorage.removeItem(TOKEN_KEY);
   stopLive();
   state.sessions = [];
@@ -298,6 +300,7 @@ async function onFrame(frame) {
       live.onReady?.();
       break;
     case "resumed":
+      live.lastEventId = Math.max(live.lastEventId ?? 0, frame.last_event_id ?? 0);
       setStatus("live", "live");
       break;
     case "reset": // too far behind to replay: start over from the server's current state
@@ -327,7 +330,7 @@ function applyMessage(message, created) {
     return;
   }
   if (created) session.message_count += 1; // session.updated, when it comes, has the truth
-  if (!session.last_message_at || message.created_at > session.last_message_at) {
+  if (!session.last_message_at || Date.parse(message.created_at) > activityMs(session)) {
     session.last_message_at = message.created_at;
   }
   sortSessions();
@@ -356,9 +359,11 @@ function sessionTitle(session) {
 }
 
 const activity = (s) => s.last_message_at ?? s.created_at;
+// Compared as dates, not strings: an ISO time without a fraction would sort wrongly as text.
+const activityMs = (s) => Date.parse(activity(s));
 
 function sortSessions() {
-  state.sessions.sort((a, b) => activity(b).localeCompare(activity(a)) || b.id - a.id);
+  state.sessions.sort((a, b) => activityMs(b) - activityMs(a) || b.id - a.id);
 }
 
 /** Whether the current filters would list ``session`` (mirrors the server's q/channel). */
@@ -377,7 +382,7 @@ function applySession(session) {
   if (index >= 0) list.splice(index, 1);
   const last = list.at(-1);
   // Beyond the loaded pages it will arrive with "load more"; inserting it now would duplicate it.
-  const beyondLoaded = state.sessionsCursor && last && activity(session) < activity(last);
+  const beyondLoaded = state.sessionsCursor && last && activityMs(session) < activityMs(last);
   if (matchesFilters(session) && !beyondLoaded) {
     list.push(session);
     sortSessions();
@@ -402,17 +407,19 @@ async function reloadSessions() {
   renderSessions();
 }
 
+/** The next page of the list; true if one was loaded (false: none left, or busy). */
 async function loadMoreSessions() {
-  if (!state.sessionsCursor || state.loadingMore) return;
+  if (!state.sessionsCursor || state.loadingMore) return false;
   const generation = state.listGeneration;
   state.loadingMore = true;
   try {
     const page = await api("GET", `/sessions${sessionQuery(state.sessionsCursor)}`);
-    if (generation !== state.listGeneration) return;
+    if (generation !== state.listGeneration) return false;
     const known = new Set(state.sessions.map((s) => s.id));
     state.sessions.push(...page.items.filter((s) => !known.has(s.id)));
     state.sessionsCursor = page.next_cursor;
     renderSessions();
+    return true;
   } finally {
     state.loadingMore = false;
   }
@@ -486,14 +493,12 @@ async function route() {
 }
 
 async function openSession(id) {
-  const generation = ++state.openGeneration;
   const open = {
     id,
     session: state.sessions.find((s) => s.id === id) ?? null,
     messages: new Map(),
     cursor: null,
     touched: new Set(), // ids updated live while history loads: history must not undo them
-    generation,
   };
   state.open = open;
   $("empty-state").hidden = true;
@@ -571,23 +576,45 @@ function upsertMessages(messages, { scroll = "auto" } = {}) {
   const sorted = [...open.messages.values()]
     .filter((m) => !m.deleted_at)
     .sort((a, b) => a.id - b.id);
-  $("message-list").replaceChildren(...sorted.map(messageElement));
+  const items = sorted.map(messageElement);
+  // While the agent works on an answer, show it "typing" where its reply will appear.
+  if (sorted.some(isAwaitingReply)) items.push(typingElement());
+  $("message-list").replaceChildren(...items);
   $("load-older").hidden = !open.cursor;
   if (follow) box.scrollTop = box.scrollHeight;
   else if (scroll === "keep") box.scrollTop = box.scrollHeight - fromBottom;
 }
 
+const isAwaitingReply = (m) =>
+  m.role === "user" && (m.state === "pending" || m.state === "answering");
+
+const agentSlug = () => state.open?.session?.agent ?? "assistant";
+
+function typingElement() {
+  return el(
+    "li",
+    { id: "typing", className: "message role-assistant typing", title: "thinking" },
+    el(
+      "div",
+      { className: "message-head" },
+      el("span", { className: "sender", textContent: agentSlug() }),
+    ),
+    el("div", { className: "content thinking", textContent: "…" }),
+  );
+}
+
 function messageElement(message) {
-  const agent = state.open?.session?.agent ?? "assistant";
   const sender =
     message.role === "assistant"
-      ? agent
+      ? agentSlug()
       : (message.sender?.display_name ?? (message.role === "system" ? "system" : "unknown"));
-  const waiting =
-    message.role === "user"
-      ? message.state === "pending" || message.state === "answering"
-      : message.delivery === "pending";
-  const failed = message.delivery === "failed" || (message.role === "user" && message.state === "failed");
+  // A user message waiting for its answer gets the typing bubble (see upsertMessages); an
+  // agent message still on its way to the chat gets a "…" marker of its own.
+  const delivering = message.role !== "user" && message.delivery === "pending";
+  const waiting = isAwaitingReply(message) || delivering;
+  const failed =
+    message.delivery === "failed" || (message.role === "user" && message.state === "failed");
+  const mine = state.me !== null && message.sender?.id === state.me.participant_id;
   let status = null;
   if (failed) {
     status = el("span", {
@@ -595,17 +622,23 @@ function messageElement(message) {
       title: message.error || "failed",
       textContent: "failed",
     });
-  } else if (waiting) {
+  } else if (delivering) {
     status = el("span", {
       className: "status thinking",
-      title: message.role === "user" ? "waiting for the reply" : "being delivered",
+      title: "being delivered",
       textContent: "…",
     });
   }
   return el(
     "li",
     {
-      className: `message role-${message.role}${failed ? " failed" : ""}${waiting ? " waiting" : ""}`,
+      className: [
+        "message",
+        `role-${message.role}`,
+        mine ? "mine" : "",
+        failed ? "failed" : "",
+        waiting ? "waiting" : "",
+      ].join(" "),
       dataset: {
         messageId: String(message.id),
         role: message.role,
@@ -741,7 +774,8 @@ function wire() {
   const observer = new IntersectionObserver((entries) => {
     if (!entries.some((entry) => entry.isIntersecting)) return;
     loadMoreSessions()
-      .then(() => {
+      .then((loaded) => {
+        if (!loaded) return;
         observer.unobserve(more);
         observer.observe(more);
       })
