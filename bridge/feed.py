@@ -161,7 +161,7 @@ class ChangeFeed:
                         break
                 if loop.time() >= next_prune:
                     next_prune = loop.time() + PRUNE_EVERY_SECONDS
-                    await self._prune()
+                    await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the database is away: try again at the next poll
@@ -192,7 +192,8 @@ class ChangeFeed:
             self._cursor = fresh[-1]
         return changes
 
-    async def _prune(self) -> None:
+    async def prune(self) -> int:
+        """Drop events older than the retention; a client resuming from before them resyncs."""
         async with self._sessions() as db, db.begin():
             result = await db.execute(
                 delete(CHANGES).where(CHANGES.c.created_at < utcnow() - self._retention)
@@ -200,3 +201,4 @@ class ChangeFeed:
         pruned = int(result.rowcount or 0)  # type: ignore[attr-defined]
         if pruned:
             log_event(logger, "feed.pruned", events=pruned)
+        return pruned

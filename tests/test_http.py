@@ -53,7 +53,10 @@ async def test_health_and_readiness(database_url: str) -> None:
         status, body = await get_json(f"{bridge.url}/readyz")
         assert status == 200
         assert body["database"] == "ok"
-        assert body["channels"] == {"memory/assistant": {"ready": True, "detail": ""}}
+        assert body["channels"] == {
+            "memory/assistant": {"ready": True, "detail": ""},
+            "web/assistant": {"ready": True, "detail": ""},
+        }
 
 
 async def test_readiness_reports_a_channel_that_did_not_start(database_url: str) -> None:

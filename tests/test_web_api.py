@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from sqlalchemy import delete, func, insert, select, update
 
+from bridge.api.live import LIVE
 from bridge.db.models import CHANGES, MESSAGES, ChatMessage, ChatSession, MessageState
 from bridge.events import InboundMessage, Sender
 from bridge.tokens import revoke_token
@@ -308,7 +309,7 @@ async def test_the_websocket_brings_the_reply_and_catches_up_after_a_reconnect(
             async with bridge.sessions() as db, db.begin():
                 await db.execute(delete(CHANGES).where(CHANGES.c.id <= last_seen + 1))
             await live.socket.send_json({"type": "resume", "last_event_id": last_seen})
-            await live.next(lambda f: f["type"] == "reset")
+            await live.next(lambda f: f["type"] == "reset", within=3)
 
 
 async def test_a_revoked_token_stops_at_once_also_on_an_open_socket(database_url: str) -> None:
@@ -374,3 +375,59 @@ async def test_bad_input_is_refused_with_a_json_error_and_nothing_stored(
         async with alice.http.get(bridge.url + "/api/v1/sessions") as response:
             assert response.status == 401
         assert await _counts(bridge) == before
+
+
+async def test_old_events_are_pruned_and_a_resume_from_before_them_resyncs(
+    database_url: str,
+) -> None:
+    async with (
+        running_bridge(make_settings(database_url)) as bridge,
+        api_clients(bridge.url, bridge.sessions, "alice") as users,
+    ):
+        alice = users["alice"]
+        session = await alice.new_session()
+        async with alice.live() as live:
+            sent = await alice.say(session["id"], "one")
+            await live.reply_to(sent["id"])
+            old_point = max(f["id"] for f in live.frames if "id" in f)
+        await alice.say(session["id"], "two")
+        async with bridge.sessions() as db, db.begin():
+            await db.execute(update(CHANGES).values(created_at=datetime(2020, 1, 1, tzinfo=UTC)))
+        assert await bridge.app[LIVE].feed.prune() > 0
+        async with alice.live() as live:
+            await live.socket.send_json({"type": "resume", "last_event_id": old_point})
+            await live.next(lambda f: f["type"] == "reset", within=3)
+
+
+async def test_an_agent_can_be_kept_off_the_web(database_url: str) -> None:
+    settings = make_settings(
+        database_url,
+        agents=[
+            {"slug": "assistant", "memory": {}},
+            {"slug": "private", "web": {"enabled": False}},
+        ],
+    )
+    async with (
+        running_bridge(settings) as bridge,
+        api_clients(bridge.url, bridge.sessions, "alice") as users,
+    ):
+        alice = users["alice"]
+        (await alice.post("/sessions", {"agent": "private"})).error(409, "channel_disabled")
+        assert (await alice.new_session(agent="assistant"))["agent"] == "assistant"
+
+
+async def test_local_sign_in_only_on_a_loopback_only_bridge(database_url: str) -> None:
+    public = make_settings(database_url)
+    public = public.model_copy(update={"http": public.http.model_copy(update={"host": "0.0.0.0"})})
+    async with running_bridge(public) as bridge, aiohttp.ClientSession() as http:
+        async with http.post(bridge.url + "/api/v1/auth/dev-login") as response:
+            assert response.status == 403
+            assert (await response.json())["error"]["code"] == "dev_login_disabled"
+    async with (
+        running_bridge(make_settings(database_url)) as bridge,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.post(bridge.url + "/api/v1/auth/dev-login") as response:
+            token = (await response.json())["token"]
+        me = ApiClient(http=http, base_url=bridge.url, token=token)
+        assert (await me.get("/me")).ok()["is_admin"] is True

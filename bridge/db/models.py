@@ -218,7 +218,8 @@ class ChangeEvent(Base):
     any process can stream it and a reconnecting client can catch up from an event id."""
 
     __tablename__ = "change_events"
-    __table_args__ = (Index(None, "created_at"),)
+    # Ids are what clients resume from: SQLite must never hand out a pruned id again.
+    __table_args__ = (Index(None, "created_at"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))

@@ -25,6 +25,8 @@ def upgrade() -> None:
         sa.Column("message_id", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_change_events")),
+        # Clients resume from these ids: SQLite must never reuse a pruned one.
+        sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_change_events_created_at"), "change_events", ["created_at"])
 
