@@ -419,15 +419,18 @@ async def test_an_agent_can_be_kept_off_the_web(database_url: str) -> None:
 async def test_local_sign_in_only_on_a_loopback_only_bridge(database_url: str) -> None:
     public = make_settings(database_url)
     public = public.model_copy(update={"http": public.http.model_copy(update={"host": "0.0.0.0"})})
-    async with running_bridge(public) as bridge, aiohttp.ClientSession() as http:
-        async with http.post(bridge.url + "/api/v1/auth/dev-login") as response:
-            assert response.status == 403
-            assert (await response.json())["error"]["code"] == "dev_login_disabled"
+    async with (
+        running_bridge(public) as bridge,
+        aiohttp.ClientSession() as http,
+        http.post(bridge.url + "/api/v1/auth/dev-login") as refused,
+    ):
+        assert refused.status == 403
+        assert (await refused.json())["error"]["code"] == "dev_login_disabled"
     async with (
         running_bridge(make_settings(database_url)) as bridge,
         aiohttp.ClientSession() as http,
     ):
-        async with http.post(bridge.url + "/api/v1/auth/dev-login") as response:
-            token = (await response.json())["token"]
+        async with http.post(bridge.url + "/api/v1/auth/dev-login") as signed_in:
+            token = (await signed_in.json())["token"]
         me = ApiClient(http=http, base_url=bridge.url, token=token)
         assert (await me.get("/me")).ok()["is_admin"] is True
