@@ -68,11 +68,14 @@ class IngestResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageEdit:
-    """A user edited (``text`` set) or deleted (``text`` None) a message the bridge stored."""
+    """A user edited (``text`` set) or deleted (``text`` None) a message the bridge stored.
+
+    ``external_conv_id`` None: the message id alone identifies it among the agent's sessions on
+    ``channel`` (platforms whose message ids are unique, such as Discord's snowflakes)."""
 
     channel: str
     agent_slug: str
-    external_conv_id: str
+    external_conv_id: str | None
     external_message_id: str
     text: str | None
 

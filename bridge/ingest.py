@@ -216,9 +216,11 @@ class Ingestor:
             if edit.text is None
             else {"content": edit.text, "edited_at": now, "updated_at": now}
         )
-        in_session = select(ChatSession.id).where(
-            ChatSession.agent_id == agent.id,
-            ChatSession.external_conv_id == edit.external_conv_id,
+        in_session = select(ChatSession.id).where(ChatSession.agent_id == agent.id)
+        in_session = in_session.where(
+            ChatSession.source_channel == edit.channel
+            if edit.external_conv_id is None
+            else ChatSession.external_conv_id == edit.external_conv_id
         )
         async with self._sessions() as db, db.begin():
             changed = (

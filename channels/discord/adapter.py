@@ -1,0 +1,371 @@
+"""The Discord channel's I/O: one supervised discord.py client per agent, and replies.
+
+The gateway has no acknowledgement and replays events after a RESUME, so every message goes
+through ingest, whose unique key on the message id turns a replay into a no-op, also across
+processes. A crashed or disconnected client is restarted with backoff; a fatal close (bad
+token, privileged intent not enabled) is not retried but reported in /readyz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import discord
+import discord.gateway
+import discord.http
+import yarl
+
+from bridge.events import Attachment, MessageEdit, Reply
+from bridge.ingest import InvalidMessage
+from bridge.logs import log_event
+from bridge.settings import AgentSettings
+from channels.base import ApplyEdit, ChannelStatus, DeliveryError, Ingest
+from channels.discord.inbound import CHANNEL, Ignored, SeenMessage, classify, without_bot_mention
+from channels.discord.outbound import delivery_error, part_nonce, reply_parts
+from channels.discord.settings import DiscordChannelSettings
+
+logger = logging.getLogger(__name__)
+
+FATAL_CLOSE_CODES = {
+    4004: "the bot token was refused (close 4004): check bot_token",
+    4010: "invalid shard (close 4010): check shard_ids and shard_count",
+    4011: "sharding required (close 4011): set shard_ids and shard_count",
+    4012: "invalid API version (close 4012): check gateway_url",
+    4013: "invalid intents (close 4013)",
+    4014: (
+        "privileged intent not enabled (close 4014): enable MESSAGE CONTENT INTENT under "
+        "Bot > Privileged Gateway Intents in the Discord Developer Portal"
+    ),
+}
+INGEST_RETRY_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
+"""The gateway cannot redeliver: a message whose store fails is retried for about a minute."""
+TYPING_MAX_SECONDS = 120.0
+
+
+def intents() -> discord.Intents:
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True
+    return wanted
+
+
+def use_endpoints(settings: DiscordChannelSettings) -> None:
+    """discord.py keeps its REST base and gateway in class attributes: one per process."""
+    base = settings.api_base_url.rstrip("/")
+    current = discord.http.Route.BASE
+    if current not in (base, "https://discord.com/api/v10"):
+        raise RuntimeError(
+            f"discord.api_base_url {base!r} differs from another agent's {current!r}; "
+            "all Discord agents of one process must use the same server"
+        )
+    discord.http.Route.BASE = base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+
+
+class DiscordChannel:
+    name = CHANNEL
+
+    def __init__(
+        self,
+        *,
+        agent: AgentSettings,
+        settings: DiscordChannelSettings,
+        ingest: Ingest,
+        edit: ApplyEdit,
+    ) -> None:
+        self._agent = agent
+        self._settings = settings
+        self._ingest = ingest
+        self._edit = edit
+        self._client: discord.Client | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._ready = False
+        self._fatal: str | None = None
+        self._last_error = "connecting"
+        self._typing: dict[str, asyncio.Task[None]] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        use_endpoints(self._settings)
+        self._stopping.clear()
+        self._supervisor = asyncio.create_task(self._supervise(), name="bridge-discord-client")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        client = self._client
+        if client is not None and not client.is_closed():
+            await client.close()
+        if self._supervisor is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        for task in self._typing.values():
+            task.cancel()
+        await asyncio.gather(*self._typing.values(), return_exceptions=True)
+        self._typing.clear()
+
+    def status(self) -> ChannelStatus:
+        if self._fatal is not None:
+            return ChannelStatus(ready=False, detail=self._fatal)
+        if self._ready:
+            return ChannelStatus(ready=True)
+        return ChannelStatus(ready=False, detail=self._last_error)
+
+    def _build_client(self) -> discord.Client:
+        options: dict[str, Any] = {"intents": intents(), "max_ratelimit_timeout": 30.0}
+        if self._settings.shard_ids is not None:
+            client: discord.Client = discord.AutoShardedClient(
+                shard_ids=self._settings.shard_ids,
+                shard_count=self._settings.shard_count,
+                **options,
+            )
+        elif self._settings.shard_count is not None:
+            client = discord.Client(shard_id=0, shard_count=self._settings.shard_count, **options)
+        else:
+            client = discord.Client(**options)
+        # discord.py dispatches ``on_<event>`` looked up on the client; composition, not a
+        # subclass, keeps its types here.
+        for event, handler in (
+            ("on_ready", self._on_ready),
+            ("on_resumed", self._on_ready),
+            ("on_disconnect", self._on_disconnect),
+            ("on_message", self._on_message),
+            ("on_raw_message_edit", self._on_raw_edit),
+            ("on_raw_message_delete", self._on_raw_delete),
+        ):
+            setattr(client, event, handler)
+        return client
+
+    async def _supervise(self) -> None:
+        delay = 1.0
+        while not self._stopping.is_set():
+            client = self._build_client()
+            self._client = client
+            try:
+                await client.start(self._settings.bot_token.get_secret_value())
+                if self._stopping.is_set():
+                    return
+                problem = "the gateway connection ended"
+            except discord.LoginFailure:
+                self._give_up("the bot token was refused (401): check bot_token")
+                return
+            except discord.PrivilegedIntentsRequired:
+                self._give_up(FATAL_CLOSE_CODES[4014])
+                return
+            except discord.ConnectionClosed as error:
+                if error.code in FATAL_CLOSE_CODES:
+                    self._give_up(FATAL_CLOSE_CODES[error.code])
+                    return
+                problem = f"gateway closed with {error.code}"
+            except Exception as error:  # a crash in discord.py: restart it
+                problem = f"{type(error).__name__}: {error}"
+            finally:
+                self._ready = False
+                if not client.is_closed():
+                    await client.close()
+            self._last_error = f"restarting after: {problem}"
+            log_event(
+                logger,
+                "discord.restarting",
+                level=logging.WARNING,
+                agent=self._agent.slug,
+                error=problem,
+                retry_in=f"{delay:.0f}",
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+            delay = min(delay * 2, self._settings.restart_max_seconds)
+
+    def _give_up(self, reason: str) -> None:
+        self._fatal = reason
+        log_event(
+            logger, "discord.fatal", level=logging.ERROR, agent=self._agent.slug, error=reason
+        )
+
+    # --- inbound -------------------------------------------------------------------------
+
+    async def _on_ready(self, *_args: object) -> None:
+        self._ready = True
+        self._last_error = ""
+        client = self._client
+        user = client.user if client is not None else None
+        log_event(logger, "discord.ready", agent=self._agent.slug, bot=user.id if user else None)
+
+    async def _on_disconnect(self) -> None:
+        self._ready = False
+        self._last_error = "reconnecting to the gateway"
+
+    async def _on_message(self, message: discord.Message) -> None:
+        client = self._client
+        if client is None or client.user is None:
+            return
+        bot_id = str(client.user.id)
+        found = classify(
+            _seen(message, client.user),
+            agent_slug=self._agent.slug,
+            bot_id=bot_id,
+            require_mention=self._settings.require_mention,
+        )
+        if isinstance(found, Ignored):
+            logger.debug("discord message %s ignored: %s", message.id, found.reason)
+            return
+        result = None
+        for wait in (*INGEST_RETRY_SECONDS, None):
+            try:
+                result = await self._ingest(found)
+                break
+            except InvalidMessage as error:
+                log_event(logger, "discord.invalid", level=logging.WARNING, error=str(error))
+                return
+            except Exception as error:
+                if wait is None:
+                    log_event(
+                        logger,
+                        "discord.message_lost",
+                        level=logging.ERROR,
+                        agent=self._agent.slug,
+                        message=message.id,
+                        error=str(error),
+                    )
+                    return
+                await asyncio.sleep(wait)
+        if result is not None and not result.duplicate and not result.ignored:
+            self._start_typing(message.channel)
+
+    async def _on_raw_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        data = payload.data
+        client = self._client
+        author = data.get("author") or {}
+        if "content" not in data or client is None or client.user is None or author.get("bot"):
+            return
+        await self._edit(
+            MessageEdit(
+                channel=CHANNEL,
+                agent_slug=self._agent.slug,
+                external_conv_id=None,
+                external_message_id=str(payload.message_id),
+                text=without_bot_mention(str(data["content"]), str(client.user.id)),
+            )
+        )
+
+    async def _on_raw_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self._edit(
+            MessageEdit(
+                channel=CHANNEL,
+                agent_slug=self._agent.slug,
+                external_conv_id=None,
+                external_message_id=str(payload.message_id),
+                text=None,
+            )
+        )
+
+    # --- typing --------------------------------------------------------------------------
+
+    def _start_typing(self, channel: discord.abc.Messageable) -> None:
+        key = str(getattr(channel, "id", ""))
+        running = self._typing.get(key)
+        if not key or (running is not None and not running.done()):
+            return
+        self._typing[key] = asyncio.create_task(_keep_typing(channel), name="bridge-discord-typing")
+
+    def _stop_typing(self, channel_id: str) -> None:
+        task = self._typing.pop(channel_id, None)
+        if task is not None:
+            task.cancel()
+
+    # --- outbound ------------------------------------------------------------------------
+
+    async def send(self, reply: Reply) -> Sequence[str]:
+        client = self._client
+        if client is None or client.is_closed() or client.user is None:
+            raise DeliveryError("the Discord client is not connected yet", retry_after=5.0)
+        target = reply.reply_target
+        channel_id = target["channel_id"]
+        guild_id = int(target["guild_id"]) if target.get("guild_id") else None
+        channel = client.get_partial_messageable(int(channel_id), guild_id=guild_id)
+        ids: list[str] = []
+        try:
+            for index, part in enumerate(reply_parts(reply.text)):
+                reference = None
+                if index == 0 and target.get("message_id"):
+                    reference = discord.MessageReference(
+                        message_id=int(target["message_id"]),
+                        channel_id=int(channel_id),
+                        guild_id=guild_id,
+                        fail_if_not_exists=False,
+                    )
+                sent = await channel.send(
+                    part,
+                    reference=reference,  # type: ignore[arg-type]
+                    nonce=part_nonce(reply.delivery_key, index),
+                    allowed_mentions=discord.AllowedMentions(replied_user=False),
+                )
+                ids.append(str(sent.id))
+        except Exception as error:
+            failure = delivery_error(error)
+            if ids:  # some parts are out: the retry's nonces keep them from doubling
+                failure.in_doubt = True
+            raise failure from error
+        finally:
+            self._stop_typing(channel_id)
+        return ids
+
+
+async def _keep_typing(channel: discord.abc.Messageable) -> None:
+    """The indicator lasts ten seconds per call; discord.py repeats it while the block runs."""
+    with contextlib.suppress(discord.DiscordException, OSError):
+        async with channel.typing():
+            await asyncio.sleep(TYPING_MAX_SECONDS)
+
+
+def _seen(message: discord.Message, bot: discord.ClientUser) -> SeenMessage:
+    channel = message.channel
+    guild = message.guild
+    attachments = tuple(
+        Attachment(name=a.filename, mime_type=a.content_type, size=a.size, url=a.url)
+        for a in message.attachments
+    )
+    common: dict[str, Any] = {
+        "message_id": str(message.id),
+        "channel_id": str(channel.id),
+        "author_id": str(message.author.id),
+        "author_name": message.author.display_name,
+        "author_is_bot": message.author.bot,
+        "content": message.content,
+        "mentions_bot": any(user.id == bot.id for user in message.mentions)
+        or f"<@{bot.id}>" in message.content
+        or f"<@!{bot.id}>" in message.content,
+        "attachments": attachments,
+    }
+    known_guild_id = guild.id if guild is not None else getattr(channel, "guild_id", None)
+    if isinstance(channel, discord.DMChannel) or known_guild_id is None:
+        return SeenMessage(kind="dm", **common)
+    guild_id = str(known_guild_id)
+    guild_name = guild.name if guild is not None else None
+    if isinstance(channel, discord.Thread):
+        parent = channel.parent
+        return SeenMessage(
+            kind="thread",
+            guild_id=guild_id,
+            guild_name=guild_name,
+            channel_name=channel.name,
+            parent_channel_id=str(channel.parent_id),
+            parent_channel_name=getattr(parent, "name", None),
+            **common,
+        )
+    return SeenMessage(
+        kind="text",
+        guild_id=guild_id,
+        guild_name=guild_name,
+        channel_name=getattr(channel, "name", None),
+        **common,
+    )

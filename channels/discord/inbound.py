@@ -1,0 +1,98 @@
+"""A Discord message, already read off discord.py's objects, as an InboundMessage or a reason
+to ignore it. Pure: no I/O, no discord.py types, so every rule is tested directly."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bridge.events import Attachment, InboundMessage, Sender
+
+CHANNEL = "discord"
+
+ChannelKind = Literal["dm", "text", "thread"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeenMessage:
+    message_id: str
+    channel_id: str
+    kind: ChannelKind
+    author_id: str
+    author_name: str
+    author_is_bot: bool
+    content: str
+    mentions_bot: bool
+    guild_id: str | None = None
+    guild_name: str | None = None
+    channel_name: str | None = None
+    parent_channel_id: str | None = None
+    parent_channel_name: str | None = None
+    attachments: tuple[Attachment, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    reason: str
+
+
+def without_bot_mention(content: str, bot_id: str) -> str:
+    return re.sub(rf"<@!?{re.escape(bot_id)}>", "", content).strip()
+
+
+def group_name(channel_name: str | None, guild_name: str | None) -> str | None:
+    if channel_name is None:
+        return None
+    return f"#{channel_name} in {guild_name}" if guild_name else f"#{channel_name}"
+
+
+def classify(
+    seen: SeenMessage, *, agent_slug: str, bot_id: str, require_mention: bool
+) -> InboundMessage | Ignored:
+    if seen.author_id == bot_id:
+        return Ignored("own message")
+    if seen.author_is_bot:
+        return Ignored("bot author")
+    text = without_bot_mention(seen.content, bot_id)
+    if not text and not seen.attachments:
+        return Ignored("no text")
+
+    def message(conversation: str, **group: object) -> InboundMessage:
+        return InboundMessage(
+            channel=CHANNEL,
+            agent_slug=agent_slug,
+            external_conv_id=conversation,
+            external_message_id=seen.message_id,
+            sender=Sender(external_id=seen.author_id, display_name=seen.author_name),
+            text=text,
+            attachments=seen.attachments,
+            reply_target={
+                "channel_id": seen.channel_id,
+                "message_id": seen.message_id,
+                "guild_id": seen.guild_id or "",
+            },
+            **group,  # type: ignore[arg-type]
+        )
+
+    if seen.kind == "dm" or seen.guild_id is None:
+        return message(f"{CHANNEL}:dm:{seen.author_id}")
+    addressed = seen.mentions_bot or not require_mention
+    if seen.kind == "thread" and seen.parent_channel_id is not None:
+        # A thread is its own session under its channel's; once the agent is in it, follow-ups
+        # need no mention (checked in the database at ingest).
+        return message(
+            f"{CHANNEL}:{seen.guild_id}:{seen.channel_id}",
+            parent_conv_id=f"{CHANNEL}:{seen.guild_id}:{seen.parent_channel_id}",
+            is_group=True,
+            group_name=group_name(seen.parent_channel_name, seen.guild_name),
+            title=seen.channel_name,
+            only_if_engaged=not addressed,
+        )
+    if not addressed:
+        return Ignored("not mentioned")
+    return message(
+        f"{CHANNEL}:{seen.guild_id}:{seen.channel_id}",
+        is_group=True,
+        group_name=group_name(seen.channel_name, seen.guild_name),
+    )
