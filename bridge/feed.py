@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.db.models import CHANGES, utcnow
 from bridge.logs import log_event
+from bridge.tasks import cancel_and_wait
 from bridge.wakeups import WorkSignals, notify_in_transaction
 
 logger = logging.getLogger(__name__)
@@ -120,11 +121,8 @@ class ChangeFeed:
         self._task = asyncio.create_task(self._run(), name="bridge-change-feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def since(self, after: int) -> list[Change] | None:
         """Changes after ``after`` (and the very recent ones, for late commits) for a client

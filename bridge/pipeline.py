@@ -9,7 +9,6 @@ which runs in one process).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -28,6 +27,7 @@ from bridge.ingest import Ingestor
 from bridge.logs import log_event
 from bridge.metrics import Metrics
 from bridge.settings import Settings
+from bridge.tasks import cancel_and_wait
 from bridge.wakeups import PostgresListener, WorkSignals
 from bridge.workers import WorkContext, WorkerPool
 
@@ -107,9 +107,7 @@ class Pipeline:
             return
         grace = self._settings.shutdown_grace_seconds
         await asyncio.gather(*(pool.stop(grace_seconds=grace) for pool in self._pools))
-        self._renewal.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._renewal
+        await cancel_and_wait(self._renewal)
         self._renewal = None
         if self._listener is not None:
             await self._listener.stop()

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.logs import log_event
+from bridge.tasks import cancel_and_wait
 
 NOTIFY_CHANNEL = "bridge_work"
 logger = logging.getLogger(__name__)
@@ -84,11 +85,8 @@ class PostgresListener:
         self._task = asyncio.create_task(self._run(), name="bridge-pg-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._signals.wake(payload)

@@ -20,6 +20,7 @@ from bridge.directory import AgentDirectory
 from bridge.logs import log_event
 from bridge.metrics import Metrics
 from bridge.settings import PipelineSettings
+from bridge.tasks import cancel_and_wait
 from bridge.wakeups import WorkSignals
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,8 @@ class WorkerPool:
     async def stop(self, *, grace_seconds: float) -> None:
         """Stop claiming, let running work finish for ``grace_seconds``, cancel the rest."""
         self._stopping = True
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
+        await cancel_and_wait(self._loop_task)
+        self._loop_task = None
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace_seconds)
         for task in list(self._tasks):

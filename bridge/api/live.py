@@ -8,7 +8,6 @@ so a frame received twice is harmless; each connection still sends an event id o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
@@ -23,6 +22,7 @@ from bridge.api.http import caller_of
 from bridge.api.views import members_of, messages_by_id, sessions_by_id
 from bridge.feed import Change, ChangeFeed
 from bridge.logs import log_event
+from bridge.tasks import cancel_and_wait
 from bridge.tokens import Caller, active_token_ids
 from bridge.wakeups import WorkSignals
 
@@ -193,9 +193,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             await _on_client_frame(hub, client, frame.data)
     finally:
         hub.remove(client)
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
+        await cancel_and_wait(sender)
         log_event(logger, "live.disconnected", user=client.caller.user)
     return socket
 

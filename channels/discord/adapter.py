@@ -247,26 +247,22 @@ class DiscordChannel:
         author = data.get("author") or {}
         if "content" not in data or client is None or client.user is None or author.get("bot"):
             return
-        await self._edit(
-            MessageEdit(
-                channel=CHANNEL,
-                agent_slug=self._agent.slug,
-                external_conv_id=None,
-                external_message_id=str(payload.message_id),
-                text=without_bot_mention(str(data["content"]), str(client.user.id)),
-            )
-        )
+        text = without_bot_mention(str(data["content"]), str(client.user.id))
+        await self._apply_edit(payload.message_id, text)
 
     async def _on_raw_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        await self._edit(
-            MessageEdit(
-                channel=CHANNEL,
-                agent_slug=self._agent.slug,
-                external_conv_id=None,
-                external_message_id=str(payload.message_id),
-                text=None,
-            )
+        await self._apply_edit(payload.message_id, None)
+
+    async def _apply_edit(self, message_id: int, text: str | None) -> None:
+        """Message ids are unique across Discord: no conversation needed to find it."""
+        edit = MessageEdit(
+            channel=CHANNEL,
+            agent_slug=self._agent.slug,
+            external_conv_id=None,
+            external_message_id=str(message_id),
+            text=text,
         )
+        await self._edit(edit)
 
     # --- typing --------------------------------------------------------------------------
 

@@ -86,6 +86,11 @@ class LiveSocket:
         self.frames: list[dict[str, Any]] = []
         self.ready: dict[str, Any] = {}
 
+    @property
+    def last_event_id(self) -> int:
+        """The highest event id received: what a reconnecting client resumes from."""
+        return max(f["id"] for f in self.frames if "id" in f)
+
     async def next(
         self, match: Callable[[dict[str, Any]], bool], *, within: float = 10.0
     ) -> dict[str, Any]:
