@@ -1,0 +1,283 @@
+"""The Discord channel end to end: the real discord.py client in the bridge against a strict
+local fake of Discord's REST API and gateway, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import discord.gateway
+import discord.http
+import pytest
+from sqlalchemy import select
+
+from bridge.db.models import ChatSession, MessageState
+from tests.fakes.discord import (
+    DEFAULT_CHANNEL_ID,
+    DEFAULT_GUILD_ID,
+    DEFAULT_THREAD_ID,
+    DEFAULT_USER_ID,
+    FakeChannel,
+    FakeDiscord,
+    FakeGuild,
+    shard_for,
+)
+from tests.support.harness import RunningBridge, make_settings, running_bridge
+from tests.support.processes import bridge_database, serving_bridge, wait_until, write_toml
+
+BOT_MENTION_FREE = "what's the weather in Berlin?"
+
+
+@pytest.fixture(autouse=True)
+def _restore_discord_endpoints(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The channel points discord.py's class-level endpoints at the configured server; put the
+    real ones back after each test."""
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+    )
+    yield
+
+
+def discord_section(fake: FakeDiscord, **extra: Any) -> dict[str, Any]:
+    return {
+        "bot_token": fake.token,
+        "api_base_url": fake.api_base_url,
+        "gateway_url": fake.gateway_url,
+        "restart_max_seconds": 1,
+        **extra,
+    }
+
+
+@asynccontextmanager
+async def discord_bridge(
+    database_url: str, fake: FakeDiscord, **extra: Any
+) -> AsyncIterator[RunningBridge]:
+    settings = make_settings(
+        database_url, agents=[{"slug": "assistant", "discord": discord_section(fake, **extra)}]
+    )
+    async with running_bridge(settings) as bridge:
+        await fake.wait_identified(timeout=10)
+        yield bridge
+
+
+async def _sessions(bridge: RunningBridge) -> dict[str, ChatSession]:
+    async with bridge.sessions() as db:
+        found = (await db.execute(select(ChatSession))).scalars()
+        return {session.external_conv_id: session for session in found}
+
+
+async def _stored(bridge: RunningBridge) -> list[tuple[str, str]]:
+    return [(m.role, m.content) for m in await bridge.messages()]
+
+
+async def test_a_dm_is_answered_with_a_reply_to_it(database_url: str) -> None:
+    async with FakeDiscord() as fake, discord_bridge(database_url, fake) as bridge:
+        dm = fake.create_dm_channel(DEFAULT_USER_ID)
+        asked = await fake.send_message(channel_id=dm, content="hello in private")
+        post = await fake.next_post(timeout=10)
+        assert post["channel_id"] == dm and post["content"] == "hello in private"
+        assert post["message_reference"]["message_id"] == asked["id"]
+        assert post["author"]["id"] == fake.bot.id
+        (session,) = (await _sessions(bridge)).values()
+        assert session.external_conv_id == f"discord:dm:{DEFAULT_USER_ID}"
+        assert not session.is_group
+        assert dm in fake.typing
+
+
+async def test_a_mention_in_a_channel_is_answered_there_and_a_plain_message_is_not(
+    database_url: str,
+) -> None:
+    async with FakeDiscord() as fake, discord_bridge(database_url, fake) as bridge:
+        await fake.send_message(content="nobody asked you", mentions_bot=False)
+        asked = await fake.send_message(content=BOT_MENTION_FREE, mentions_bot=True)
+        post = await fake.next_post(timeout=10)
+        assert post["content"] == BOT_MENTION_FREE
+        assert post["channel_id"] == DEFAULT_CHANNEL_ID
+        assert post["message_reference"]["message_id"] == asked["id"]
+        await fake.expect_no_post(within=0.5)
+        assert await _stored(bridge) == [
+            ("user", BOT_MENTION_FREE),
+            ("assistant", BOT_MENTION_FREE),
+        ]
+        (session,) = (await _sessions(bridge)).values()
+        assert session.external_conv_id == f"discord:{DEFAULT_GUILD_ID}:{DEFAULT_CHANNEL_ID}"
+        assert session.is_group and session.group_name.startswith("#")
+
+
+async def test_a_thread_the_bot_answered_needs_no_mention_and_bots_are_ignored(
+    database_url: str,
+) -> None:
+    async with FakeDiscord() as fake, discord_bridge(database_url, fake) as bridge:
+        await fake.send_message(channel_id=DEFAULT_THREAD_ID, content="anyone?")
+        await fake.send_message(
+            channel_id=DEFAULT_THREAD_ID,
+            content="from a bot",
+            bot=True,
+            author_id="99",
+            author_name="otherbot",
+            mentions_bot=True,
+        )
+        await fake.expect_no_post(within=0.5)
+        await fake.send_message(channel_id=DEFAULT_THREAD_ID, content="first", mentions_bot=True)
+        assert (await fake.next_post(timeout=10))["channel_id"] == DEFAULT_THREAD_ID
+        await fake.send_message(channel_id=DEFAULT_THREAD_ID, content="follow-up")
+        follow_up = await fake.next_post(timeout=10)
+        assert follow_up["content"] == "follow-up"
+        assert follow_up["channel_id"] == DEFAULT_THREAD_ID
+        await fake.expect_no_post(within=0.5)
+        assert [content for _, content in await _stored(bridge)] == [
+            "first",
+            "first",
+            "follow-up",
+            "follow-up",
+        ]
+        sessions = await _sessions(bridge)
+        thread = sessions[f"discord:{DEFAULT_GUILD_ID}:{DEFAULT_THREAD_ID}"]
+        parent = sessions[f"discord:{DEFAULT_GUILD_ID}:{DEFAULT_CHANNEL_ID}"]
+        assert thread.parent_session_id == parent.id and thread.is_group
+
+
+async def test_a_long_reply_is_split_into_parts_of_at_most_2000_characters(
+    database_url: str,
+) -> None:
+    text = "\n".join(f"line {i:03d} " + "y" * 60 for i in range(80))
+    assert len(text) > 4000
+    async with FakeDiscord() as fake, discord_bridge(database_url, fake):
+        await fake.send_message(content=text, mentions_bot=True)
+        parts = [await fake.next_post(timeout=10) for _ in range(3)]
+        await fake.expect_no_post(within=0.5)
+        assert all(len(p["content"]) <= 2000 for p in parts)
+        assert "\n".join(p["content"] for p in parts) == text
+        assert "message_reference" in parts[0]
+        assert all("message_reference" not in p for p in parts[1:])
+
+
+async def test_a_429_is_waited_out_and_the_reply_posted_once(database_url: str) -> None:
+    async with FakeDiscord() as fake, discord_bridge(database_url, fake) as bridge:
+        fake.fail_next_posts(1, status=429, retry_after=0.3)
+        asked = await fake.send_message(content="patience", mentions_bot=True)
+        post = await fake.next_post(timeout=10)
+        assert post["content"] == "patience"
+        await fake.expect_no_post(within=0.7)
+        assert len(fake.requests_to("POST", r"/api/v10/channels/\d+/messages")) == 2
+        stored = await bridge.messages()
+        assert stored[-1].state == MessageState.DELIVERED
+        assert stored[-1].platform_message_ids == [post["id"]]
+        assert stored[0].external_message_id == asked["id"]
+
+
+async def test_a_replayed_message_after_a_resume_is_answered_once(database_url: str) -> None:
+    async with (
+        FakeDiscord(echo_own_messages=False) as fake,
+        discord_bridge(database_url, fake) as bridge,
+    ):
+        await fake.send_message(content="only once", mentions_bot=True)
+        await fake.next_post(timeout=10)
+        await bridge.reply_to((await bridge.messages())[0].id, state=MessageState.DELIVERED)
+        await fake.force_resume_replaying_last(1)
+        await fake.wait_resumed(timeout=10)
+        await wait_until(lambda: any(r.replayed for r in fake.resumes), within=10)
+        await fake.expect_no_post(within=1.0)
+        assert await _stored(bridge) == [("user", "only once"), ("assistant", "only once")]
+
+
+async def test_an_edit_and_a_delete_update_the_stored_message(database_url: str) -> None:
+    async with FakeDiscord() as fake, discord_bridge(database_url, fake) as bridge:
+        asked = await fake.send_message(content="tyop", mentions_bot=True)
+        await fake.next_post(timeout=10)
+        await fake.edit_message(
+            channel_id=DEFAULT_CHANNEL_ID, message_id=asked["id"], content="typo"
+        )
+
+        async def edited() -> bool:
+            first = (await bridge.messages())[0]
+            return first.content == "typo" and first.edited_at is not None
+
+        await wait_until(edited, within=10)
+        await fake.delete_message(channel_id=DEFAULT_CHANNEL_ID, message_id=asked["id"])
+
+        async def deleted() -> bool:
+            return (await bridge.messages())[0].deleted_at is not None
+
+        await wait_until(deleted, within=10)
+        await fake.expect_no_post(within=0.3)
+
+
+async def test_a_missing_privileged_intent_is_reported_in_readyz(database_url: str) -> None:
+    async with FakeDiscord(message_content_allowed=False) as fake:
+        settings = make_settings(
+            database_url, agents=[{"slug": "assistant", "discord": discord_section(fake)}]
+        )
+        async with running_bridge(settings) as bridge, aiohttp.ClientSession() as http:
+
+            async def reported() -> bool:
+                async with http.get(bridge.url + "/readyz") as response:
+                    body = await response.json()
+                    detail = body["channels"]["discord/assistant"]["detail"]
+                    return response.status == 503 and "MESSAGE CONTENT" in detail
+
+            await wait_until(reported, within=10)
+            identifies = fake.identify_count()
+            await fake.expect_no_post(within=1.5)
+            assert fake.identify_count() == identifies, "a fatal close is not retried"
+
+
+async def test_two_shards_in_two_processes_each_answer_only_their_guilds(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    guilds = []
+    for shard in (0, 1):
+        guild_id = next(
+            str(candidate << 22)
+            for candidate in range(1000 + shard * 7, 10_000)
+            if shard_for(candidate << 22, 2) == shard
+        )
+        guilds.append(
+            FakeGuild(
+                id=guild_id,
+                name=f"guild {shard}",
+                channels=[FakeChannel(id=str(int(guild_id) + 1), name=f"general-{shard}")],
+            )
+        )
+    agents = [{"slug": "assistant"}]
+    async with FakeDiscord(guilds=guilds) as fake, bridge_database(postgres_url, agents):
+        configs = [
+            write_toml(
+                tmp_path / f"shard{shard}.toml",
+                {
+                    "database": {"url": postgres_url},
+                    "agents": [
+                        {
+                            "slug": "assistant",
+                            "discord": discord_section(fake, shard_ids=[shard], shard_count=2),
+                        }
+                    ],
+                },
+            )
+            for shard in (0, 1)
+        ]
+        async with (
+            serving_bridge(configs[0], cwd=tmp_path) as first,
+            serving_bridge(configs[1], cwd=tmp_path) as second,
+        ):
+            await fake.wait_identified(shard_id=0, timeout=15)
+            await fake.wait_identified(shard_id=1, timeout=15)
+            for guild in guilds:
+                await fake.send_message(
+                    channel_id=guild.channels[0].id,
+                    content=f"hello {guild.name}",
+                    mentions_bot=True,
+                )
+            posts = [await fake.next_post(timeout=15) for _ in guilds]
+            await fake.expect_no_post(within=1.0)
+            assert sorted(p["content"] for p in posts) == ["hello guild 0", "hello guild 1"]
+            for process, guild in ((first, guilds[0]), (second, guilds[1])):
+                await process.wait_for_log(f"conversation=discord:{guild.id}:")
+                other = guilds[1] if guild is guilds[0] else guilds[0]
+                assert f"conversation=discord:{other.id}:" not in process.log
