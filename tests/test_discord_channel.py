@@ -281,3 +281,34 @@ async def test_two_shards_in_two_processes_each_answer_only_their_guilds(
                 await process.wait_for_log(f"conversation=discord:{guild.id}:")
                 other = guilds[1] if guild is guilds[0] else guilds[0]
                 assert f"conversation=discord:{other.id}:" not in process.log
+
+
+async def test_a_crashed_client_is_restarted_and_answers_again(database_url: str) -> None:
+    async with FakeDiscord() as fake, discord_bridge(database_url, fake):
+        broken = dict(fake.dispatched(0, "GUILD_CREATE")[0]["d"]["channels"][0])
+        # A MESSAGE_CREATE without its hard-required "type" ends discord.py's start().
+        await fake.dispatch_event(
+            "MESSAGE_CREATE",
+            {"id": "1", "channel_id": broken["id"], "content": "x", "author": fake.bot.to_dict()},
+        )
+        await fake.wait_identified(timeout=15, count=2)
+        await fake.send_message(content="still there?", mentions_bot=True)
+        assert (await fake.next_post(timeout=10))["content"] == "still there?"
+
+
+async def test_a_refused_token_is_reported_and_not_retried(database_url: str) -> None:
+    async with FakeDiscord() as fake:
+        section = discord_section(fake, bot_token="not-the-token")
+        settings = make_settings(database_url, agents=[{"slug": "assistant", "discord": section}])
+        async with running_bridge(settings) as bridge, aiohttp.ClientSession() as http:
+
+            async def reported() -> bool:
+                async with http.get(bridge.url + "/readyz") as response:
+                    body = await response.json()
+                    detail = body["channels"]["discord/assistant"]["detail"]
+                    return response.status == 503 and "token was refused" in detail
+
+            await wait_until(reported, within=10)
+            attempts = len(fake.requests_to("GET", r"/api/v10/users/@me"))
+            await fake.expect_no_post(within=1.5)
+            assert len(fake.requests_to("GET", r"/api/v10/users/@me")) == attempts
