@@ -31,7 +31,7 @@ from bridge.db.engine import create_engine, session_factory
 from bridge.db.migrate import require_head
 from bridge.db.models import ChatMessage, MessageState
 from bridge.directory import sync_agents
-from bridge.events import InboundMessage, IngestResult, MessageEdit
+from bridge.events import ConversationChange, InboundMessage, IngestResult, MessageEdit
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
 from bridge.settings import Settings
@@ -63,12 +63,16 @@ def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) ->
     async def apply_edit(edit: MessageEdit) -> bool:
         return await app[PIPELINE].ingest.apply_edit(edit)
 
+    async def apply_conversation(change: ConversationChange) -> int:
+        return await app[PIPELINE].ingest.apply_conversation(change)
+
     for configured in configured_channels(settings, registry or ChannelRegistry()):
         context = ChannelContext(
             agent=configured.agent,
             settings=configured.settings,
             ingest=ingest,
             edit=apply_edit,
+            conversation=apply_conversation,
             web_app=app,
         )
         channels.add(

@@ -81,6 +81,18 @@ class MessageEdit:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationChange:
+    """The agent was added to (``present``) or removed from a group conversation: the session
+    exists (or is marked deleted) before, or without, any message."""
+
+    channel: str
+    agent_slug: str
+    external_conv_id: str
+    group_name: str | None
+    present: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     """A stored reply on its way out.
 

@@ -20,7 +20,7 @@ from bridge.claims import ANSWER
 from bridge.db.engine import insert
 from bridge.db.models import MESSAGES, ChatMessage, ChatSession, MessageState, utcnow
 from bridge.directory import AgentDirectory
-from bridge.events import InboundMessage, IngestResult, MessageEdit
+from bridge.events import ConversationChange, InboundMessage, IngestResult, MessageEdit
 from bridge.feed import FEED, record_changes
 from bridge.logs import log_event
 from bridge.metrics import Metrics
@@ -252,6 +252,36 @@ class Ingestor:
             found=found,
         )
         return found
+
+    async def apply_conversation(self, change: ConversationChange) -> int:
+        """Create (or revive) the group session when the agent joins; mark it deleted when the
+        agent leaves. Idempotent, so a redelivered event changes nothing. Returns its id."""
+        agent = self._agents.get(change.agent_slug)
+        now = utcnow()
+        async with self._sessions() as db, db.begin():
+            session = await find_or_create_session(
+                db,
+                agent_id=agent.id,
+                external_conv_id=change.external_conv_id,
+                source_channel=change.channel,
+                is_group=True,
+                group_name=change.group_name,
+            )
+            values: dict[str, object] = {"deleted_at": None if change.present else now}
+            if change.group_name:
+                values["group_name"] = change.group_name
+            await db.execute(update(ChatSession).where(ChatSession.id == session.id).values(values))
+            await record_changes(db, [("session.updated", session.id, None)])
+        self._signals.wake(FEED)
+        log_event(
+            logger,
+            "conversation.joined" if change.present else "conversation.left",
+            channel=change.channel,
+            agent=change.agent_slug,
+            session=session.id,
+            conversation=change.external_conv_id,
+        )
+        return session.id
 
 
 async def _conversation_exists(db: AsyncSession, *, agent_id: int, external_conv_id: str) -> bool:

@@ -12,11 +12,12 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from bridge.events import InboundMessage, IngestResult, MessageEdit, Reply
+from bridge.events import ConversationChange, InboundMessage, IngestResult, MessageEdit, Reply
 from bridge.settings import AgentSettings
 
 Ingest = Callable[[InboundMessage], Awaitable[IngestResult]]
 ApplyEdit = Callable[[MessageEdit], Awaitable[bool]]
+ApplyConversation = Callable[[ConversationChange], Awaitable[int]]
 
 
 class DeliveryError(Exception):
@@ -68,6 +69,7 @@ class ChannelContext:
     settings: BaseModel
     ingest: Ingest
     edit: ApplyEdit
+    conversation: ApplyConversation
     web_app: Any
     """The aiohttp ``web.Application`` to add routes to (typed loosely to keep aiohttp optional)."""
 

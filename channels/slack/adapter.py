@@ -36,6 +36,7 @@ from bridge.ingest import InvalidMessage
 from bridge.logs import log_event
 from bridge.settings import AgentSettings
 from channels.base import ApplyEdit, ChannelStatus, DeliveryError, Ingest
+from channels.name_cache import NameCache
 from channels.slack.inbound import BotIdentity, Ignored, Rules, classify
 from channels.slack.outbound import PART_LIMIT, delivery_error, post_arguments, posted_parts
 from channels.slack.settings import SlackChannelSettings
@@ -43,23 +44,6 @@ from channels.text_split import split_text
 
 logger = logging.getLogger(__name__)
 MAX_LOOKUP_PAGES = 50
-
-
-class NameCache:
-    """Display names from Slack, kept for a while. Only cosmetic data lives here."""
-
-    def __init__(self, *, ttl_seconds: float) -> None:
-        self._ttl = ttl_seconds
-        self._entries: dict[str, tuple[float, str]] = {}
-
-    def get(self, key: str) -> str | None:
-        entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry[0] > self._ttl:
-            return None
-        return entry[1]
-
-    def put(self, key: str, value: str) -> None:
-        self._entries[key] = (time.monotonic(), value)
 
 
 def _bolt_request(raw: bytes, request: web.Request, signing_secret: str | None) -> AsyncBoltRequest:

@@ -1,0 +1,309 @@
+"""The Feishu channel's I/O: the event webhook at ``POST /feishu/{agent}/events`` and replies
+through the Open API.
+
+An event is acknowledged (200) only after it is stored, well inside Feishu's 3 seconds (name
+look-ups are bounded); a failed store answers 500 and Feishu redelivers (15 s, 5 min, 1 h,
+6 h), which the unique message key turns into a no-op, across restarts and processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bridge.events import ConversationChange, Reply
+from bridge.ingest import InvalidMessage
+from bridge.logs import log_event
+from bridge.settings import AgentSettings
+from channels.base import ApplyConversation, ChannelStatus, DeliveryError, Ingest
+from channels.feishu.client import INVALID_TOKEN_CODES, FeishuClient, FeishuError
+from channels.feishu.crypto import UndecryptableEvent, decrypt, signature_matches
+from channels.feishu.inbound import (
+    CHANNEL,
+    Ignored,
+    MalformedEvent,
+    conversation_id,
+    read_message,
+    to_inbound,
+)
+from channels.feishu.settings import FeishuChannelSettings
+from channels.name_cache import NameCache
+from channels.text_split import split_text
+
+logger = logging.getLogger(__name__)
+
+PART_LIMIT = 8000
+"""Characters per reply part: far below Feishu's ~150 KB text limit, and still readable."""
+SIGNATURE_HEADERS = ("X-Lark-Request-Timestamp", "X-Lark-Request-Nonce", "X-Lark-Signature")
+MESSAGE_EVENT = "im.message.receive_v1"
+BOT_ADDED = "im.chat.member.bot.added_v1"
+BOT_REMOVED = "im.chat.member.bot.deleted_v1"
+
+
+class Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class FeishuChannel:
+    name = CHANNEL
+
+    def __init__(
+        self,
+        *,
+        agent: AgentSettings,
+        settings: FeishuChannelSettings,
+        ingest: Ingest,
+        conversation: ApplyConversation,
+        web_app: web.Application,
+    ) -> None:
+        self._agent = agent
+        self._settings = settings
+        self._ingest = ingest
+        self._conversation = conversation
+        self._http: aiohttp.ClientSession | None = None
+        self._client: FeishuClient | None = None
+        self._bot_open_id: str | None = None
+        self._problem = "not started"
+        self._names = NameCache(ttl_seconds=settings.names_cache_hours * 3600)
+        web_app.router.add_post(f"/feishu/{agent.slug}/events", self._handle)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession()
+        self._client = FeishuClient(
+            http=self._http,
+            base_url=self._settings.base_url,
+            app_id=self._settings.app_id,
+            app_secret=self._settings.app_secret.get_secret_value(),
+            timeout_seconds=self._settings.request_timeout_seconds,
+        )
+        await self._bot_identity()
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def status(self) -> ChannelStatus:
+        if self._bot_open_id is None:
+            return ChannelStatus(ready=False, detail=self._problem)
+        return ChannelStatus(ready=True)
+
+    async def _bot_identity(self) -> str | None:
+        """The bot's open_id, which mentions are matched against (fetched once, then kept)."""
+        if self._bot_open_id is None and self._client is not None:
+            try:
+                self._bot_open_id = await self._client.bot_open_id()
+                log_event(logger, "feishu.ready", agent=self._agent.slug, bot=self._bot_open_id)
+            except FeishuError as error:
+                self._problem = f"bot/v3/info failed: {error}"
+                log_event(
+                    logger,
+                    "feishu.not_ready",
+                    level=logging.WARNING,
+                    agent=self._agent.slug,
+                    error=str(error),
+                )
+        return self._bot_open_id
+
+    # --- the webhook ---------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()  # past http.max_body_bytes: 413
+        try:
+            payload = self._open(raw, request)
+            self._check_token(payload)
+            if payload.get("type") == "url_verification":
+                return web.json_response({"challenge": payload.get("challenge", "")})
+            await self._dispatch(payload)
+        except Refused as refusal:
+            log_event(
+                logger,
+                "feishu.refused",
+                agent=self._agent.slug,
+                status=refusal.status,
+                reason=refusal.reason,
+            )
+            return web.json_response({"msg": refusal.reason}, status=refusal.status)
+        return web.json_response({"msg": "success"})
+
+    def _open(self, raw: bytes, request: web.Request) -> dict[str, Any]:
+        """The event as JSON: decrypted and its signature checked in Encrypt Key mode."""
+        body = _json_object(raw)
+        key = self._settings.encrypt_key
+        if key is None:
+            if "encrypt" in body:
+                raise Refused(400, "encrypted event, but no encrypt_key is configured")
+            return body
+        encrypt_key = key.get_secret_value()
+        stamp, nonce, given = (request.headers.get(name) for name in SIGNATURE_HEADERS)
+        signed = stamp is not None and nonce is not None and given is not None
+        if signed and not signature_matches(
+            timestamp=stamp or "",
+            nonce=nonce or "",
+            encrypt_key=encrypt_key,
+            body=raw,
+            given=given or "",
+        ):
+            raise Refused(401, "signature verification failed")
+        if not isinstance(body.get("encrypt"), str):
+            raise Refused(400, "expected an encrypted event")
+        try:
+            payload = _json_object(decrypt(encrypt_key, body["encrypt"]).encode())
+        except UndecryptableEvent as error:
+            raise Refused(400, f"cannot decrypt: {error}") from None
+        # Feishu signs every event except the URL check.
+        if not signed and payload.get("type") != "url_verification":
+            raise Refused(401, "missing X-Lark-Signature")
+        return payload
+
+    def _check_token(self, payload: dict[str, Any]) -> None:
+        header = payload.get("header")
+        token = header.get("token") if isinstance(header, dict) else payload.get("token")
+        expected = self._settings.verification_token.get_secret_value()
+        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise Refused(401, "invalid verification token")
+
+    async def _dispatch(self, payload: dict[str, Any]) -> None:
+        header = payload.get("header")
+        event = payload.get("event")
+        if not isinstance(header, dict) or not isinstance(event, dict):
+            raise Refused(400, "not a schema 2.0 event")
+        kind = header.get("event_type")
+        if kind == MESSAGE_EVENT:
+            await self._on_message(event)
+        elif kind in (BOT_ADDED, BOT_REMOVED):
+            await self._on_membership(event, present=kind == BOT_ADDED)
+        else:
+            logger.debug("feishu event %s acknowledged and ignored", kind)
+
+    async def _on_message(self, event: dict[str, Any]) -> None:
+        try:
+            message = read_message(event)
+        except MalformedEvent as error:
+            raise Refused(400, str(error)) from None
+        if isinstance(message, Ignored):
+            return
+        bot_open_id = await self._bot_identity()
+        if bot_open_id is None:  # cannot tell mentions apart yet: let Feishu come back
+            raise Refused(503, "the bot's identity is not known yet")
+        sender_name, group_name = await self._names_for(
+            message.sender_open_id, message.chat_id if message.is_group else None
+        )
+        inbound = to_inbound(
+            message,
+            agent_slug=self._agent.slug,
+            bot_open_id=bot_open_id,
+            require_mention=self._settings.require_mention,
+            sender_name=sender_name,
+            group_name=group_name,
+        )
+        if isinstance(inbound, Ignored):
+            logger.debug("feishu message %s ignored: %s", message.message_id, inbound.reason)
+            return
+        try:
+            await self._ingest(inbound)
+        except InvalidMessage as error:
+            raise Refused(400, str(error)) from None
+        except Exception as error:  # not stored: Feishu redelivers
+            raise Refused(500, f"not stored: {type(error).__name__}") from error
+
+    async def _on_membership(self, event: dict[str, Any], *, present: bool) -> None:
+        chat_id = event.get("chat_id")
+        if not isinstance(chat_id, str) or not chat_id:
+            raise Refused(400, "event.chat_id missing")
+        name = None
+        if present:
+            name = await self._lookup(f"chat:{chat_id}", lambda client: client.chat_name(chat_id))
+            name = name or (event.get("name") if isinstance(event.get("name"), str) else None)
+        try:
+            await self._conversation(
+                ConversationChange(
+                    channel=CHANNEL,
+                    agent_slug=self._agent.slug,
+                    external_conv_id=conversation_id(chat_id),
+                    group_name=name,
+                    present=present,
+                )
+            )
+        except Exception as error:
+            raise Refused(500, f"not stored: {type(error).__name__}") from error
+
+    # --- names ---------------------------------------------------------------------------
+
+    async def _names_for(self, open_id: str, chat_id: str | None) -> tuple[str | None, str | None]:
+        """Both names at once, each bounded so the event is still acknowledged in time."""
+        sender = self._lookup(f"user:{open_id}", lambda client: client.user_name(open_id))
+        if chat_id is None:
+            return await sender, None
+        chat = self._lookup(f"chat:{chat_id}", lambda client: client.chat_name(chat_id))
+        return await asyncio.gather(sender, chat)
+
+    async def _lookup(
+        self, key: str, fetch: Callable[[FeishuClient], Awaitable[str | None]]
+    ) -> str | None:
+        cached = self._names.get(key)
+        if cached is not None or self._client is None:
+            return cached
+        try:
+            async with asyncio.timeout(self._settings.lookup_timeout_seconds):
+                found = await fetch(self._client)
+        except (FeishuError, TimeoutError) as error:
+            log_event(
+                logger, "feishu.lookup_failed", level=logging.WARNING, key=key, error=str(error)
+            )
+            return None
+        if found:
+            self._names.put(key, found)
+        return found
+
+    # --- outbound ------------------------------------------------------------------------
+
+    async def send(self, reply: Reply) -> Sequence[str]:
+        if self._client is None:
+            raise DeliveryError("the Feishu channel is not started", retry_after=5.0)
+        target = reply.reply_target
+        ids: list[str] = []
+        try:
+            for index, part in enumerate(split_text(reply.text, limit=PART_LIMIT)):
+                ids.append(
+                    await self._client.reply_text(
+                        message_id=target["message_id"],
+                        text=part,
+                        in_thread=bool(target.get("in_thread")),
+                        uuid=f"{reply.delivery_key}-{index}",
+                    )
+                )
+        except FeishuError as error:
+            raise DeliveryError(
+                str(error),
+                retry_after=error.retry_after,
+                # Sent parts (or a lost answer) are safe to repeat: the uuid dedups for an hour.
+                in_doubt=error.in_doubt or bool(ids),
+                permanent=error.code is not None
+                and error.code not in INVALID_TOKEN_CODES
+                and error.retry_after is None
+                and not ids,
+            ) from error
+        return ids
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(400, "the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise Refused(400, "the body is not a JSON object")
+    return value

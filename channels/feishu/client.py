@@ -1,0 +1,185 @@
+"""A small Feishu/Lark Open API client on aiohttp (the official SDK blocks the event loop).
+
+It keeps the tenant access token, refreshing it before it expires and once more when Feishu
+says it is invalid, and turns Feishu's error codes into what a retry needs to know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
+INVALID_TOKEN_CODES = frozenset({99991661, 99991663, 99991664, 99991665, 99991668})
+RATE_LIMIT_CODES = frozenset({99991400, 230020, 11232})
+REFRESH_EARLY_SECONDS = 600.0
+
+
+class FeishuError(Exception):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        retry_after: float | None = None,
+        in_doubt: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+        self.in_doubt = in_doubt
+
+
+def _reset_seconds(headers: Any) -> float | None:
+    for name in ("x-ogw-ratelimit-reset", "Retry-After"):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                continue
+    return None
+
+
+class FeishuClient:
+    def __init__(
+        self,
+        *,
+        http: aiohttp.ClientSession,
+        base_url: str,
+        app_id: str,
+        app_secret: str,
+        timeout_seconds: float,
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._app_id = app_id
+        self._app_secret = app_secret
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._token_lock = asyncio.Lock()
+        self.tokens_fetched = 0
+
+    async def _tenant_token(self, *, refresh: bool) -> str:
+        async with self._token_lock:
+            if self._token and not refresh and time.monotonic() < self._token_expires:
+                return self._token
+            body = await self._post_json(
+                TOKEN_PATH, {"app_id": self._app_id, "app_secret": self._app_secret}, None
+            )
+            if body.get("code") != 0 or not body.get("tenant_access_token"):
+                raise FeishuError(
+                    f"tenant token refused: {body.get('code')} {body.get('msg')}",
+                    code=body.get("code"),
+                )
+            lifetime = float(body.get("expire", 7200))
+            # Refresh ten minutes early (a quarter early for short-lived tokens).
+            self._token_expires = (
+                time.monotonic() + lifetime - min(REFRESH_EARLY_SECONDS, lifetime / 4)
+            )
+            self._token = str(body["tenant_access_token"])
+            self.tokens_fetched += 1
+            return self._token
+
+    async def _post_json(
+        self, path: str, payload: dict[str, Any], token: str | None
+    ) -> dict[str, Any]:
+        status, body, _ = await self._exchange("POST", path, token=token, payload=payload)
+        if status >= 500:
+            raise FeishuError(f"HTTP {status} from {path}", in_doubt=True)
+        return body
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None,
+        payload: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], Any]:
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            async with self._http.request(
+                method,
+                self._base + path,
+                json=payload,
+                params=params,
+                headers=headers,
+                timeout=self._timeout,
+            ) as response:
+                text = await response.text()
+                try:
+                    body = json.loads(text) if text else {}
+                except ValueError:
+                    body = {}
+                return response.status, body if isinstance(body, dict) else {}, response.headers
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise FeishuError(f"{type(error).__name__}: {error}", in_doubt=True) from error
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        payload: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One Open API call; an invalid token is refreshed and the call made once more."""
+        for attempt in (1, 2):
+            token = await self._tenant_token(refresh=attempt == 2)
+            status, body, headers = await self._exchange(
+                method, path, token=token, payload=payload, params=params
+            )
+            code = body.get("code")
+            if code in INVALID_TOKEN_CODES and attempt == 1:
+                continue
+            if status == 429 or code in RATE_LIMIT_CODES:
+                raise FeishuError(
+                    f"rate limited ({code or status})",
+                    code=code,
+                    retry_after=_reset_seconds(headers),
+                )
+            if status >= 500:
+                raise FeishuError(f"HTTP {status}: {body.get('msg', '')}", in_doubt=True)
+            if code != 0:
+                raise FeishuError(f"Feishu error {code}: {body.get('msg', '')}", code=code)
+            return body
+        raise AssertionError("unreachable")
+
+    async def bot_open_id(self) -> str:
+        body = await self.call("GET", "/open-apis/bot/v3/info")
+        return str(body["bot"]["open_id"])
+
+    async def chat_name(self, chat_id: str) -> str | None:
+        body = await self.call("GET", f"/open-apis/im/v1/chats/{chat_id}")
+        name = body.get("data", {}).get("name")
+        return str(name) if name else None
+
+    async def user_name(self, open_id: str) -> str | None:
+        body = await self.call(
+            "GET", f"/open-apis/contact/v3/users/{open_id}", params={"user_id_type": "open_id"}
+        )
+        name = body.get("data", {}).get("user", {}).get("name")
+        return str(name) if name else None
+
+    async def reply_text(self, *, message_id: str, text: str, in_thread: bool, uuid: str) -> str:
+        """``uuid`` makes a repeat within an hour return the first reply instead of a second."""
+        payload: dict[str, Any] = {
+            "msg_type": "text",
+            "content": json.dumps({"text": text}, ensure_ascii=False),
+            "uuid": uuid,
+        }
+        if in_thread:
+            payload["reply_in_thread"] = True
+        body = await self.call(
+            "POST", f"/open-apis/im/v1/messages/{message_id}/reply", payload=payload
+        )
+        return str(body["data"]["message_id"])

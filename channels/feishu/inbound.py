@@ -1,0 +1,202 @@
+"""Feishu ``im.message.receive_v1`` events as InboundMessages (pure: no I/O).
+
+``content`` is a JSON string whose shape depends on ``message_type``; ``@_user_N``
+placeholders stand for the mentions, whose names and open_ids come alongside.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.events import Attachment, InboundMessage, Sender
+
+CHANNEL = "feishu"
+GROUP_CHAT_TYPES = frozenset({"group", "topic_group"})
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mention:
+    key: str
+    open_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeishuMessage:
+    message_id: str
+    chat_id: str
+    chat_type: str
+    thread_id: str | None
+    sender_open_id: str
+    message_type: str
+    content: Mapping[str, Any]
+    mentions: tuple[Mention, ...]
+
+    @property
+    def is_group(self) -> bool:
+        return self.chat_type in GROUP_CHAT_TYPES
+
+
+class MalformedEvent(ValueError):
+    """A verified event that does not have the shape Feishu documents."""
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise MalformedEvent(f"{name} missing")
+    return value
+
+
+def read_message(event: Mapping[str, Any]) -> FeishuMessage | Ignored:
+    sender = event.get("sender")
+    message = event.get("message")
+    if not isinstance(sender, dict) or not isinstance(message, dict):
+        raise MalformedEvent("event.sender or event.message missing")
+    if sender.get("sender_type") != "user":
+        return Ignored(f"sender_type {sender.get('sender_type')!r}")
+    sender_id = sender.get("sender_id") or {}
+    try:
+        content = json.loads(_text(message.get("content"), "message.content"))
+    except ValueError:
+        raise MalformedEvent("message.content is not JSON") from None
+    mentions = tuple(
+        Mention(
+            key=str(m.get("key", "")),
+            open_id=str((m.get("id") or {}).get("open_id", "")),
+            name=str(m.get("name", "")),
+        )
+        for m in message.get("mentions") or ()
+        if isinstance(m, dict)
+    )
+    return FeishuMessage(
+        message_id=_text(message.get("message_id"), "message.message_id"),
+        chat_id=_text(message.get("chat_id"), "message.chat_id"),
+        chat_type=str(message.get("chat_type", "")),
+        thread_id=message.get("thread_id") or None,
+        sender_open_id=_text(sender_id.get("open_id"), "sender.sender_id.open_id"),
+        message_type=str(message.get("message_type", "")),
+        content=content if isinstance(content, dict) else {},
+        mentions=mentions,
+    )
+
+
+def _with_names(text: str, mentions: tuple[Mention, ...], bot_open_id: str) -> str:
+    """``@_user_1 hi @_user_2`` -> ``hi @Bob``: the bot's own mention goes, others get names."""
+    for mention in sorted(mentions, key=lambda m: len(m.key), reverse=True):
+        if not mention.key:
+            continue
+        if mention.open_id == bot_open_id:
+            text = text.replace(mention.key + " ", "").replace(mention.key, "")
+        else:
+            text = text.replace(mention.key, f"@{mention.name}")
+    return text.strip()
+
+
+def _post_body(content: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A post is ``{title, content}``, or the same wrapped in a locale (``{"zh_cn": {...}}``)."""
+    if "content" in content:
+        return content
+    for value in content.values():
+        if isinstance(value, dict) and "content" in value:
+            return value
+    return {}
+
+
+def _flatten_post(
+    content: Mapping[str, Any], mentions: tuple[Mention, ...], bot_open_id: str
+) -> tuple[str, list[Attachment]]:
+    post = _post_body(content)
+    lines: list[str] = [str(post["title"])] if post.get("title") else []
+    attachments: list[Attachment] = []
+    by_key = {m.key: m for m in mentions}
+    for paragraph in post.get("content") or ():
+        words: list[str] = []
+        for element in paragraph if isinstance(paragraph, list) else ():
+            tag = element.get("tag") if isinstance(element, dict) else None
+            if tag in ("text", "md"):
+                words.append(str(element.get("text", "")))
+            elif tag == "a":
+                label, href = element.get("text") or "", element.get("href") or ""
+                words.append(f"{label} ({href})" if label and href and label != href else href)
+            elif tag == "at":
+                user = str(element.get("user_id", ""))
+                mention = by_key.get(user)
+                open_id = mention.open_id if mention else user
+                if open_id != bot_open_id:
+                    name = element.get("user_name") or (mention.name if mention else user)
+                    words.append(f"@{name}")
+            elif tag == "emotion":
+                words.append(f":{element.get('emoji_type', '')}:")
+            elif tag in ("img", "media"):
+                key = str(element.get("image_key") or element.get("file_key") or "")
+                attachments.append(
+                    Attachment(name=key, mime_type="image" if tag == "img" else None)
+                )
+        line = "".join(words).strip()
+        if line:
+            lines.append(line)
+    return "\n".join(lines), attachments
+
+
+def message_text(message: FeishuMessage, bot_open_id: str) -> tuple[str, list[Attachment]] | None:
+    """The text and attachments, or None for a message type the bridge does not handle."""
+    content = message.content
+    if message.message_type == "text":
+        return _with_names(str(content.get("text", "")), message.mentions, bot_open_id), []
+    if message.message_type == "post":
+        return _flatten_post(content, message.mentions, bot_open_id)
+    if message.message_type == "image":
+        return "", [Attachment(name=str(content.get("image_key", "")), mime_type="image")]
+    if message.message_type in ("file", "audio", "media"):
+        name = str(content.get("file_name") or content.get("file_key") or message.message_type)
+        return "", [Attachment(name=name, mime_type=message.message_type)]
+    return None
+
+
+def conversation_id(chat_id: str, thread_id: str | None = None) -> str:
+    return f"{CHANNEL}:{chat_id}:{thread_id}" if thread_id else f"{CHANNEL}:{chat_id}"
+
+
+def to_inbound(
+    message: FeishuMessage,
+    *,
+    agent_slug: str,
+    bot_open_id: str,
+    require_mention: bool,
+    sender_name: str | None,
+    group_name: str | None,
+) -> InboundMessage | Ignored:
+    read = message_text(message, bot_open_id)
+    if read is None:
+        return Ignored(f"message_type {message.message_type!r}")
+    text, attachments = read
+    if not text and not attachments:
+        return Ignored("no text")
+    mentioned = any(m.open_id == bot_open_id for m in message.mentions)
+    addressed = not message.is_group or mentioned or not require_mention
+    if not addressed and not message.thread_id:
+        return Ignored("not mentioned")
+    in_thread = message.thread_id is not None
+    return InboundMessage(
+        channel=CHANNEL,
+        agent_slug=agent_slug,
+        external_conv_id=conversation_id(message.chat_id, message.thread_id),
+        parent_conv_id=conversation_id(message.chat_id) if in_thread else None,
+        external_message_id=message.message_id,
+        sender=Sender(external_id=message.sender_open_id, display_name=sender_name),
+        text=text,
+        attachments=tuple(attachments),
+        is_group=message.is_group,
+        group_name=group_name if message.is_group else None,
+        reply_target={"message_id": message.message_id, "in_thread": "1" if in_thread else ""},
+        # A topic thread the agent is already in needs no mention.
+        only_if_engaged=not addressed,
+    )

@@ -1,0 +1,22 @@
+"""``[agents.feishu]``: one Feishu (or Lark) app per agent."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class FeishuChannelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: str = Field(min_length=1)
+    app_secret: SecretStr
+    verification_token: SecretStr
+    encrypt_key: SecretStr | None = None
+    """When set, events arrive encrypted (AES-256-CBC) and signed; both are checked."""
+    base_url: str = "https://open.feishu.cn"
+    """``https://open.larksuite.com`` for Lark."""
+    require_mention: bool = True
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    lookup_timeout_seconds: float = Field(default=1.5, gt=0)
+    """Longest wait for a user's or chat's name before a message is stored without it."""
+    names_cache_hours: float = Field(default=24.0, gt=0)

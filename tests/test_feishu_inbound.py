@@ -1,0 +1,175 @@
+"""Feishu events as InboundMessages, and the event crypto, on the shared golden payloads and
+the reference's test vectors (pure: no server)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.events import Attachment, InboundMessage
+from channels.feishu.crypto import UndecryptableEvent, decrypt, signature, signature_matches
+from channels.feishu.inbound import FeishuMessage, Ignored, read_message, to_inbound
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+BOT = "ou_bot0000000000000000000000000001"
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return data
+
+
+def _message(event: dict[str, Any]) -> FeishuMessage:
+    found = read_message(event)
+    assert isinstance(found, FeishuMessage)
+    return found
+
+
+def _inbound(message: FeishuMessage, **options: Any) -> InboundMessage | Ignored:
+    defaults: dict[str, Any] = {
+        "agent_slug": "assistant",
+        "bot_open_id": BOT,
+        "require_mention": True,
+        "sender_name": "Mei",
+        "group_name": "Standup",
+    }
+    return to_inbound(message, **(defaults | options))
+
+
+def test_a_group_message_at_the_bot_loses_the_mention_and_is_a_group_session() -> None:
+    found = _inbound(_message(_fixture("feishu_group_message_at_bot.json")["event"]))
+    assert isinstance(found, InboundMessage)
+    assert found.text == "please summarise today's standup"
+    assert found.external_conv_id == "feishu:oc_5ad11d72b830411d72b836c20"
+    assert found.is_group and found.group_name == "Standup"
+    assert found.sender.external_id == "ou_84aad35d084aa403a838cf73ee18467"
+    assert found.sender.display_name == "Mei"
+    assert found.external_message_id == "om_dc13264520392913993dd051dba21dcf"
+    assert found.reply_target == {
+        "message_id": "om_dc13264520392913993dd051dba21dcf",
+        "in_thread": "",
+    }
+
+
+def test_a_group_message_without_the_bot_is_ignored_unless_configured() -> None:
+    event = _fixture("feishu_group_message_at_bot.json")["event"]
+    event["message"]["mentions"][0]["id"]["open_id"] = "ou_someone_else"
+    event["message"]["mentions"][0]["name"] = "Li"
+    message = _message(event)
+    assert _inbound(message) == Ignored("not mentioned")
+    found = _inbound(message, require_mention=False)
+    assert isinstance(found, InboundMessage)
+    assert found.text == "@Li please summarise today's standup"
+
+
+def test_a_p2p_message_is_always_answered() -> None:
+    found = _inbound(_message(_fixture("feishu_p2p_message.json")["event"]), group_name=None)
+    assert isinstance(found, InboundMessage)
+    assert not found.is_group and found.group_name is None
+    assert found.external_conv_id.startswith("feishu:oc_")
+
+
+def test_a_topic_thread_is_its_own_session_and_follow_ups_need_no_mention() -> None:
+    event = _fixture("feishu_group_message_at_bot.json")["event"]
+    event["message"]["thread_id"] = "omt_1"
+    found = _inbound(_message(event))
+    assert isinstance(found, InboundMessage)
+    assert found.external_conv_id == "feishu:oc_5ad11d72b830411d72b836c20:omt_1"
+    assert found.parent_conv_id == "feishu:oc_5ad11d72b830411d72b836c20"
+    assert found.reply_target["in_thread"] == "1" and not found.only_if_engaged
+    follow_up = copy.deepcopy(event)
+    follow_up["message"]["mentions"] = []
+    follow_up["message"]["content"] = json.dumps({"text": "and tomorrow?"})
+    later = _inbound(_message(follow_up))
+    assert isinstance(later, InboundMessage) and later.only_if_engaged
+
+
+def test_a_post_is_flattened_to_text_with_links_mentions_and_images() -> None:
+    event = _fixture("feishu_p2p_message.json")["event"]
+    event["message"]["message_type"] = "post"
+    event["message"]["mentions"] = [
+        {"key": "@_user_1", "id": {"open_id": BOT}, "name": "TestBot"},
+        {"key": "@_user_2", "id": {"open_id": "ou_li"}, "name": "Li"},
+    ]
+    event["message"]["content"] = json.dumps(
+        {
+            "title": "Weekly",
+            "content": [
+                [{"tag": "at", "user_id": "@_user_1"}, {"tag": "text", "text": " numbers:"}],
+                [
+                    {"tag": "text", "text": "see "},
+                    {"tag": "a", "text": "the sheet", "href": "https://x.example/s"},
+                    {"tag": "text", "text": " with "},
+                    {"tag": "at", "user_id": "@_user_2", "user_name": "Li"},
+                ],
+                [{"tag": "img", "image_key": "img_v2_1"}],
+            ],
+        }
+    )
+    found = _inbound(_message(event))
+    assert isinstance(found, InboundMessage)
+    assert found.text == "Weekly\nnumbers:\nsee the sheet (https://x.example/s) with @Li"
+    assert found.attachments == (Attachment(name="img_v2_1", mime_type="image"),)
+
+
+def test_images_and_files_are_attachments_and_other_types_are_ignored() -> None:
+    event = _fixture("feishu_p2p_message.json")["event"]
+    event["message"]["message_type"] = "image"
+    event["message"]["content"] = json.dumps({"image_key": "img_9"})
+    found = _inbound(_message(event))
+    assert isinstance(found, InboundMessage)
+    assert found.attachments == (Attachment(name="img_9", mime_type="image"),)
+    event["message"]["message_type"] = "file"
+    event["message"]["content"] = json.dumps({"file_key": "file_1", "file_name": "q3.pdf"})
+    found = _inbound(_message(event))
+    assert isinstance(found, InboundMessage) and found.attachments[0].name == "q3.pdf"
+    event["message"]["message_type"] = "sticker"
+    assert _inbound(_message(event)) == Ignored("message_type 'sticker'")
+
+
+def test_senders_that_are_not_users_are_ignored() -> None:
+    event = _fixture("feishu_p2p_message.json")["event"]
+    event["sender"]["sender_type"] = "app"
+    assert read_message(event) == Ignored("sender_type 'app'")
+
+
+def test_the_reference_vectors_decrypt_and_sign() -> None:
+    assert decrypt("test key", "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk=") == "hello world"
+    encrypted = (
+        "AAECAwQFBgcICQoLDA0OD2ORkdfpiyOntYnjwWD+86QBTOYgCV9I7TiY47XJgOT5mYWstmBw01X5NeF586UbKqsR"
+        "+yAH4dOM9ix78+l1w5GkrX45Q9HW662c64PETLeaqZpqqUr6FzdBhcHfTKs2fA=="
+    )
+    assert json.loads(decrypt("ek_test_key", encrypted)) == {
+        "challenge": "ajls384kdjx98XX",
+        "token": "vt_test_token",
+        "type": "url_verification",
+    }
+    body = json.dumps({"encrypt": encrypted}, separators=(",", ":")).encode()
+    expected = "02c055540f5941d26720112001070ff62705bdb7d8f84edb5b775bf9d6179b39"
+    assert signature("1716900000", "abc123", "ek_test_key", body) == expected
+    assert signature_matches(
+        timestamp="1716900000",
+        nonce="abc123",
+        encrypt_key="ek_test_key",
+        body=body,
+        given=expected,
+    )
+    assert not signature_matches(
+        timestamp="1716900000",
+        nonce="abc123",
+        encrypt_key="ek_test_key",
+        body=body + b" ",
+        given=expected,
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["not base64!", "AAAA", "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk="]
+)
+def test_undecryptable_values_are_refused(value: str) -> None:
+    with pytest.raises(UndecryptableEvent):
+        decrypt("another key", value)
