@@ -1,0 +1,230 @@
+"""The Feishu channel end to end: events pushed (encrypted and signed as Feishu does) to the
+bridge's webhook, replies through the bridge's own client to a strict fake Open API, on SQLite
+and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import select
+
+from bridge.db.models import ChatSession, MessageState, Participant
+from tests.fakes.feishu import (
+    DEFAULT_ENCRYPT_KEY,
+    DEFAULT_GROUP_CHAT_ID,
+    DEFAULT_GROUP_CHAT_NAME,
+    DEFAULT_USER_NAME,
+    DEFAULT_USER_OPEN_ID,
+    FakeFeishu,
+    signature,
+)
+from tests.support.harness import RunningBridge, make_settings, running_bridge
+from tests.support.processes import wait_until
+
+
+def feishu_section(fake: FakeFeishu, **extra: Any) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "app_id": fake.app_id,
+        "app_secret": fake.app_secret,
+        "verification_token": fake.verification_token,
+        "base_url": fake.base_url,
+        **extra,
+    }
+    if fake.encrypt_key is not None:
+        section["encrypt_key"] = fake.encrypt_key
+    return section
+
+
+@asynccontextmanager
+async def feishu_bridge(
+    database_url: str, *, encrypt_key: str | None = DEFAULT_ENCRYPT_KEY, **fake_options: Any
+) -> AsyncIterator[tuple[FakeFeishu, RunningBridge, str]]:
+    async with FakeFeishu(encrypt_key=encrypt_key, **fake_options) as fake:
+        fake.add_user(DEFAULT_USER_OPEN_ID, DEFAULT_USER_NAME)
+        settings = make_settings(
+            database_url, agents=[{"slug": "assistant", "feishu": feishu_section(fake)}]
+        )
+        async with running_bridge(settings) as bridge:
+            yield fake, bridge, bridge.url + "/feishu/assistant/events"
+
+
+async def _stored(bridge: RunningBridge) -> list[tuple[str, str]]:
+    return [(m.role, m.content) for m in await bridge.messages()]
+
+
+async def _sessions(bridge: RunningBridge) -> dict[str, ChatSession]:
+    async with bridge.sessions() as db:
+        found = (await db.execute(select(ChatSession))).scalars()
+        return {session.external_conv_id: session for session in found}
+
+
+async def test_the_url_check_is_answered_plain_and_encrypted(database_url: str) -> None:
+    for encrypt_key in (None, DEFAULT_ENCRYPT_KEY):
+        async with feishu_bridge(database_url, encrypt_key=encrypt_key) as (fake, bridge, url):
+            answer = await fake.push(url, fake.url_verification("ch-123"))
+            assert answer.status == 200 and answer.json() == {"challenge": "ch-123"}
+            assert "X-Lark-Signature" not in answer.request_headers
+            assert answer.elapsed < 1.0
+            wrong = await fake.push(url, fake.url_verification("x"), verification_token="nope")
+            assert wrong.status == 401
+            assert await _stored(bridge) == []
+
+
+async def test_a_p2p_message_is_answered_with_a_reply(database_url: str) -> None:
+    async with feishu_bridge(database_url) as (fake, bridge, url):
+        event = fake.message_event(text="hello from p2p")
+        pushed = await fake.push(url, event)
+        assert pushed.status == 200 and pushed.json() == {"msg": "success"}
+        sent = await fake.next_sent(timeout=10)
+        assert sent.kind == "reply" and sent.text == "hello from p2p"
+        assert sent.reply_to == event["event"]["message"]["message_id"]
+        assert not sent.reply_in_thread
+        (session,) = (await _sessions(bridge)).values()
+        assert not session.is_group
+        assert session.external_conv_id == f"feishu:{event['event']['message']['chat_id']}"
+        sender = (await bridge.messages())[0]
+        assert sender.state == MessageState.ANSWERED
+
+
+async def test_a_group_answers_a_mention_and_ignores_the_rest(database_url: str) -> None:
+    async with feishu_bridge(database_url) as (fake, bridge, url):
+        fake.add_chat(DEFAULT_GROUP_CHAT_ID, DEFAULT_GROUP_CHAT_NAME)
+        quiet = fake.message_event(chat_type="group", text="just us humans")
+        assert (await fake.push(url, quiet)).status == 200
+        asked = fake.message_event(
+            chat_type="group",
+            text="@_user_2 what did @_user_1 say?",
+            mentions=[("@_user_1", "ou_li", "Li")],
+            mention_bot=True,
+        )
+        assert (await fake.push(url, asked)).status == 200
+        sent = await fake.next_sent(timeout=10)
+        assert sent.text == "what did @Li say?"
+        await fake.expect_nothing_sent(within=0.5)
+        assert await _stored(bridge) == [
+            ("user", "what did @Li say?"),
+            ("assistant", "what did @Li say?"),
+        ]
+        session = (await _sessions(bridge))[f"feishu:{DEFAULT_GROUP_CHAT_ID}"]
+        assert session.is_group and session.group_name == DEFAULT_GROUP_CHAT_NAME
+        message = (await bridge.messages())[0]
+        async with bridge.sessions() as db:
+            sender = await db.get(Participant, message.sender_participant_id)
+        assert sender is not None
+        assert sender.external_id == DEFAULT_USER_OPEN_ID
+        assert sender.display_name == DEFAULT_USER_NAME
+
+
+async def test_a_post_is_stored_flattened(database_url: str) -> None:
+    async with feishu_bridge(database_url) as (fake, _bridge, url):
+        post = {
+            "title": "Plan",
+            "content": [
+                [{"tag": "text", "text": "step one"}],
+                [{"tag": "a", "text": "doc", "href": "https://x.example/d"}],
+            ],
+        }
+        assert (await fake.push(url, fake.message_event(post=post))).status == 200
+        sent = await fake.next_sent(timeout=10)
+        assert sent.text == "Plan\nstep one\ndoc (https://x.example/d)"
+
+
+async def test_a_redelivered_event_is_answered_once(database_url: str) -> None:
+    async with feishu_bridge(database_url) as (fake, bridge, url):
+        event = fake.message_event(text="only once please")
+        first = await fake.push(url, event)
+        await fake.next_sent(timeout=10)
+        again = await fake.redeliver(url, first)
+        assert again.status == 200
+        # The same message under a new event id (a second subscription) is no reply either.
+        fresh_id = dict(event, header=dict(event["header"], event_id="another-event"))
+        assert (await fake.push(url, fresh_id)).status == 200
+        await fake.expect_nothing_sent(within=1.0)
+        assert await _stored(bridge) == [
+            ("user", "only once please"),
+            ("assistant", "only once please"),
+        ]
+
+
+async def test_a_bad_signature_token_or_body_is_refused_with_nothing_stored(
+    database_url: str,
+) -> None:
+    async with feishu_bridge(database_url) as (fake, bridge, url):
+        event = fake.message_event(text="forged")
+        assert (await fake.push(url, event, tamper_signature=True)).status == 401
+        assert (await fake.push(url, event, sign=False)).status == 401
+        assert (await fake.push(url, event, verification_token="wrong")).status == 401
+        undecryptable = b'{"encrypt":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}'
+        refused = await fake.push_raw(url, undecryptable, _signed_headers(undecryptable))
+        assert refused.status == 400
+        assert (await fake.push_raw(url, b"not json", {})).status == 400
+        await fake.expect_nothing_sent(within=0.3)
+        assert await _stored(bridge) == []
+
+
+def _signed_headers(body: bytes) -> dict[str, str]:
+    stamp, nonce = "1716900000", "n1"
+    return {
+        "Content-Type": "application/json",
+        "X-Lark-Request-Timestamp": stamp,
+        "X-Lark-Request-Nonce": nonce,
+        "X-Lark-Signature": signature(stamp, nonce, DEFAULT_ENCRYPT_KEY, body),
+    }
+
+
+async def test_an_expired_or_refused_token_is_fetched_again(database_url: str) -> None:
+    async with feishu_bridge(database_url, token_lifetime_seconds=2) as (fake, _bridge, url):
+        await fake.push(url, fake.message_event(text="first"))
+        await fake.next_sent(timeout=10)
+        issued = fake.tokens_issued
+        await asyncio.sleep(2.1)  # the token has expired (refreshed before use, not after)
+        await fake.push(url, fake.message_event(text="second"))
+        assert (await fake.next_sent(timeout=10)).text == "second"
+        assert fake.tokens_issued > issued
+        fake.expire_all_tokens()  # Feishu says 99991663: refresh once and go on
+        await fake.push(url, fake.message_event(text="third"))
+        assert (await fake.next_sent(timeout=10)).text == "third"
+        refused = [r for r in fake.requests if r.code == 99991663]
+        assert len(refused) >= 1
+
+
+async def test_a_rate_limit_is_waited_out_then_the_reply_is_sent_once(database_url: str) -> None:
+    async with feishu_bridge(database_url) as (fake, bridge, url):
+        fake.rate_limit_next(1, reset_seconds=1)
+        await fake.push(url, fake.message_event(text="patience"))
+        sent = await fake.next_sent(timeout=10)
+        assert sent.text == "patience"
+        await fake.expect_nothing_sent(within=0.5)
+        replies = [m for m in await bridge.messages() if m.role == "assistant"]
+        assert replies[0].state == MessageState.DELIVERED and replies[0].attempts == 2
+
+
+async def test_a_long_reply_is_split_below_the_limit(database_url: str) -> None:
+    text = "\n\n".join(f"paragraph {i} " + "z" * 500 for i in range(40))
+    async with feishu_bridge(database_url) as (fake, _bridge, url):
+        await fake.push(url, fake.message_event(text=text))
+        parts = [await fake.next_sent(timeout=10) for _ in range(3)]
+        await fake.expect_nothing_sent(within=0.5)
+        assert "\n\n".join(p.text or "" for p in parts) == text
+        assert len({p.uuid for p in parts}) == 3
+
+
+async def test_being_added_to_a_group_creates_its_session_and_removal_marks_it(
+    database_url: str,
+) -> None:
+    async with feishu_bridge(database_url) as (fake, bridge, url):
+        fake.add_chat("oc_new_group", "Launch Room")
+        assert (await fake.push(url, fake.bot_added_event("oc_new_group", "Launch Room"))).ok
+        session = (await _sessions(bridge))["feishu:oc_new_group"]
+        assert session.is_group and session.group_name == "Launch Room"
+        assert session.deleted_at is None
+        assert (await fake.push(url, fake.bot_deleted_event("oc_new_group"))).ok
+
+        async def marked() -> bool:
+            return (await _sessions(bridge))["feishu:oc_new_group"].deleted_at is not None
+
+        await wait_until(marked, within=5)
+        assert await _stored(bridge) == []
