@@ -21,6 +21,7 @@ from tests.support.harness import (
     running_bridge,
     webhook_agent_config,
 )
+from tests.support.processes import wait_until
 
 BOT_TOKEN = "xoxb-test-bot-token"
 SIGNING_SECRET = "slack-signing-secret"
@@ -307,6 +308,8 @@ async def test_slow_agent_is_still_acknowledged_at_once(
         # One delivery, answered 200 inside Slack's deadline, while the agent is still busy.
         assert [r.status for r in results] == [200]
         assert len(await stored_user_messages(bridge)) == 1
+        # The agent has the message and is still thinking: nothing posted yet.
+        await wait_until(lambda: len(webhook_agent.requests) == 1, within=10)
         assert fake_slack.posts == []
         webhook_agent.delay_seconds = 0
     assert len(webhook_agent.requests) == 1
