@@ -62,25 +62,29 @@ def read_message(event: Mapping[str, Any]) -> FeishuMessage | Ignored:
         raise MalformedEvent("event.sender or event.message missing")
     if sender.get("sender_type") != "user":
         return Ignored(f"sender_type {sender.get('sender_type')!r}")
-    sender_id = sender.get("sender_id") or {}
+    sender_id = sender.get("sender_id")
+    if not isinstance(sender_id, dict):
+        raise MalformedEvent("sender.sender_id missing")
     try:
         content = json.loads(_text(message.get("content"), "message.content"))
     except ValueError:
         raise MalformedEvent("message.content is not JSON") from None
+    listed = message.get("mentions")
     mentions = tuple(
         Mention(
-            key=str(m.get("key", "")),
-            open_id=str((m.get("id") or {}).get("open_id", "")),
-            name=str(m.get("name", "")),
+            key=str(m.get("key") or ""),
+            open_id=str(m["id"].get("open_id") or "") if isinstance(m.get("id"), dict) else "",
+            name=str(m.get("name") or ""),
         )
-        for m in message.get("mentions") or ()
+        for m in (listed if isinstance(listed, list) else ())
         if isinstance(m, dict)
     )
+    thread_id = message.get("thread_id")
     return FeishuMessage(
         message_id=_text(message.get("message_id"), "message.message_id"),
         chat_id=_text(message.get("chat_id"), "message.chat_id"),
         chat_type=str(message.get("chat_type", "")),
-        thread_id=message.get("thread_id") or None,
+        thread_id=thread_id if isinstance(thread_id, str) and thread_id else None,
         sender_open_id=_text(sender_id.get("open_id"), "sender.sender_id.open_id"),
         message_type=str(message.get("message_type", "")),
         content=content if isinstance(content, dict) else {},
