@@ -51,12 +51,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+
+from tests.fakes.server import AsyncService, serve_on_loopback
 
 __all__ = [
     "API_VERSION",
@@ -416,7 +417,7 @@ _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 # --- the fake ------------------------------------------------------------------------------
 
 
-class FakeDiscord:
+class FakeDiscord(AsyncService):
     """Discord's REST API and gateway on 127.0.0.1 and a free port; see the module docstring.
 
     Privileged intents: ``message_content_allowed`` (default True, as the bridge needs it),
@@ -548,11 +549,7 @@ class FakeDiscord:
         app = web.Application()
         app.router.add_get("/", self._gateway)
         app.router.add_route("*", "/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
+        self._runner, self._port = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         """Stop serving; cuts a post delay short and closes open gateway connections (1001)."""
@@ -566,18 +563,6 @@ class FakeDiscord:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- the world -------------------------------------------------------------------------
 

@@ -55,12 +55,13 @@ import uuid as uuid_module
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+
+from tests.fakes.server import AsyncService, serve_on_loopback
 
 __all__ = [
     "CODE_APP_SECRET_INVALID",
@@ -496,7 +497,7 @@ _Handler = Callable[[web.Request, FeishuRequest, tuple[str, ...]], Awaitable[web
 # --- the fake ----------------------------------------------------------------------------
 
 
-class FakeFeishu:
+class FakeFeishu(AsyncService):
     """Feishu's Open API and event delivery on 127.0.0.1 and a free port; see the module doc.
 
     ``encrypt_key`` None is plain mode: events go out as plain JSON without signature headers.
@@ -580,11 +581,7 @@ class FakeFeishu:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
+        self._runner, self._port = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         """Stop serving; cuts scripted delays short and closes the pusher's session."""
@@ -595,18 +592,6 @@ class FakeFeishu:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- the tenant ----------------------------------------------------------------------
 

@@ -20,9 +20,39 @@ from typing import Any, Generic, Self, TypeVar
 from aiohttp import web
 from multidict import CIMultiDict
 
-__all__ = ["Canned", "LocalServer", "RecordedRequest"]
+__all__ = ["AsyncService", "Canned", "LocalServer", "RecordedRequest", "serve_on_loopback"]
 
 _ActionT = TypeVar("_ActionT")
+
+
+async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1 and a free port; the runner (to clean up) and the port."""
+    runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, int(runner.addresses[0][1])
+
+
+class AsyncService:
+    """``async with`` for every fake: it starts on entry and stops on exit."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -53,7 +83,7 @@ class Canned:
         return web.Response(status=self.status, body=self.body, content_type=self.content_type)
 
 
-class LocalServer(Generic[_ActionT]):
+class LocalServer(AsyncService, Generic[_ActionT]):
     """Serves ``route`` on 127.0.0.1 and a free port; ``url`` ends with ``url_path``.
 
     The script holds :class:`Canned` answers and the fake's own kind of action, ``_ActionT``.
@@ -80,30 +110,14 @@ class LocalServer(Generic[_ActionT]):
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post(self._route, self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}{self._url_path}"
+        self._runner, port = await serve_on_loopback(app)
+        self._url = f"http://127.0.0.1:{port}{self._url_path}"
 
     async def stop(self) -> None:
         self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- scripting -------------------------------------------------------------------------
 

@@ -41,12 +41,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Literal, Self, cast
+from typing import Any, Literal, cast
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, MultiDictProxy
+
+from tests.fakes.server import AsyncService, serve_on_loopback
 
 __all__ = [
     "DEFAULT_APP_ID",
@@ -562,7 +563,7 @@ def _compact(body: Mapping[str, Any]) -> bytes:
 # --- the fake ------------------------------------------------------------------------------
 
 
-class FakeSlack:
+class FakeSlack(AsyncService):
     """Slack's Web API, Socket Mode and event delivery, on 127.0.0.1 and a free port.
 
     Strict on purpose: every call needs ``Authorization: Bearer`` with the right kind of token,
@@ -646,11 +647,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/link", self._link)
         app.router.add_get("/link/", self._link)
-        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
+        self._runner, self._port = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         """Stop serving; cuts scripted delays short and closes open sockets."""
@@ -664,18 +661,6 @@ class FakeSlack:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- workspace -------------------------------------------------------------------------
 
