@@ -72,6 +72,18 @@ async def _sessions(bridge: RunningBridge) -> dict[str, ChatSession]:
         return {session.external_conv_id: session for session in found}
 
 
+async def _reported_not_ready(bridge: RunningBridge, reason: str) -> None:
+    """/readyz says 503 with ``reason`` in the Discord channel's detail."""
+    async with aiohttp.ClientSession() as http:
+
+        async def reported() -> bool:
+            async with http.get(bridge.url + "/readyz") as response:
+                detail = (await response.json())["channels"]["discord/assistant"]["detail"]
+                return response.status == 503 and reason in detail
+
+        await wait_until(reported, within=10)
+
+
 async def _stored(bridge: RunningBridge) -> list[tuple[str, str]]:
     return [(m.role, m.content) for m in await bridge.messages()]
 
@@ -214,15 +226,8 @@ async def test_a_missing_privileged_intent_is_reported_in_readyz(database_url: s
         settings = make_settings(
             database_url, agents=[{"slug": "assistant", "discord": discord_section(fake)}]
         )
-        async with running_bridge(settings) as bridge, aiohttp.ClientSession() as http:
-
-            async def reported() -> bool:
-                async with http.get(bridge.url + "/readyz") as response:
-                    body = await response.json()
-                    detail = body["channels"]["discord/assistant"]["detail"]
-                    return response.status == 503 and "MESSAGE CONTENT" in detail
-
-            await wait_until(reported, within=10)
+        async with running_bridge(settings) as bridge:
+            await _reported_not_ready(bridge, "MESSAGE CONTENT")
             identifies = fake.identify_count()
             await fake.expect_no_post(within=1.5)
             assert fake.identify_count() == identifies, "a fatal close is not retried"
@@ -300,15 +305,8 @@ async def test_a_refused_token_is_reported_and_not_retried(database_url: str) ->
     async with FakeDiscord() as fake:
         section = discord_section(fake, bot_token="not-the-token")
         settings = make_settings(database_url, agents=[{"slug": "assistant", "discord": section}])
-        async with running_bridge(settings) as bridge, aiohttp.ClientSession() as http:
-
-            async def reported() -> bool:
-                async with http.get(bridge.url + "/readyz") as response:
-                    body = await response.json()
-                    detail = body["channels"]["discord/assistant"]["detail"]
-                    return response.status == 503 and "token was refused" in detail
-
-            await wait_until(reported, within=10)
+        async with running_bridge(settings) as bridge:
+            await _reported_not_ready(bridge, "token was refused")
             attempts = len(fake.requests_to("GET", r"/api/v10/users/@me"))
             await fake.expect_no_post(within=1.5)
             assert len(fake.requests_to("GET", r"/api/v10/users/@me")) == attempts
