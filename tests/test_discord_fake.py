@@ -39,7 +39,7 @@ from tests.fakes.discord import (
     shard_for,
 )
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared/fixtures"
+FIXTURE = Path(__file__).resolve().parent / "fixtures"
 GOLDEN_MENTION = FIXTURE / "discord_message_create_guild_mention.json"
 WAIT = 5.0
 

@@ -50,7 +50,7 @@ from tests.fakes.feishu import (
     signature,
 )
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HELLO_VECTOR = "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk="
 CHALLENGE_PLAINTEXT = (
     '{"challenge":"ajls384kdjx98XX","token":"vt_test_token","type":"url_verification"}'

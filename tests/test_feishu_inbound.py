@@ -14,7 +14,7 @@ from bridge.events import Attachment, InboundMessage
 from channels.feishu.crypto import UndecryptableEvent, decrypt, signature, signature_matches
 from channels.feishu.inbound import FeishuMessage, Ignored, read_message, to_inbound
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BOT = "ou_bot0000000000000000000000000001"
 
 

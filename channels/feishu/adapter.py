@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from bridge.events import ConversationChange, Reply
-from bridge.ingest import InvalidMessage
+from bridge.ingest import MAX_ID_LENGTH, InvalidMessage, storable_text
 from bridge.logs import log_event
 from bridge.settings import AgentSettings
 from channels.base import ApplyConversation, ChannelStatus, DeliveryError, Ingest
@@ -30,6 +30,7 @@ from channels.feishu.inbound import (
     Ignored,
     MalformedEvent,
     conversation_id,
+    is_storable,
     read_message,
     to_inbound,
 )
@@ -149,13 +150,17 @@ class FeishuChannel:
         encrypt_key = key.get_secret_value()
         stamp, nonce, given = (request.headers.get(name) for name in SIGNATURE_HEADERS)
         signed = stamp is not None and nonce is not None and given is not None
-        if signed and not signature_matches(
-            timestamp=stamp or "",
-            nonce=nonce or "",
-            encrypt_key=encrypt_key,
-            body=raw,
-            given=given or "",
-        ):
+        try:
+            forged = signed and not signature_matches(
+                timestamp=stamp or "",
+                nonce=nonce or "",
+                encrypt_key=encrypt_key,
+                body=raw,
+                given=given or "",
+            )
+        except UnicodeEncodeError:  # header bytes that are no UTF-8 (aiohttp passes surrogates)
+            forged = True
+        if forged:
             raise Refused(401, "signature verification failed")
         if not isinstance(body.get("encrypt"), str):
             raise Refused(400, "expected an encrypted event")
@@ -221,12 +226,14 @@ class FeishuChannel:
 
     async def _on_membership(self, event: dict[str, Any], *, present: bool) -> None:
         chat_id = event.get("chat_id")
-        if not isinstance(chat_id, str) or not chat_id:
-            raise Refused(400, "event.chat_id missing")
+        if not is_storable(chat_id):
+            raise Refused(400, "event.chat_id missing or malformed")
         name = None
         if present:
             name = await self._lookup(f"chat:{chat_id}", lambda client: client.chat_name(chat_id))
-            name = name or (event.get("name") if isinstance(event.get("name"), str) else None)
+            given = event.get("name")
+            if not name and isinstance(given, str) and given.strip():
+                name = storable_text(given)[:MAX_ID_LENGTH]
         try:
             await self._conversation(
                 ConversationChange(
@@ -302,7 +309,7 @@ class FeishuChannel:
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise Refused(400, "the body is not JSON") from None
     if not isinstance(value, dict):
         raise Refused(400, "the body is not a JSON object")

@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -159,13 +160,15 @@ class FeishuClient:
         return str(body["bot"]["open_id"])
 
     async def chat_name(self, chat_id: str) -> str | None:
-        body = await self.call("GET", f"/open-apis/im/v1/chats/{chat_id}")
+        body = await self.call("GET", f"/open-apis/im/v1/chats/{quote(chat_id, safe='')}")
         name = body.get("data", {}).get("name")
         return str(name) if name else None
 
     async def user_name(self, open_id: str) -> str | None:
         body = await self.call(
-            "GET", f"/open-apis/contact/v3/users/{open_id}", params={"user_id_type": "open_id"}
+            "GET",
+            f"/open-apis/contact/v3/users/{quote(open_id, safe='')}",
+            params={"user_id_type": "open_id"},
         )
         name = body.get("data", {}).get("user", {}).get("name")
         return str(name) if name else None
@@ -180,6 +183,6 @@ class FeishuClient:
         if in_thread:
             payload["reply_in_thread"] = True
         body = await self.call(
-            "POST", f"/open-apis/im/v1/messages/{message_id}/reply", payload=payload
+            "POST", f"/open-apis/im/v1/messages/{quote(message_id, safe='')}/reply", payload=payload
         )
         return str(body["data"]["message_id"])

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from bridge.events import Attachment, InboundMessage, Sender
+from bridge.ingest import MAX_ID_LENGTH
 
 CHANNEL = "feishu"
 GROUP_CHAT_TYPES = frozenset({"group", "topic_group"})
@@ -55,6 +56,19 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
+def is_storable(value: Any) -> TypeGuard[str]:
+    """An id or name the database keeps as it is: at most 255 printable characters (no NUL,
+    which PostgreSQL refuses, and no lone surrogate, which no database can encode)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable()
+
+
+def _id(value: Any, name: str) -> str:
+    text = _text(value, name)
+    if not is_storable(text):
+        raise MalformedEvent(f"{name} malformed")
+    return text
+
+
 def read_message(event: Mapping[str, Any]) -> FeishuMessage | Ignored:
     sender = event.get("sender")
     message = event.get("message")
@@ -67,7 +81,7 @@ def read_message(event: Mapping[str, Any]) -> FeishuMessage | Ignored:
         raise MalformedEvent("sender.sender_id missing")
     try:
         content = json.loads(_text(message.get("content"), "message.content"))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise MalformedEvent("message.content is not JSON") from None
     listed = message.get("mentions")
     mentions = tuple(
@@ -81,11 +95,13 @@ def read_message(event: Mapping[str, Any]) -> FeishuMessage | Ignored:
     )
     thread_id = message.get("thread_id")
     return FeishuMessage(
-        message_id=_text(message.get("message_id"), "message.message_id"),
-        chat_id=_text(message.get("chat_id"), "message.chat_id"),
+        message_id=_id(message.get("message_id"), "message.message_id"),
+        chat_id=_id(message.get("chat_id"), "message.chat_id"),
         chat_type=str(message.get("chat_type", "")),
-        thread_id=thread_id if isinstance(thread_id, str) and thread_id else None,
-        sender_open_id=_text(sender_id.get("open_id"), "sender.sender_id.open_id"),
+        thread_id=_id(thread_id, "message.thread_id")
+        if isinstance(thread_id, str) and thread_id
+        else None,
+        sender_open_id=_id(sender_id.get("open_id"), "sender.sender_id.open_id"),
         message_type=str(message.get("message_type", "")),
         content=content if isinstance(content, dict) else {},
         mentions=mentions,
@@ -121,14 +137,15 @@ def _flatten_post(
     lines: list[str] = [str(post["title"])] if post.get("title") else []
     attachments: list[Attachment] = []
     by_key = {m.key: m for m in mentions}
-    for paragraph in post.get("content") or ():
+    paragraphs = post.get("content")
+    for paragraph in paragraphs if isinstance(paragraphs, list) else ():
         words: list[str] = []
         for element in paragraph if isinstance(paragraph, list) else ():
             tag = element.get("tag") if isinstance(element, dict) else None
             if tag in ("text", "md"):
                 words.append(str(element.get("text", "")))
             elif tag == "a":
-                label, href = element.get("text") or "", element.get("href") or ""
+                label, href = str(element.get("text") or ""), str(element.get("href") or "")
                 words.append(f"{label} ({href})" if label and href and label != href else href)
             elif tag == "at":
                 user = str(element.get("user_id", ""))

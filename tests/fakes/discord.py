@@ -93,7 +93,7 @@ __all__ = [
 
 API_VERSION = 10
 DEFAULT_TOKEN = "fake-bot-token"
-# The ids of the golden payload ``shared/fixtures/discord_message_create_guild_mention.json``.
+# The ids of the golden payload ``tests/fixtures/discord_message_create_guild_mention.json``.
 DEFAULT_BOT_ID = "1100000000000000001"
 DEFAULT_BOT_NAME = "testbot"
 DEFAULT_APPLICATION_ID = DEFAULT_BOT_ID  # a bot's user id is its application id

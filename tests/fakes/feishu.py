@@ -25,7 +25,7 @@ One aiohttp server on 127.0.0.1 and a free port, matching the shared platform re
   headers when an Encrypt Key is configured, plain JSON otherwise; url_verification is never
   signed. Builders (:meth:`FakeFeishu.message_event`, :meth:`FakeFeishu.url_verification`,
   :meth:`FakeFeishu.bot_added_event`, :meth:`FakeFeishu.bot_deleted_event`) produce payloads
-  shaped like ``shared/fixtures/feishu_*.json``. What a pushed event says happened also
+  shaped like ``tests/fixtures/feishu_*.json``. What a pushed event says happened also
   happens in the fake (the message exists, so the bridge can reply to it).
 
 Usage::
@@ -99,7 +99,7 @@ __all__ = [
     "signature",
 ]
 
-# The identities of the golden payloads ``shared/fixtures/feishu_*.json``.
+# The identities of the golden payloads ``tests/fixtures/feishu_*.json``.
 DEFAULT_APP_ID = "cli_a1b2c3d4e5f60000"
 DEFAULT_APP_SECRET = "fake-app-secret-0123456789abcdef"
 DEFAULT_VERIFICATION_TOKEN = "vt_test_token"

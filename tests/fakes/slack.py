@@ -5,7 +5,7 @@ Three parts, all matching the protocol facts in the shared platform reference (Â
 * **Signing** (:func:`sign`) and **event factories** (:func:`app_mention`, :func:`message`,
   :func:`bot_message`, :func:`message_changed`, :func:`message_deleted`,
   :func:`url_verification`): pure functions that build ``event_callback`` envelopes shaped
-  exactly like the golden payloads under ``shared/fixtures/slack_*.json``.
+  exactly like the golden payloads under ``tests/fixtures/slack_*.json``.
 * :class:`FakeSlack`: an aiohttp server on 127.0.0.1 and a free port serving the Web API at
   ``/api/{method}`` (point ``AsyncWebClient(base_url=fake.api_url)`` at it) and a Socket Mode
   WebSocket at ``/link``. It checks the bearer token of every call, answers with Slack's real
