@@ -32,7 +32,6 @@ import copy
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -44,8 +43,7 @@ import pytest
 from aiohttp.http_exceptions import HttpProcessingError
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from hypothesis import HealthCheck, Phase, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 from yarl import URL
@@ -65,6 +63,16 @@ from tests.fakes.feishu import (
     encrypt,
     signature,
 )
+from tests.support.fuzzing import (
+    JSON_VALUES,
+    MIB,
+    RAW_MARK,
+    compact,
+    deep,
+    fuzz_settings,
+    raw_json,
+    ten_megabytes,
+)
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 
 ENCRYPT_KEY = DEFAULT_ENCRYPT_KEY
@@ -79,23 +87,8 @@ STAMP, NONCE, SIGNATURE = (
     "X-Lark-Request-Nonce",
     "X-Lark-Signature",
 )
-MIB = 1024 * 1024
 
 Headers = list[tuple[bytes, bytes]]
-
-
-def fuzz_settings(examples: int, *, shrink: bool = True) -> Callable[[Any], Any]:
-    """Bounded, reproducible runs: the whole file stays well under a minute."""
-    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
-    return hypothesis_settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=phases,
-        # One bridge serves every example of a test: the function-scoped fixtures are meant.
-        suppress_health_check=list(HealthCheck),
-    )
 
 
 # --- Feishu's crypto, for any bytes ----------------------------------------------------------
@@ -410,28 +403,8 @@ async def check(endpoint: Endpoint, before: Snapshot, status: int, document: Any
 # --- building requests -----------------------------------------------------------------------
 
 
-def compact(document: Any) -> bytes:
-    # surrogatepass: a lone surrogate becomes bytes that are no UTF-8, as garbage may be.
-    raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-    return raw.encode("utf-8", "surrogatepass")
-
-
-def deep(depth: int) -> bytes:
-    return b"[" * depth + b"]" * depth
-
-
-def raw_json(kind: str, size: int) -> bytes:
-    """``size`` levels of nested arrays or objects, or an integer of ``size`` digits."""
-    if kind == "[":
-        return deep(size)
-    if kind == "{":
-        return b'{"a":' * size + b"1" + b"}" * size
-    return b"9" * size
-
-
 # Placeholder strings the serializer replaces with raw JSON: deeply nested arrays or objects,
 # and integers too long for Python's int() (json.dumps cannot write either).
-RAW_MARK = re.compile(rb'"@@raw:([\[{9]):([0-9]+)@@"')
 
 
 def serialize(document: Any, style: str = "compact") -> bytes:
@@ -449,13 +422,6 @@ def parsed(raw: bytes) -> Any:
         return None
 
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=12,
-)
 ODD_STRINGS = st.sampled_from(
     [
         "",
@@ -1169,18 +1135,12 @@ async def test_real_events_still_get_through_after_fuzzing(endpoint: Endpoint) -
 # --- bodies beyond http.max_body_bytes ---------------------------------------------------------
 
 
-async def _ten_megabytes() -> AsyncIterator[bytes]:
-    chunk = b"x" * 65_536
-    for _ in range(10 * MIB // len(chunk)):
-        yield chunk
-
-
 async def test_ten_megabyte_bodies_get_413_and_store_nothing(endpoint: Endpoint) -> None:
     huge = sealed(compact(endpoint.fake.message_event(text="y" * (10 * MIB))))
     requests: list[tuple[bytes | AsyncIterator[bytes], Headers]] = [
         (b"\xff" * (10 * MIB), []),
         (huge, signed_headers(huge)),  # a real, validly encrypted and signed message
-        (_ten_megabytes(), []),  # chunked: no Content-Length to go by
+        (ten_megabytes(), []),  # chunked: no Content-Length to go by
     ]
     before = await endpoint.snapshot()
     for body, headers in requests:

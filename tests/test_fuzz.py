@@ -34,8 +34,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, Phase, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 from sqlalchemy import func, select
@@ -45,6 +44,16 @@ from bridge.db.models import ChatMessage, ChatSession, Participant, SessionMembe
 from bridge.settings import ConfigError, HttpSettings, load_settings
 from tests.fakes import slack
 from tests.fakes.slack import FakeSlack, sign
+from tests.support.fuzzing import (
+    JSON_VALUES,
+    MIB,
+    RAW_MARK,
+    compact,
+    deep,
+    fuzz_settings,
+    raw_json,
+    ten_megabytes,
+)
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 
 BOT_TOKEN = "xoxb-fuzz-bot-token"
@@ -53,21 +62,6 @@ CHANNEL = "C0CHAN0001"
 DM = "D0DM000001"
 HUMAN = "U0HUMAN001"
 BOT_USER = slack.DEFAULT_BOT_USER_ID
-MIB = 1024 * 1024
-
-
-def fuzz_settings(examples: int, *, shrink: bool = True) -> Callable[[Any], Any]:
-    """Bounded, reproducible runs: the whole file stays well under a minute."""
-    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
-    return hypothesis_settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=phases,
-        # One bridge serves every example of a test: the function-scoped fixtures are meant.
-        suppress_health_check=list(HealthCheck),
-    )
 
 
 # --- the app under test ----------------------------------------------------------------------
@@ -291,25 +285,6 @@ def signed_headers(raw: bytes) -> CIMultiDict[str]:
     )
 
 
-def compact(document: Any) -> bytes:
-    # surrogatepass: a lone surrogate becomes bytes that are no UTF-8, as garbage may be.
-    raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-    return raw.encode("utf-8", "surrogatepass")
-
-
-def deep(depth: int) -> bytes:
-    return b"[" * depth + b"]" * depth
-
-
-def raw_json(kind: str, size: int) -> bytes:
-    """``size`` levels of nested arrays or objects, or an integer of ``size`` digits."""
-    if kind == "[":
-        return deep(size)
-    if kind == "{":
-        return b'{"a":' * size + b"1" + b"}" * size
-    return b"9" * size
-
-
 def dm_message() -> dict[str, Any]:
     return slack.message(channel=DM, user=HUMAN, text="hello from the fuzzer")
 
@@ -347,13 +322,6 @@ HEADER_TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc")),
     max_size=40,
 )
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=12,
-)
 ODD_STRINGS = st.sampled_from(
     [
         "",
@@ -380,7 +348,6 @@ ODD_STRINGS = st.sampled_from(
 )
 # Placeholder strings the serializer replaces with raw JSON: deeply nested arrays or objects,
 # and integers too long for Python's int() (json.dumps cannot write either).
-RAW_MARK = re.compile(rb'"@@raw:([\[{9]):([0-9]+)@@"')
 ODD_VALUES = st.one_of(
     JSON_VALUES,
     ODD_STRINGS,
@@ -788,19 +755,13 @@ async def test_nul_in_the_text_is_stored_or_ignored(endpoint: Endpoint) -> None:
 # --- bodies beyond http.max_body_bytes ---------------------------------------------------------
 
 
-async def _ten_megabytes() -> AsyncIterator[bytes]:
-    chunk = b"x" * 65_536
-    for _ in range(10 * MIB // len(chunk)):
-        yield chunk
-
-
 async def test_ten_megabyte_bodies_get_413_and_store_nothing(endpoint: Endpoint) -> None:
     huge_event = compact(slack.message(channel=DM, user=HUMAN, text="y" * (10 * MIB)))
     before = await endpoint.snapshot()
     requests: list[tuple[bytes | AsyncIterator[bytes], CIMultiDict[str]]] = [
         (b"\xff" * (10 * MIB), CIMultiDict()),
         (huge_event, signed_headers(huge_event)),  # a real, validly signed message
-        (_ten_megabytes(), CIMultiDict()),  # chunked: no Content-Length to go by
+        (ten_megabytes(), CIMultiDict()),  # chunked: no Content-Length to go by
     ]
     for body, headers in requests:
         status = await endpoint.post(body, headers, content_type="application/json")
