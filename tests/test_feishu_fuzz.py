@@ -70,6 +70,7 @@ from tests.support.fuzzing import (
     compact,
     deep,
     fuzz_settings,
+    garbled,
     raw_json,
     ten_megabytes,
 )
@@ -497,26 +498,6 @@ HEADER_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")),
 HEADER_BYTES = st.binary(max_size=40).map(
     lambda raw: bytes(byte for byte in raw if byte >= 0x20 and byte != 0x7F)
 )
-
-
-@st.composite
-def garbled(draw: st.DrawFn, raw: bytes) -> bytes:
-    """``raw`` cut, overwritten, extended or re-encoded at the byte level."""
-    how = draw(st.sampled_from(["keep", "cut", "flip", "insert", "bom", "tail", "latin1"]))
-    if how == "keep" or not raw:
-        return raw
-    at = draw(st.integers(min_value=0, max_value=len(raw) - 1))
-    if how == "cut":
-        return raw[:at]
-    if how == "flip":
-        return raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1 :]
-    if how == "insert":
-        return raw[:at] + draw(st.binary(min_size=1, max_size=8)) + raw[at:]
-    if how == "bom":
-        return b"\xef\xbb\xbf" + raw
-    if how == "tail":
-        return raw + draw(st.sampled_from([b"\xff", b"\xc3", b"}", b"]", b",", b"\x00", b"x"]))
-    return raw.decode("utf-8", "replace").encode("latin-1", errors="replace") + b"\xe9"
 
 
 # Real events, built by the fake as Feishu sends them.

@@ -63,3 +63,23 @@ async def ten_megabytes() -> AsyncIterator[bytes]:
     chunk = b"x" * 65_536
     for _ in range(10 * MIB // len(chunk)):
         yield chunk
+
+
+@st.composite
+def garbled(draw: st.DrawFn, raw: bytes) -> bytes:
+    """``raw`` cut, overwritten, extended or re-encoded at the byte level."""
+    how = draw(st.sampled_from(["keep", "cut", "flip", "insert", "bom", "tail", "latin1"]))
+    if how == "keep" or not raw:
+        return raw
+    at = draw(st.integers(min_value=0, max_value=len(raw) - 1))
+    if how == "cut":
+        return raw[:at]
+    if how == "flip":
+        return raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1 :]
+    if how == "insert":
+        return raw[:at] + draw(st.binary(min_size=1, max_size=8)) + raw[at:]
+    if how == "bom":
+        return b"\xef\xbb\xbf" + raw
+    if how == "tail":
+        return raw + draw(st.sampled_from([b"\xff", b"\xc3", b"}", b"]", b",", b"\x00", b"x"]))
+    return raw.decode("utf-8", "replace").encode("latin-1", errors="replace") + b"\xe9"
