@@ -5,6 +5,7 @@ Adapters build these from platform payloads; the core never sees a payload dict 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -110,3 +111,6 @@ class Reply:
     reply_target: dict[str, str]
     in_doubt: bool
     attempt: int
+    mentions: Mapping[str, str] = field(default_factory=dict)
+    """Agents the text mentions as ``@slug`` that are bots on this platform too: slug -> their
+    platform user id. The channel renders each as a native mention (``bridge.mentions``)."""

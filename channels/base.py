@@ -60,6 +60,11 @@ class Channel(Protocol):
 
     def status(self) -> ChannelStatus: ...
 
+    def mention_id(self) -> str | None:
+        """This agent's own user id on the platform, so another agent's text can mention it
+        natively; None when the platform has no mentions or the id is not known yet."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChannelContext:

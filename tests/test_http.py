@@ -29,6 +29,9 @@ class BrokenChannel:
     def status(self) -> ChannelStatus:
         return ChannelStatus(ready=True)
 
+    def mention_id(self) -> str | None:
+        return None
+
 
 class NoSettings(BaseModel):
     pass

@@ -25,6 +25,27 @@ class HistoryMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PeerAgent:
+    slug: str
+    name: str
+
+
+class AgentTools(Protocol):
+    """What the bridge lets an agent do while it answers: ask its peers.
+
+    ``ask`` goes through the same path as a direct ask (a session of the peer with source
+    channel ``agent``, the loop budgets, the peer's own backend) and always returns text for
+    the model: the peer's answer, or why there is none (refused, over budget, timed out). The
+    exchange is recorded in the asking agent's session.
+    """
+
+    @property
+    def peers(self) -> tuple[PeerAgent, ...]: ...
+
+    async def ask(self, *, agent: str, text: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentRequest:
     """Everything a backend may use to answer one message.
 
@@ -43,6 +64,8 @@ class AgentRequest:
     message_id: int
     text: str
     history: tuple[HistoryMessage, ...]
+    tools: AgentTools | None = None
+    """Set when the agent has peers; backends that support tool calls offer ``ask_agent``."""
 
 
 class AgentBackend(Protocol):

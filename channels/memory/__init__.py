@@ -54,6 +54,9 @@ class MemoryChannel:
     def status(self) -> ChannelStatus:
         return ChannelStatus(ready=self._running, detail="" if self._running else "stopped")
 
+    def mention_id(self) -> str | None:
+        return None
+
     def fail_next(self, *errors: DeliveryError) -> None:
         self._failures.extend(errors)
 

@@ -34,6 +34,9 @@ class WebChannel:
     def status(self) -> ChannelStatus:
         return ChannelStatus(ready=True)
 
+    def mention_id(self) -> str | None:
+        return None
+
 
 class WebPlugin:
     name = WEB_CHANNEL
