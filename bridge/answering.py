@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, Select, bindparam, insert, select
+from sqlalchemy import Select, bindparam, select
 
 from bridge.agents.base import AgentBackend, AgentError, AgentRequest
+from bridge.asks import AgentAsks, AskContext, AskTools
 from bridge.claims import ANSWER, DELIVER, claimed_parameters, update_if_claimed
 from bridge.db.models import MESSAGES, PARTICIPANTS, SESSIONS, MessageState, utcnow
 from bridge.directory import AgentRecord, UnknownAgent
@@ -26,7 +27,8 @@ from bridge.feed import FEED, record_changes
 from bridge.history import load_history
 from bridge.ingest import storable_text
 from bridge.logs import log_event
-from bridge.sessions import record_activity, reset_context
+from bridge.outgoing import Outgoing, store_outgoing
+from bridge.sessions import reset_context
 from bridge.wakeups import notify_in_transaction
 from bridge.workers import WorkContext
 
@@ -45,6 +47,8 @@ def _load_statement() -> Select[Any]:
             m.reply_target,
             m.session_id,
             m.attempts,
+            m.chain_origin_id,
+            m.chain_hops,
             s.agent_id,
             s.external_conv_id,
             s.is_group,
@@ -67,11 +71,6 @@ def _load_statement() -> Select[Any]:
     )
 
 
-@cache
-def _insert_reply() -> Insert:
-    return insert(MESSAGES).returning(MESSAGES.c.id)
-
-
 def new_delivery_key() -> str:
     """Stable id of one reply's delivery; 24 characters fit Discord's 25-character nonce."""
     return secrets.token_hex(12)
@@ -84,6 +83,9 @@ class _Job:
     channel: str
     reply_target: dict[str, str]
     attempts: int
+    chain_origin_id: int
+    """The human message (or direct ask) that started this chain; the reply shares it."""
+    chain_hops: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +98,16 @@ class _Outcome:
 
 
 class Answerer:
-    def __init__(self, *, context: WorkContext, backends: Mapping[str, AgentBackend]) -> None:
+    def __init__(
+        self,
+        *,
+        context: WorkContext,
+        backends: Mapping[str, AgentBackend],
+        asks: AgentAsks,
+        ask_wait_seconds: float,
+    ) -> None:
+        self._asks = asks
+        self._ask_wait_seconds = ask_wait_seconds
         self._sessions = context.sessions
         self._agents = context.agents
         self._backends = backends
@@ -190,6 +201,7 @@ class Answerer:
             message_id=message_id,
             text=row.content,
             history=history,
+            tools=self._tools(agent, row, message_id),
         )
         return _Job(
             agent=agent,
@@ -197,7 +209,24 @@ class Answerer:
             channel=row.channel,
             reply_target=row.reply_target,
             attempts=row.attempts,
+            chain_origin_id=row.chain_origin_id or message_id,
+            chain_hops=row.chain_hops,
         )
+
+    def _tools(self, agent: AgentRecord, row: Any, message_id: int) -> AskTools | None:
+        """Agents with peers may ask them while answering (the ``ask_agent`` tool)."""
+        if not agent.settings.peers:
+            return None
+        context = AskContext(
+            agent=agent,
+            session_id=row.session_id,
+            message_id=message_id,
+            channel=row.channel,
+            reply_target=row.reply_target,
+            chain_origin_id=row.chain_origin_id or message_id,
+            chain_hops=row.chain_hops,
+        )
+        return AskTools(asks=self._asks, context=context, wait_seconds=self._ask_wait_seconds)
 
     async def _abandon(self, message_id: int, error: str) -> None:
         values = {
@@ -246,30 +275,21 @@ class Answerer:
                 return
             if outcome.reset:
                 await reset_context(db, session_id=session_id, from_message_id=message_id + 1)
-            reply_id = (
-                await db.execute(
-                    _insert_reply(),
-                    {
-                        "session_id": session_id,
-                        "sender_participant_id": job.agent.participant_id,
-                        "role": outcome.role,
-                        "content": outcome.text,
-                        "reply_to_message_id": message_id,
-                        "channel": job.channel,
-                        "reply_target": job.reply_target,
-                        "attachments": [],
-                        "state": MessageState.TO_DELIVER,
-                        "attempts": 0,
-                        "delivery_key": new_delivery_key(),
-                        "delivery_in_doubt": False,
-                        "platform_message_ids": [],
-                        "created_at": now,
-                        "updated_at": now,
-                    },
-                )
-            ).scalar_one()
-            await record_activity(
-                db, session_id=session_id, group_name=None, now=now, inbound=False
+            reply_id = await store_outgoing(
+                db,
+                Outgoing(
+                    session_id=session_id,
+                    sender_participant_id=job.agent.participant_id,
+                    role=outcome.role,
+                    content=outcome.text,
+                    channel=job.channel,
+                    reply_target=job.reply_target,
+                    delivery_key=new_delivery_key(),
+                    reply_to_message_id=message_id,
+                    chain_origin_id=job.chain_origin_id,
+                    chain_hops=job.chain_hops,
+                ),
+                now=now,
             )
             await record_changes(
                 db,

@@ -9,10 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.db.engine import insert
 from bridge.db.models import Agent, utcnow
+from bridge.events import AGENT_CHANNEL
 from bridge.sessions import find_or_create_participant
 from bridge.settings import AgentSettings
-
-AGENT_CHANNEL = "agent"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

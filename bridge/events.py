@@ -13,6 +13,22 @@ ParticipantKind = Literal["user", "agent"]
 
 WEB_CHANNEL = "web"
 """The bridge's own channel: the chat page and the HTTP API."""
+AGENT_CHANNEL = "agent"
+"""Direct asks between agents; also the channel of every agent's own participant."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainLink:
+    """Where a message from one agent to another sits in its chain.
+
+    ``origin_message_id`` is the human message that started the chain (None: this message
+    starts one, as a direct ask from a program does); ``hops`` counts the agent-to-agent
+    messages up to and including this one.
+    """
+
+    from_agent: str
+    origin_message_id: int | None
+    hops: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +71,9 @@ class InboundMessage:
     only_if_engaged: bool = False
     """Store it only if the agent already has this conversation (a thread follow-up without a
     mention); the check happens in the database, in the ingest transaction."""
+    chain: ChainLink | None = None
+    """Set when another agent wrote it: the sender is that agent, and the loop budgets are
+    checked in the ingest transaction (``bridge.chains``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

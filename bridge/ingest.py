@@ -16,11 +16,18 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
+from bridge.chains import ChainStopped, Hop, check_budget
 from bridge.claims import ANSWER
 from bridge.db.engine import insert
 from bridge.db.models import MESSAGES, ChatMessage, ChatSession, MessageState, utcnow
-from bridge.directory import AgentDirectory
-from bridge.events import ConversationChange, InboundMessage, IngestResult, MessageEdit
+from bridge.directory import AgentDirectory, AgentRecord
+from bridge.events import (
+    AGENT_CHANNEL,
+    ConversationChange,
+    InboundMessage,
+    IngestResult,
+    MessageEdit,
+)
 from bridge.feed import FEED, record_changes
 from bridge.logs import log_event
 from bridge.metrics import Metrics
@@ -31,13 +38,14 @@ from bridge.sessions import (
     idle_expired,
     record_activity,
 )
+from bridge.settings import A2ASettings
 from bridge.wakeups import WorkSignals, notify_in_transaction
 
 logger = logging.getLogger(__name__)
 
 
 @cache
-def _insert_message(dialect: str) -> ReturningInsert[Any]:
+def insert_message_statement(dialect: str) -> ReturningInsert[Any]:
     """Built once per dialect: a redelivered message (same session and external id) is a no-op
     that returns no id."""
     return (
@@ -85,8 +93,10 @@ class Ingestor:
         agents: AgentDirectory,
         signals: WorkSignals,
         metrics: Metrics,
+        budget: A2ASettings,
     ) -> None:
         self._sessions = sessions
+        self._budget = budget
         self._agents = agents
         self._signals = signals
         self._metrics = metrics
@@ -107,12 +117,17 @@ class Ingestor:
                     conversation=message.external_conv_id,
                 )
                 return IngestResult(session_id=0, message_id=0, duplicate=False, ignored=True)
-            sender_id = await find_or_create_participant(
-                db,
-                kind=message.sender.kind,
-                channel=message.channel,
-                external_id=message.sender.external_id,
-                display_name=message.sender.display_name,
+            sender = None if message.chain is None else self._agents.get(message.chain.from_agent)
+            sender_id = (
+                sender.participant_id
+                if sender is not None
+                else await find_or_create_participant(
+                    db,
+                    kind=message.sender.kind,
+                    channel=message.channel,
+                    external_id=message.sender.external_id,
+                    display_name=message.sender.display_name,
+                )
             )
             parent_id = None
             if message.parent_conv_id:
@@ -125,6 +140,7 @@ class Ingestor:
                     group_name=message.group_name,
                 )
                 parent_id = parent.id
+            direct = sender is not None and message.channel == AGENT_CHANNEL
             session = await find_or_create_session(
                 db,
                 agent_id=agent.id,
@@ -134,12 +150,18 @@ class Ingestor:
                 group_name=message.group_name,
                 title=message.title,
                 participant_id=None if message.is_group else sender_id,
+                peer_agent_id=sender.id if direct and sender is not None else None,
                 parent_session_id=parent_id,
             )
+            if sender is not None and message.chain is not None:
+                existing = await _existing_message(db, session.id, message.external_message_id)
+                if existing is None:
+                    await self._check_chain(db, message, sender=sender, target=agent)
             await add_member(db, session_id=session.id, participant_id=sender_id)
+            chain = message.chain
             message_id = (
                 await db.execute(
-                    _insert_message(db.get_bind().dialect.name),
+                    insert_message_statement(db.get_bind().dialect.name),
                     {
                         "session_id": session.id,
                         "sender_participant_id": sender_id,
@@ -153,20 +175,16 @@ class Ingestor:
                         "attempts": 0,
                         "delivery_in_doubt": False,
                         "platform_message_ids": [],
+                        "chain_origin_id": chain.origin_message_id if chain else None,
+                        "chain_hops": chain.hops if chain else 0,
                         "created_at": now,
                         "updated_at": now,
                     },
                 )
             ).scalar_one_or_none()
             if message_id is None:
-                existing = (
-                    await db.execute(
-                        select(ChatMessage.id).where(
-                            ChatMessage.session_id == session.id,
-                            ChatMessage.external_message_id == message.external_message_id,
-                        )
-                    )
-                ).scalar_one()
+                existing = await _existing_message(db, session.id, message.external_message_id)
+                assert existing is not None
                 await transaction.rollback()
                 self._metrics.duplicates.labels(message.channel).inc()
                 log_event(
@@ -194,6 +212,8 @@ class Ingestor:
         self._signals.wake(ANSWER.name)
         self._signals.wake(FEED)
         self._metrics.ingested.labels(message.channel).inc()
+        if message.chain is not None:
+            self._metrics.a2a_messages.labels(message.channel).inc()
         log_event(
             logger,
             "message.ingested",
@@ -203,8 +223,39 @@ class Ingestor:
             message=message_id,
             conversation=message.external_conv_id,
             idle_reset=fresh_context,
+            from_agent=message.chain.from_agent if message.chain else None,
+            hops=message.chain.hops if message.chain else None,
         )
         return IngestResult(session_id=session.id, message_id=message_id, duplicate=False)
+
+    async def _check_chain(
+        self, db: AsyncSession, message: InboundMessage, *, sender: AgentRecord, target: AgentRecord
+    ) -> None:
+        """Raise ChainStopped (counted and logged) when the budgets forbid this hop."""
+        assert message.chain is not None
+        hop = Hop(
+            sender=sender,
+            target=target,
+            origin_message_id=message.chain.origin_message_id,
+            hops=message.chain.hops,
+            text=storable_text(message.text),
+        )
+        try:
+            await check_budget(db, hop, self._budget)
+        except ChainStopped as stopped:
+            self._metrics.a2a_stopped.labels(stopped.reason).inc()
+            log_event(
+                logger,
+                "chain.stopped",
+                level=logging.WARNING,
+                channel=message.channel,
+                from_agent=sender.settings.slug,
+                agent=target.settings.slug,
+                conversation=message.external_conv_id,
+                hops=message.chain.hops,
+                reason=stopped.reason,
+            )
+            raise
 
     async def apply_edit(self, edit: MessageEdit) -> bool:
         """Bring a stored user message up to date with an edit or deletion on the platform.
@@ -282,6 +333,18 @@ class Ingestor:
             conversation=change.external_conv_id,
         )
         return session.id
+
+
+async def _existing_message(
+    db: AsyncSession, session_id: int, external_message_id: str
+) -> int | None:
+    found = await db.execute(
+        select(ChatMessage.id).where(
+            ChatMessage.session_id == session_id,
+            ChatMessage.external_message_id == external_message_id,
+        )
+    )
+    return found.scalar_one_or_none()
 
 
 async def _conversation_exists(db: AsyncSession, *, agent_id: int, external_conv_id: str) -> bool:

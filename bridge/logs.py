@@ -15,8 +15,10 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 def log_event(
     logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any
 ) -> None:
-    """Log ``event`` with its fields (session and message ids, channel ...) kept structured."""
-    logger.log(level, event, extra={"fields": fields})
+    """Log ``event`` with its fields (session and message ids, channel ...) kept structured;
+    fields that are None are left out."""
+    present = {key: value for key, value in fields.items() if value is not None}
+    logger.log(level, event, extra={"fields": present})
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

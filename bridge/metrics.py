@@ -48,6 +48,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.a2a_messages = Counter(
+            "bridge_a2a_messages",
+            "Messages stored from one agent to another (asks and hand-offs)",
+            ["channel"],
+            registry=r,
+        )
+        self.a2a_stopped = Counter(
+            "bridge_a2a_chains_stopped",
+            "Agent-to-agent messages refused by a loop budget or the peers list",
+            ["reason"],
+            registry=r,
+        )
         self.pending = Gauge(
             "bridge_pending_work", "Messages waiting, by state", ["state"], registry=r
         )

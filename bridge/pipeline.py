@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridge.agents.base import AgentBackend
 from bridge.answering import Answerer
+from bridge.asks import AgentAsks
 from bridge.claims import ANSWER, DELIVER, release, renew
 from bridge.db.engine import is_sqlite
 from bridge.delivery import ChannelLookup, Deliverer
@@ -56,7 +57,14 @@ class Pipeline:
         self._engine = engine
         self._sessions = sessions
         self.ingest = Ingestor(
-            sessions=sessions, agents=agents, signals=self.signals, metrics=metrics
+            sessions=sessions,
+            agents=agents,
+            signals=self.signals,
+            metrics=metrics,
+            budget=settings.a2a,
+        )
+        self.asks = AgentAsks(
+            ingest=self.ingest, sessions=sessions, agents=agents, signals=self.signals
         )
         context = WorkContext(
             sessions=sessions,
@@ -69,7 +77,12 @@ class Pipeline:
         self._pools = (
             WorkerPool(
                 kind=ANSWER,
-                handler=Answerer(context=context, backends=backends),
+                handler=Answerer(
+                    context=context,
+                    backends=backends,
+                    asks=self.asks,
+                    ask_wait_seconds=settings.a2a.max_wait_seconds,
+                ),
                 context=context,
                 concurrency=self._settings.answer_concurrency,
             ),

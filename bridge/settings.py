@@ -75,6 +75,17 @@ class WebSettings(_Section):
     """How long live events are kept for WebSocket clients that reconnect and catch up."""
 
 
+class A2ASettings(_Section):
+    """Budgets that stop agent-to-agent chains: no path lets two agents ping-pong forever."""
+
+    max_hops: int = Field(default=4, ge=1, le=100)
+    """Hand-offs and asks one human message may set off, one after another."""
+    max_turns_per_hour: int = Field(default=30, ge=1)
+    """Messages two agents may send each other (both directions) in any hour."""
+    max_wait_seconds: float = Field(default=120.0, gt=0)
+    """Longest ``?wait=`` a direct ask may hold its request open."""
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -109,6 +120,8 @@ class AgentSettings(BaseModel):
     history_chars: int = Field(default=12_000, ge=0)
     idle_reset_hours: float | None = Field(default=None, gt=0)
     echo_timeout_seconds: float = Field(default=10.0, gt=0)
+    peers: list[str] = Field(default_factory=list)
+    """The agents this one may address: direct asks, the ``ask_agent`` tool, hand-offs."""
     openai: OpenAIBackendSettings | None = None
     webhook: WebhookBackendSettings | None = None
 
@@ -172,6 +185,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    a2a: A2ASettings = Field(default_factory=A2ASettings)
     agents: list[AgentSettings] = Field(default_factory=_default_agents, min_length=1)
 
     @classmethod
@@ -214,6 +228,19 @@ def _check_unique_slugs(settings: Settings) -> None:
         seen[agent.slug] = index
 
 
+def _check_peers(settings: Settings) -> None:
+    slugs = {agent.slug for agent in settings.agents}
+    for index, agent in enumerate(settings.agents):
+        for position, peer in enumerate(agent.peers):
+            where = f"agents[{index}].peers[{position}]"
+            if peer == agent.slug:
+                raise ConfigError(f"{where}: an agent cannot be its own peer ({peer!r})")
+            if peer not in slugs:
+                raise ConfigError(
+                    f"{where}: unknown agent {peer!r} (configured: {', '.join(sorted(slugs))})"
+                )
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -241,6 +268,7 @@ def load_settings(
         raise ConfigError(f"{path}: {line}" if path else line) from None
     try:
         _check_unique_slugs(settings)
+        _check_peers(settings)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}" if path else str(error)) from None
     return settings

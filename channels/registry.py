@@ -19,7 +19,7 @@ from bridge.settings import AgentSettings, ConfigError, Settings, first_error_li
 from channels.base import Channel, ChannelPlugin, ChannelStatus
 
 ENTRY_POINT_GROUP = "bridge.channels"
-ALWAYS_ON = ("web",)
+ALWAYS_ON = ("web", "agent")
 """Channels every agent has unless its section says ``enabled = false`` (when installed)."""
 logger = logging.getLogger(__name__)
 

@@ -4,22 +4,67 @@ OpenAI, Azure-style proxies, vLLM, Ollama and LiteLLM all speak this shape, so o
 client covers most hosted and self-hosted models. The API key is read from the environment
 variable the settings name, at call time, so keys never sit in the config file and can be
 rotated without a restart.
+
+When the request carries :class:`~bridge.agents.base.AgentTools` with at least one peer, the
+model is offered one function tool, ``ask_agent`` (chat-completions function calling). Each
+``tool_calls`` message is answered with one ``tool`` message per call, in order, and the
+model is asked again; at most :data:`MAX_TOOL_ROUNDS` responses may call tools, then one
+last request with ``"tool_choice": "none"`` makes the model answer in text. A call the
+bridge cannot run (unknown tool, arguments that are not JSON or lack a field, an agent that
+is not a peer) is answered with a tool result starting ``"Error: "`` that says what to do
+instead, so the model can correct itself; it never raises. Only the final text is yielded.
+Without peers the request body is exactly the plain completion it has always been.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from bridge.agents.base import AgentError, AgentRequest
+from bridge.agents.base import AgentError, AgentRequest, AgentTools, PeerAgent
 from bridge.agents.http import MAX_RESPONSE_BYTES, display_url, post_for_reply, snippet
 from bridge.settings import OpenAIBackendSettings
 
-__all__ = ["MAX_RESPONSE_BYTES", "OpenAIBackend", "build_messages", "build_payload"]
+__all__ = [
+    "ASK_AGENT",
+    "MAX_RESPONSE_BYTES",
+    "MAX_TOOL_ROUNDS",
+    "ModelTurn",
+    "OpenAIBackend",
+    "ToolCall",
+    "assistant_message",
+    "build_messages",
+    "build_payload",
+    "build_tools",
+    "parse_turn",
+    "run_tool_call",
+]
+
+ASK_AGENT = "ask_agent"
+MAX_TOOL_ROUNDS = 4
+"""How many responses in one answer may call tools; the request after that offers none."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One entry of ``message.tool_calls``; ``arguments`` is the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTurn:
+    """``choices[0].message``: its text (``None`` when null) and its tool calls, if any."""
+
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def build_messages(request: AgentRequest) -> list[dict[str, str]]:
@@ -45,18 +90,111 @@ def build_messages(request: AgentRequest) -> list[dict[str, str]]:
     return messages
 
 
-def build_payload(settings: OpenAIBackendSettings, request: AgentRequest) -> dict[str, Any]:
-    """The request body; optional sampling options are sent only when configured."""
-    payload: dict[str, Any] = {"model": settings.model, "messages": build_messages(request)}
+def build_tools(peers: Sequence[PeerAgent]) -> list[dict[str, Any]]:
+    """The ``tools`` list: the one ``ask_agent`` function, its ``agent`` enum the peer slugs."""
+    listed = ", ".join(f"{peer.slug} ({peer.name})" for peer in peers)
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": ASK_AGENT,
+                "description": (
+                    "Ask another agent a question and get its answer as text. Use it when "
+                    "another agent is better placed to answer part of the message. "
+                    f"The agents you may ask: {listed}."
+                ),
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "agent": {
+                            "type": "string",
+                            "enum": [peer.slug for peer in peers],
+                            "description": "The slug of the agent to ask.",
+                        },
+                        "text": {
+                            "type": "string",
+                            "description": (
+                                "The message for that agent. It does not see this "
+                                "conversation, so make the question complete on its own."
+                            ),
+                        },
+                    },
+                    "required": ["agent", "text"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
+
+
+def build_payload(
+    settings: OpenAIBackendSettings,
+    request: AgentRequest,
+    *,
+    exchange: Sequence[dict[str, Any]] = (),
+    final: bool = False,
+) -> dict[str, Any]:
+    """The request body; optional sampling options are sent only when configured.
+
+    ``exchange`` is what this answer added so far: assistant ``tool_calls`` messages and the
+    ``tool`` results, appended after the new message. ``tools`` is sent only when the
+    request has peers; ``final`` adds ``"tool_choice": "none"`` so the model must answer
+    in text (the tools stay listed, since the messages refer to them).
+    """
+    messages: list[dict[str, Any]] = [*build_messages(request), *exchange]
+    payload: dict[str, Any] = {"model": settings.model, "messages": messages}
     if settings.temperature is not None:
         payload["temperature"] = settings.temperature
     if settings.max_tokens is not None:
         payload["max_tokens"] = settings.max_tokens
+    if request.tools is not None and request.tools.peers:
+        payload["tools"] = build_tools(request.tools.peers)
+        if final:
+            payload["tool_choice"] = "none"
     return payload
 
 
+def assistant_message(turn: ModelTurn) -> dict[str, Any]:
+    """The model's ``tool_calls`` message as it goes back into ``messages``."""
+    return {
+        "role": "assistant",
+        "content": turn.content,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in turn.tool_calls
+        ],
+    }
+
+
+async def run_tool_call(call: ToolCall, tools: AgentTools) -> str:
+    """The ``tool`` message content for ``call``: the peer's answer, or an ``Error: `` text."""
+    peers = tools.peers
+    listed = ", ".join(peer.slug for peer in peers)
+    usage = f'Call {ASK_AGENT} with {{"agent": "<one of: {listed}>", "text": "<question>"}}.'
+    if call.name != ASK_AGENT:
+        return f"Error: there is no tool named {call.name!r}; the only tool is {ASK_AGENT}."
+    try:
+        arguments = json.loads(call.arguments)
+    except ValueError:
+        return f"Error: the arguments are not valid JSON. {usage}"
+    if not isinstance(arguments, dict):
+        return f"Error: the arguments must be a JSON object. {usage}"
+    agent, text = arguments.get("agent"), arguments.get("text")
+    if not isinstance(agent, str) or not isinstance(text, str):
+        return f'Error: "agent" and "text" are both required and must be strings. {usage}'
+    if agent not in {peer.slug for peer in peers}:
+        return f"Error: {agent!r} is not an agent you may ask. You may ask: {listed}."
+    if not text.strip():
+        return f'Error: "text" is empty; write the question for {agent}.'
+    return await tools.ask(agent=agent, text=text)
+
+
 class OpenAIBackend:
-    """Answers with one chat completion; the shared ``http`` session belongs to the app."""
+    """Answers with chat completions; the shared ``http`` session belongs to the app."""
 
     def __init__(self, *, settings: OpenAIBackendSettings, http: aiohttp.ClientSession) -> None:
         self._settings = settings
@@ -65,14 +203,37 @@ class OpenAIBackend:
         self._shown_url = display_url(self._url)
 
     async def answer(self, request: AgentRequest) -> AsyncIterator[str]:
-        """Yield the whole completion as one chunk; raise AgentError on any failure."""
+        """Yield the final text as one chunk; raise AgentError on any failure.
+
+        With peers, tool calls are run between requests (see the module docstring). If the
+        last request, which allows no tool calls, still gets no text back, that is an
+        AgentError: there is no answer to give.
+        """
         api_key = self._api_key()
-        body = json.dumps(build_payload(self._settings, request), ensure_ascii=False).encode()
-        raw = await post_for_reply(
+        tools = request.tools if request.tools is not None and request.tools.peers else None
+        exchange: list[dict[str, Any]] = []
+        for round_number in range(MAX_TOOL_ROUNDS + 1):
+            final = tools is None or round_number == MAX_TOOL_ROUNDS
+            payload = build_payload(self._settings, request, exchange=exchange, final=final)
+            turn = parse_turn(await self._post(api_key, payload))
+            if final or tools is None or not turn.tool_calls:
+                yield _final_text(turn, out_of_rounds=tools is not None and final)
+                return
+            exchange.append(assistant_message(turn))
+            for call in turn.tool_calls:
+                result = await run_tool_call(call, tools)
+                exchange.append({"role": "tool", "tool_call_id": call.id, "content": result})
+
+    async def aclose(self) -> None:
+        """Nothing to release: the HTTP session is owned and closed by the app."""
+        return None
+
+    async def _post(self, api_key: str, payload: dict[str, Any]) -> bytes:
+        return await post_for_reply(
             self._http,
             url=self._url,
             shown_url=self._shown_url,
-            body=body,
+            body=json.dumps(payload, ensure_ascii=False).encode(),
             headers={
                 "Authorization": f"Bearer {api_key}",
                 "Content-Type": "application/json",
@@ -81,11 +242,6 @@ class OpenAIBackend:
             timeout_seconds=self._settings.timeout_seconds,
             label="openai",
         )
-        yield _parse_reply(raw)
-
-    async def aclose(self) -> None:
-        """Nothing to release: the HTTP session is owned and closed by the app."""
-        return None
 
     def _api_key(self) -> str:
         # Name the variable, never its value: error messages end up in logs.
@@ -96,22 +252,53 @@ class OpenAIBackend:
         return key
 
 
-def _parse_reply(raw: bytes) -> str:
-    """``choices[0].message.content``, which must be a non-empty string."""
+def parse_turn(raw: bytes) -> ModelTurn:
+    """``choices[0].message`` of a response body: its content and its tool calls.
+
+    Raises AgentError when the body is not JSON, has no message, or the content or a tool
+    call has the wrong shape. A missing or empty ``tool_calls`` means none.
+    """
     try:
         data = json.loads(raw)
     except ValueError:
         raise AgentError(f"openai backend: response is not JSON: {snippet(raw)}") from None
     try:
-        content = data["choices"][0]["message"]["content"]
+        message = data["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):
-        raise AgentError(
-            f"openai backend: response has no choices[0].message.content: {snippet(raw)}"
-        ) from None
-    if not isinstance(content, str):
+        message = None
+    if not isinstance(message, dict):
+        raise AgentError(f"openai backend: response has no choices[0].message: {snippet(raw)}")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
         raise AgentError(
             f"openai backend: choices[0].message.content is {type(content).__name__}, not text"
         )
-    if not content.strip():
-        raise AgentError("openai backend: the model returned an empty reply")
-    return content.strip()
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise AgentError("openai backend: choices[0].message.tool_calls is not a list")
+    return ModelTurn(content=content, tool_calls=tuple(_parse_call(call) for call in calls))
+
+
+def _parse_call(call: Any) -> ToolCall:
+    """One tool call; arguments given as a JSON value rather than as text are re-encoded."""
+    if isinstance(call, dict) and isinstance(call.get("function"), dict):
+        call_id, function = call.get("id"), call["function"]
+        name, arguments = function.get("name"), function.get("arguments", "")
+        if isinstance(call_id, str) and call_id and isinstance(name, str):
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            return ToolCall(id=call_id, name=name, arguments=arguments)
+    shown = snippet(json.dumps(call, ensure_ascii=False).encode())
+    raise AgentError(f"openai backend: a tool call has no id or function name: {shown}")
+
+
+def _final_text(turn: ModelTurn, *, out_of_rounds: bool) -> str:
+    """The text to yield: the content, stripped, which must not be empty."""
+    if turn.content is not None and turn.content.strip():
+        return turn.content.strip()
+    if out_of_rounds and turn.tool_calls:
+        raise AgentError(
+            f"openai backend: the model gave no text, only more tool calls, after "
+            f"{MAX_TOOL_ROUNDS} rounds of tool calls"
+        )
+    raise AgentError("openai backend: the model returned an empty reply")

@@ -94,7 +94,7 @@ def message_query() -> Select[ChatMessage, Participant]:
 
 
 def _delivery(message: ChatMessage) -> DeliveryState | None:
-    if message.role == "user":
+    if message.role == "user" or message.state == MessageState.RECORDED:
         return None
     if message.state == MessageState.DELIVERED:
         return "delivered"

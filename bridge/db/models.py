@@ -143,7 +143,8 @@ class SessionMember(Base):
 
 class MessageState:
     """The life of a message. User messages: pending -> answering -> answered | failed.
-    Replies: to_deliver -> delivering -> delivered | failed."""
+    Replies: to_deliver -> delivering -> delivered | failed. Notes kept only for the record
+    (an agent's ask of a peer, seen from the asking session) are ``recorded`` and never sent."""
 
     PENDING = "pending"
     ANSWERING = "answering"
@@ -152,6 +153,7 @@ class MessageState:
     DELIVERING = "delivering"
     DELIVERED = "delivered"
     FAILED = "failed"
+    RECORDED = "recorded"
 
 
 class ChatMessage(Base):
@@ -167,6 +169,8 @@ class ChatMessage(Base):
         ),
         Index(None, "state", "next_attempt_at"),
         Index(None, "claimed_by", "state"),
+        Index(None, "chain_origin_id"),
+        Index(None, "sender_participant_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -197,6 +201,12 @@ class ChatMessage(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    chain_origin_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The human message that started this message's agent-to-agent chain; None for that
+    human message itself (its own id is the origin)."""
+    chain_hops: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How many agent-to-agent hand-offs led to this message (0: a human's message and the
+    first answer to it)."""
 
 
 class ApiToken(Base):

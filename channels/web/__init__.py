@@ -7,43 +7,17 @@ writes the change that the live clients (the WebSocket) stream from there, from 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from pydantic import BaseModel, ConfigDict
-
-from bridge.events import WEB_CHANNEL, Reply
-from channels.base import ChannelContext, ChannelStatus
-
-
-class WebChannelSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WebChannel:
-    name = WEB_CHANNEL
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def send(self, reply: Reply) -> Sequence[str]:
-        return [f"web:{reply.message_id}"]
-
-    def status(self) -> ChannelStatus:
-        return ChannelStatus(ready=True)
-
-    def mention_id(self) -> str | None:
-        return None
+from bridge.events import WEB_CHANNEL
+from channels.base import ChannelContext
+from channels.stored import NoSettings, StoredOnlyChannel
 
 
 class WebPlugin:
     name = WEB_CHANNEL
-    settings_model = WebChannelSettings
+    settings_model = NoSettings
 
-    def create(self, context: ChannelContext) -> WebChannel:
-        return WebChannel()
+    def create(self, context: ChannelContext) -> StoredOnlyChannel:
+        return StoredOnlyChannel(name=WEB_CHANNEL)
 
 
 plugin = WebPlugin()

@@ -13,7 +13,7 @@ from bridge.directory import sync_agents
 from bridge.events import InboundMessage, Sender
 from bridge.ingest import Ingestor
 from bridge.metrics import Metrics
-from bridge.settings import AgentSettings, DatabaseSettings
+from bridge.settings import A2ASettings, AgentSettings, DatabaseSettings
 from bridge.wakeups import WorkSignals
 
 
@@ -32,7 +32,11 @@ async def core(database_url: str, *, agents: list[str] | None = None) -> AsyncIt
             sessions, [AgentSettings(slug=slug) for slug in agents or ["assistant"]]
         )
         ingest = Ingestor(
-            sessions=sessions, agents=directory, signals=WorkSignals(), metrics=Metrics()
+            sessions=sessions,
+            agents=directory,
+            signals=WorkSignals(),
+            metrics=Metrics(),
+            budget=A2ASettings(),
         )
         yield Core(sessions=sessions, ingest=ingest)
     finally:

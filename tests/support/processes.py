@@ -35,7 +35,7 @@ from bridge.directory import sync_agents
 from bridge.events import InboundMessage, IngestResult, Sender
 from bridge.ingest import Ingestor
 from bridge.metrics import Metrics
-from bridge.settings import AgentSettings, DatabaseSettings
+from bridge.settings import A2ASettings, AgentSettings, DatabaseSettings
 from bridge.wakeups import WorkSignals
 
 START_TIMEOUT = 30.0
@@ -322,7 +322,11 @@ async def bridge_database(
         sessions = session_factory(engine)
         directory = await sync_agents(sessions, configured)
         ingestor = Ingestor(
-            sessions=sessions, agents=directory, signals=WorkSignals(), metrics=Metrics()
+            sessions=sessions,
+            agents=directory,
+            signals=WorkSignals(),
+            metrics=Metrics(),
+            budget=A2ASettings(),
         )
         yield BridgeDatabase(engine=engine, sessions=sessions, ingestor=ingestor)
     finally:
