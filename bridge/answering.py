@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -27,7 +26,7 @@ from bridge.feed import FEED, record_changes
 from bridge.history import load_history
 from bridge.ingest import storable_text
 from bridge.logs import log_event
-from bridge.outgoing import Outgoing, store_outgoing
+from bridge.outgoing import Outgoing, new_delivery_key, store_outgoing
 from bridge.sessions import reset_context
 from bridge.wakeups import notify_in_transaction
 from bridge.workers import WorkContext
@@ -69,11 +68,6 @@ def _load_statement() -> Select[Any]:
             m.claimed_by == bindparam("worker"),
         )
     )
-
-
-def new_delivery_key() -> str:
-    """Stable id of one reply's delivery; 24 characters fit Discord's 25-character nonce."""
-    return secrets.token_hex(12)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,9 +9,10 @@ posting twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -23,12 +24,12 @@ from bridge.claims import DELIVER, claimed_parameters, next_retry_at, update_if_
 from bridge.db.models import MESSAGES, SESSIONS, MessageState, UTCDateTime, utcnow
 from bridge.events import Reply
 from bridge.feed import FEED, record_changes
+from bridge.handoff import HandOffs
 from bridge.logs import log_event
 from bridge.workers import WorkContext
-from channels.base import Channel, DeliveryError
+from channels.base import ChannelLookup, DeliveryError
 
 logger = logging.getLogger(__name__)
-ChannelLookup = Callable[[str, str], Channel | None]
 
 
 def _log_reply(event: str, reply: Reply, *, level: int = logging.INFO, **fields: Any) -> None:
@@ -100,7 +101,10 @@ class _Attempt:
 
 
 class Deliverer:
-    def __init__(self, *, context: WorkContext, channels: ChannelLookup) -> None:
+    def __init__(
+        self, *, context: WorkContext, channels: ChannelLookup, handoffs: HandOffs
+    ) -> None:
+        self._handoffs = handoffs
         self._sessions = context.sessions
         self._agents = context.agents
         self._channels = channels
@@ -114,6 +118,10 @@ class Deliverer:
         if attempt is None:
             return
         reply = attempt.reply
+        targets = self._handoffs.targets(reply)
+        if targets:
+            mentions = {t.slug: t.mention_id for t in targets if t.mention_id is not None}
+            reply = dataclasses.replace(reply, mentions=mentions)
         channel = self._channels(reply.channel, reply.agent_slug)
         if channel is None:
             error = DeliveryError(
@@ -132,6 +140,8 @@ class Deliverer:
                 reply, DeliveryError(f"{type(error).__name__}: {error}", in_doubt=True)
             )
         else:
+            if targets:
+                await self._handoffs.hand_off(reply, targets)
             await self._succeeded(reply, ids, attempt.asked_at)
 
     async def _begin(self, message_id: int) -> _Attempt | None:

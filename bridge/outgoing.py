@@ -8,6 +8,7 @@ no-op that returns None.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bridge.db.models import MessageState
 from bridge.ingest import insert_message_statement
 from bridge.sessions import record_activity
+
+
+def new_delivery_key() -> str:
+    """Stable id of one reply's delivery; 24 characters fit Discord's 25-character nonce."""
+    return secrets.token_hex(12)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

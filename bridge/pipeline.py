@@ -22,8 +22,9 @@ from bridge.answering import Answerer
 from bridge.asks import AgentAsks
 from bridge.claims import ANSWER, DELIVER, release, renew
 from bridge.db.engine import is_sqlite
-from bridge.delivery import ChannelLookup, Deliverer
+from bridge.delivery import Deliverer
 from bridge.directory import AgentDirectory
+from bridge.handoff import HandOffs
 from bridge.ingest import Ingestor
 from bridge.logs import log_event
 from bridge.metrics import Metrics
@@ -31,6 +32,7 @@ from bridge.settings import Settings
 from bridge.tasks import cancel_and_wait
 from bridge.wakeups import PostgresListener, WorkSignals
 from bridge.workers import WorkContext, WorkerPool
+from channels.base import ChannelLookup
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +90,17 @@ class Pipeline:
             ),
             WorkerPool(
                 kind=DELIVER,
-                handler=Deliverer(context=context, channels=channels),
+                handler=Deliverer(
+                    context=context,
+                    channels=channels,
+                    handoffs=HandOffs(
+                        agents=agents,
+                        channels=channels,
+                        ingest=self.ingest,
+                        sessions=sessions,
+                        signals=self.signals,
+                    ),
+                ),
                 context=context,
                 concurrency=self._settings.delivery_concurrency,
             ),

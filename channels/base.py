@@ -79,6 +79,10 @@ class ChannelContext:
     """The aiohttp ``web.Application`` to add routes to (typed loosely to keep aiohttp optional)."""
 
 
+ChannelLookup = Callable[[str, str], "Channel | None"]
+"""A running channel by (channel name, agent slug), or None."""
+
+
 class ChannelPlugin(Protocol):
     """What an entry point in group ``bridge.channels`` names."""
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 
-from bridge.agents.base import AgentError, AgentRequest, HistoryMessage
-from bridge.agents.openai import OpenAIBackend
+from bridge.agents.base import AgentError, AgentRequest, AgentTools, HistoryMessage, PeerAgent
+from bridge.agents.openai import MAX_TOOL_ROUNDS, OpenAIBackend, build_payload
 from bridge.events import Sender
 from bridge.settings import OpenAIBackendSettings
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import FakeOpenAIServer, ScriptedCall
 
 KEY_ENV = "BRIDGE_TEST_OPENAI_KEY"
 API_KEY = "sk-test-0123456789"
@@ -303,3 +305,446 @@ async def test_the_fake_refuses_what_the_real_api_would(
     assert set(error) >= {"message", "type", "code"}
     assert error["code"] == code
     assert fake.requests[0].status == status
+
+
+# --- asking other agents: the ask_agent tool ------------------------------------------------
+
+ALICE = PeerAgent(slug="alice", name="Alice")
+BOB = PeerAgent(slug="bob", name="Bob the Builder")
+
+
+@dataclass
+class RecordingTools:
+    """AgentTools that records each ask and answers from ``answers`` (peer slug -> text)."""
+
+    peers: tuple[PeerAgent, ...] = (ALICE, BOB)
+    answers: dict[str, str] = field(default_factory=dict)
+    asks: list[tuple[str, str]] = field(default_factory=list)
+
+    async def ask(self, *, agent: str, text: str) -> str:
+        self.asks.append((agent, text))
+        return self.answers.get(agent, f"{agent} answers: ok")
+
+
+def with_tools(tools: AgentTools, **overrides: Any) -> AgentRequest:
+    return make_request(tools=tools, **overrides)
+
+
+def tool_results(recorded: Any) -> list[tuple[str, str]]:
+    """(tool_call_id, content) of every tool message in a recorded request, in order."""
+    return [
+        (message["tool_call_id"], message["content"])
+        for message in recorded.json["messages"]
+        if message["role"] == "tool"
+    ]
+
+
+async def test_no_tools_are_offered_when_there_are_no_peers(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    backend = make_backend(fake, http)
+
+    await collect(backend, with_tools(RecordingTools(peers=())))
+
+    assert fake.requests[0].json == {
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is 2 + 2?"},
+        ],
+    }
+
+
+async def test_ask_agent_is_offered_with_the_peer_slugs(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    backend = make_backend(fake, http)
+
+    assert await collect(backend, with_tools(RecordingTools())) == "Hello from the fake model."
+
+    (recorded,) = fake.requests
+    assert recorded.status == 200
+    assert "tool_choice" not in recorded.json
+    (tool,) = recorded.json["tools"]
+    assert tool["type"] == "function"
+    function = tool["function"]
+    assert function["name"] == "ask_agent"
+    assert "alice (Alice), bob (Bob the Builder)" in function["description"]
+    parameters = function["parameters"]
+    assert parameters["required"] == ["agent", "text"]
+    assert parameters["additionalProperties"] is False
+    assert parameters["properties"]["agent"]["enum"] == ["alice", "bob"]
+    assert parameters["properties"]["text"]["type"] == "string"
+
+
+async def test_a_tool_call_is_run_and_its_result_sent_back_for_the_final_answer(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    call_id = fake.add_ask("bob", "Can you build it?")
+    fake.add_reply("  Bob says yes, he can.  ")
+    tools = RecordingTools(answers={"bob": "Yes we can!"})
+    backend = make_backend(fake, http)
+
+    assert await collect(backend, with_tools(tools)) == "Bob says yes, he can."
+
+    assert tools.asks == [("bob", "Can you build it?")]
+    first, second = fake.requests
+    assert [first.status, second.status] == [200, 200]
+    assert second.json["messages"][: len(first.json["messages"])] == first.json["messages"]
+    assert second.json["messages"][len(first.json["messages"]) :] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {
+                        "name": "ask_agent",
+                        "arguments": json.dumps({"agent": "bob", "text": "Can you build it?"}),
+                    },
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": "Yes we can!"},
+    ]
+    assert second.json["tools"] == first.json["tools"]
+    assert "tool_choice" not in second.json
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "expected"),
+    [
+        ("ask_agent", {"agent": "mallory", "text": "hi"}, "'mallory' is not an agent you may ask"),
+        ("ask_agent", {"agent": "helper", "text": "hi"}, "You may ask: alice, bob."),
+        ("ask_agent", '{"agent": "bob", "text": ', "not valid JSON"),
+        ("ask_agent", "[1, 2]", "must be a JSON object"),
+        ("ask_agent", {"agent": "bob"}, '"agent" and "text" are both required'),
+        ("ask_agent", {"agent": "bob", "text": 7}, "must be strings"),
+        ("ask_agent", {"agent": "bob", "text": "   "}, '"text" is empty'),
+        ("search_web", {"query": "weather"}, "there is no tool named 'search_web'"),
+    ],
+)
+async def test_a_call_the_bridge_cannot_run_gets_an_error_result_and_no_ask(
+    fake: FakeOpenAIServer,
+    http: aiohttp.ClientSession,
+    name: str,
+    arguments: Any,
+    expected: str,
+) -> None:
+    (call_id,) = fake.add_tool_calls(ScriptedCall(name, arguments))
+    fake.add_reply("Sorry, I could not ask.")
+    tools = RecordingTools()
+    backend = make_backend(fake, http)
+
+    assert await collect(backend, with_tools(tools)) == "Sorry, I could not ask."
+
+    assert tools.asks == []
+    ((answered_id, content),) = tool_results(fake.requests[1])
+    assert answered_id == call_id
+    assert content.startswith("Error: ")
+    assert expected in content
+
+
+async def test_several_calls_in_one_message_are_all_answered_in_order(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    ids = fake.add_tool_calls(
+        ScriptedCall("ask_agent", {"agent": "bob", "text": "First?"}),
+        ScriptedCall("ask_agent", {"agent": "nobody", "text": "Second?"}),
+        ScriptedCall("ask_agent", {"agent": "alice", "text": "Third?"}),
+        content="Let me ask around.",
+    )
+    fake.add_reply("Both answered.")
+    tools = RecordingTools(answers={"alice": "A", "bob": "B"})
+    backend = make_backend(fake, http)
+
+    assert await collect(backend, with_tools(tools)) == "Both answered."
+
+    assert tools.asks == [("bob", "First?"), ("alice", "Third?")]
+    results = tool_results(fake.requests[1])
+    assert [call_id for call_id, _ in results] == ids
+    assert results[0][1] == "B"
+    assert results[1][1].startswith("Error: 'nobody' is not an agent")
+    assert results[2][1] == "A"
+    assistant = fake.requests[1].json["messages"][-4]
+    assert assistant["content"] == "Let me ask around."
+    assert [call["id"] for call in assistant["tool_calls"]] == ids
+
+
+async def test_tool_rounds_accumulate_across_requests(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    first = fake.add_ask("alice", "One?")
+    second = fake.add_ask("bob", "Two?")
+    fake.add_reply("Done.")
+    tools = RecordingTools()
+    backend = make_backend(fake, http)
+
+    assert await collect(backend, with_tools(tools)) == "Done."
+
+    assert [r.status for r in fake.requests] == [200, 200, 200]
+    assert tool_results(fake.requests[2]) == [
+        (first, "alice answers: ok"),
+        (second, "bob answers: ok"),
+    ]
+
+
+async def test_after_the_round_limit_the_last_request_allows_no_tool_call(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    for number in range(MAX_TOOL_ROUNDS):
+        fake.add_ask("bob", f"Again {number}?")
+    fake.add_reply("Enough asking: here is my answer.")
+    tools = RecordingTools()
+    backend = make_backend(fake, http)
+
+    assert await collect(backend, with_tools(tools)) == "Enough asking: here is my answer."
+
+    assert len(tools.asks) == MAX_TOOL_ROUNDS
+    assert len(fake.requests) == MAX_TOOL_ROUNDS + 1
+    assert all("tool_choice" not in r.json for r in fake.requests[:-1])
+    last = fake.requests[-1].json
+    assert last["tool_choice"] == "none"
+    assert last["tools"] == fake.requests[0].json["tools"]
+    assert len(tool_results(fake.requests[-1])) == MAX_TOOL_ROUNDS
+
+
+async def test_a_model_that_keeps_calling_tools_is_an_agent_error(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    """A server that ignores ``tool_choice: none`` and still gives no text: no answer."""
+    for _ in range(MAX_TOOL_ROUNDS + 3):
+        fake.add_ask("bob", "Again?", ignore_tool_choice=True)
+    tools = RecordingTools()
+    backend = make_backend(fake, http)
+
+    with pytest.raises(AgentError, match=r"^openai backend: .*only more tool calls"):
+        await collect(backend, with_tools(tools))
+
+    assert len(fake.requests) == MAX_TOOL_ROUNDS + 1
+    assert len(tools.asks) == MAX_TOOL_ROUNDS
+
+
+async def test_text_beside_tool_calls_on_the_last_request_is_the_answer(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    for _ in range(MAX_TOOL_ROUNDS):
+        fake.add_ask("bob", "Again?")
+    fake.add_tool_calls(
+        ScriptedCall("ask_agent", {"agent": "bob", "text": "Once more?"}),
+        content="Here is what I found.",
+        ignore_tool_choice=True,
+    )
+    tools = RecordingTools()
+    backend = make_backend(fake, http)
+
+    assert await collect(backend, with_tools(tools)) == "Here is what I found."
+    assert len(tools.asks) == MAX_TOOL_ROUNDS
+
+
+async def test_tool_calls_are_not_run_when_no_tools_were_offered(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    fake.add_tool_calls(
+        ScriptedCall("ask_agent", {"agent": "bob", "text": "?"}),
+        content="Plain text after all.",
+        ignore_tool_choice=True,
+    )
+    fake.add_ask("bob", "?", ignore_tool_choice=True)
+    backend = make_backend(fake, http)
+
+    assert await collect(backend, make_request()) == "Plain text after all."
+    with pytest.raises(AgentError, match="empty reply"):
+        await collect(backend, make_request())
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "tool_calls",
+    [
+        [{"type": "function", "function": {"name": "ask_agent", "arguments": "{}"}}],
+        [{"id": "call_1", "type": "function"}],
+        ["call_1"],
+        "call_1",
+    ],
+)
+async def test_a_malformed_tool_call_is_an_agent_error(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession, tool_calls: Any
+) -> None:
+    fake.raw_next(
+        {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": tool_calls}}]}
+    )
+    tools = RecordingTools()
+    backend = make_backend(fake, http)
+
+    with pytest.raises(AgentError, match=r"^openai backend: .*tool.call"):
+        await collect(backend, with_tools(tools))
+    assert tools.asks == []
+
+
+def test_build_payload_adds_the_exchange_and_tool_choice_only_with_peers() -> None:
+    settings = OpenAIBackendSettings(model="m")
+    exchange = [{"role": "tool", "tool_call_id": "c", "content": "x"}]
+    plain = make_request(system_prompt="")
+
+    assert build_payload(settings, plain, final=True) == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "What is 2 + 2?"}],
+    }
+    payload = build_payload(settings, with_tools(RecordingTools(), system_prompt=""), final=True)
+    assert payload["tool_choice"] == "none"
+    assert payload["tools"][0]["function"]["name"] == "ask_agent"
+    with_exchange = build_payload(settings, plain, exchange=exchange)
+    assert with_exchange["messages"][-1] == exchange[0]
+
+
+async def test_the_fake_refuses_a_scripted_tool_call_the_request_does_not_allow(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    fake.add_ask("bob", "?")
+    backend = make_backend(fake, http)
+
+    with pytest.raises(AgentError, match="HTTP 500"):
+        await collect(backend, make_request())
+    assert fake.requests[0].error is not None
+    assert "scripted" in fake.requests[0].error
+
+
+def _call(call_id: str) -> dict[str, Any]:
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "ask_agent", "arguments": "{}"},
+    }
+
+
+def _result(call_id: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": "r"}
+
+
+_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "ask_agent",
+        "description": "d",
+        "parameters": {
+            "type": "object",
+            "properties": {"agent": {"type": "string", "enum": ["a"]}},
+            "required": ["agent"],
+            "additionalProperties": False,
+        },
+    },
+}
+_ASKED = [
+    {"role": "user", "content": "x"},
+    {"role": "assistant", "content": None, "tool_calls": [_call("c1"), _call("c2")]},
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "error"),
+    [
+        ({"messages": [*_ASKED, _result("c1"), _result("c2")], "tools": [_TOOL]}, 200, None),
+        ({"messages": [*_ASKED, _result("c2"), _result("c1")]}, 200, None),
+        ({"messages": [*_ASKED, _result("c1")]}, 400, "did not have response messages: c2"),
+        (
+            {"messages": [*_ASKED, _result("c1"), {"role": "user", "content": "y"}]},
+            400,
+            "did not have response messages",
+        ),
+        ({"messages": [*_ASKED, _result("c9")]}, 400, "'c9' not found"),
+        (
+            {"messages": [{"role": "user", "content": "x"}, _result("c1")]},
+            400,
+            "must be a response to a preceeding message",
+        ),
+        (
+            {
+                "messages": [
+                    *_ASKED,
+                    _result("c1"),
+                    _result("c2"),
+                    {"role": "user", "content": "y"},
+                    _result("c1"),
+                ]
+            },
+            400,
+            "preceeding",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "content": None},
+                ]
+            },
+            400,
+            "content must be a string",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}],
+                    },
+                ]
+            },
+            400,
+            "tool_calls[0]",
+        ),
+        ({"tool_choice": "none"}, 400, "only allowed when 'tools' are specified"),
+        ({"tools": []}, 400, "non-empty"),
+        ({"tools": [{"type": "function", "name": "ask_agent"}]}, 400, "tools[0]"),
+        ({"tools": [{"type": "function", "function": {"name": "ask agent!"}}]}, 400, "pattern"),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "f", "parameters": {"type": "string"}},
+                    }
+                ]
+            },
+            400,
+            "Invalid schema",
+        ),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "f",
+                            "parameters": {"type": "object", "properties": {}, "required": ["x"]},
+                        },
+                    }
+                ]
+            },
+            400,
+            "required",
+        ),
+        ({"tools": [_TOOL], "tool_choice": "sometimes"}, 400, "tool_choice"),
+        ({"tools": [_TOOL], "tool_choice": "none"}, 200, None),
+    ],
+)
+async def test_the_fake_checks_function_calling_like_the_real_api(
+    fake: FakeOpenAIServer,
+    http: aiohttp.ClientSession,
+    extra: dict[str, Any],
+    status: int,
+    error: str | None,
+) -> None:
+    body = {"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], **extra}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with http.post(fake.url + "/chat/completions", json=body, headers=headers) as response:
+        assert response.status == status
+        document = await response.json()
+    if error is None:
+        assert "choices" in document
+    else:
+        assert error in document["error"]["message"]
+        assert document["error"]["type"] == "invalid_request_error"

@@ -11,8 +11,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bridge.appkeys import CHANNELS
 from bridge.db.models import ChatSession, MessageState, Participant
+from bridge.events import Reply
+from channels.feishu.adapter import FeishuChannel
 from tests.fakes.feishu import (
+    DEFAULT_BOT_OPEN_ID,
     DEFAULT_ENCRYPT_KEY,
     DEFAULT_GROUP_CHAT_ID,
     DEFAULT_GROUP_CHAT_NAME,
@@ -228,3 +232,67 @@ async def test_being_added_to_a_group_creates_its_session_and_removal_marks_it(
 
         await wait_until(marked, within=5)
         assert await _stored(bridge) == []
+
+
+REVIEWER_BOT_OPEN_ID = "ou_bot0000000000000000000000000002"
+
+
+async def test_a_reply_mentions_a_peer_bot_by_the_open_id_its_channel_reports(
+    database_url: str,
+) -> None:
+    """Two agents, each its own Feishu bot: after start each channel knows its bot's open_id
+    (``mention_id``), and a reply whose ``mentions`` carry the peer's id posts ``<at>``."""
+    async with (
+        FakeFeishu(encrypt_key=DEFAULT_ENCRYPT_KEY) as fake,
+        FakeFeishu(bot_open_id=REVIEWER_BOT_OPEN_ID, bot_name="Reviewer") as peer_fake,
+    ):
+        settings = make_settings(
+            database_url,
+            agents=[
+                {"slug": "assistant", "feishu": feishu_section(fake)},
+                {"slug": "reviewer", "feishu": feishu_section(peer_fake)},
+            ],
+        )
+        async with running_bridge(settings) as bridge:
+            assistant = bridge.app[CHANNELS].get("feishu", "assistant")
+            reviewer = bridge.app[CHANNELS].get("feishu", "reviewer")
+            assert isinstance(assistant, FeishuChannel) and isinstance(reviewer, FeishuChannel)
+            await wait_until(
+                lambda: assistant.mention_id() is not None and reviewer.mention_id() is not None,
+                within=5,
+                what="both bots' open_ids",
+            )
+            assert assistant.mention_id() == DEFAULT_BOT_OPEN_ID
+            assert reviewer.mention_id() == REVIEWER_BOT_OPEN_ID
+            assert assistant.status().ready and reviewer.status().ready
+
+            event = fake.message_event(chat_type="group", text="ship it?", mention_bot=True)
+            fake.remember(event)  # the message the reply answers exists at "Feishu"
+            parent_id = event["event"]["message"]["message_id"]
+            peer_id = reviewer.mention_id()
+            assert peer_id is not None
+            ids = await assistant.send(
+                Reply(
+                    message_id=1,
+                    session_id=1,
+                    delivery_key="d-mention-1",
+                    agent_slug="assistant",
+                    channel="feishu",
+                    external_conv_id=f"feishu:{DEFAULT_GROUP_CHAT_ID}",
+                    text='@reviewer please check "the plan"; mail ops@reviewer.example',
+                    reply_target={"message_id": parent_id, "in_thread": ""},
+                    in_doubt=False,
+                    attempt=1,
+                    mentions={"reviewer": peer_id},
+                )
+            )
+            sent = await fake.next_sent(timeout=5)
+            assert ids == [sent.message_id] and sent.reply_to == parent_id
+            content = sent.request.json["content"]
+            assert isinstance(content, str)  # a string holding JSON, as Feishu requires
+            assert sent.text == (
+                f'<at user_id="{REVIEWER_BOT_OPEN_ID}">reviewer</at> please check "the plan";'
+                " mail ops@reviewer.example"
+            )
+            assert sent.mentions == [(REVIEWER_BOT_OPEN_ID, "reviewer")]
+            assert peer_fake.sent == []

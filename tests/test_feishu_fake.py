@@ -38,6 +38,7 @@ from tests.fakes.feishu import (
     DEFAULT_ENCRYPT_KEY,
     DEFAULT_GROUP_CHAT_ID,
     DEFAULT_P2P_CHAT_ID,
+    DEFAULT_USER_NAME,
     DEFAULT_USER_OPEN_ID,
     DEFAULT_VERIFICATION_TOKEN,
     MAX_TEXT_CONTENT_BYTES,
@@ -380,6 +381,38 @@ async def test_reply_in_thread_gives_a_thread_id(
         )
         assert status == 400 and missing["code"] == CODE_MESSAGE_NOT_FOUND
         assert [sent.reply_in_thread for sent in feishu.sent] == [False, True, False]
+
+
+async def test_at_tags_in_text_are_accepted_and_listed_as_mentions(
+    http: aiohttp.ClientSession, feishu: FakeFeishu
+) -> None:
+    """A reply that mentions another bot (``<at user_id="ou_…">``) is a valid text message;
+    the created message lists the mentions, named by the tag or else by the known user."""
+    async with asyncio.timeout(LIMIT):
+        token = await get_token(http, feishu)
+        event = feishu.message_event(chat_type="group", text="who knows?", mention_bot=True)
+        feishu.remember(event)
+        parent_id = event["event"]["message"]["message_id"]
+        text = (
+            'ask <at user_id="ou_peer_bot">reviewer</at> and '
+            f'<at user_id="{DEFAULT_USER_OPEN_ID}"></at>, cc <at user_id="all"></at>'
+        )
+        status, document, _ = await call(
+            http, feishu, "POST", f"/im/v1/messages/{parent_id}/reply", token, text_body(text)
+        )
+        assert status == 200 and document["code"] == 0
+        listed = [(m["key"], m["id"], m["name"]) for m in document["data"]["mentions"]]
+        assert listed == [
+            ("@_user_1", "ou_peer_bot", "reviewer"),
+            ("@_user_2", DEFAULT_USER_OPEN_ID, DEFAULT_USER_NAME),
+        ]
+        sent = await feishu.next_sent(timeout=1)
+        assert sent.text == text
+        assert sent.mentions == [
+            ("ou_peer_bot", "reviewer"),
+            (DEFAULT_USER_OPEN_ID, DEFAULT_USER_NAME),
+        ]
+        assert feishu.message(sent.message_id)["mentions"] == document["data"]["mentions"]
 
 
 async def test_rate_limit_fault_shapes(http: aiohttp.ClientSession, feishu: FakeFeishu) -> None:

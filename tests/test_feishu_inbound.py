@@ -1,5 +1,5 @@
 """Feishu events as InboundMessages, and the event crypto, on the shared golden payloads and
-the reference's test vectors (pure: no server)."""
+the reference's test vectors; replies' ``@slug`` mentions as ``<at>`` tags (pure: no server)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 from bridge.events import Attachment, InboundMessage
 from channels.feishu.crypto import UndecryptableEvent, decrypt, signature, signature_matches
 from channels.feishu.inbound import FeishuMessage, Ignored, read_message, to_inbound
+from channels.feishu.outbound import render_at_mentions, reply_parts
+from channels.text_split import split_text
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BOT = "ou_bot0000000000000000000000000001"
@@ -173,3 +175,50 @@ def test_the_reference_vectors_decrypt_and_sign() -> None:
 def test_undecryptable_values_are_refused(value: str) -> None:
     with pytest.raises(UndecryptableEvent):
         decrypt("another key", value)
+
+
+# --- outbound: @slug mentions of peer agents ---------------------------------------------------
+
+PEER = "ou_bot0000000000000000000000000002"
+
+
+def test_a_mentioned_peer_becomes_an_at_tag_named_by_its_slug() -> None:
+    text = "@reviewer, look; @reviewer again. Not @stranger, ops@reviewer.io or /@reviewer"
+    assert render_at_mentions(text, {"reviewer": PEER}) == (
+        f'<at user_id="{PEER}">reviewer</at>, look; <at user_id="{PEER}">reviewer</at> again.'
+        " Not @stranger, ops@reviewer.io or /@reviewer"
+    )
+    assert render_at_mentions(text, {}) == text
+
+
+def test_an_id_that_would_break_the_tag_is_left_as_text() -> None:
+    for bad in ('ou_x"><at user_id="all', "ou_x>", "", "ou x"):
+        assert render_at_mentions("hi @reviewer", {"reviewer": bad}) == "hi @reviewer"
+
+
+def test_rendered_text_survives_the_json_content_string() -> None:
+    rendered = render_at_mentions('say "hi" \\ @reviewer\n', {"reviewer": PEER})
+    content = json.dumps({"text": rendered}, ensure_ascii=False)  # as the client builds it
+    assert json.loads(content) == {"text": rendered}
+    assert f'<at user_id=\\"{PEER}\\">reviewer</at>' in content
+
+
+def test_reply_parts_never_cut_inside_a_tag_and_keep_the_limit() -> None:
+    text = "word " * 5 + "@reviewer done and more words here"
+    mentions = {"reviewer": "ou_1234"}
+    tag = '<at user_id="ou_1234">reviewer</at>'
+    limit = 40
+    naive = split_text(render_at_mentions(text, mentions), limit=limit)
+    assert not all(tag in part or "<at" not in part for part in naive)  # the trap is real
+    parts = reply_parts(text, mentions, limit=limit)
+    assert all(len(part) <= limit for part in parts)
+    assert sum(part.count(tag) for part in parts) == 1
+    assert all("<at" not in part or tag in part for part in parts)
+    assert "".join(parts) == render_at_mentions(text, mentions)
+    assert "\x00" not in "".join(parts)
+
+
+def test_reply_parts_without_mentions_are_the_plain_split() -> None:
+    text = "\n\n".join("paragraph " + "z" * 30 for _ in range(5))
+    assert reply_parts(text, {}, limit=50) == split_text(text, limit=50)
+    assert reply_parts("@reviewer hi", {}, limit=50) == ["@reviewer hi"]

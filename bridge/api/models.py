@@ -47,6 +47,7 @@ class AgentOut(_Strict):
     slug: str
     name: str
     backend: str
+    peers: list[str] = Field(description="The agents this one may address.")
 
 
 class AgentList(_Strict):
@@ -95,6 +96,10 @@ class MessageOut(_Strict):
     error: str | None
     attempts: int
     reply_to: int | None
+    chain_origin: int = Field(
+        description="The human message (or direct ask) whose agent-to-agent chain this is in."
+    )
+    chain_hops: int = Field(description="Agent-to-agent messages in the chain up to this one.")
     created_at: datetime
     edited_at: datetime | None
     deleted_at: datetime | None
@@ -128,6 +133,34 @@ class PostMessage(_Strict):
     )
 
     _clean_text = field_validator("text", "client_message_id")(_clean)
+
+
+class AskAgent(_Strict):
+    from_agent: str = Field(min_length=1, max_length=64, description="The asking agent's slug.")
+    text: str = Field(min_length=1, description="At most `web.max_text_bytes` UTF-8 bytes.")
+    conversation: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="Keeps separate threads between the same two agents"
+        " (`agent:{from}:{conversation}`); without it the pair shares `agent:{from}`.",
+    )
+    client_message_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Makes a retried ask idempotent: the same id in a conversation is stored once.",
+    )
+
+    _clean_text = field_validator("text", "client_message_id")(_clean)
+
+
+class AskQuery(_Strict):
+    wait: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds to wait for the answer (at most `a2a.max_wait_seconds`): 200 with"
+        " the answer, or 202 with the ask if it is not ready in time.",
+    )
 
 
 class SessionQuery(_Strict):

@@ -35,6 +35,16 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
             }
         )
+    if "{to}" in route.path:
+        parameters.append(
+            {
+                "name": "to",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
+                "description": "The asked agent's slug.",
+            }
+        )
     if route.query is not None:
         schema = route.query.model_json_schema(ref_template=REF)
         for name, prop in schema["properties"].items():
@@ -85,7 +95,8 @@ def _links(route: Route) -> dict[str, Any]:
 def _operation(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     if route.response is not None:
-        responses[str(route.status)] = {"description": "OK", "content": _json(route.response)}
+        for status in (route.status, *route.also_ok):
+            responses[str(status)] = {"description": "OK", "content": _json(route.response)}
         if links := _links(route):
             responses[str(route.status)]["links"] = links
     else:
@@ -97,11 +108,7 @@ def _operation(route: Route) -> dict[str, Any]:
         responses[str(status)] = {"description": "Error", "content": _json(ErrorBody)}
     operation: dict[str, Any] = {
         "summary": route.summary,
-        "operationId": f"{route.method.lower()}_{route.path.strip('/').replace('/', '_')}".replace(
-            "{", ""
-        )
-        .replace("}", "")
-        .replace("-", "_"),
+        "operationId": _operation_id(route),
         "parameters": _parameters(route),
         "responses": responses,
     }

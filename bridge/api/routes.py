@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from bridge.api import auth, live, messages, sessions
+from bridge.api import asks, auth, live, messages, sessions
 from bridge.api.errors import Handler
 from bridge.api.models import (
     AgentList,
+    AskAgent,
+    AskQuery,
     CreateSession,
     DevLogin,
     Me,
@@ -35,6 +37,8 @@ class Route:
     summary: str
     response: type[BaseModel] | None
     status: int = 200
+    also_ok: tuple[int, ...] = ()
+    """Other success statuses with the same response body."""
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
@@ -59,6 +63,18 @@ ROUTES = (
         handler=sessions.list_agents,
         summary="The agents",
         response=AgentList,
+    ),
+    Route(
+        method="POST",
+        path="/agents/{to}/messages",
+        handler=asks.ask_agent,
+        summary="One agent asks another (admin); ?wait= returns the answer when it comes in time",
+        response=MessageOut,
+        status=202,
+        also_ok=(200,),
+        body=AskAgent,
+        query=AskQuery,
+        errors=(400, 403, 404, 409, 413, 422, 429),
     ),
     Route(
         method="GET",

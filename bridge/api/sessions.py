@@ -38,7 +38,11 @@ def web_conversation_id() -> str:
 async def list_agents(request: web.Request) -> web.Response:
     agents = request.config_dict[SETTINGS].agents
     return respond(
-        AgentList(items=[AgentOut(slug=a.slug, name=a.name, backend=a.backend) for a in agents])
+        AgentList(
+            items=[
+                AgentOut(slug=a.slug, name=a.name, backend=a.backend, peers=a.peers) for a in agents
+            ]
+        )
     )
 
 

@@ -116,6 +116,8 @@ def message_view(row: Any) -> MessageOut:
         error=message.last_error,
         attempts=message.attempts,
         reply_to=message.reply_to_message_id,
+        chain_origin=message.chain_origin_id or message.id,
+        chain_hops=message.chain_hops,
         created_at=message.created_at,
         edited_at=message.edited_at,
         deleted_at=message.deleted_at,

@@ -22,6 +22,7 @@ from bridge.events import ConversationChange, Reply
 from bridge.ingest import MAX_ID_LENGTH, InvalidMessage, storable_text
 from bridge.logs import log_event
 from bridge.settings import AgentSettings
+from bridge.tasks import cancel_and_wait
 from channels.base import ApplyConversation, ChannelStatus, DeliveryError, Ingest
 from channels.feishu.client import INVALID_TOKEN_CODES, FeishuClient, FeishuError
 from channels.feishu.crypto import UndecryptableEvent, decrypt, signature_matches
@@ -34,9 +35,9 @@ from channels.feishu.inbound import (
     read_message,
     to_inbound,
 )
+from channels.feishu.outbound import reply_parts
 from channels.feishu.settings import FeishuChannelSettings
 from channels.name_cache import NameCache
-from channels.text_split import split_text
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class FeishuChannel:
         self._http: aiohttp.ClientSession | None = None
         self._client: FeishuClient | None = None
         self._bot_open_id: str | None = None
+        self._identity_lock = asyncio.Lock()
+        self._identity_task: asyncio.Task[None] | None = None
         self._problem = "not started"
         self._names = NameCache(ttl_seconds=settings.names_cache_hours * 3600)
         web_app.router.add_post(f"/feishu/{agent.slug}/events", self._handle)
@@ -89,9 +92,17 @@ class FeishuChannel:
             app_secret=self._settings.app_secret.get_secret_value(),
             timeout_seconds=self._settings.request_timeout_seconds,
         )
-        await self._bot_identity()
+        self._problem = "the bot's identity is not fetched yet"
+        # In the background, so a slow Open API holds up no other channel's start, yet
+        # mention_id() knows the id soon after; an event that comes first waits for the same
+        # request (the lock in _bot_identity) or, if it failed, makes its own.
+        self._identity_task = asyncio.create_task(
+            self._prefetch_identity(), name=f"feishu-identity-{self._agent.slug}"
+        )
 
     async def stop(self) -> None:
+        await cancel_and_wait(self._identity_task)
+        self._identity_task = None
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -101,21 +112,40 @@ class FeishuChannel:
             return ChannelStatus(ready=False, detail=self._problem)
         return ChannelStatus(ready=True)
 
+    def mention_id(self) -> str | None:
+        """The bot's open_id, for another agent's reply to mention this one; None until known."""
+        return self._bot_open_id
+
+    async def _prefetch_identity(self) -> None:
+        try:
+            await self._bot_identity()
+        except Exception as error:  # only logged: the lazy path in _on_message tries again
+            log_event(
+                logger,
+                "feishu.identity_failed",
+                level=logging.WARNING,
+                agent=self._agent.slug,
+                error=f"{type(error).__name__}: {error}",
+            )
+
     async def _bot_identity(self) -> str | None:
-        """The bot's open_id, which mentions are matched against (fetched once, then kept)."""
-        if self._bot_open_id is None and self._client is not None:
-            try:
-                self._bot_open_id = await self._client.bot_open_id()
-                log_event(logger, "feishu.ready", agent=self._agent.slug, bot=self._bot_open_id)
-            except FeishuError as error:
-                self._problem = f"bot/v3/info failed: {error}"
-                log_event(
-                    logger,
-                    "feishu.not_ready",
-                    level=logging.WARNING,
-                    agent=self._agent.slug,
-                    error=str(error),
-                )
+        """The bot's open_id, which mentions are matched against (fetched once, then kept).
+
+        The lock makes the start's prefetch and an early event share one request."""
+        async with self._identity_lock:
+            if self._bot_open_id is None and self._client is not None:
+                try:
+                    self._bot_open_id = await self._client.bot_open_id()
+                    log_event(logger, "feishu.ready", agent=self._agent.slug, bot=self._bot_open_id)
+                except FeishuError as error:
+                    self._problem = f"bot/v3/info failed: {error}"
+                    log_event(
+                        logger,
+                        "feishu.not_ready",
+                        level=logging.WARNING,
+                        agent=self._agent.slug,
+                        error=str(error),
+                    )
         return self._bot_open_id
 
     # --- the webhook ---------------------------------------------------------------------
@@ -283,7 +313,8 @@ class FeishuChannel:
         target = reply.reply_target
         ids: list[str] = []
         try:
-            for index, part in enumerate(split_text(reply.text, limit=PART_LIMIT)):
+            parts = reply_parts(reply.text, reply.mentions, limit=PART_LIMIT)
+            for index, part in enumerate(parts):
                 ids.append(
                     await self._client.reply_text(
                         message_id=target["message_id"],

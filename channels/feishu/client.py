@@ -157,7 +157,11 @@ class FeishuClient:
 
     async def bot_open_id(self) -> str:
         body = await self.call("GET", "/open-apis/bot/v3/info")
-        return str(body["bot"]["open_id"])
+        bot = body.get("bot")
+        open_id = bot.get("open_id") if isinstance(bot, dict) else None
+        if not isinstance(open_id, str) or not open_id:  # a FeishuError, like any bad answer
+            raise FeishuError("bot/v3/info answered no bot.open_id")
+        return open_id
 
     async def chat_name(self, chat_id: str) -> str | None:
         body = await self.call("GET", f"/open-apis/im/v1/chats/{quote(chat_id, safe='')}")

@@ -405,6 +405,12 @@ class SentMessage:
         data = self.data
         return str(data["text"]) if self.msg_type == "text" else None
 
+    @property
+    def mentions(self) -> list[tuple[str, str]]:
+        """``(open_id, name)`` of each ``<at user_id="…">`` in a text message, in order, as
+        Feishu lists them in the created message's ``mentions`` (``@all`` is not listed)."""
+        return [(str(m["id"]), str(m["name"])) for m in self.message.get("mentions", [])]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PushResult:

@@ -5,12 +5,24 @@ JSON content type, the request's keys and the shape of every message, and answer
 with OpenAI's error document ``{"error": {"message", "type", "param", "code"}}``.
 Every request is recorded (headers, raw body, parsed JSON, the status answered).
 
+Function calling is checked as OpenAI checks it: ``tools`` entries must have the function
+shape (a valid name, a JSON-schema ``parameters`` object), ``tool_choice`` needs ``tools``,
+an assistant message with ``tool_calls`` must be followed by one ``tool`` message per call
+id, and a ``tool`` message must answer a call of the assistant message just before it;
+anything else is a 400.
+
 Scriptable, first in first out, one scripted answer per accepted request:
-:meth:`add_reply` (canned completions, ``None`` gives ``content: null``), :meth:`fail_next`
-(the next N calls answer an error status), :meth:`garbage_next` (a non-JSON body),
-:meth:`raw_next` (any JSON document). ``delay_seconds`` holds every answer back; it is cut
-short by :meth:`stop`, so a timed-out test does not wait for the delay at teardown.
-When the script is empty the answer is ``default_reply``.
+:meth:`add_reply` (canned completions, ``None`` gives ``content: null``),
+:meth:`add_tool_calls` (a message with ``tool_calls``; see :class:`ScriptedCall`),
+:meth:`add_ask` (one ``ask_agent`` call), :meth:`fail_next` (the next N calls answer an
+error status), :meth:`garbage_next` (a non-JSON body), :meth:`raw_next` (any JSON document).
+A scripted tool call is only given to a request that allows one (``tools`` sent and
+``tool_choice`` not ``"none"``), as a real model would; otherwise the fake answers 500 with
+``record.error`` set, since the script is wrong, unless the call was scripted with
+``ignore_tool_choice=True`` (a server that disregards ``tool_choice``).
+``delay_seconds`` holds every answer back; it is cut short by :meth:`stop`, so a timed-out
+test does not wait for the delay at teardown. When the script is empty the answer is
+``default_reply``.
 
 Usage::
 
@@ -21,7 +33,10 @@ Usage::
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +44,16 @@ from aiohttp import web
 
 from tests.fakes.server import Canned, LocalServer, RecordedRequest
 
-__all__ = ["FakeOpenAIServer", "RecordedRequest"]
+__all__ = ["FakeOpenAIServer", "RecordedRequest", "ScriptedCall"]
 
-_ROLES = frozenset({"system", "user", "assistant"})
-_MESSAGE_KEYS = frozenset({"role", "content", "name"})
+_MESSAGE_KEYS: Mapping[str, frozenset[str]] = {
+    "system": frozenset({"role", "content", "name"}),
+    "user": frozenset({"role", "content", "name"}),
+    "assistant": frozenset({"role", "content", "name", "tool_calls", "refusal"}),
+    "tool": frozenset({"role", "content", "tool_call_id"}),
+}
+_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_TOOL_CHOICES = frozenset({"none", "auto", "required"})
 _REQUEST_KEYS = frozenset(
     {
         "model",
@@ -47,8 +68,24 @@ _REQUEST_KEYS = frozenset(
         "presence_penalty",
         "frequency_penalty",
         "seed",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptedCall:
+    """One tool call for :meth:`FakeOpenAIServer.add_tool_calls`.
+
+    ``arguments`` that are a ``str`` are sent as they are (so a test can send broken JSON);
+    anything else is JSON-encoded. ``id`` defaults to a fresh ``call_fake_<n>``.
+    """
+
+    name: str
+    arguments: Any
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +94,19 @@ class _Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class _ToolCalls:
+    content: str | None
+    calls: tuple[dict[str, Any], ...]
+    ignore_tool_choice: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _Error:
     status: int
     message: str
 
 
-_Action = _Reply | _Error
+_Action = _Reply | _ToolCalls | _Error
 
 
 class _Rejected(Exception):
@@ -88,12 +132,50 @@ class FakeOpenAIServer(LocalServer[_Action]):
         self.expected_model = expected_model
         self.default_reply = default_reply
         self._ids = itertools.count(1)
+        self._call_ids = itertools.count(1)
 
     # --- scripting -------------------------------------------------------------------------
 
     def add_reply(self, *contents: str | None) -> None:
         """Queue canned completions; ``None`` answers ``"content": null``."""
         self._script.extend(_Reply(content) for content in contents)
+
+    def add_tool_calls(
+        self,
+        *calls: ScriptedCall,
+        content: str | None = None,
+        ignore_tool_choice: bool = False,
+    ) -> list[str]:
+        """Queue one completion whose message calls ``calls``, in order; returns their ids.
+
+        ``content`` is the text beside the calls (usually null). A request that allows no
+        tool call gets a 500 instead, unless ``ignore_tool_choice`` is set.
+        """
+        if not calls:
+            raise ValueError("add_tool_calls needs at least one call")
+        scripted: tuple[dict[str, Any], ...] = tuple(
+            {
+                "id": call.id or f"call_fake_{next(self._call_ids)}",
+                "type": "function",
+                "function": {
+                    "name": call.name,
+                    "arguments": call.arguments
+                    if isinstance(call.arguments, str)
+                    else json.dumps(call.arguments),
+                },
+            }
+            for call in calls
+        )
+        self._script.append(_ToolCalls(content, scripted, ignore_tool_choice))
+        return [call["id"] for call in scripted]
+
+    def add_ask(self, agent: str, text: str, *, ignore_tool_choice: bool = False) -> str:
+        """Queue one completion calling ``ask_agent(agent, text)``; returns the call id."""
+        (call_id,) = self.add_tool_calls(
+            ScriptedCall("ask_agent", {"agent": agent, "text": text}),
+            ignore_tool_choice=ignore_tool_choice,
+        )
+        return call_id
 
     def fail_next(
         self, count: int = 1, *, status: int = 500, message: str = "The server had an error."
@@ -113,8 +195,9 @@ class FakeOpenAIServer(LocalServer[_Action]):
         try:
             self._check(request, record)
         except _Rejected as rejected:
+            record.error = rejected.message
             return _error_response(rejected.status, rejected.message, code=rejected.code)
-        return self._scripted(record.json)
+        return self._scripted(record)
 
     def _check(self, request: web.Request, record: RecordedRequest) -> None:
         authorization = request.headers.get("Authorization")
@@ -139,13 +222,24 @@ class FakeOpenAIServer(LocalServer[_Action]):
             raise _Rejected(404, f"The model `{model}` does not exist.", code="model_not_found")
         _check_messages(data.get("messages"))
         _check_options(data)
+        _check_tools(data)
 
-    def _scripted(self, data: dict[str, Any]) -> web.Response:
+    def _scripted(self, record: RecordedRequest) -> web.Response:
+        data: dict[str, Any] = record.json
         action = self._next_action() or _Reply(self.default_reply)
         if isinstance(action, _Error):
             return _error_response(action.status, action.message)
         if isinstance(action, Canned):
             return action.response()
+        message: dict[str, Any] = {"role": "assistant", "content": action.content}
+        finish_reason = "stop"
+        if isinstance(action, _ToolCalls):
+            allowed = "tools" in data and data.get("tool_choice") != "none"
+            if not allowed and not action.ignore_tool_choice:
+                record.error = "fake: a tool call is scripted but the request allows none"
+                return _error_response(500, record.error)
+            message["tool_calls"] = list(action.calls)
+            finish_reason = "tool_calls"
         return web.json_response(
             {
                 "id": f"chatcmpl-fake-{next(self._ids)}",
@@ -155,8 +249,8 @@ class FakeOpenAIServer(LocalServer[_Action]):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": action.content},
-                        "finish_reason": "stop",
+                        "message": message,
+                        "finish_reason": finish_reason,
                     }
                 ],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
@@ -167,17 +261,162 @@ class FakeOpenAIServer(LocalServer[_Action]):
 def _check_messages(messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
         raise _Rejected(400, "'messages' must be a non-empty array.")
+    open_calls: set[str] = set()  # the call ids of the last assistant message with tool_calls
+    unanswered: list[str] = []
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(message, dict):
             raise _Rejected(400, f"{where} must be an object.")
-        unknown = sorted(set(message) - _MESSAGE_KEYS)
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _MESSAGE_KEYS:
+            raise _Rejected(400, f"{where}.role must be one of system, user, assistant, tool.")
+        unknown = sorted(set(message) - _MESSAGE_KEYS[role])
         if unknown:
             raise _Rejected(400, f"{where}: unrecognized key {unknown[0]!r}.")
-        if message.get("role") not in _ROLES:
-            raise _Rejected(400, f"{where}.role must be one of system, user, assistant.")
-        if not isinstance(message.get("content"), str):
+        if role == "tool":
+            _check_tool_message(message, where, open_calls, unanswered)
+            continue
+        if unanswered:
+            raise _Rejected(400, _unanswered_message(unanswered))
+        open_calls = set()
+        calls = message.get("tool_calls")
+        if role == "assistant" and calls is not None:
+            unanswered = _check_tool_calls(calls, where)
+            open_calls = set(unanswered)
+            if message.get("content") is not None and not isinstance(message["content"], str):
+                raise _Rejected(400, f"{where}.content must be a string or null.")
+        elif not isinstance(message.get("content"), str):
             raise _Rejected(400, f"{where}.content must be a string.")
+    if unanswered:
+        raise _Rejected(400, _unanswered_message(unanswered))
+
+
+def _check_tool_calls(calls: Any, where: str) -> list[str]:
+    """The ids of an assistant message's ``tool_calls``, which must have the right shape."""
+    if not isinstance(calls, list) or not calls:
+        raise _Rejected(400, f"{where}.tool_calls must be a non-empty array.")
+    ids: list[str] = []
+    for number, call in enumerate(calls):
+        at = f"{where}.tool_calls[{number}]"
+        if not isinstance(call, dict) or set(call) != {"id", "type", "function"}:
+            raise _Rejected(400, f"{at} must have exactly id, type and function.")
+        function = call["function"]
+        if (
+            not isinstance(call["id"], str)
+            or call["type"] != "function"
+            or not isinstance(function, dict)
+            or set(function) != {"name", "arguments"}
+            or not isinstance(function["name"], str)
+            or not isinstance(function["arguments"], str)
+        ):
+            raise _Rejected(400, f"{at}: expected a function call with name and arguments text.")
+        ids.append(call["id"])
+    return ids
+
+
+def _check_tool_message(
+    message: dict[str, Any], where: str, open_calls: set[str], unanswered: list[str]
+) -> None:
+    if not open_calls:
+        raise _Rejected(
+            400,
+            "Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+            "message with 'tool_calls'.",
+        )
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str):
+        raise _Rejected(400, f"Missing required parameter: '{where}.tool_call_id'.")
+    if call_id not in open_calls:
+        raise _Rejected(
+            400,
+            f"Invalid parameter: 'tool_call_id' of '{call_id}' not found in 'tool_calls' of "
+            "previous message.",
+        )
+    if call_id in unanswered:
+        unanswered.remove(call_id)
+    if not isinstance(message.get("content"), str):
+        raise _Rejected(400, f"{where}.content must be a string.")
+
+
+def _unanswered_message(unanswered: list[str]) -> str:
+    return (
+        "An assistant message with 'tool_calls' must be followed by tool messages responding "
+        "to each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+        + ", ".join(unanswered)
+    )
+
+
+def _check_tools(data: dict[str, Any]) -> None:
+    tool_choice = data.get("tool_choice")
+    if "tools" not in data:
+        if tool_choice is not None:
+            raise _Rejected(
+                400,
+                "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
+                "are specified.",
+            )
+        return
+    tools = data["tools"]
+    if not isinstance(tools, list) or not tools:
+        raise _Rejected(400, "Invalid 'tools': expected a non-empty array.")
+    names: set[str] = set()
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict) or set(tool) != {"type", "function"}:
+            raise _Rejected(400, f"Invalid '{where}': expected exactly 'type' and 'function'.")
+        if tool["type"] != "function":
+            raise _Rejected(400, f"Invalid value for '{where}.type': expected 'function'.")
+        function = tool["function"]
+        if not isinstance(function, dict):
+            raise _Rejected(400, f"Missing required parameter: '{where}.function'.")
+        unknown = sorted(set(function) - {"name", "description", "parameters", "strict"})
+        if unknown:
+            raise _Rejected(400, f"Unrecognized parameter: '{where}.function.{unknown[0]}'.")
+        name = function.get("name")
+        if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+            raise _Rejected(
+                400,
+                f"Invalid '{where}.function.name': string does not match pattern. Expected a "
+                "string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+            )
+        if name in names:
+            raise _Rejected(400, f"Duplicate function name in 'tools': {name}.")
+        names.add(name)
+        if not isinstance(function.get("description", ""), str):
+            raise _Rejected(400, f"Invalid type for '{where}.function.description'.")
+        if "parameters" in function:
+            _check_schema(function["parameters"], f"Invalid schema for function '{name}'")
+    if isinstance(tool_choice, str):
+        if tool_choice not in _TOOL_CHOICES:
+            raise _Rejected(400, f"Invalid value for 'tool_choice': {tool_choice!r}.")
+    elif tool_choice is not None and not (
+        isinstance(tool_choice, dict)
+        and tool_choice.get("type") == "function"
+        and isinstance(tool_choice.get("function"), dict)
+        and tool_choice["function"].get("name") in names
+    ):
+        raise _Rejected(400, "Invalid value for 'tool_choice'.")
+
+
+def _check_schema(schema: Any, prefix: str) -> None:
+    """``parameters``: a JSON schema of ``type: object`` whose ``required`` keys it defines."""
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        raise _Rejected(400, f"{prefix}: schema must be a JSON Schema of 'type: \"object\"'.")
+    properties = schema.get("properties", {})
+    if not isinstance(properties, dict) or not all(
+        isinstance(value, dict) and isinstance(value.get("type"), str)
+        for value in properties.values()
+    ):
+        raise _Rejected(400, f"{prefix}: 'properties' must map names to schemas with a type.")
+    for key, value in properties.items():
+        enum = value.get("enum")
+        if enum is not None and (not isinstance(enum, list) or not enum):
+            raise _Rejected(400, f"{prefix}: 'enum' of {key!r} must be a non-empty array.")
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(key in properties for key in required):
+        raise _Rejected(400, f"{prefix}: 'required' names a property that is not defined.")
+    if not isinstance(schema.get("additionalProperties", False), bool):
+        raise _Rejected(400, f"{prefix}: 'additionalProperties' must be a boolean.")
 
 
 def _check_options(data: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ Scriptable, first in first out, one scripted answer per accepted request:
 :meth:`add_reply` (``{"reply": text}``), :meth:`fail_next` (an error status),
 :meth:`garbage_next` (a non-JSON body), :meth:`raw_next` (any JSON document).
 ``delay_seconds`` holds every answer back and is cut short by :meth:`stop`. With an empty
-script the answer is ``{"reply": "echo: <message text>"}``.
+script the answer is ``reply_with(body)`` when set, else ``{"reply": "echo: <message text>"}``.
 
 Usage::
 
@@ -76,6 +76,9 @@ class FakeWebhookAgent(LocalServer[Never]):
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.max_skew_seconds = max_skew_seconds
         self.clock = clock
+        self.reply_with: Callable[[dict[str, Any]], str] | None = None
+        """Computes the answer from the request body when nothing is scripted (an agent
+        with behaviour of its own, such as one that always mentions another)."""
 
     # --- scripting -------------------------------------------------------------------------
 
@@ -127,6 +130,8 @@ class FakeWebhookAgent(LocalServer[Never]):
         action = self._next_action()
         if action is not None:
             return action.response()
+        if self.reply_with is not None:
+            return web.json_response({"reply": self.reply_with(data)})
         return web.json_response({"reply": f"echo: {data['message']['text']}"})
 
 

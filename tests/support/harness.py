@@ -45,6 +45,7 @@ def make_settings(
     *,
     agents: list[dict[str, Any]] | None = None,
     pipeline: dict[str, Any] | None = None,
+    a2a: dict[str, Any] | None = None,
 ) -> Settings:
     """Settings for a test: the given database, one echo agent on the memory channel."""
     return load_settings(
@@ -53,6 +54,7 @@ def make_settings(
             "http": {"port": 0},
             "agents": agents or [{"slug": "assistant", "memory": {}}],
             "pipeline": {"retry_base_seconds": 0.05, **(pipeline or {})},
+            "a2a": a2a or {},
         }
     )
 

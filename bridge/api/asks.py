@@ -1,0 +1,68 @@
+"""``POST /api/v1/agents/{to}/messages``: one agent asks another, optionally waiting for the
+answer. Admin tokens only: the caller speaks as an agent."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from bridge.api.errors import ApiError
+from bridge.api.http import caller_of, read_body, read_query, respond
+from bridge.api.models import AskAgent, AskQuery
+from bridge.api.views import messages_by_id
+from bridge.appkeys import AGENTS, CHANNELS, PIPELINE, SESSIONS, SETTINGS
+from bridge.chains import ChainStopped
+from bridge.directory import UnknownAgent
+from bridge.events import AGENT_CHANNEL
+from bridge.ingest import InvalidMessage
+
+_STOPPED_STATUS = {"not_a_peer": 403, "self": 422}
+"""Refusals by configuration; every budget refusal is 429."""
+
+
+async def ask_agent(request: web.Request) -> web.Response:
+    if not caller_of(request).is_admin:
+        raise ApiError(403, "forbidden", "asking as an agent needs an admin token")
+    target = request.match_info["to"]
+    body = await read_body(request, AskAgent)
+    query = read_query(request, AskQuery)
+    settings = request.config_dict[SETTINGS]
+    limit = settings.web.max_text_bytes
+    if len(body.text.encode()) > limit:
+        raise ApiError(422, "text_too_long", f"text: longer than {limit} bytes")
+    agents = request.config_dict[AGENTS]
+    try:
+        agents.get(target)
+    except UnknownAgent:
+        raise ApiError(404, "not_found", f"no agent {target!r}") from None
+    try:
+        agents.get(body.from_agent)
+    except UnknownAgent:
+        raise ApiError(422, "unknown_agent", f"from_agent: no agent {body.from_agent!r}") from None
+    if request.config_dict[CHANNELS].get(AGENT_CHANNEL, target) is None:
+        raise ApiError(409, "channel_disabled", f"the agent channel is off for {target!r}")
+    asks = request.config_dict[PIPELINE].asks
+    key = f"client:{body.client_message_id}" if body.client_message_id else f"server:{uuid.uuid4()}"
+    try:
+        asked = await asks.send(
+            sender=body.from_agent,
+            target=target,
+            text=body.text,
+            conversation=body.conversation,
+            key=key,
+        )
+    except ChainStopped as stopped:
+        status = _STOPPED_STATUS.get(stopped.reason, 429)
+        raise ApiError(status, stopped.reason, str(stopped)) from None
+    except InvalidMessage as error:
+        raise ApiError(422, "invalid", f"text: {error}") from None
+    if query.wait:
+        answer = await asks.answer(asked, within=min(query.wait, settings.a2a.max_wait_seconds))
+        if answer is not None:
+            async with request.config_dict[SESSIONS]() as db:
+                found = await messages_by_id(db, [answer.message_id])
+            return respond(found[answer.message_id], status=200)
+    async with request.config_dict[SESSIONS]() as db:
+        stored = await messages_by_id(db, [asked.message_id])
+    return respond(stored[asked.message_id], status=202)

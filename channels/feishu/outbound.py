@@ -1,0 +1,47 @@
+"""Reply text as Feishu text messages: ``@slug`` mentions of peer agents rendered as native
+``<at user_id="ou_…">name</at>`` tags, then split into parts (pure: no I/O).
+
+The ``content`` JSON itself is built by :meth:`FeishuClient.reply_text` with ``json.dumps``,
+which escapes the quotes of a tag like any other character, so the text here is plain text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from bridge.mentions import render_mentions
+from channels.text_split import split_text
+
+SAFE_OPEN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+"""What an id must look like to go into the tag's attribute: ``ou_`` ids are letters, digits
+and ``_``; anything else (a quote, ``>``) would break the tag, so that ``@slug`` stays text."""
+_JOINED_TAG = "<at\x00user_id="
+_TAG = "<at user_id="
+
+
+def render_at_mentions(text: str, mentions: Mapping[str, str]) -> str:
+    """``text`` with each ``@slug`` of ``mentions`` (slug -> open_id) as an ``<at>`` tag.
+
+    The name in the tag is the slug: the reply knows no other name for the peer, and Feishu
+    shows the mentioned bot's own name when it resolves the id. Ids that cannot go into the
+    attribute safely are not rendered."""
+    return _render(text, mentions, _TAG)
+
+
+def reply_parts(text: str, mentions: Mapping[str, str], *, limit: int) -> list[str]:
+    """The text messages of one reply: mentions rendered first, so the limit counts the tags,
+    then split so that no part ends inside a tag (short of a run of more than ``limit``
+    characters without a space or line break, which can only be cut inside a word).
+
+    Why the detour: :func:`split_text` may break a long paragraph after any space, and the tag
+    has one (``<at user_id=``). It is rendered with a NUL there instead (same length, so the
+    limit still holds; stored replies hold no NUL) and the space is put back in each part.
+    """
+    parts = split_text(_render(text, mentions, _JOINED_TAG), limit=limit)
+    return [part.replace(_JOINED_TAG, _TAG) for part in parts]
+
+
+def _render(text: str, mentions: Mapping[str, str], opening: str) -> str:
+    usable = {slug: oid for slug, oid in mentions.items() if SAFE_OPEN_ID.fullmatch(oid)}
+    return render_mentions(text, usable, lambda slug, open_id: f'{opening}"{open_id}">{slug}</at>')
