@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant
 from bridge.settings import ConfigError, load_settings
+from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.api import ApiClient, api_clients
 from tests.support.harness import WEBHOOK_SECRET, RunningBridge, make_settings, running_bridge
@@ -279,4 +280,94 @@ async def test_the_same_text_coming_back_ends_the_chain(database_url: str) -> No
             assert [r.text for r in beta.sent] == ["@alpha same again"]
             assert (
                 await metric(bridge, 'bridge_a2a_chains_stopped_total{reason="repeated_text"}') == 1
+            )
+
+
+# --- the ask_agent tool of the openai backend -----------------------------------------------
+
+OPENAI_KEY_ENV = "BRIDGE_TEST_A2A_OPENAI_KEY"
+
+
+async def test_an_ask_agent_tool_call_returns_the_peers_answer(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(OPENAI_KEY_ENV, "sk-a2a")
+    async with FakeOpenAIServer(api_key="sk-a2a", expected_model="gpt-test") as model:
+        call_id = model.add_ask("beta", "what is the capital of France?")
+        model.add_reply("Beta says: what is the capital of France?")
+        agents = pair()
+        agents[0] |= {
+            "backend": "openai",
+            "openai": {"base_url": model.url, "model": "gpt-test", "api_key_env": OPENAI_KEY_ENV},
+        }
+        async with admin_bridge(database_url, agents) as (bridge, ops):
+            alpha = bridge.memory("alpha")
+            asked = await alpha.receive("ask beta about France")
+            await wait_until(lambda: len(alpha.sent) == 1, within=10)
+            assert alpha.sent[0].text == "Beta says: what is the capital of France?"
+
+            first, second = (request.json for request in model.requests)
+            tool = first["tools"][0]["function"]
+            assert tool["name"] == "ask_agent"
+            assert tool["parameters"]["properties"]["agent"]["enum"] == ["beta"]
+            # The peer (an echo agent) answered through the bridge: its answer is the result.
+            assert second["messages"][-1] == {
+                "role": "tool",
+                "tool_call_id": call_id,
+                "content": "what is the capital of France?",
+            }
+
+            beta_sessions = (await ops.get("/sessions", agent="beta")).ok()["items"]
+            (beta_session,) = beta_sessions
+            assert (
+                beta_session["peer_agent"] == "alpha" and beta_session["source_channel"] == "agent"
+            )
+            assert beta_session["external_conv_id"] == f"agent:alpha:session-{asked.session_id}"
+            ask, _answer = (await ops.get(f"/sessions/{beta_session['id']}/messages")).ok()["items"]
+            assert ask["sender"]["display_name"] == "Alpha"
+            assert (ask["chain_origin"], ask["chain_hops"]) == (asked.message_id, 1)
+
+            # The asking session records the exchange, never sent to the platform.
+            own = (await ops.get(f"/sessions/{asked.session_id}/messages")).ok()["items"]
+            assert [(m["role"], m["content"], m["delivery"]) for m in own] == [
+                ("user", "ask beta about France", None),
+                ("system", "Asked beta: what is the capital of France?", None),
+                ("system", "beta answered: what is the capital of France?", None),
+                ("assistant", "Beta says: what is the capital of France?", "delivered"),
+            ]
+            assert len(alpha.sent) == 1
+
+
+async def test_an_ask_agent_call_over_budget_gets_the_reason_as_its_result(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(OPENAI_KEY_ENV, "sk-a2a")
+    async with FakeOpenAIServer(api_key="sk-a2a", expected_model="gpt-test") as model:
+        model.add_ask("beta", "anything")
+        model.add_reply("I could not reach beta.")
+        agents = pair()
+        agents[0] |= {
+            "backend": "openai",
+            "openai": {"base_url": model.url, "model": "gpt-test", "api_key_env": OPENAI_KEY_ENV},
+        }
+        async with admin_bridge(database_url, agents, a2a={"max_turns_per_hour": 1}) as (
+            bridge,
+            ops,
+        ):
+            (
+                await ops.post(
+                    "/agents/beta/messages",
+                    {"from_agent": "alpha", "text": "hi"},
+                    params={"wait": 5},
+                )
+            ).ok(200)
+            alpha = bridge.memory("alpha")
+            await alpha.receive("ask beta")
+            await wait_until(lambda: len(alpha.sent) == 1, within=10)
+            result = model.requests[-1].json["messages"][-1]
+            assert result["role"] == "tool"
+            assert result["content"].startswith("not asked: ") and "limit is 1" in result["content"]
+            assert (
+                await metric(bridge, 'bridge_a2a_chains_stopped_total{reason="max_turns_per_hour"}')
+                == 1
             )

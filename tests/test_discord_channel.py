@@ -14,7 +14,10 @@ import discord.http
 import pytest
 from sqlalchemy import select
 
+from bridge.appkeys import CHANNELS
 from bridge.db.models import ChatSession, MessageState
+from bridge.events import Reply
+from channels.discord.adapter import DiscordChannel
 from tests.fakes.discord import (
     DEFAULT_CHANNEL_ID,
     DEFAULT_GUILD_ID,
@@ -29,6 +32,8 @@ from tests.support.harness import RunningBridge, make_settings, running_bridge
 from tests.support.processes import bridge_database, serving_bridge, wait_until, write_toml
 
 BOT_MENTION_FREE = "what's the weather in Berlin?"
+HELPER_TOKEN = "fake-helper-token"
+HELPER_BOT_ID = "1100000000000000002"
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +69,12 @@ async def discord_bridge(
     async with running_bridge(settings) as bridge:
         await fake.wait_identified(timeout=10)
         yield bridge
+
+
+def _discord_channel(bridge: RunningBridge, agent: str = "assistant") -> DiscordChannel:
+    channel = bridge.app[CHANNELS].get("discord", agent)
+    assert isinstance(channel, DiscordChannel)
+    return channel
 
 
 async def _sessions(bridge: RunningBridge) -> dict[str, ChatSession]:
@@ -310,3 +321,75 @@ async def test_a_refused_token_is_reported_and_not_retried(database_url: str) ->
             attempts = len(fake.requests_to("GET", r"/api/v10/users/@me"))
             await fake.expect_no_post(within=1.5)
             assert len(fake.requests_to("GET", r"/api/v10/users/@me")) == attempts
+
+
+async def test_mention_id_is_the_bots_id_and_peer_mentions_are_posted_natively(
+    database_url: str,
+) -> None:
+    async with FakeDiscord() as fake:
+        fake.add_bot(token=HELPER_TOKEN, user_id=HELPER_BOT_ID, name="helperbot")
+        async with discord_bridge(database_url, fake) as bridge:
+            channel = _discord_channel(bridge)
+            await wait_until(lambda: channel.mention_id() is not None, within=10)
+            assert channel.mention_id() == fake.bot.id
+            reply = Reply(
+                message_id=1,
+                session_id=1,
+                delivery_key="handoff-1",
+                agent_slug="assistant",
+                channel="discord",
+                external_conv_id=f"discord:{DEFAULT_GUILD_ID}:{DEFAULT_CHANNEL_ID}",
+                text="@helper, over to you (not @someone)",
+                reply_target={"channel_id": DEFAULT_CHANNEL_ID, "guild_id": DEFAULT_GUILD_ID},
+                in_doubt=False,
+                attempt=1,
+                mentions={"helper": HELPER_BOT_ID},
+            )
+            ids = await channel.send(reply)
+            post = await fake.next_post(timeout=10)
+            assert ids == [post["id"]] and post["channel_id"] == DEFAULT_CHANNEL_ID
+            assert post["content"] == f"<@{HELPER_BOT_ID}>, over to you (not @someone)"
+            assert post["author"]["id"] == fake.bot.id
+            assert [m["id"] for m in post["mentions"]] == [HELPER_BOT_ID]
+            (request,) = fake.requests_to("POST", r"/api/v10/channels/\d+/messages")
+            assert "users" in request.json["allowed_mentions"]["parse"]
+            assert request.bot_id == fake.bot.id
+
+
+async def test_two_agents_are_two_bots_and_each_answers_only_its_own_mentions(
+    database_url: str,
+) -> None:
+    async with FakeDiscord() as fake:
+        fake.add_bot(token=HELPER_TOKEN, user_id=HELPER_BOT_ID, name="helperbot")
+        agents = [
+            {"slug": "assistant", "discord": discord_section(fake)},
+            {"slug": "helper", "discord": discord_section(fake, bot_token=HELPER_TOKEN)},
+        ]
+        async with running_bridge(make_settings(database_url, agents=agents)) as bridge:
+            await fake.wait_identified(timeout=10)
+            await fake.wait_identified(timeout=10, bot_id=HELPER_BOT_ID)
+            helper = _discord_channel(bridge, "helper")
+            await wait_until(lambda: helper.mention_id() == HELPER_BOT_ID, within=10)
+            asked = await fake.send_message(
+                content="can you help?", mentions_bot=True, bot_id=HELPER_BOT_ID
+            )
+            post = await fake.next_post(timeout=10)
+            assert post["author"]["id"] == HELPER_BOT_ID and post["content"] == "can you help?"
+            assert post["channel_id"] == DEFAULT_CHANNEL_ID
+            assert post["message_reference"]["message_id"] == asked["id"]
+            # The first bot saw the question and the helper's answer, and let both be.
+            await wait_until(
+                lambda: (
+                    post["id"] in [p["d"]["id"] for p in fake.dispatched(event="MESSAGE_CREATE")]
+                ),
+                within=10,
+            )
+            await fake.expect_no_post(within=0.7)
+            (request,) = fake.requests_to("POST", r"/api/v10/channels/\d+/messages")
+            assert request.bot_id == HELPER_BOT_ID
+            assert request.headers["Authorization"] == f"Bot {HELPER_TOKEN}"
+            assert await _stored(bridge) == [
+                ("user", "can you help?"),
+                ("assistant", "can you help?"),
+            ]
+            assert _discord_channel(bridge).mention_id() == fake.bot.id

@@ -32,6 +32,8 @@ from tests.fakes.discord import (
     DEFAULT_THREAD_ID,
     DEFAULT_TOKEN,
     DEFAULT_USER_ID,
+    INTENT_GUILD_MESSAGES,
+    INTENT_GUILDS,
     INTENT_MESSAGE_CONTENT,
     FakeChannel,
     FakeDiscord,
@@ -87,6 +89,7 @@ class Recorder:
         self.deletes: asyncio.Queue[discord.Message] = asyncio.Queue()
         self.ready = asyncio.Event()
         self.resumed = 0
+        self.own_id = int(DEFAULT_BOT_ID)  # the client's user id, set by running()
 
     async def next_message(self, *, skip_own: bool = True) -> discord.Message:
         """The next message from someone else (the bot's own posts come back over the
@@ -94,7 +97,7 @@ class Recorder:
         async with asyncio.timeout(WAIT):
             while True:
                 message = await self.messages.get()
-                if not (skip_own and message.author.id == int(DEFAULT_BOT_ID)):
+                if not (skip_own and message.author.id == self.own_id):
                     return message
 
     async def expect_no_message(self, within: float = 0.3) -> None:
@@ -162,6 +165,8 @@ async def running(
             if task.done():
                 task.result()  # start() ended before on_ready: raise what it raised
             assert client.is_ready(), "no on_ready in time"
+            assert client.user is not None
+            client.recorder.own_id = client.user.id
         yield task
     finally:
         await client.close()
@@ -676,3 +681,145 @@ async def test_auto_sharded_client_asks_gateway_bot_and_runs_both_shards(
         await fake.wait_resumed(shard_id=1)
         await fake.send_message(channel_id=CHANNEL_B, content="shard 1 resumed")
         assert (await client.recorder.next_message()).content == "shard 1 resumed"
+
+
+# --- several bots in one fake ---------------------------------------------------------------
+
+PEER_TOKEN = "fake-peer-token"
+PEER_ID = "1100000000000000002"
+
+
+def test_add_bot_refuses_a_known_token_or_user() -> None:
+    fake = FakeDiscord()
+    peer = fake.add_bot(token=PEER_TOKEN, user_id=int(PEER_ID), name="peerbot")
+    assert (peer.id, peer.name, peer.application_id) == (PEER_ID, "peerbot", PEER_ID)
+    assert fake.bot_by_id(PEER_ID) is peer and fake.bot_by_id().user is fake.bot
+    assert fake.users[PEER_ID].bot and [b.id for b in fake.bots] == [DEFAULT_BOT_ID, PEER_ID]
+    with pytest.raises(ValueError, match="token"):
+        fake.add_bot(token=PEER_TOKEN, user_id="1100000000000000003", name="again")
+    with pytest.raises(ValueError, match="exists"):
+        fake.add_bot(token="other", user_id=DEFAULT_USER_ID, name="alice-bot")
+    with pytest.raises(ValueError, match="unknown bot"):
+        fake.bot_by_id("42")
+
+
+async def test_each_token_logs_in_as_its_own_bot_in_the_same_guild(fake: FakeDiscord) -> None:
+    fake.add_bot(token=PEER_TOKEN, user_id=PEER_ID, name="peerbot")
+    first, peer = Bot(), Bot()
+    async with running(first), running(peer, PEER_TOKEN):
+        assert first.user is not None and first.user.id == int(DEFAULT_BOT_ID)
+        assert peer.user is not None and peer.user.id == int(PEER_ID)
+        assert peer.application_id == int(PEER_ID)
+        for client in (first, peer):
+            guild = client.get_guild(int(DEFAULT_GUILD_ID))
+            assert guild is not None and guild.me is not None and client.user is not None
+            assert guild.me.id == client.user.id
+            (own_role,) = [r for r in guild.me.roles if r.managed]
+            assert own_role.tags is not None and own_role.tags.bot_id == client.user.id
+            assert (await text_channel(client)).permissions_for(guild.me).send_messages
+        assert sorted(r.bot_id for r in fake.identifies) == [DEFAULT_BOT_ID, PEER_ID]
+        assert fake.identify_count() == 1 and fake.identify_count(bot_id=PEER_ID) == 1
+        assert [p["t"] for p in fake.session(bot_id=PEER_ID).log] == ["READY", "GUILD_CREATE"]
+    me = [r for r in fake.requests_to("GET", "/api/v10/users/@me") if r.status == 200]
+    assert sorted((r.bot_id, r.response["id"]) for r in me) == [
+        (DEFAULT_BOT_ID, DEFAULT_BOT_ID),
+        (PEER_ID, PEER_ID),
+    ]
+
+
+async def test_a_message_reaches_every_bot_and_a_bots_post_reaches_the_others(
+    fake: FakeDiscord,
+) -> None:
+    fake.add_bot(token=PEER_TOKEN, user_id=PEER_ID, name="peerbot")
+    first, peer = Bot(), Bot()
+    async with running(first), running(peer, PEER_TOKEN):
+        asked = await fake.send_message(content="over to you", mentions_bot=True, bot_id=PEER_ID)
+        assert asked["content"] == f"<@{PEER_ID}> over to you"
+        seen_by_first = await first.recorder.next_message()
+        seen_by_peer = await peer.recorder.next_message()
+        assert seen_by_first.id == seen_by_peer.id == int(asked["id"])
+        assert peer.user in seen_by_peer.mentions and first.user not in seen_by_first.mentions
+
+        sent = await (await text_channel(peer)).send(f"<@{DEFAULT_BOT_ID}> yours", nonce="n-1")
+        post = await fake.next_post()
+        assert post["id"] == str(sent.id) and post["author"]["id"] == PEER_ID
+        assert fake.posts_by(PEER_ID) == [post] and fake.posts_by() == []
+        (request,) = fake.requests_to("POST", r"/api/v10/channels/\d+/messages")
+        assert request.bot_id == PEER_ID
+        handed = await first.recorder.next_message()
+        assert handed.id == sent.id and handed.author.bot and handed.author.id == int(PEER_ID)
+        assert first.user in handed.mentions
+        await peer.recorder.expect_no_message()  # its own post comes back, and is skipped
+
+        # Discord dedups a nonce per author: the same nonce from another bot is a new message.
+        own = await (await text_channel(first)).send("mine", nonce="n-1")
+        assert own.id != sent.id and fake.nonce_hits == []
+        assert [p["author"]["id"] for p in fake.posts] == [PEER_ID, DEFAULT_BOT_ID]
+        with pytest.raises(discord.Forbidden):
+            await (await (await text_channel(first)).fetch_message(sent.id)).edit(content="x")
+
+
+async def test_a_dm_belongs_to_one_bot_and_echoes_can_be_off_for_the_author(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with FakeDiscord(echo_own_messages=False) as fake:
+        redirect(monkeypatch, fake)
+        fake.add_bot(token=PEER_TOKEN, user_id=PEER_ID, name="peerbot")
+        first, peer = Bot(), Bot()
+        async with running(first), running(peer, PEER_TOKEN):
+            dm_id = fake.create_dm_channel(DEFAULT_USER_ID, bot_id=PEER_ID)
+            assert fake.create_dm_channel(DEFAULT_USER_ID) != dm_id
+            await fake.send_message(channel_id=dm_id, content="psst")
+            assert (await peer.recorder.next_message()).content == "psst"
+            await first.recorder.expect_no_message()
+            with pytest.raises(discord.Forbidden):
+                await first.fetch_channel(int(dm_id))
+
+            await (await text_channel(peer)).send("heard by the other bot only")
+            assert (await first.recorder.next_message()).author.id == int(PEER_ID)
+            await peer.recorder.expect_no_message()
+            assert all(
+                p["d"]["author"]["id"] != PEER_ID
+                for p in fake.dispatched(event="MESSAGE_CREATE", bot_id=PEER_ID)
+            )
+
+
+async def test_raw_gateway_identify_and_resume_are_per_bot(fake: FakeDiscord) -> None:
+    fake.add_bot(token=PEER_TOKEN, user_id=PEER_ID, name="peerbot")
+    url = f"{fake.gateway_url}?v=10&encoding=json"
+    intents = INTENT_GUILDS | INTENT_GUILD_MESSAGES | INTENT_MESSAGE_CONTENT
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url) as ws:
+            assert (await ws.receive_json(timeout=WAIT))["op"] == 10
+            await ws.send_json(
+                {"op": 2, "d": {"token": PEER_TOKEN, "intents": intents, "properties": {}}}
+            )
+            ready = await ws.receive_json(timeout=WAIT)
+            guild = await ws.receive_json(timeout=WAIT)
+        assert ready["t"] == "READY" and ready["d"]["user"]["id"] == PEER_ID
+        assert ready["d"]["application"]["id"] == PEER_ID
+        assert guild["t"] == "GUILD_CREATE"
+        assert [m["user"]["id"] for m in guild["d"]["members"]] == [PEER_ID]
+        session_id = ready["d"]["session_id"]
+        assert fake.session(bot_id=PEER_ID).id == session_id
+        with pytest.raises(RuntimeError, match="has not identified"):
+            fake.session()  # the first bot never connected
+
+        async with http.ws_connect(url) as ws:
+            await ws.receive_json(timeout=WAIT)  # HELLO
+            resume = {"token": DEFAULT_TOKEN, "session_id": session_id, "seq": 2}
+            await ws.send_json({"op": 6, "d": resume})
+            assert await ws.receive_json(timeout=WAIT) == {
+                "op": 9,
+                "d": False,
+                "s": None,
+                "t": None,
+            }
+        async with http.ws_connect(url) as ws:
+            await ws.receive_json(timeout=WAIT)  # HELLO
+            await ws.send_json({"op": 6, "d": {**resume, "token": PEER_TOKEN}})
+            assert (await ws.receive_json(timeout=WAIT))["t"] == "RESUMED"
+    assert [(r.bot_id, r.accepted) for r in fake.resumes] == [
+        (DEFAULT_BOT_ID, False),
+        (PEER_ID, True),
+    ]

@@ -8,7 +8,7 @@ import pytest
 
 from bridge.events import Attachment, InboundMessage
 from channels.discord.inbound import Ignored, SeenMessage, classify, without_bot_mention
-from channels.discord.outbound import PART_LIMIT, part_nonce, reply_parts
+from channels.discord.outbound import PART_LIMIT, part_nonce, reply_parts, with_mentions
 
 BOT = "1100000000000000001"
 GUILD_MESSAGE = SeenMessage(
@@ -110,3 +110,22 @@ def test_replies_split_at_2000_characters_with_a_stable_nonce_per_part() -> None
     nonces = {part_nonce("k" * 24, i) for i in range(len(parts))}
     assert len(nonces) == len(parts) and all(len(n) <= 25 for n in nonces)
     assert part_nonce("k" * 24, 0) == part_nonce("k" * 24, 0)
+
+
+PEER = "1100000000000000002"
+
+
+def test_peer_agents_are_rendered_as_native_mentions_and_nothing_else_is() -> None:
+    text = "ask @helper (or @helper-2), not @nobody, me@helper.example or @helper's twin"
+    rendered = with_mentions(text, {"helper": PEER, "helper-2": "not-a-snowflake"})
+    assert rendered == (
+        f"ask <@{PEER}> (or @helper-2), not @nobody, me@helper.example or <@{PEER}>'s twin"
+    )
+    assert with_mentions(text, {}) == text
+
+
+def test_mentions_are_rendered_before_the_split() -> None:
+    text = "x" * (PART_LIMIT - 10) + " @helper"  # fits as written, not once rendered
+    parts = reply_parts(text, {"helper": PEER})
+    assert [p.strip() for p in parts] == ["x" * (PART_LIMIT - 10), f"<@{PEER}>"]
+    assert reply_parts(text) == [text]

@@ -87,6 +87,7 @@ class DiscordChannel:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._ready = False
+        self._bot_id: str | None = None
         self._fatal: str | None = None
         self._last_error = "connecting"
         self._typing: dict[str, asyncio.Task[None]] = {}
@@ -118,6 +119,14 @@ class DiscordChannel:
         if self._ready:
             return ChannelStatus(ready=True)
         return ChannelStatus(ready=False, detail=self._last_error)
+
+    def mention_id(self) -> str | None:
+        """The bot's user id, so other agents' replies can mention this agent as ``<@id>``.
+
+        Known from the first READY on, and kept across reconnects and restarts: the token,
+        so the bot, stays the same. None until then.
+        """
+        return self._bot_id
 
     def _build_client(self) -> discord.Client:
         options: dict[str, Any] = {"intents": intents(), "max_ratelimit_timeout": 30.0}
@@ -198,6 +207,8 @@ class DiscordChannel:
         self._last_error = ""
         client = self._client
         user = client.user if client is not None else None
+        if user is not None:
+            self._bot_id = str(user.id)
         log_event(logger, "discord.ready", agent=self._agent.slug, bot=user.id if user else None)
 
     async def _on_disconnect(self) -> None:
@@ -290,7 +301,7 @@ class DiscordChannel:
         channel = client.get_partial_messageable(int(channel_id), guild_id=guild_id)
         ids: list[str] = []
         try:
-            for index, part in enumerate(reply_parts(reply.text)):
+            for index, part in enumerate(reply_parts(reply.text, reply.mentions)):
                 reference = None
                 if index == 0 and target.get("message_id"):
                     reference = discord.MessageReference(
@@ -303,6 +314,8 @@ class DiscordChannel:
                     part,
                     reference=reference,  # type: ignore[arg-type]
                     nonce=part_nonce(reply.delivery_key, index),
+                    # Users (so the mentioned agents' bots) are notified; the person replied
+                    # to is not pinged by the reply itself.
                     allowed_mentions=discord.AllowedMentions(replied_user=False),
                 )
                 ids.append(str(sent.id))

@@ -1,12 +1,14 @@
-"""Replies for Discord: parts of at most 2,000 characters, one stable nonce per part, and what a
-failed send means for a retry."""
+"""Replies for Discord: peer agents' ``@slug`` as native mentions, parts of at most 2,000
+characters, one stable nonce per part, and what a failed send means for a retry."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 import discord
 
+from bridge.mentions import render_mentions
 from channels.base import DeliveryError
 from channels.text_split import split_text
 
@@ -14,8 +16,20 @@ PART_LIMIT = 2000
 NONCE_LENGTH = 25
 
 
-def reply_parts(text: str) -> list[str]:
-    return split_text(text, limit=PART_LIMIT)
+def with_mentions(text: str, mentions: Mapping[str, str]) -> str:
+    """``@slug`` of each agent in ``mentions`` as ``<@user_id>``, so Discord notifies that
+    agent's bot; an id that is not a snowflake leaves the ``@slug`` as written."""
+
+    def render(slug: str, user_id: str) -> str:
+        return f"<@{user_id}>" if user_id.isascii() and user_id.isdigit() else f"@{slug}"
+
+    return render_mentions(text, mentions, render)
+
+
+def reply_parts(text: str, mentions: Mapping[str, str] | None = None) -> list[str]:
+    """The messages of one reply. Mentions are rendered before the split, so the parts are
+    measured by what Discord receives (``<@id>`` is longer than ``@slug``)."""
+    return split_text(with_mentions(text, mentions or {}), limit=PART_LIMIT)
 
 
 def part_nonce(delivery_key: str, part: int) -> str:

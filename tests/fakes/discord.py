@@ -19,6 +19,13 @@ platform reference (§2, §4):
   by ``(guild_id >> 22) % shard_count``. Frames are plain text (discord.py accepts them even
   though it asks for zlib-stream), or real zlib-stream with ``zlib_stream=True``.
 
+Several bots (as when each agent is its own bot in one guild): :meth:`FakeDiscord.add_bot`
+adds one with its own token and user. REST acts as the bot whose token a call carries (its
+posts are authored by it; :attr:`DiscordRequest.bot_id` records which), IDENTIFY and RESUME
+take any known token and READY's ``user`` is that bot, every bot is in every guild and gets
+its GUILD_CREATE, and a message in a guild channel (a user's, or one a bot posted over REST)
+is dispatched to every bot's session of the shard that owns the guild.
+
 Dispatches are kept per session with their ``s``, so a RESUME replays exactly what Discord
 would; :meth:`FakeDiscord.replay_on_next_resume` rewinds further, to deliver an event the
 client already processed a second time (at-least-once delivery, as after a crash).
@@ -79,6 +86,7 @@ __all__ = [
     "INTENT_MESSAGE_CONTENT",
     "MAX_CONTENT_CHARS",
     "DiscordRequest",
+    "FakeBot",
     "FakeChannel",
     "FakeDiscord",
     "FakeGuild",
@@ -243,9 +251,33 @@ class FakeUser:
         return document
 
 
+@dataclass(slots=True, kw_only=True)
+class FakeBot:
+    """A bot account: its token authenticates REST calls and gateway sessions as ``user``.
+
+    A fake can hold several (:meth:`FakeDiscord.add_bot`), as when each agent of a bridge is
+    its own Discord bot in the same guild; every bot is in every guild.
+    """
+
+    token: str
+    user: FakeUser
+    application_id: str
+
+    @property
+    def id(self) -> str:
+        return self.user.id
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+
 @dataclass(slots=True)
 class _KnownChannel:
-    """A channel as the fake routes it: in a guild (channel or thread) or a DM."""
+    """A channel as the fake routes it: in a guild (channel or thread) or a DM.
+
+    A DM is between ``recipient_id`` (a user) and ``bot_id`` (one of the bots); only that bot
+    may use it and only its sessions receive its events."""
 
     id: str
     type: int
@@ -253,6 +285,7 @@ class _KnownChannel:
     channel: FakeChannel | None = None
     position: int = 0
     recipient_id: str | None = None
+    bot_id: str | None = None
 
 
 # --- recording -----------------------------------------------------------------------------
@@ -263,7 +296,8 @@ class DiscordRequest:
     """One REST request as the fake received it; ``json`` is None when the body was not JSON.
 
     ``status`` and ``response`` (the JSON body, if any) are what the fake answered, ``error``
-    Discord's error message when it refused.
+    Discord's error message when it refused; ``bot_id`` is the bot whose token authenticated
+    it (None when none did).
     """
 
     method: str
@@ -275,16 +309,19 @@ class DiscordRequest:
     status: int = 0
     response: Any = None
     error: str | None = None
+    bot_id: str | None = None
 
 
 @dataclass(eq=False, kw_only=True)
 class GatewayConnection:
-    """One websocket to the gateway, in the order clients opened them."""
+    """One websocket to the gateway, in the order clients opened them; ``bot_id`` once an
+    IDENTIFY or RESUME said which bot it is."""
 
     number: int
     query: dict[str, str]
     ws: web.WebSocketResponse
     transport: asyncio.Transport | None
+    bot_id: str | None = None
     shard: tuple[int, int] | None = None
     session_id: str | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -297,9 +334,11 @@ class GatewayConnection:
 
 @dataclass(eq=False, kw_only=True)
 class GatewaySession:
-    """A gateway session: what a RESUME continues. Keeps every dispatch with its ``s``."""
+    """A gateway session of one bot: what a RESUME continues. Keeps every dispatch with its
+    ``s``."""
 
     id: str
+    bot_id: str
     shard_id: int
     shard_count: int
     intents: int
@@ -324,6 +363,7 @@ class GatewaySession:
 class IdentifyRecord:
     """An accepted IDENTIFY: READY and the GUILD_CREATEs have been sent."""
 
+    bot_id: str
     shard_id: int
     shard_count: int
     intents: int
@@ -336,6 +376,7 @@ class IdentifyRecord:
 class ResumeRecord:
     """A RESUME; ``accepted`` False when the session was unknown (answered with op 9)."""
 
+    bot_id: str
     shard_id: int | None
     session_id: str | None
     seq: int | None
@@ -422,7 +463,14 @@ class FakeDiscord(AsyncService):
 
     Privileged intents: ``message_content_allowed`` (default True, as the bridge needs it),
     ``members_allowed`` and ``presences_allowed`` (default False, as for a new application).
-    An IDENTIFY asking for one that is not allowed is closed with 4014.
+    An IDENTIFY asking for one that is not allowed is closed with 4014. They hold for every
+    bot.
+
+    Several bots: the constructor's is the first (:attr:`bot`, :attr:`token`); more come
+    with :meth:`add_bot`. A REST call acts as the bot whose token it carries, an IDENTIFY or
+    RESUME opens or continues a session of that bot, and every bot is in every guild. The
+    gateway helpers (``session``, ``wait_identified``, ``close_gateway``, ...) take
+    ``bot_id``, which defaults to the first bot.
     """
 
     def __init__(
@@ -442,15 +490,20 @@ class FakeDiscord(AsyncService):
         echo_own_messages: bool = True,
         zlib_stream: bool = False,
     ) -> None:
-        self.token = token
-        self.bot = FakeUser(bot_id, bot_name, bot=True)
-        self.application_id = application_id
+        self.bots: list[FakeBot] = [
+            FakeBot(
+                token=token,
+                user=FakeUser(str(bot_id), bot_name, bot=True),
+                application_id=str(application_id),
+            )
+        ]
         self.message_content_allowed = message_content_allowed
         self.members_allowed = members_allowed
         self.presences_allowed = presences_allowed
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.recommended_shards = recommended_shards
-        # Discord sends the bot its own messages over the gateway too (bot-loop guards).
+        # Discord sends the bot its own messages over the gateway too (bot-loop guards); other
+        # bots get them whatever this says.
         self.echo_own_messages = echo_own_messages
         self.zlib_stream = zlib_stream
         # Scriptable at any time: stop answering heartbeats (a "zombie" connection).
@@ -477,12 +530,13 @@ class FakeDiscord(AsyncService):
 
         self._post_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._faults: deque[_PostFault] = deque()
-        self._current: dict[int, GatewaySession] = {}
+        self._current: dict[tuple[str, int], GatewaySession] = {}  # (bot id, shard id)
         self._channels: dict[str, _KnownChannel] = {}
-        self._dm_by_user: dict[str, str] = {}
+        self._dm_by_user: dict[tuple[str, str], str] = {}  # (bot id, user id) -> channel
         self._messages: dict[str, dict[str, dict[str, Any]]] = {}
-        self._nonces: dict[tuple[str, str], tuple[float, str]] = {}
-        self._bot_role_ids: dict[str, str] = {}
+        # (author bot id, channel id, nonce) -> (when, message id)
+        self._nonces: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._bot_role_ids: dict[tuple[str, str], str] = {}  # (bot id, guild id) -> role
         self._joined_at = _now_iso()
         self._verify_key = secrets.token_hex(32)
         self._changed = asyncio.Event()
@@ -508,7 +562,7 @@ class FakeDiscord(AsyncService):
 
     def _index_guilds(self) -> None:
         for guild in self.guilds:
-            self._bot_role_ids[guild.id] = new_snowflake()  # the bot's managed role
+            self._bot_role_ids[(self.bot.id, guild.id)] = new_snowflake()  # its managed role
             for position, channel in enumerate(guild.channels):
                 if channel.type in _THREAD_TYPES:
                     raise ValueError(f"thread {channel.id} belongs in FakeGuild.threads")
@@ -564,6 +618,78 @@ class FakeDiscord(AsyncService):
             await self._runner.cleanup()
             self._runner = None
 
+    # --- bots ------------------------------------------------------------------------------
+
+    @property
+    def bot(self) -> FakeUser:
+        """The first bot's user: the one the constructor made."""
+        return self.bots[0].user
+
+    @property
+    def token(self) -> str:
+        """The first bot's token; assign to rotate it (the old one is refused from then on)."""
+        return self.bots[0].token
+
+    @token.setter
+    def token(self, value: str) -> None:
+        self.bots[0].token = value
+
+    @property
+    def application_id(self) -> str:
+        return self.bots[0].application_id
+
+    def add_bot(
+        self,
+        *,
+        token: str,
+        user_id: int | str,
+        name: str,
+        application_id: int | str | None = None,
+    ) -> FakeBot:
+        """Another bot in every guild, with its own token (e.g. a second agent's bot).
+
+        Its REST calls act as it, its gateway sessions get every guild's events, and it can
+        be mentioned as ``<@user_id>``. ``application_id`` defaults to the user id, as for
+        any bot.
+        """
+        user_id = str(user_id)
+        if any(b.token == token for b in self.bots):
+            raise ValueError("another bot has this token")
+        if user_id in self.users:
+            raise ValueError(f"user {user_id} exists already")
+        added = FakeBot(
+            token=token,
+            user=FakeUser(user_id, name, bot=True),
+            application_id=str(application_id) if application_id is not None else user_id,
+        )
+        self.bots.append(added)
+        self.users[user_id] = added.user
+        for guild in self.guilds:
+            self._bot_role_ids[(user_id, guild.id)] = new_snowflake()
+        return added
+
+    def bot_by_id(self, bot_id: int | str | None = None) -> FakeBot:
+        """A known bot by user id; None is the first bot."""
+        if bot_id is None:
+            return self.bots[0]
+        found = next((b for b in self.bots if b.id == str(bot_id)), None)
+        if found is None:
+            raise ValueError(f"unknown bot {bot_id}; add_bot() first")
+        return found
+
+    def _bot_by_token(self, token: object) -> FakeBot | None:
+        if not isinstance(token, str):
+            return None
+        found = None
+        for candidate in self.bots:  # compare with every one: no early exit on a match
+            if hmac.compare_digest(token.encode(), candidate.token.encode()):
+                found = candidate
+        return found
+
+    def _acting(self, record: DiscordRequest) -> FakeBot:
+        """The bot a routed (so authenticated) REST request acts as."""
+        return self.bot_by_id(record.bot_id)
+
     # --- the world -------------------------------------------------------------------------
 
     def add_user(self, user_id: str, name: str, *, global_name: str | None = None) -> FakeUser:
@@ -572,19 +698,25 @@ class FakeDiscord(AsyncService):
         self.users[user.id] = user
         return user
 
-    def create_dm_channel(self, user_id: str, *, channel_id: str | None = None) -> str:
-        """The DM channel between the bot and a known user (made once, like Discord's)."""
+    def create_dm_channel(
+        self, user_id: str, *, channel_id: str | None = None, bot_id: int | str | None = None
+    ) -> str:
+        """The DM channel between a bot (default the first) and a known user (made once,
+        like Discord's)."""
         user_id = str(user_id)
+        bot = self.bot_by_id(bot_id)
         if user_id not in self.users:
             raise ValueError(f"unknown user {user_id}; add_user() first")
-        existing = self._dm_by_user.get(user_id)
+        existing = self._dm_by_user.get((bot.id, user_id))
         if existing is not None:
             return existing
         channel_id = str(channel_id) if channel_id is not None else new_snowflake()
         if channel_id in self._channels:
             raise ValueError(f"channel {channel_id} already exists")
-        self._channels[channel_id] = _KnownChannel(channel_id, _DM_TYPE, recipient_id=user_id)
-        self._dm_by_user[user_id] = channel_id
+        self._channels[channel_id] = _KnownChannel(
+            channel_id, _DM_TYPE, recipient_id=user_id, bot_id=bot.id
+        )
+        self._dm_by_user[(bot.id, user_id)] = channel_id
         return channel_id
 
     def messages(self, channel_id: str) -> list[dict[str, Any]]:
@@ -592,12 +724,15 @@ class FakeDiscord(AsyncService):
         stored = self._messages.get(str(channel_id), {})
         return [copy.deepcopy(m) for m in sorted(stored.values(), key=lambda m: int(m["id"]))]
 
-    def guild_create_payload(self, guild_id: str) -> dict[str, Any]:
-        """The full GUILD_CREATE ``d`` the gateway sends for a guild."""
+    def guild_create_payload(
+        self, guild_id: str, *, bot_id: int | str | None = None
+    ) -> dict[str, Any]:
+        """The full GUILD_CREATE ``d`` the gateway sends a bot (default the first) for a
+        guild."""
         guild = self._guild(guild_id)
         if guild is None:
             raise ValueError(f"unknown guild {guild_id}")
-        return self._guild_object(guild)
+        return self._guild_object(guild, self.bot_by_id(bot_id))
 
     # --- recording helpers -----------------------------------------------------------------
 
@@ -606,9 +741,15 @@ class FakeDiscord(AsyncService):
         pattern = re.compile(path_pattern)
         return [r for r in self.requests if r.method == method and pattern.fullmatch(r.path)]
 
+    def posts_by(self, bot_id: int | str | None = None) -> list[dict[str, Any]]:
+        """The messages one bot (default the first) created through REST, oldest first."""
+        author = self.bot_by_id(bot_id).id
+        return [p for p in self.posts if p["author"]["id"] == author]
+
     # The timeout parameters are the promised API: one call, one bound.
     async def next_post(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
-        """The next message created through REST; ``TimeoutError`` if none comes."""
+        """The next message created through REST, by any bot (``post["author"]["id"]`` says
+        which); ``TimeoutError`` if none comes."""
         return await asyncio.wait_for(self._post_queue.get(), timeout)
 
     async def expect_no_post(self, within: float) -> None:
@@ -619,31 +760,44 @@ class FakeDiscord(AsyncService):
             return
         raise AssertionError(f"unexpected message created: {post}")
 
-    def identify_count(self, shard_id: int | None = None) -> int:
-        """Accepted IDENTIFYs, of one shard or all."""
-        return sum(1 for r in self.identifies if shard_id is None or r.shard_id == shard_id)
-
-    def resume_count(self, shard_id: int | None = None) -> int:
-        """Accepted RESUMEs, of one shard or all."""
+    def identify_count(
+        self, shard_id: int | None = None, *, bot_id: int | str | None = None
+    ) -> int:
+        """Accepted IDENTIFYs of a bot (default the first), of one shard or all."""
+        bot = self.bot_by_id(bot_id).id
         return sum(
-            1 for r in self.resumes if r.accepted and (shard_id is None or r.shard_id == shard_id)
+            1
+            for r in self.identifies
+            if r.bot_id == bot and (shard_id is None or r.shard_id == shard_id)
         )
 
-    def session(self, shard_id: int = 0) -> GatewaySession:
-        """The newest identified session of a shard."""
-        try:
-            return self._current[shard_id]
-        except KeyError:
-            raise RuntimeError(f"shard {shard_id} has not identified") from None
+    def resume_count(self, shard_id: int | None = None, *, bot_id: int | str | None = None) -> int:
+        """Accepted RESUMEs of a bot (default the first), of one shard or all."""
+        bot = self.bot_by_id(bot_id).id
+        return sum(
+            1
+            for r in self.resumes
+            if r.accepted and r.bot_id == bot and (shard_id is None or r.shard_id == shard_id)
+        )
 
-    def dispatched(self, shard_id: int = 0, event: str | None = None) -> list[dict[str, Any]]:
+    def session(self, shard_id: int = 0, *, bot_id: int | str | None = None) -> GatewaySession:
+        """The newest identified session of a bot's (default the first's) shard."""
+        bot = self.bot_by_id(bot_id)
+        try:
+            return self._current[(bot.id, shard_id)]
+        except KeyError:
+            raise RuntimeError(f"shard {shard_id} of bot {bot.id} has not identified") from None
+
+    def dispatched(
+        self, shard_id: int = 0, event: str | None = None, *, bot_id: int | str | None = None
+    ) -> list[dict[str, Any]]:
         """The dispatches (``{"op": 0, "t", "s", "d"}``) of a shard's current session."""
-        log = self.session(shard_id).log
+        log = self.session(shard_id, bot_id=bot_id).log
         return [p for p in log if event is None or p["t"] == event]
 
-    def last_seq(self, shard_id: int = 0) -> int:
+    def last_seq(self, shard_id: int = 0, *, bot_id: int | str | None = None) -> int:
         """The ``s`` of the last dispatch of a shard's current session."""
-        return self.session(shard_id).seq
+        return self.session(shard_id, bot_id=bot_id).seq
 
     async def wait_until(
         self,
@@ -666,10 +820,14 @@ class FakeDiscord(AsyncService):
         timeout: float = 5.0,  # noqa: ASYNC109
         *,
         count: int = 1,
+        bot_id: int | str | None = None,
     ) -> GatewaySession:
-        """Wait for ``count`` IDENTIFYs of a shard (READY and GUILD_CREATEs sent)."""
-        await self.wait_until(lambda: self.identify_count(shard_id) >= count, timeout)
-        return self._current[shard_id]
+        """Wait for ``count`` IDENTIFYs of a bot's (default the first's) shard (READY and
+        GUILD_CREATEs sent)."""
+        await self.wait_until(
+            lambda: self.identify_count(shard_id, bot_id=bot_id) >= count, timeout
+        )
+        return self.session(shard_id, bot_id=bot_id)
 
     async def wait_resumed(
         self,
@@ -677,9 +835,11 @@ class FakeDiscord(AsyncService):
         timeout: float = 5.0,  # noqa: ASYNC109
         *,
         count: int = 1,
+        bot_id: int | str | None = None,
     ) -> None:
-        """Wait for ``count`` accepted RESUMEs of a shard (replay and RESUMED sent)."""
-        await self.wait_until(lambda: self.resume_count(shard_id) >= count, timeout)
+        """Wait for ``count`` accepted RESUMEs of a bot's (default the first's) shard (replay
+        and RESUMED sent)."""
+        await self.wait_until(lambda: self.resume_count(shard_id, bot_id=bot_id) >= count, timeout)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -735,18 +895,21 @@ class FakeDiscord(AsyncService):
                     continue
                 path_known = True
                 if method == request.method:
-                    self._check_auth(request)
+                    record.bot_id = self._check_auth(request).id
                     result: web.StreamResponse = await handler(request, record, *match.groups())
                     return result
             if path_known:
                 raise _DiscordError(405, "405: Method Not Allowed", 0)
         raise _DiscordError(404, "404: Not Found", 0)
 
-    def _check_auth(self, request: web.Request) -> None:
+    def _check_auth(self, request: web.Request) -> FakeBot:
+        """The bot whose token the request carries; any other is Discord's 401."""
         header = request.headers.get("Authorization", "")
-        expected = f"Bot {self.token}"
-        if not hmac.compare_digest(header.encode(), expected.encode()):
+        scheme, _, token = header.partition(" ")
+        bot = self._bot_by_token(token) if scheme == "Bot" else None
+        if bot is None:
             raise _DiscordError(401, "401: Unauthorized", 0)
+        return bot
 
     async def _read_payload(
         self, request: web.Request, record: DiscordRequest
@@ -795,7 +958,7 @@ class FakeDiscord(AsyncService):
         return payload, files
 
     async def _get_me(self, request: web.Request, record: DiscordRequest) -> web.Response:
-        return _json_response(self._bot_user_full())
+        return _json_response(self._bot_user_full(self._acting(record)))
 
     async def _get_user(
         self, request: web.Request, record: DiscordRequest, user_id: str
@@ -807,10 +970,11 @@ class FakeDiscord(AsyncService):
 
     async def _get_application(self, request: web.Request, record: DiscordRequest) -> web.Response:
         owner = self.users[DEFAULT_OWNER_ID]
+        bot = self._acting(record)
         return _json_response(
             {
-                "id": self.application_id,
-                "name": self.bot.name,
+                "id": bot.application_id,
+                "name": bot.name,
                 "icon": None,
                 "description": "",
                 "summary": "",
@@ -822,7 +986,7 @@ class FakeDiscord(AsyncService):
                 "owner": owner.to_dict(),
                 "team": None,
                 "flags": self._application_flags(),
-                "bot": self.bot.to_dict(),
+                "bot": bot.user.to_dict(),
                 "rpc_origins": [],
                 "redirect_uris": [],
                 "interactions_endpoint_url": None,
@@ -837,13 +1001,14 @@ class FakeDiscord(AsyncService):
         return _json_response({"url": self.gateway_url})
 
     async def _get_gateway_bot(self, request: web.Request, record: DiscordRequest) -> web.Response:
+        started = self.identify_count(bot_id=record.bot_id)
         return _json_response(
             {
                 "url": self.gateway_url,
                 "shards": self.recommended_shards,
                 "session_start_limit": {
                     "total": self.session_start_total,
-                    "remaining": max(0, self.session_start_total - len(self.identifies)),
+                    "remaining": max(0, self.session_start_total - started),
                     "reset_after": 86_400_000,
                     "max_concurrency": 1,
                 },
@@ -853,7 +1018,7 @@ class FakeDiscord(AsyncService):
     async def _get_channel(
         self, request: web.Request, record: DiscordRequest, channel_id: str
     ) -> web.Response:
-        return _json_response(self._channel_object(self._known_channel(channel_id)))
+        return _json_response(self._channel_object(self._channel_for(record, channel_id)))
 
     async def _create_dm(self, request: web.Request, record: DiscordRequest) -> web.Response:
         payload, _ = await self._read_payload(request, record)
@@ -862,13 +1027,13 @@ class FakeDiscord(AsyncService):
             raise _form_error("recipient_id", "BASE_TYPE_REQUIRED", "This field is required")
         if str(recipient) not in self.users:
             raise _DiscordError(404, "Unknown User", 10013)
-        channel_id = self.create_dm_channel(str(recipient))
+        channel_id = self.create_dm_channel(str(recipient), bot_id=record.bot_id)
         return _json_response(self._channel_object(self._channels[channel_id]))
 
     async def _trigger_typing(
         self, request: web.Request, record: DiscordRequest, channel_id: str
     ) -> web.Response:
-        self._known_channel(channel_id)
+        self._channel_for(record, channel_id)
         self.typing.append(channel_id)
         self._notify()
         return web.Response(status=204)
@@ -881,7 +1046,8 @@ class FakeDiscord(AsyncService):
                 await asyncio.wait_for(self._stopping.wait(), self.post_delay_seconds)
         if self._faults:
             return self._fault_response(self._faults.popleft())
-        known = self._known_channel(channel_id)
+        bot = self._acting(record)
+        known = self._channel_for(record, channel_id)
         if known.type not in _TEXT_LIKE_TYPES:
             raise _DiscordError(400, "Cannot send messages in a non-text channel", 50008)
         payload, files = await self._read_payload(request, record)
@@ -912,7 +1078,7 @@ class FakeDiscord(AsyncService):
                     f"Must be {MAX_NONCE_CHARS} or fewer in length.",
                 )
             if payload.get("enforce_nonce") is True:
-                original = self._nonce_hit(channel_id, nonce)
+                original = self._nonce_hit(bot.id, channel_id, nonce)
                 if original is not None:
                     self.nonce_hits.append(original)
                     self._notify()
@@ -921,7 +1087,7 @@ class FakeDiscord(AsyncService):
         message = self._build_message(
             channel_id=channel_id,
             guild_id=known.guild_id,
-            author=self.bot,
+            author=bot.user,
             content=content,
             referenced=referenced,
             nonce=nonce,
@@ -934,17 +1100,20 @@ class FakeDiscord(AsyncService):
         )
         self._store(message)
         if nonce is not None:
-            self._nonces[(channel_id, nonce)] = (time.monotonic(), message["id"])
+            self._nonces[(bot.id, channel_id, nonce)] = (time.monotonic(), message["id"])
         post = self._rest_form(message)
         self.posts.append(post)
         self._post_queue.put_nowait(copy.deepcopy(post))
         self._notify()
-        if self.echo_own_messages:
-            await self._deliver("MESSAGE_CREATE", message)
+        # Every session that sees the channel gets it: other bots always, the author's own
+        # only with echo_own_messages.
+        skip = None if self.echo_own_messages else bot.id
+        await self._deliver("MESSAGE_CREATE", message, skip_bot=skip)
         return _json_response(post, headers=self._ratelimit_headers(remaining=4))
 
-    def _nonce_hit(self, channel_id: str, nonce: str) -> dict[str, Any] | None:
-        seen = self._nonces.get((channel_id, nonce))
+    def _nonce_hit(self, bot_id: str, channel_id: str, nonce: str) -> dict[str, Any] | None:
+        """Discord dedups ``enforce_nonce`` per author: another bot's nonce is no hit."""
+        seen = self._nonces.get((bot_id, channel_id, nonce))
         if seen is None or time.monotonic() - seen[0] > NONCE_WINDOW_SECONDS:
             return None
         return self._messages.get(channel_id, {}).get(seen[1])
@@ -1002,7 +1171,8 @@ class FakeDiscord(AsyncService):
     async def _list_messages(
         self, request: web.Request, record: DiscordRequest, channel_id: str
     ) -> web.Response:
-        self._known_channel(channel_id)
+        bot = self._acting(record)
+        self._channel_for(record, channel_id)
         limit = _int_param(record.query, "limit")
         limit = 50 if limit is None else limit
         if not 1 <= limit <= 100:
@@ -1022,25 +1192,25 @@ class FakeDiscord(AsyncService):
                 ordered = [m for m in ordered if int(m["id"]) < before]
             chosen = ordered[-limit:]
         newest_first = sorted(chosen, key=lambda m: int(m["id"]), reverse=True)
-        return _json_response([self._rest_view(m) for m in newest_first])
+        return _json_response([self._rest_view(m, bot) for m in newest_first])
 
     async def _get_message(
         self, request: web.Request, record: DiscordRequest, channel_id: str, message_id: str
     ) -> web.Response:
-        self._known_channel(channel_id)
+        self._channel_for(record, channel_id)
         found = self._messages.get(channel_id, {}).get(message_id)
         if found is None:
             raise _unknown_message()
-        return _json_response(self._rest_view(found))
+        return _json_response(self._rest_view(found, self._acting(record)))
 
     async def _edit_message(
         self, request: web.Request, record: DiscordRequest, channel_id: str, message_id: str
     ) -> web.Response:
-        self._known_channel(channel_id)
+        self._channel_for(record, channel_id)
         found = self._messages.get(channel_id, {}).get(message_id)
         if found is None:
             raise _unknown_message()
-        if found["author"]["id"] != self.bot.id:
+        if found["author"]["id"] != record.bot_id:
             raise _DiscordError(403, "Cannot edit a message authored by another user", 50005)
         payload, _ = await self._read_payload(request, record)
         content = payload.get("content", found["content"])
@@ -1064,7 +1234,7 @@ class FakeDiscord(AsyncService):
     async def _delete_message(
         self, request: web.Request, record: DiscordRequest, channel_id: str, message_id: str
     ) -> web.Response:
-        self._known_channel(channel_id)
+        self._channel_for(record, channel_id)
         if message_id not in self._messages.get(channel_id, {}):
             raise _unknown_message()
         await self.delete_message(channel_id=channel_id, message_id=message_id)
@@ -1082,10 +1252,10 @@ class FakeDiscord(AsyncService):
             flags |= _APP_FLAG_PRESENCE_LIMITED
         return flags
 
-    def _bot_user_full(self) -> dict[str, Any]:
+    def _bot_user_full(self, bot: FakeBot) -> dict[str, Any]:
         """``GET /users/@me`` and READY's ``user``: the bot's private user object."""
         return {
-            **self.bot.to_dict(),
+            **bot.user.to_dict(),
             "bot": True,
             "flags": 0,
             "banner": None,
@@ -1107,13 +1277,17 @@ class FakeDiscord(AsyncService):
             raise _unknown_channel()
         return known
 
+    def _channel_for(self, record: DiscordRequest, channel_id: str) -> _KnownChannel:
+        """A channel the requesting bot may use: another bot's DM is Discord's 403."""
+        known = self._known_channel(channel_id)
+        if known.type == _DM_TYPE and known.bot_id not in (None, record.bot_id):
+            raise _DiscordError(403, "Missing Access", 50001)
+        return known
+
     def _member(self, user: FakeUser, guild_id: str) -> dict[str, Any]:
         """A guild member object without ``user``, as in MESSAGE_CREATE's ``member``."""
-        roles = (
-            [self._bot_role_ids[guild_id]]
-            if user.id == self.bot.id and guild_id in (self._bot_role_ids)
-            else []
-        )
+        role = self._bot_role_ids.get((user.id, guild_id))  # a bot's managed role
+        roles = [role] if role is not None else []
         return {
             "roles": roles,
             "nick": None,
@@ -1215,7 +1389,11 @@ class FakeDiscord(AsyncService):
         return max(stored, key=int) if stored else None
 
     def _roles(self, guild: FakeGuild) -> list[dict[str, Any]]:
-        def role(role_id: str, name: str, position: int, permissions: int) -> dict[str, Any]:
+        """@everyone and one managed role per bot, as Discord gives each bot it adds."""
+
+        def role(
+            role_id: str, name: str, position: int, permissions: int, bot_id: str | None = None
+        ) -> dict[str, Any]:
             document: dict[str, Any] = {
                 "id": role_id,
                 "name": name,
@@ -1231,21 +1409,31 @@ class FakeDiscord(AsyncService):
                 "mentionable": False,
                 "flags": 0,
             }
-            if role_id != guild.id:
-                document["tags"] = {"bot_id": self.bot.id}
+            if bot_id is not None:
+                document["tags"] = {"bot_id": bot_id}
             return document
 
         return [
             role(guild.id, "@everyone", 0, _EVERYONE_PERMISSIONS),
-            role(self._bot_role_ids[guild.id], self.bot.name, 1, _BOT_ROLE_PERMISSIONS),
+            *(
+                role(
+                    self._bot_role_ids[(bot.id, guild.id)],
+                    bot.name,
+                    position,
+                    _BOT_ROLE_PERMISSIONS,
+                    bot.id,
+                )
+                for position, bot in enumerate(self.bots, start=1)
+            ),
         ]
 
-    def _guild_object(self, guild: FakeGuild) -> dict[str, Any]:
-        """The full GUILD_CREATE guild: what discord.py needs to build a ``Guild`` and its
-        channels, threads, roles and ``guild.me``."""
+    def _guild_object(self, guild: FakeGuild, bot: FakeBot) -> dict[str, Any]:
+        """The full GUILD_CREATE guild as ``bot`` gets it: what discord.py needs to build a
+        ``Guild`` and its channels, threads, roles and ``guild.me`` (the only member listed,
+        as without the GUILD_MEMBERS intent)."""
         channels = [self._channel_object(self._channels[c.id]) for c in guild.channels]
         threads = [self._thread_object(guild.id, t) for t in guild.threads]
-        bot_member = {"user": self.bot.to_dict(), **self._member(self.bot, guild.id)}
+        bot_member = {"user": bot.user.to_dict(), **self._member(bot.user, guild.id)}
         return {
             "id": guild.id,
             "name": guild.name,
@@ -1292,7 +1480,7 @@ class FakeDiscord(AsyncService):
             "large": False,
             "unavailable": False,
             "lazy": True,
-            "member_count": max(guild.member_count, 1),
+            "member_count": max(guild.member_count, len(self.bots)),
             "members": [bot_member],
             "voice_states": [],
             "presences": [],
@@ -1408,19 +1596,21 @@ class FakeDiscord(AsyncService):
             mention.pop("member", None)
         return document
 
-    def _rest_view(self, message: dict[str, Any]) -> dict[str, Any]:
-        """REST form, content blanked when the app lacks the MESSAGE_CONTENT intent."""
+    def _rest_view(self, message: dict[str, Any], bot: FakeBot) -> dict[str, Any]:
+        """REST form as ``bot`` reads it: content blanked when the app lacks the
+        MESSAGE_CONTENT intent."""
         document = self._rest_form(message)
-        if not self.message_content_allowed and self._content_restricted(message):
+        if not self.message_content_allowed and self._content_restricted(message, bot.id):
             _blank_content(document)
         return document
 
-    def _content_restricted(self, message: dict[str, Any]) -> bool:
+    @staticmethod
+    def _content_restricted(message: dict[str, Any], bot_id: str) -> bool:
         """MESSAGE_CONTENT applies: a guild message, not by the bot, not mentioning it."""
         return (
             message.get("guild_id") is not None
-            and message["author"]["id"] != self.bot.id
-            and all(m["id"] != self.bot.id for m in message.get("mentions", []))
+            and message["author"]["id"] != bot_id
+            and all(m["id"] != bot_id for m in message.get("mentions", []))
         )
 
     # --- test controls: messages -----------------------------------------------------------
@@ -1438,17 +1628,22 @@ class FakeDiscord(AsyncService):
         message_id: str | None = None,
         referenced_message_id: str | None = None,
         dispatch: bool = True,
+        bot_id: int | str | None = None,
     ) -> dict[str, Any]:
         """A user (or another bot) posts a message; dispatches a complete MESSAGE_CREATE.
 
         The guild is the channel's, or ``guild_id`` (a guild the fake does not know gives
         the client a ``PartialMessageable``). An unknown channel without ``guild_id`` becomes
-        the DM channel of the author. ``mentions_bot`` prefixes ``<@BOT_ID> ``. The event
-        goes to the session of the shard that owns the guild (DMs: shard 0), held for replay
-        if it is disconnected, and is lost if that shard never identified. Returns the stored
-        message (full content, gateway shape).
+        the DM channel of the author and the bot ``bot_id`` (default the first).
+        ``mentions_bot`` prefixes ``<@BOT_ID> `` of that bot. A guild message goes to every
+        bot's session of the shard that owns the guild, a DM to its bot's shard 0; held for
+        replay if it is disconnected, lost if that shard never identified. Returns the
+        stored message (full content, gateway shape).
         """
         channel_id, author_id = str(channel_id), str(author_id)
+        addressed = self.bot_by_id(bot_id)
+        if any(b.id == author_id for b in self.bots):
+            raise ValueError(f"{author_id} is a fake bot: post as it through REST")
         known = self._channels.get(channel_id)
         if guild_id is None and known is not None:
             guild_id = known.guild_id
@@ -1457,15 +1652,17 @@ class FakeDiscord(AsyncService):
             author = FakeUser(author_id, author_name, bot=bot)
             self.users[author_id] = author
         if guild_id is None and known is None:
-            self._channels[channel_id] = _KnownChannel(channel_id, _DM_TYPE, recipient_id=author_id)
-            self._dm_by_user.setdefault(author_id, channel_id)
+            self._channels[channel_id] = _KnownChannel(
+                channel_id, _DM_TYPE, recipient_id=author_id, bot_id=addressed.id
+            )
+            self._dm_by_user.setdefault((addressed.id, author_id), channel_id)
         referenced = None
         if referenced_message_id is not None:
             referenced = self._messages.get(channel_id, {}).get(str(referenced_message_id))
             if referenced is None:
                 raise ValueError(f"no message {referenced_message_id} in channel {channel_id}")
         if mentions_bot:
-            content = f"<@{self.bot.id}> {content}"
+            content = f"<@{addressed.id}> {content}"
         message = self._build_message(
             channel_id=channel_id,
             guild_id=str(guild_id) if guild_id is not None else None,
@@ -1519,91 +1716,123 @@ class FakeDiscord(AsyncService):
         await self._deliver("MESSAGE_DELETE", event, guild_id=found.get("guild_id"))
 
     async def _deliver(
-        self, event: str, data: dict[str, Any], *, guild_id: str | None = None
+        self,
+        event: str,
+        data: dict[str, Any],
+        *,
+        guild_id: str | None = None,
+        skip_bot: str | None = None,
     ) -> None:
-        """Dispatch a message event to every current session that owns its guild and whose
-        intents let it see it; MESSAGE_CONTENT blanks content where Discord would."""
+        """Dispatch a message event to every current session (of any bot but ``skip_bot``)
+        that owns its guild, or is the DM's bot, and whose intents let it see it;
+        MESSAGE_CONTENT blanks content where Discord would."""
         guild_id = data.get("guild_id", guild_id)
         needed = INTENT_GUILD_MESSAGES if guild_id is not None else INTENT_DIRECT_MESSAGES
+        known = self._channels.get(str(data.get("channel_id")))
+        dm_bot = known.bot_id if guild_id is None and known is not None else None
         for session in list(self._current.values()):
+            if session.bot_id == skip_bot or dm_bot not in (None, session.bot_id):
+                continue
             if not session.owns(guild_id) or not session.intents & needed:
                 continue
             seen = copy.deepcopy(data)
             if event != "MESSAGE_DELETE" and not session.message_content:
-                if self._content_restricted(seen):
+                if self._content_restricted(seen, session.bot_id):
                     _blank_content(seen)
                 referenced = seen.get("referenced_message")
-                if referenced is not None and referenced["author"]["id"] != self.bot.id:
+                if referenced is not None and referenced["author"]["id"] != session.bot_id:
                     referenced["guild_id"] = guild_id
-                    if self._content_restricted(referenced):
+                    if self._content_restricted(referenced, session.bot_id):
                         _blank_content(referenced)
                     referenced.pop("guild_id", None)
             await self._dispatch(session, event, seen)
 
     # --- test controls: the gateway --------------------------------------------------------
 
-    def _open_connection(self, shard_id: int) -> GatewayConnection:
-        session = self.session(shard_id)
+    # Every control acts on one shard of one bot: ``bot_id`` None is the first bot.
+
+    def _open_connection(self, shard_id: int, bot_id: int | str | None) -> GatewayConnection:
+        session = self.session(shard_id, bot_id=bot_id)
         conn = session.connection
         if conn is None or conn.closed:
             raise RuntimeError(f"shard {shard_id} has no open gateway connection")
         return conn
 
-    async def request_reconnect(self, shard_id: int = 0) -> None:
+    async def request_reconnect(
+        self, shard_id: int = 0, *, bot_id: int | str | None = None
+    ) -> None:
         """Send RECONNECT (op 7): the client closes and RESUMEs."""
-        await self._send(self._open_connection(shard_id), _op(7, None))
+        await self._send(self._open_connection(shard_id, bot_id), _op(7, None))
 
-    async def invalidate_session(self, shard_id: int = 0, resumable: bool = False) -> None:
+    async def invalidate_session(
+        self, shard_id: int = 0, resumable: bool = False, *, bot_id: int | str | None = None
+    ) -> None:
         """Send INVALID_SESSION (op 9). Not resumable: the session is forgotten, so the client
         must IDENTIFY again (discord.py waits ``before_identify_hook``, 5 s by default)."""
-        conn = self._open_connection(shard_id)
+        conn = self._open_connection(shard_id, bot_id)
         if not resumable:
-            self.sessions.pop(self.session(shard_id).id, None)
+            self.sessions.pop(self.session(shard_id, bot_id=bot_id).id, None)
         await self._send(conn, _op(9, resumable))
 
-    async def close_gateway(self, code: int, shard_id: int = 0, reason: str | None = None) -> None:
+    async def close_gateway(
+        self,
+        code: int,
+        shard_id: int = 0,
+        reason: str | None = None,
+        *,
+        bot_id: int | str | None = None,
+    ) -> None:
         """Close a shard's connection with a close code: 4000 makes discord.py RESUME; 4004
         raises ``ConnectionClosed``; 4014 ``PrivilegedIntentsRequired``; 4007/4009 also end
         the session, like Discord."""
-        conn = self._open_connection(shard_id)
+        conn = self._open_connection(shard_id, bot_id)
         if code in _SESSION_ENDING_CLOSES and conn.session_id is not None:
             self.sessions.pop(conn.session_id, None)
         await self._close(conn, code, reason)
 
-    async def drop_connection(self, shard_id: int = 0) -> None:
+    async def drop_connection(self, shard_id: int = 0, *, bot_id: int | str | None = None) -> None:
         """Cut a shard's TCP connection without a close frame; discord.py RESUMEs."""
-        conn = self._open_connection(shard_id)
+        conn = self._open_connection(shard_id, bot_id)
         if conn.transport is not None:
             conn.transport.abort()
         await self.wait_until(lambda: conn.closed)
 
-    async def replay_on_next_resume(self, from_seq: int, shard_id: int = 0) -> None:
+    async def replay_on_next_resume(
+        self, from_seq: int, shard_id: int = 0, *, bot_id: int | str | None = None
+    ) -> None:
         """The next RESUME of the shard's session replays every dispatch with ``s > from_seq``,
         even if the client asks for a later ``seq``: events it already processed arrive again.
         """
-        session = self.session(shard_id)
+        session = self.session(shard_id, bot_id=bot_id)
         async with session.lock:
             session.replay_from = from_seq
 
-    async def force_resume_replaying_last(self, n: int = 1, shard_id: int = 0) -> int:
+    async def force_resume_replaying_last(
+        self, n: int = 1, shard_id: int = 0, *, bot_id: int | str | None = None
+    ) -> int:
         """Make the client RESUME (close 4000) and replay its last ``n`` dispatches to it.
 
         Returns the ``from_seq`` used; ``await fake.wait_resumed(...)`` to wait for it.
         """
-        session = self.session(shard_id)
+        session = self.session(shard_id, bot_id=bot_id)
         if not 1 <= n <= len(session.log):
             raise ValueError(f"the session has {len(session.log)} dispatches, not {n}")
         from_seq = int(session.log[-n]["s"]) - 1
-        await self.replay_on_next_resume(from_seq, shard_id)
-        await self.close_gateway(4000, shard_id)
+        await self.replay_on_next_resume(from_seq, shard_id, bot_id=bot_id)
+        await self.close_gateway(4000, shard_id, bot_id=bot_id)
         return from_seq
 
     async def dispatch_event(
-        self, event: str, data: dict[str, Any], *, shard_id: int = 0
+        self,
+        event: str,
+        data: dict[str, Any],
+        *,
+        shard_id: int = 0,
+        bot_id: int | str | None = None,
     ) -> dict[str, Any]:
         """Dispatch any event as given (e.g. a THREAD_CREATE, or a deliberately broken payload)
         on a shard's current session; returns the payload with its ``s``."""
-        session = self.session(shard_id)
+        session = self.session(shard_id, bot_id=bot_id)
         await self._dispatch(session, event, copy.deepcopy(data))
         return session.log[-1]
 
@@ -1647,8 +1876,8 @@ class FakeDiscord(AsyncService):
             conn.closed = True
             conn.close_code = conn.close_code or ws.close_code
             session = self.sessions.get(conn.session_id or "")
-            if session is None and conn.shard is not None:
-                session = self._current.get(conn.shard[0])
+            if session is None and conn.shard is not None and conn.bot_id is not None:
+                session = self._current.get((conn.bot_id, conn.shard[0]))
             if session is not None and session.connection is conn:
                 session.connection = None
             self._notify()
@@ -1701,10 +1930,8 @@ class FakeDiscord(AsyncService):
         if not isinstance(d, dict):
             await self._close(conn, 4002)
             return
-        token = d.get("token")
-        if not isinstance(token, str) or not hmac.compare_digest(
-            token.encode(), self.token.encode()
-        ):
+        bot = self._bot_by_token(d.get("token"))
+        if bot is None:
             await self._close(conn, 4004)
             return
         intents = d.get("intents")
@@ -1726,17 +1953,22 @@ class FakeDiscord(AsyncService):
             return
         shard_id, shard_count = shard
         session = GatewaySession(
-            id=secrets.token_hex(16), shard_id=shard_id, shard_count=shard_count, intents=intents
+            id=secrets.token_hex(16),
+            bot_id=bot.id,
+            shard_id=shard_id,
+            shard_count=shard_count,
+            intents=intents,
         )
         self.sessions[session.id] = session
-        self._current[shard_id] = session
+        self._current[(bot.id, shard_id)] = session
         conn.session_id, conn.shard = session.id, (shard_id, shard_count)
+        conn.bot_id = bot.id
         owned = [g for g in self.guilds if session.owns(g.id)]
         async with session.lock:
             session.connection = conn
             ready = {
                 "v": API_VERSION,
-                "user": self._bot_user_full(),
+                "user": self._bot_user_full(bot),
                 "user_settings": {},
                 "guilds": [{"id": g.id, "unavailable": True} for g in owned],
                 "private_channels": [],
@@ -1748,15 +1980,18 @@ class FakeDiscord(AsyncService):
                 "session_type": "normal",
                 "resume_gateway_url": self.gateway_url,
                 "shard": [shard_id, shard_count],
-                "application": {"id": self.application_id, "flags": self._application_flags()},
+                "application": {"id": bot.application_id, "flags": self._application_flags()},
                 "_trace": _trace(),
             }
             await self._dispatch_locked(session, "READY", ready)
             if intents & INTENT_GUILDS:
                 for guild in owned:
-                    await self._dispatch_locked(session, "GUILD_CREATE", self._guild_object(guild))
+                    await self._dispatch_locked(
+                        session, "GUILD_CREATE", self._guild_object(guild, bot)
+                    )
         self.identifies.append(
             IdentifyRecord(
+                bot_id=bot.id,
                 shard_id=shard_id,
                 shard_count=shard_count,
                 intents=intents,
@@ -1772,18 +2007,20 @@ class FakeDiscord(AsyncService):
         if not isinstance(d, dict):
             await self._close(conn, 4002)
             return
-        token = d.get("token")
-        if not isinstance(token, str) or not hmac.compare_digest(
-            token.encode(), self.token.encode()
-        ):
+        bot = self._bot_by_token(d.get("token"))
+        if bot is None:
             await self._close(conn, 4004)
             return
+        conn.bot_id = bot.id
         seq = d.get("seq")
         seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
         session = self.sessions.get(str(d.get("session_id")))
+        if session is not None and session.bot_id != bot.id:
+            session = None  # another bot's session: unknown to this token
         if session is None:
             self.resumes.append(
                 ResumeRecord(
+                    bot_id=bot.id,
                     shard_id=None,
                     session_id=d.get("session_id"),
                     seq=seq,
@@ -1810,9 +2047,10 @@ class FakeDiscord(AsyncService):
                 await self._send(conn, payload)
             session.seq += 1  # RESUMED takes a sequence number but is never replayed
             await self._send(conn, {"op": 0, "t": "RESUMED", "s": session.seq, "d": {}})
-        self._current.setdefault(session.shard_id, session)
+        self._current.setdefault((bot.id, session.shard_id), session)
         self.resumes.append(
             ResumeRecord(
+                bot_id=bot.id,
                 shard_id=session.shard_id,
                 session_id=session.id,
                 seq=seq,
@@ -1831,6 +2069,7 @@ class FakeDiscord(AsyncService):
         session = self.sessions.get(conn.session_id or "")
         if session is None:
             return
+        bot = self.bot_by_id(session.bot_id)
         guild_ids = d.get("guild_id")
         for guild_id in guild_ids if isinstance(guild_ids, list) else [guild_ids]:
             guild = self._guild(str(guild_id))
@@ -1838,7 +2077,7 @@ class FakeDiscord(AsyncService):
                 continue
             chunk: dict[str, Any] = {
                 "guild_id": guild.id,
-                "members": [{"user": self.bot.to_dict(), **self._member(self.bot, guild.id)}],
+                "members": [{"user": bot.user.to_dict(), **self._member(bot.user, guild.id)}],
                 "chunk_index": 0,
                 "chunk_count": 1,
                 "not_found": [],
