@@ -3,14 +3,12 @@ local fake of Discord's REST API and gateway, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import discord.gateway
-import discord.http
 import pytest
 from sqlalchemy import select
 
@@ -28,6 +26,7 @@ from tests.fakes.discord import (
     FakeGuild,
     shard_for,
 )
+from tests.support.discord import discord_section, restore_discord_endpoints  # noqa: F401
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 from tests.support.processes import bridge_database, serving_bridge, wait_until, write_toml
 
@@ -36,27 +35,7 @@ HELPER_TOKEN = "fake-helper-token"
 HELPER_BOT_ID = "1100000000000000002"
 
 
-@pytest.fixture(autouse=True)
-def _restore_discord_endpoints(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The channel points discord.py's class-level endpoints at the configured server; put the
-    real ones back after each test."""
-    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-    monkeypatch.setattr(
-        discord.gateway.DiscordWebSocket,
-        "DEFAULT_GATEWAY",
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-    )
-    yield
-
-
-def discord_section(fake: FakeDiscord, **extra: Any) -> dict[str, Any]:
-    return {
-        "bot_token": fake.token,
-        "api_base_url": fake.api_base_url,
-        "gateway_url": fake.gateway_url,
-        "restart_max_seconds": 1,
-        **extra,
-    }
+pytestmark = pytest.mark.usefixtures("restore_discord_endpoints")
 
 
 @asynccontextmanager
