@@ -183,3 +183,36 @@ async def test_token_sign_in_without_dev_login(database_url: str) -> None:
 
             await page.click("#sign-out")
             await expect(page.locator("#signin-form")).to_be_visible()
+
+
+async def test_an_agent_to_agent_session_names_both_agents(database_url: str) -> None:
+    agents = [
+        {"slug": "alpha", "name": "Alpha", "peers": ["beta"]},
+        {"slug": "beta", "name": "Beta"},
+    ]
+    async with (
+        running_bridge(make_settings(database_url, agents=agents)) as bridge,
+        chromium() as browser,
+    ):
+        asked = await bridge.pipeline.asks.send(
+            sender="alpha",
+            target="beta",
+            text="status of the release?",
+            conversation=None,
+            key="page-test",
+        )
+        await bridge.reply_to(asked.message_id, state="delivered")
+        async with page_on(bridge, browser, DESKTOP) as page:
+            await signed_in(page)  # the local admin sees every session
+            item = page.locator(f'[data-session-id="{asked.session_id}"]')
+            await expect(item).to_contain_text("alpha → beta")
+            await expect(item).to_contain_text("agent")
+            await item.click()
+            await expect(page.locator("#conversation-meta")).to_contain_text("alpha → beta")
+            ask = page.locator("#messages [data-role=user][data-sender-kind=agent]")
+            await expect(ask.locator(".sender")).to_have_text("Alpha")
+            await expect(ask.locator(".agent-badge")).to_have_text("agent")
+            answer = page.locator("#messages [data-role=assistant]")
+            await expect(answer.locator(".sender")).to_have_text("Beta")
+            await expect(answer.locator(".content")).to_have_text("status of the release?")
+            await expect(page.locator("#read-only-note")).to_be_visible()

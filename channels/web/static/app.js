@@ -358,6 +358,11 @@ function sessionTitle(session) {
   return session.title || session.group_name || "New chat";
 }
 
+// Who talks in a session: the agent, or "asker → agent" for an agent-to-agent session.
+function sessionAgents(session) {
+  return session.peer_agent ? `${session.peer_agent} → ${session.agent}` : session.agent;
+}
+
 const activity = (s) => s.last_message_at ?? s.created_at;
 // Compared as dates, not strings: an ISO time without a fraction would sort wrongly as text.
 const activityMs = (s) => Date.parse(activity(s));
@@ -453,7 +458,7 @@ function renderSessions() {
       el(
         "span",
         { className: "session-meta" },
-        el("span", { className: "agent", textContent: session.agent }),
+        el("span", { className: "agent", textContent: sessionAgents(session) }),
         el("span", {
           className: `badge channel-${session.source_channel}`,
           textContent: session.source_channel,
@@ -547,7 +552,7 @@ function renderConversationHead() {
   }
   $("conversation-title").textContent = sessionTitle(session);
   const who = session.participant?.display_name;
-  $("conversation-meta").textContent = [session.agent, session.source_channel, who]
+  $("conversation-meta").textContent = [sessionAgents(session), session.source_channel, who]
     .filter(Boolean)
     .join(" · ");
   // Replies to Slack, Discord, ... conversations belong in those apps; the API refuses them.
@@ -604,10 +609,12 @@ function typingElement() {
 }
 
 function messageElement(message) {
+  // In a shared thread another agent's message is a "user" message sent by that agent.
   const sender =
     message.role === "assistant"
-      ? agentSlug()
+      ? (message.sender?.display_name ?? agentSlug())
       : (message.sender?.display_name ?? (message.role === "system" ? "system" : "unknown"));
+  const byAgent = message.sender?.kind === "agent";
   // A user message waiting for its answer gets the typing bubble (see upsertMessages); an
   // agent message still on its way to the chat gets a "…" marker of its own.
   const delivering = message.role !== "user" && message.delivery === "pending";
@@ -636,12 +643,14 @@ function messageElement(message) {
         "message",
         `role-${message.role}`,
         mine ? "mine" : "",
+        byAgent ? "by-agent" : "",
         failed ? "failed" : "",
         waiting ? "waiting" : "",
       ].join(" "),
       dataset: {
         messageId: String(message.id),
         role: message.role,
+        senderKind: message.sender?.kind ?? "",
         state: message.state ?? "",
         delivery: message.delivery ?? "",
       },
@@ -650,6 +659,9 @@ function messageElement(message) {
       "div",
       { className: "message-head" },
       el("span", { className: "sender", textContent: sender }),
+      byAgent && message.role === "user"
+        ? el("span", { className: "badge agent-badge", textContent: "agent" })
+        : null,
       el("time", {
         dateTime: message.created_at,
         title: new Date(message.created_at).toLocaleString(),
