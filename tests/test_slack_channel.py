@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from bridge.appkeys import CHANNELS
 from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant
+from bridge.events import Reply
+from channels.slack.outbound import reply_text
 from tests.fakes import slack
 from tests.fakes.slack import FakeSlack
 from tests.fakes.webhook_agent import FakeWebhookAgent
@@ -341,6 +345,70 @@ async def test_names_are_looked_up_once_and_cached(
         async with bridge.sessions() as db:
             count = (await db.execute(select(func.count()).select_from(ChatSession))).scalar()
         assert count == 4  # three threads and their channel
+
+
+def test_reply_text_renders_mentioned_agents_as_slack_mentions() -> None:
+    mentions = {"planner": "U0BOT00002", "critic": "U0BOT00003"}
+
+    assert (
+        reply_text("@planner, then @critic: see a@planner.io and @plannerx", mentions)
+        == "<@U0BOT00002>, then <@U0BOT00003>: see a@planner.io and @plannerx"
+    )
+    assert reply_text("@someone else", mentions) == "@someone else"
+    assert reply_text("@planner", {}) == "@planner"
+
+
+async def test_mention_id_is_the_bot_user_from_auth_test(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    async with slack_bridge(database_url, fake_slack) as (bridge, _url):
+        channel = bridge.app[CHANNELS].get("slack", "assistant")
+        assert channel is not None
+        assert channel.mention_id() == fake_slack.bot_user_id == slack.DEFAULT_BOT_USER_ID
+
+
+async def test_mention_id_is_none_when_auth_test_fails(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    async with slack_bridge(database_url, fake_slack, bot_token="xoxb-revoked") as (bridge, _):
+        channel = bridge.app[CHANNELS].get("slack", "assistant")
+        assert channel is not None
+        assert not channel.status().ready
+        assert channel.mention_id() is None
+
+
+async def test_reply_mentions_are_posted_as_native_mentions(
+    database_url: str, fake_slack: FakeSlack
+) -> None:
+    planner = fake_slack.add_bot(
+        bot_token="xoxb-planner", bot_user_id="U0BOT00002", bot_id="B0BOT00002", app_id="A0APP2"
+    )
+    async with slack_bridge(database_url, fake_slack) as (bridge, _url):
+        channel = bridge.app[CHANNELS].get("slack", "assistant")
+        assert channel is not None
+        reply = Reply(
+            message_id=1,
+            session_id=1,
+            delivery_key="d-mention-1",
+            agent_slug="assistant",
+            channel="slack",
+            external_conv_id=f"slack:{TEAM}:{CHANNEL}",
+            text="@planner please take over; @nobody stays as written",
+            reply_target={"channel": CHANNEL, "thread_ts": "", "message_ts": ""},
+            in_doubt=False,
+            attempt=1,
+            mentions={"planner": planner.user_id},
+        )
+        [ts] = await channel.send(reply)
+        post = await fake_slack.next_post()
+        assert post["ts"] == ts
+        assert post["text"] == "<@U0BOT00002> please take over; @nobody stays as written"
+        assert post["token"] == BOT_TOKEN  # posted by this agent's bot, not the mentioned one
+        assert post["metadata"]["event_payload"] == {"delivery_id": "d-mention-1", "part": 0}
+        # An in-doubt resend finds the rendered post by its metadata and posts nothing.
+        assert await channel.send(replace(reply, in_doubt=True, attempt=2)) == [ts]
+        await fake_slack.expect_no_post(within=0.2)
+        assert len(fake_slack.calls_to("conversations.history")) == 1
 
 
 async def _wait_for_messages(bridge: RunningBridge, count: int) -> list[ChatMessage]:

@@ -667,3 +667,198 @@ async def test_real_bolt_app_verifies_pushes_and_replies_through_the_fake(
     assert mention["event"]["ts"] in [item["ts"] for item in slack.messages(CHANNEL)]
     if bolt_client.session is not None:
         await bolt_client.session.close()
+
+
+# --- several bots in one workspace ---------------------------------------------------------
+
+OTHER_TOKEN = "xoxb-other-bot-token"
+OTHER_SECRET = "other-signing-secret"
+OTHER_USER = "U0BOT00002"
+OTHER_BOT = "B0BOT00002"
+OTHER_APP = "A0APP00002"
+
+
+@pytest.fixture
+async def other_client(slack: FakeSlack) -> AsyncIterator[AsyncWebClient]:
+    """A second app's client: its bot is installed in the same workspace."""
+    slack.add_bot(
+        bot_token=OTHER_TOKEN,
+        bot_user_id=OTHER_USER,
+        bot_id=OTHER_BOT,
+        app_id=OTHER_APP,
+        name="planner",
+        signing_secret=OTHER_SECRET,
+    )
+    web_client = AsyncWebClient(token=OTHER_TOKEN, base_url=slack.api_url, retry_handlers=[])
+    yield web_client
+    if web_client.session is not None:
+        await web_client.session.close()
+
+
+async def test_auth_test_answers_each_token_with_its_own_bot(
+    slack: FakeSlack, client: AsyncWebClient, other_client: AsyncWebClient
+) -> None:
+    first, second = await client.auth_test(), await other_client.auth_test()
+
+    assert (first["user_id"], first["bot_id"]) == ("U0BOT00001", "B0BOT00001")
+    assert (second["user_id"], second["bot_id"]) == (OTHER_USER, OTHER_BOT)
+    assert second["team_id"] == first["team_id"] == "T0TEAM0001"
+    assert second["user"] == "planner-bot"
+    assert [bot.user_id for bot in slack.bots] == ["U0BOT00001", OTHER_USER]
+    assert slack.bot(OTHER_TOKEN) == slack.bot(OTHER_USER) == slack.bot(OTHER_APP)
+    assert slack.bot(OTHER_TOKEN).signing_secret == OTHER_SECRET
+    assert slack.bot(BOT_TOKEN).signing_secret == SECRET
+
+
+async def test_posts_are_attributed_to_the_bot_whose_token_made_them(
+    slack: FakeSlack, client: AsyncWebClient, other_client: AsyncWebClient
+) -> None:
+    mine = await client.chat_postMessage(channel=CHANNEL, text="first", metadata=DELIVERY)
+    theirs = await other_client.chat_postMessage(channel=CHANNEL, text="<@U0BOT00001> second")
+
+    assert theirs["message"]["bot_id"] == OTHER_BOT
+    assert theirs["message"]["bot_profile"]["app_id"] == OTHER_APP
+    assert theirs["message"]["bot_profile"]["name"] == "planner"
+    first, second = await slack.next_post(timeout=1), await slack.next_post(timeout=1)
+    assert (first["token"], first["user"], first["bot_id"], first["app_id"]) == (
+        BOT_TOKEN,
+        "U0BOT00001",
+        "B0BOT00001",
+        "A0APP00001",
+    )
+    assert (second["token"], second["user"], second["bot_id"], second["app_id"]) == (
+        OTHER_TOKEN,
+        OTHER_USER,
+        OTHER_BOT,
+        OTHER_APP,
+    )
+    assert slack.posts == [first, second]
+    # Either bot finds its own posts in the history by bot_id (the in-doubt lookup's filter).
+    history = await other_client.conversations_history(channel=CHANNEL, include_all_metadata=True)
+    by_bot = {item["bot_id"]: item for item in history["messages"]}
+    assert by_bot["B0BOT00001"]["ts"] == mine["ts"]
+    assert by_bot["B0BOT00001"]["metadata"] == DELIVERY
+    assert by_bot[OTHER_BOT]["ts"] == theirs["ts"]
+    assert by_bot[OTHER_BOT]["user"] == OTHER_USER
+    thread = await other_client.chat_postMessage(channel=CHANNEL, text="re", thread_ts=mine["ts"])
+    replies = await client.conversations_replies(channel=CHANNEL, ts=mine["ts"])
+    assert [(m["ts"], m["bot_id"]) for m in replies["messages"]] == [
+        (mine["ts"], "B0BOT00001"),
+        (thread["ts"], OTHER_BOT),
+    ]
+    assert replies["messages"][0]["reply_users"] == [OTHER_USER]
+
+
+async def test_concurrent_calls_of_two_bots_keep_their_own_identity(
+    slack: FakeSlack, client: AsyncWebClient, other_client: AsyncWebClient
+) -> None:
+    slack.delay_next(1, 0.3)  # whichever post comes first waits while the other is served
+
+    mine, theirs = await asyncio.gather(
+        client.chat_postMessage(channel=CHANNEL, text="slow"),
+        other_client.chat_postMessage(channel=CHANNEL, text="fast"),
+    )
+
+    assert (mine["message"]["bot_id"], theirs["message"]["bot_id"]) == ("B0BOT00001", OTHER_BOT)
+    assert {post["text"]: post["token"] for post in slack.posts} == {
+        "slow": BOT_TOKEN,
+        "fast": OTHER_TOKEN,
+    }
+
+
+async def test_unknown_and_wrong_kind_tokens_are_refused_with_several_bots(
+    slack: FakeSlack, other_client: AsyncWebClient
+) -> None:
+    cases = [
+        (AsyncWebClient(token="xoxb-unknown", base_url=slack.api_url), "invalid_auth"),
+        (AsyncWebClient(token=APP_TOKEN, base_url=slack.api_url), "not_allowed_token_type"),
+    ]
+    for web_client, error in cases:
+        with pytest.raises(SlackApiError) as raised:
+            await web_client.auth_test()
+        assert raised.value.response["error"] == error
+    with pytest.raises(SlackApiError) as raised:
+        await other_client.apps_connections_open(app_token=OTHER_TOKEN)
+    assert raised.value.response["error"] == "not_allowed_token_type"
+    assert slack.posts == []
+
+
+def test_add_bot_refuses_a_clash_with_a_known_bot(slack: FakeSlack) -> None:
+    taken = {"bot_token": BOT_TOKEN, "bot_user_id": DEFAULT_BOT_USER_ID}
+    for field_name, value in taken.items():
+        identity = {
+            "bot_token": "xoxb-new",
+            "bot_user_id": "U0NEW00001",
+            "bot_id": "B0NEW00001",
+            "app_id": "A0NEW00001",
+        }
+        identity[field_name] = value
+        with pytest.raises(ValueError, match=field_name):
+            slack.add_bot(**identity)
+    assert len(slack.bots) == 1
+
+
+async def test_users_info_knows_the_bot_users(
+    slack: FakeSlack, client: AsyncWebClient, other_client: AsyncWebClient
+) -> None:
+    user = (await client.users_info(user=OTHER_USER))["user"]
+
+    assert (user["is_bot"], user["name"], user["profile"]["bot_id"]) == (
+        True,
+        "planner",
+        OTHER_BOT,
+    )
+
+
+async def test_a_bots_mention_reaches_the_other_app_through_real_bolt(
+    slack: FakeSlack,
+    client: AsyncWebClient,
+    other_client: AsyncWebClient,
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    """The first bot mentions the second; the second app's Bolt, with its own token and
+    signing secret, hears it and answers as itself."""
+    bolt_client = AsyncWebClient(token=OTHER_TOKEN, base_url=slack.api_url, retry_handlers=[])
+    bolt = AsyncApp(client=bolt_client, signing_secret=OTHER_SECRET)
+    heard: list[dict[str, Any]] = []
+
+    @bolt.event("app_mention")
+    async def on_mention(event: dict[str, Any], say: AsyncSay) -> None:
+        heard.append(event)
+        await say(text="handing back", thread_ts=event["ts"])
+
+    async def service(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+    url = await serve(service)
+    await client.chat_postMessage(channel=CHANNEL, text=f"<@{OTHER_USER}> your turn")
+    handoff = await slack.next_post(timeout=1)
+    envelope = slack.event_for_post(handoff, to=OTHER_TOKEN)
+
+    assert envelope["api_app_id"] == OTHER_APP
+    assert envelope["authorizations"][0]["user_id"] == OTHER_USER
+    event = envelope["event"]
+    assert (event["type"], event["user"], event["bot_id"], event["text"]) == (
+        "app_mention",
+        "U0BOT00001",
+        "B0BOT00001",
+        f"<@{OTHER_USER}> your turn",
+    )
+    assert "subtype" not in event and "thread_ts" not in event
+    as_message = slack.event_for_post(handoff, to=OTHER_USER, event_type="message")
+    assert as_message["event"]["channel_type"] == "channel"
+    assert (await slack.push_event(url, envelope)).status == 401  # the fake's secret
+    (result,) = await slack.deliver(url, envelope, secret=OTHER_SECRET)
+    assert result.status == 200
+    answer = await slack.next_post(timeout=5)
+    assert [item["ts"] for item in heard] == [handoff["ts"]]
+    assert (answer["token"], answer["user"], answer["thread_ts"]) == (
+        OTHER_TOKEN,
+        OTHER_USER,
+        handoff["ts"],
+    )
+    assert [call.headers["Authorization"] for call in slack.calls_to("auth.test")] == [
+        f"Bearer {OTHER_TOKEN}"
+    ]
+    if bolt_client.session is not None:
+        await bolt_client.session.close()

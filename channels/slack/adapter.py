@@ -38,7 +38,13 @@ from bridge.settings import AgentSettings
 from channels.base import ApplyEdit, ChannelStatus, DeliveryError, Ingest
 from channels.name_cache import NameCache
 from channels.slack.inbound import BotIdentity, Ignored, Rules, classify
-from channels.slack.outbound import PART_LIMIT, delivery_error, post_arguments, posted_parts
+from channels.slack.outbound import (
+    PART_LIMIT,
+    delivery_error,
+    post_arguments,
+    posted_parts,
+    reply_text,
+)
 from channels.slack.settings import SlackChannelSettings
 from channels.text_split import split_text
 
@@ -135,6 +141,7 @@ class SlackChannel:
         try:
             auth = await self._client.auth_test()
         except SlackApiError as error:
+            self._identity = None  # a restart under a revoked token must not keep the old id
             self._problem = f"auth.test failed: {error.response.get('error')}; check bot_token"
             raise RuntimeError(self._problem) from None
         self._identity = BotIdentity(
@@ -168,6 +175,11 @@ class SlackChannel:
 
     def status(self) -> ChannelStatus:
         return ChannelStatus(ready=not self._problem, detail=self._problem)
+
+    def mention_id(self) -> str | None:
+        """The bot user id from ``auth.test``: another agent's text mentions this one as
+        ``<@id>``. None until a start has authenticated."""
+        return self._identity.user_id if self._identity is not None else None
 
     def _build_bolt(self) -> AsyncApp:
         identity = self._identity
@@ -320,7 +332,8 @@ class SlackChannel:
             raise DeliveryError("slack channel is not running")
         channel = reply.reply_target["channel"]
         thread_ts = reply.reply_target.get("thread_ts") or None
-        parts = split_text(reply.text, limit=PART_LIMIT) or [reply.text]
+        text = reply_text(reply.text, reply.mentions)
+        parts = split_text(text, limit=PART_LIMIT) or [text]
         landed = (
             await self._already_posted(reply, channel, thread_ts, parts=len(parts))
             if reply.in_doubt

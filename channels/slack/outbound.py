@@ -2,6 +2,8 @@
 
 Slack has no idempotency key, so every part of a reply carries the bridge's delivery key in its
 message ``metadata``; a delivery that may already have landed is looked up by it first.
+Another agent's ``@slug`` in the text becomes a native ``<@U…>`` mention, which is what makes
+Slack notify that agent's bot (``app_mention``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bridge.mentions import render_mentions
 from channels.base import DeliveryError
 
 PART_LIMIT = 3900
@@ -35,6 +38,12 @@ PERMANENT_ERRORS = frozenset(
         "team_access_not_granted",
     }
 )
+
+
+def reply_text(text: str, mentions: Mapping[str, str]) -> str:
+    """``text`` with each mentioned agent's ``@slug`` as ``<@user_id>``: plain ``@slug`` is
+    just text to Slack and would reach no one. Done before splitting, so no mention is cut."""
+    return render_mentions(text, mentions, lambda _slug, user_id: f"<@{user_id}>")
 
 
 def post_arguments(

@@ -11,7 +11,9 @@ Three parts, all matching the protocol facts in the shared platform reference (Â
   WebSocket at ``/link``. It checks the bearer token of every call, answers with Slack's real
   error shapes (HTTP 200 ``{"ok": false, "error": ...}``, 429 + ``Retry-After``), keeps the
   messages of every channel so ``conversations.replies`` / ``conversations.history`` can find
-  a delivery by its ``metadata``, and records every call.
+  a delivery by its ``metadata``, and records every call. One workspace may hold several bots
+  (Slack apps, :meth:`FakeSlack.add_bot`): each call acts as the bot whose token it carries,
+  so agents that are bots in the same workspace can mention each other.
 * **The event pusher** (:meth:`FakeSlack.push_event`, :meth:`FakeSlack.deliver`): signs and
   posts events to the service the way Slack does, including Slack's redelivery with
   ``X-Slack-Retry-Num`` when the service is slow or fails.
@@ -40,6 +42,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -58,6 +61,7 @@ __all__ = [
     "DEFAULT_USER",
     "MAX_TEXT_CHARS",
     "ApiCall",
+    "FakeBot",
     "FakeSlack",
     "PushResult",
     "app_mention",
@@ -484,6 +488,40 @@ class PushResult:
         return json.loads(self.body)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FakeBot:
+    """One Slack app's bot user in the workspace: whom its bot token authenticates as.
+
+    ``signing_secret`` is the app's own: each app signs the events it is sent with its secret.
+    """
+
+    token: str
+    user_id: str
+    bot_id: str
+    app_id: str
+    name: str
+    signing_secret: str
+
+    def user_info(self, team_id: str) -> dict[str, Any]:
+        """What ``users.info`` says about the bot user (as for any bot: ``is_bot``)."""
+        return {
+            "id": self.user_id,
+            "team_id": team_id,
+            "name": self.name,
+            "deleted": False,
+            "real_name": self.name,
+            "is_bot": True,
+            "profile": {
+                "display_name": "",
+                "display_name_normalized": "",
+                "real_name": self.name,
+                "real_name_normalized": self.name,
+                "bot_id": self.bot_id,
+                "api_app_id": self.app_id,
+            },
+        }
+
+
 @dataclass(slots=True)
 class _Channel:
     id: str
@@ -492,6 +530,14 @@ class _Channel:
     is_im: bool = False
     is_mpim: bool = False
     user: str | None = None
+
+    def kind(self) -> ChannelType:
+        """The ``channel_type`` of its message events."""
+        if self.is_im:
+            return "im"
+        if self.is_mpim:
+            return "mpim"
+        return "group" if self.is_private else "channel"
 
     def info(self) -> dict[str, Any]:
         document: dict[str, Any] = {"id": self.id}
@@ -534,6 +580,11 @@ class _ApiError(Exception):
 
 _Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
+_CALLER: ContextVar[FakeBot | None] = ContextVar("fake_slack_caller", default=None)
+"""The bot whose token made the Web API call being served: each request is its own task, so
+concurrent calls of different bots never see each other's. A context variable rather than a
+handler argument, so subclasses that override a handler (``bench/load.py``) keep working."""
+
 
 def _truthy(value: Any) -> bool:
     return value is True or value in ("true", "1", 1)
@@ -556,6 +607,10 @@ def _json_param(value: Any, error: str) -> Any:
     return value
 
 
+def _same(given: str, secret: str) -> bool:
+    return hmac.compare_digest(given.encode(), secret.encode())
+
+
 def _compact(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -571,6 +626,10 @@ class FakeSlack(AsyncService):
     a channel an event was pushed from exists), users too (:meth:`add_user`). Everything is
     recorded in :attr:`calls`; each ``chat.postMessage`` also lands in :attr:`posts` and in
     the queue read by :meth:`next_post`.
+
+    The constructor's bot (``bot_token``, ``bot_user_id``, ``bot_id``, ``app_id``) is the first
+    of :attr:`bots`; :meth:`add_bot` adds more apps to the workspace. Socket Mode
+    (``app_token``) belongs to the first app only.
     """
 
     def __init__(
@@ -607,6 +666,7 @@ class FakeSlack(AsyncService):
         self._users: dict[str, dict[str, Any]] = {}
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._faults: dict[str, deque[_Fault]] = {}
+        self._more_bots: list[FakeBot] = []
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
         self._changed = asyncio.Event()
@@ -682,6 +742,63 @@ class FakeSlack(AsyncService):
             id, None if is_im else (name or id.lower()), is_private, is_im, is_mpim, user
         )
         self._history.setdefault(id, [])
+
+    def add_bot(
+        self,
+        *,
+        bot_token: str,
+        bot_user_id: str,
+        bot_id: str,
+        app_id: str,
+        name: str = "bot",
+        signing_secret: str | None = None,
+    ) -> FakeBot:
+        """Install another app in the workspace: its bot token is accepted from now on and
+        acts as this bot. ``signing_secret`` defaults to the fake's (pass it to
+        :meth:`push_event` as ``secret`` when the app has its own)."""
+        for known in self.bots:
+            clashes = {
+                "bot_token": known.token == bot_token,
+                "bot_user_id": known.user_id == bot_user_id,
+                "bot_id": known.bot_id == bot_id,
+                "app_id": known.app_id == app_id,
+            }
+            for field_name, clash in clashes.items():
+                if clash:
+                    raise ValueError(f"{field_name} is already {known.name!r}'s")
+        if bot_token == self.app_token:
+            raise ValueError("bot_token is the app-level token")
+        bot = FakeBot(
+            token=bot_token,
+            user_id=bot_user_id,
+            bot_id=bot_id,
+            app_id=app_id,
+            name=name,
+            signing_secret=signing_secret if signing_secret is not None else self.signing_secret,
+        )
+        self._more_bots.append(bot)
+        return bot
+
+    @property
+    def bots(self) -> list[FakeBot]:
+        """Every bot of the workspace, the constructor's first (built from its attributes, so
+        a test that changes ``bot_user_id`` and the like still sees its change)."""
+        first = FakeBot(
+            token=self.bot_token,
+            user_id=self.bot_user_id,
+            bot_id=self.bot_id,
+            app_id=self.app_id,
+            name="bridge",
+            signing_secret=self.signing_secret,
+        )
+        return [first, *self._more_bots]
+
+    def bot(self, key: str) -> FakeBot:
+        """The bot with this token, bot user id, bot id or app id; ``KeyError`` if none."""
+        for bot in self.bots:
+            if key in (bot.token, bot.user_id, bot.bot_id, bot.app_id):
+                return bot
+        raise KeyError(key)
 
     def add_user(
         self, id: str, name: str, display_name: str = "", *, real_name: str | None = None
@@ -818,7 +935,7 @@ class FakeSlack(AsyncService):
             handler = self._methods.get(method)
             if handler is None:
                 raise _ApiError("unknown_method")
-            self._check_auth(request, method)
+            _CALLER.set(self._check_auth(request, method))
             queue = self._faults.get(method)
             fault = queue.popleft() if queue else None
             if fault is not None and fault.kind != "drop":
@@ -860,19 +977,30 @@ class FakeSlack(AsyncService):
         else:
             raise _ApiError("invalid_form_data")
 
-    def _check_auth(self, request: web.Request, method: str) -> None:
+    def _check_auth(self, request: web.Request, method: str) -> FakeBot:
+        """The bot the call acts as: the one whose bot token it carries (the first bot for
+        Socket Mode's app token, which only the first app has)."""
         header = request.headers.get("Authorization", "")
         if not header:
             raise _ApiError("not_authed")
         scheme, _, token = header.partition(" ")
         if scheme != "Bearer" or not token:
             raise _ApiError("invalid_auth")
-        wanted = self.app_token if method == "apps.connections.open" else self.bot_token
-        if wanted is not None and hmac.compare_digest(token.encode(), wanted.encode()):
-            return
-        if token in (self.bot_token, self.app_token):
+        bots = self.bots
+        app_level = method == "apps.connections.open"
+        if app_level and self.app_token is not None and _same(token, self.app_token):
+            return bots[0]
+        if not app_level:
+            for bot in bots:
+                if _same(token, bot.token):
+                    return bot
+        if token == self.app_token or any(token == bot.token for bot in bots):
             raise _ApiError("not_allowed_token_type")
         raise _ApiError("invalid_auth")
+
+    def _caller(self) -> FakeBot:
+        """The bot the Web API call being served acts as (the first bot outside a call)."""
+        return _CALLER.get() or self.bots[0]
 
     async def _apply(self, fault: _Fault, call: ApiCall) -> web.Response | None:
         if fault.kind == "delay":
@@ -895,13 +1023,14 @@ class FakeSlack(AsyncService):
     # --- methods ---------------------------------------------------------------------------
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        bot = self._caller()
         return {
             "url": "https://fake-team.slack.com/",
             "team": "Fake Team",
-            "user": "bridge-bot",
+            "user": f"{bot.name}-bot",
             "team_id": self.team_id,
-            "user_id": self.bot_user_id,
-            "bot_id": self.bot_id,
+            "user_id": bot.user_id,
+            "bot_id": bot.bot_id,
             "is_enterprise_install": False,
         }
 
@@ -932,18 +1061,19 @@ class FakeSlack(AsyncService):
             if parent is not None and parent.get("thread_ts") not in (None, parent["ts"]):
                 thread_ts = str(parent["thread_ts"])  # a reply's ts means its thread
         ts = new_ts()
+        bot = self._caller()
         stored: dict[str, Any] = {
-            "user": self.bot_user_id,
+            "user": bot.user_id,
             "type": "message",
             "ts": ts,
-            "bot_id": self.bot_id,
-            "app_id": self.app_id,
+            "bot_id": bot.bot_id,
+            "app_id": bot.app_id,
             "text": text or "",
             "team": self.team_id,
             "bot_profile": {
-                "id": self.bot_id,
-                "app_id": self.app_id,
-                "name": "bridge",
+                "id": bot.bot_id,
+                "app_id": bot.app_id,
+                "name": bot.name,
                 "team_id": self.team_id,
                 "deleted": False,
             },
@@ -971,8 +1101,10 @@ class FakeSlack(AsyncService):
             "blocks": blocks,
             "attachments": attachments,
             "metadata": stored.get("metadata"),
-            "bot_id": self.bot_id,
-            "user": self.bot_user_id,
+            "bot_id": bot.bot_id,
+            "user": bot.user_id,
+            "app_id": bot.app_id,
+            "token": bot.token,
             "params": dict(params),
         }
         self.posts.append(post)
@@ -984,7 +1116,11 @@ class FakeSlack(AsyncService):
         return {"channel": self._channel(params.get("channel")).info()}
 
     def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
-        user = self._users.get(str(params.get("user", "")))
+        wanted = str(params.get("user", ""))
+        user = self._users.get(wanted)
+        if user is None:
+            bot_user = next((b for b in self.bots if b.user_id == wanted), None)
+            user = bot_user.user_info(self.team_id) if bot_user is not None else None
         if user is None:
             raise _ApiError("user_not_found")
         return {"user": json.loads(json.dumps(user))}
@@ -1256,6 +1392,43 @@ class FakeSlack(AsyncService):
 
     # --- the event pusher ------------------------------------------------------------------
 
+    def event_for_post(
+        self,
+        post: Mapping[str, Any],
+        *,
+        to: str,
+        event_type: Literal["app_mention", "message"] = "app_mention",
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The envelope Slack sends app ``to`` (any key :meth:`bot` takes) about a message a
+        bot posted (an item of :attr:`posts`): how agent B hears agent A's ``<@B>``.
+
+        Shaped like Slack's event for a bot-token post: ``user`` is the posting bot's user,
+        with its ``bot_id``, ``app_id`` and ``bot_profile`` and no subtype.
+        """
+        receiver = self.bot(to)
+        channel = self._channel(post.get("channel"))
+        stored = self._find(channel.id, str(post.get("ts")))
+        if stored is None:
+            raise KeyError(f"no message {post.get('ts')!r} in {channel.id}")
+        event: dict[str, Any] = {"type": event_type}
+        for key in ("user", "bot_id", "app_id", "text", "ts", "thread_ts", "team", "bot_profile"):
+            if key in stored:
+                event[key] = json.loads(json.dumps(stored[key]))
+        if stored.get("thread_ts") in (None, stored["ts"]):
+            event.pop("thread_ts", None)
+        event["channel"] = channel.id
+        event["event_ts"] = stored["ts"]
+        if event_type == "message":
+            event["channel_type"] = channel.kind()
+        return _envelope(
+            event,
+            team=self.team_id,
+            api_app_id=receiver.app_id,
+            event_id=event_id,
+            bot_user_id=receiver.user_id,
+        )
+
     async def push_event(
         self,
         url: str,
@@ -1271,7 +1444,8 @@ class FakeSlack(AsyncService):
         """POST one signed event to the service, as Slack does; returns what it answered.
 
         The body is serialized once and those exact bytes are signed (with ``secret`` instead
-        of the signing secret, or replaced by ``raw_signature``, or at a stale ``timestamp``).
+        of the signing secret, as for another app's events or a forger's, or replaced by
+        ``raw_signature``, or at a stale ``timestamp``).
         Network errors and ``TimeoutError`` (after ``deadline`` seconds) propagate.
         """
         self._remember_event(body)
@@ -1318,12 +1492,14 @@ class FakeSlack(AsyncService):
         *,
         deadline: float = 3.0,
         max_retries: int = 3,
+        secret: str | None = None,
     ) -> list[PushResult]:
         """Deliver an event like Slack: resend it until a 2xx comes within ``deadline``.
 
         Retries carry ``X-Slack-Retry-Num`` 1..``max_retries`` and the reason of the previous
         failure; they go out at once (Slack waits up to minutes). A response with
-        ``X-Slack-No-Retry: 1`` stops the redelivery, as it does at Slack.
+        ``X-Slack-No-Retry: 1`` stops the redelivery, as it does at Slack. ``secret``: the
+        receiving app's signing secret when it is not the fake's (:meth:`add_bot`).
         """
         results: list[PushResult] = []
         reason = "http_timeout"
@@ -1332,7 +1508,12 @@ class FakeSlack(AsyncService):
             started = time.monotonic()
             try:
                 result = await self.push_event(
-                    url, body, retry_num=retry_num, retry_reason=reason, deadline=deadline
+                    url,
+                    body,
+                    retry_num=retry_num,
+                    retry_reason=reason,
+                    deadline=deadline,
+                    secret=secret,
                 )
             except (TimeoutError, aiohttp.ClientError) as failure:
                 reason = (
