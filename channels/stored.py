@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict
 
 from bridge.events import Reply
-from channels.base import ChannelStatus
+from channels.base import ChannelContext, ChannelStatus
 
 
 class NoSettings(BaseModel):
@@ -36,3 +36,15 @@ class StoredOnlyChannel:
 
     def mention_id(self) -> str | None:
         return None
+
+
+class StoredOnlyPlugin:
+    """The plugin of such a channel: one settings-free instance per agent."""
+
+    settings_model = NoSettings
+
+    def __init__(self, *, name: str) -> None:
+        self.name = name
+
+    def create(self, context: ChannelContext) -> StoredOnlyChannel:
+        return StoredOnlyChannel(name=self.name)

@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from bridge.appkeys import CHANNELS
 from bridge.db.models import ChatSession, MessageState
-from bridge.events import Reply
 from channels.discord.adapter import DiscordChannel
 from tests.fakes.discord import (
     DEFAULT_CHANNEL_ID,
@@ -29,6 +28,7 @@ from tests.fakes.discord import (
 from tests.support.discord import discord_section, restore_discord_endpoints  # noqa: F401
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 from tests.support.processes import bridge_database, serving_bridge, wait_until, write_toml
+from tests.support.replies import outgoing_reply
 
 BOT_MENTION_FREE = "what's the weather in Berlin?"
 HELPER_TOKEN = "fake-helper-token"
@@ -311,18 +311,13 @@ async def test_mention_id_is_the_bots_id_and_peer_mentions_are_posted_natively(
             channel = _discord_channel(bridge)
             await wait_until(lambda: channel.mention_id() is not None, within=10)
             assert channel.mention_id() == fake.bot.id
-            reply = Reply(
-                message_id=1,
-                session_id=1,
-                delivery_key="handoff-1",
-                agent_slug="assistant",
+            reply = outgoing_reply(
                 channel="discord",
                 external_conv_id=f"discord:{DEFAULT_GUILD_ID}:{DEFAULT_CHANNEL_ID}",
                 text="@helper, over to you (not @someone)",
                 reply_target={"channel_id": DEFAULT_CHANNEL_ID, "guild_id": DEFAULT_GUILD_ID},
-                in_doubt=False,
-                attempt=1,
                 mentions={"helper": HELPER_BOT_ID},
+                delivery_key="handoff-1",
             )
             ids = await channel.send(reply)
             post = await fake.next_post(timeout=10)

@@ -13,7 +13,6 @@ from sqlalchemy import select
 
 from bridge.appkeys import CHANNELS
 from bridge.db.models import ChatSession, MessageState, Participant
-from bridge.events import Reply
 from channels.feishu.adapter import FeishuChannel
 from tests.fakes.feishu import (
     DEFAULT_BOT_OPEN_ID,
@@ -27,6 +26,7 @@ from tests.fakes.feishu import (
 )
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 from tests.support.processes import wait_until
+from tests.support.replies import outgoing_reply
 
 
 def feishu_section(fake: FakeFeishu, **extra: Any) -> dict[str, Any]:
@@ -272,18 +272,13 @@ async def test_a_reply_mentions_a_peer_bot_by_the_open_id_its_channel_reports(
             peer_id = reviewer.mention_id()
             assert peer_id is not None
             ids = await assistant.send(
-                Reply(
-                    message_id=1,
-                    session_id=1,
-                    delivery_key="d-mention-1",
-                    agent_slug="assistant",
+                outgoing_reply(
                     channel="feishu",
                     external_conv_id=f"feishu:{DEFAULT_GROUP_CHAT_ID}",
                     text='@reviewer please check "the plan"; mail ops@reviewer.example',
                     reply_target={"message_id": parent_id, "in_thread": ""},
-                    in_doubt=False,
-                    attempt=1,
                     mentions={"reviewer": peer_id},
+                    delivery_key="d-mention-1",
                 )
             )
             sent = await fake.next_sent(timeout=5)

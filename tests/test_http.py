@@ -57,6 +57,7 @@ async def test_health_and_readiness(database_url: str) -> None:
         assert status == 200
         assert body["database"] == "ok"
         assert body["channels"] == {
+            "agent/assistant": {"ready": True, "detail": ""},
             "memory/assistant": {"ready": True, "detail": ""},
             "web/assistant": {"ready": True, "detail": ""},
         }

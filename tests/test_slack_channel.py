@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 
 from bridge.appkeys import CHANNELS
 from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant
-from bridge.events import Reply
 from channels.slack.outbound import reply_text
 from tests.fakes import slack
 from tests.fakes.slack import FakeSlack
@@ -26,6 +25,7 @@ from tests.support.harness import (
     webhook_agent_config,
 )
 from tests.support.processes import wait_until
+from tests.support.replies import outgoing_reply
 
 BOT_TOKEN = "xoxb-test-bot-token"
 SIGNING_SECRET = "slack-signing-secret"
@@ -386,18 +386,13 @@ async def test_reply_mentions_are_posted_as_native_mentions(
     async with slack_bridge(database_url, fake_slack) as (bridge, _url):
         channel = bridge.app[CHANNELS].get("slack", "assistant")
         assert channel is not None
-        reply = Reply(
-            message_id=1,
-            session_id=1,
-            delivery_key="d-mention-1",
-            agent_slug="assistant",
+        reply = outgoing_reply(
             channel="slack",
             external_conv_id=f"slack:{TEAM}:{CHANNEL}",
             text="@planner please take over; @nobody stays as written",
             reply_target={"channel": CHANNEL, "thread_ts": "", "message_ts": ""},
-            in_doubt=False,
-            attempt=1,
             mentions={"planner": planner.user_id},
+            delivery_key="d-mention-1",
         )
         [ts] = await channel.send(reply)
         post = await fake_slack.next_post()

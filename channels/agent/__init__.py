@@ -8,16 +8,6 @@ from the database, so sending is a no-op.
 from __future__ import annotations
 
 from bridge.events import AGENT_CHANNEL
-from channels.base import ChannelContext
-from channels.stored import NoSettings, StoredOnlyChannel
+from channels.stored import StoredOnlyPlugin
 
-
-class AgentPlugin:
-    name = AGENT_CHANNEL
-    settings_model = NoSettings
-
-    def create(self, context: ChannelContext) -> StoredOnlyChannel:
-        return StoredOnlyChannel(name=AGENT_CHANNEL)
-
-
-plugin = AgentPlugin()
+plugin = StoredOnlyPlugin(name=AGENT_CHANNEL)

@@ -8,16 +8,6 @@ writes the change that the live clients (the WebSocket) stream from there, from 
 from __future__ import annotations
 
 from bridge.events import WEB_CHANNEL
-from channels.base import ChannelContext
-from channels.stored import NoSettings, StoredOnlyChannel
+from channels.stored import StoredOnlyPlugin
 
-
-class WebPlugin:
-    name = WEB_CHANNEL
-    settings_model = NoSettings
-
-    def create(self, context: ChannelContext) -> StoredOnlyChannel:
-        return StoredOnlyChannel(name=WEB_CHANNEL)
-
-
-plugin = WebPlugin()
+plugin = StoredOnlyPlugin(name=WEB_CHANNEL)
