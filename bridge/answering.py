@@ -178,6 +178,7 @@ class Answerer:
                 max_messages=agent.settings.history_messages,
                 max_chars=agent.settings.history_chars,
             )
+        origin = row.chain_origin_id or message_id  # a human message starts its own chain
         request = AgentRequest(
             agent_slug=agent.settings.slug,
             agent_name=agent.settings.name,
@@ -195,7 +196,7 @@ class Answerer:
             message_id=message_id,
             text=row.content,
             history=history,
-            tools=self._tools(agent, row, message_id),
+            tools=self._tools(agent, row, message_id, origin),
         )
         return _Job(
             agent=agent,
@@ -203,11 +204,11 @@ class Answerer:
             channel=row.channel,
             reply_target=row.reply_target,
             attempts=row.attempts,
-            chain_origin_id=row.chain_origin_id or message_id,
+            chain_origin_id=origin,
             chain_hops=row.chain_hops,
         )
 
-    def _tools(self, agent: AgentRecord, row: Any, message_id: int) -> AskTools | None:
+    def _tools(self, agent: AgentRecord, row: Any, message_id: int, origin: int) -> AskTools | None:
         """Agents with peers may ask them while answering (the ``ask_agent`` tool)."""
         if not agent.settings.peers:
             return None
@@ -217,7 +218,7 @@ class Answerer:
             message_id=message_id,
             channel=row.channel,
             reply_target=row.reply_target,
-            chain_origin_id=row.chain_origin_id or message_id,
+            chain_origin_id=origin,
             chain_hops=row.chain_hops,
         )
         return AskTools(asks=self._asks, context=context, wait_seconds=self._ask_wait_seconds)

@@ -140,7 +140,8 @@ class Ingestor:
                     group_name=message.group_name,
                 )
                 parent_id = parent.id
-            direct = sender is not None and message.channel == AGENT_CHANNEL
+            # A direct ask (channel ``agent``) is a session with the asking agent as its peer.
+            peer = sender if message.channel == AGENT_CHANNEL else None
             session = await find_or_create_session(
                 db,
                 agent_id=agent.id,
@@ -150,7 +151,7 @@ class Ingestor:
                 group_name=message.group_name,
                 title=message.title,
                 participant_id=None if message.is_group else sender_id,
-                peer_agent_id=sender.id if direct and sender is not None else None,
+                peer_agent_id=peer.id if peer is not None else None,
                 parent_session_id=parent_id,
             )
             if sender is not None and message.chain is not None:
