@@ -47,6 +47,13 @@ class HttpSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted; a larger one is refused with 413 Payload Too Large."""
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A connection must send a whole request line and headers within this; else it is cut."""
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A request body must arrive whole within this; else the request gets 408 and is cut."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or networks (CIDR) of reverse proxies in front of the bridge. Only a request
+    from one of them may name the real client in ``X-Forwarded-For``/``Forwarded``."""
 
 
 class PipelineSettings(_Section):
@@ -73,6 +80,13 @@ class WebSettings(_Section):
     """Longest message text the API accepts (UTF-8 bytes); a longer one is refused with 422."""
     event_retention_hours: float = Field(default=24.0, gt=0)
     """How long live events are kept for WebSocket clients that reconnect and catch up."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Other origins (``https://chat.example.com``) whose pages may open the live WebSocket;
+    the bridge's own origin always may."""
+    live_send_timeout_seconds: float = Field(default=5.0, gt=0)
+    """A live client that does not take a frame within this is disconnected (close 4408)."""
+    live_max_catch_up_events: int = Field(default=5_000, ge=1)
+    """A resume that would replay more events than this gets ``reset`` (reload) instead."""
 
 
 class A2ASettings(_Section):
