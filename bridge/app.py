@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 
 from bridge.agents import build_backend
 from bridge.api import setup_api
+from bridge.api.headers import add_security_headers
 from bridge.appkeys import (
     AGENTS,
     BACKENDS,
@@ -52,6 +53,7 @@ WAITING_STATES = (
 def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) -> web.Application:
     """The whole service as one app. Raises ConfigError for a bad channel section."""
     app = web.Application(client_max_size=settings.http.max_body_bytes)
+    app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     channels = RunningChannels()

@@ -6,12 +6,14 @@ sees what to fix instead of a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -55,6 +57,16 @@ class HttpSettings(_Section):
     """Addresses or networks (CIDR) of reverse proxies in front of the bridge. Only a request
     from one of them may name the real client in ``X-Forwarded-For``/``Forwarded``."""
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return [entry.strip() for entry in entries]
+
 
 class PipelineSettings(_Section):
     answer_concurrency: int = Field(default=16, ge=1)
@@ -74,8 +86,9 @@ class PipelineSettings(_Section):
 
 class WebSettings(_Section):
     dev_login: bool = True
-    """Let the chat page sign in as the local admin without a token; only ever honoured when
-    ``http.host`` is a loopback address and the request comes from loopback."""
+    """Let the chat page sign in as the local admin without a token. Only ever honoured when
+    ``http.host`` is loopback and ``http.trusted_proxies`` is empty, for a request from
+    loopback to a loopback ``Host`` (this port), relayed by no proxy, sent by no other page."""
     max_text_bytes: int = Field(default=32_768, ge=1, le=1_000_000)
     """Longest message text the API accepts (UTF-8 bytes); a longer one is refused with 422."""
     event_retention_hours: float = Field(default=24.0, gt=0)
@@ -87,6 +100,29 @@ class WebSettings(_Section):
     """A live client that does not take a frame within this is disconnected (close 4408)."""
     live_max_catch_up_events: int = Field(default=5_000, ge=1)
     """A resume that would replay more events than this gets ``reset`` (reload) instead."""
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, entries: list[str]) -> list[str]:
+        """Each an origin as browsers send it: ``scheme://host[:port]``, nothing after."""
+        origins = []
+        for entry in entries:
+            parts = urlsplit(entry.strip().lower())
+            try:
+                _ = parts.port  # a port that is not a number raises
+            except ValueError:
+                parts = parts._replace(scheme="")
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or "@" in parts.netloc
+                or parts.path
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(f"{entry!r} is not an origin like https://chat.example.com")
+            origins.append(f"{parts.scheme}://{parts.netloc}")
+        return origins
 
 
 class A2ASettings(_Section):

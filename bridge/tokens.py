@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.db.models import ApiToken, Participant, utcnow
@@ -60,6 +60,55 @@ async def create_token(
             existing.is_admin = admin
             existing.created_at = utcnow()
             existing.revoked_at = None
+    return token
+
+
+LEGACY_LOCAL_PREFIX = "dev-login-"
+"""Tokens the local sign-in used to mint, one per call; the next sign-in removes them."""
+REPLACED_SUFFIX = ".replaced"
+
+
+async def rotate_token(sessions: async_sessionmaker[AsyncSession], *, name: str, user: str) -> str:
+    """A new admin token named ``name`` for the web user ``user``, replacing the one of that
+    name, which stops working at once (live sockets opened with it are closed, as for any
+    revoked token). However often it is called, one such token is active.
+
+    The replaced row is kept, revoked, until the next rotation: SQLite hands the highest id
+    out again once its row is deleted, and a new token must never take over the id that open
+    sockets of the old one are checked by."""
+    token = "brg_" + secrets.token_urlsafe(32)
+    replaced = f"{name}{REPLACED_SUFFIX}"
+    async with sessions() as db, db.begin():
+        participant_id = await find_or_create_participant(
+            db, kind="user", channel=WEB_CHANNEL, external_id=user, display_name=user
+        )
+        # Concurrent rotations take turns (a row lock on PostgreSQL; SQLite has one writer),
+        # so each one replaces the row the previous one wrote instead of racing on its name.
+        await db.execute(
+            select(Participant.id).where(Participant.id == participant_id).with_for_update()
+        )
+        await db.execute(delete(ApiToken).where(ApiToken.name == replaced))
+        await db.execute(
+            update(ApiToken)
+            .where(ApiToken.name == name)
+            .values(name=replaced, revoked_at=func.coalesce(ApiToken.revoked_at, utcnow()))
+        )
+        await db.execute(
+            delete(ApiToken).where(
+                ApiToken.name.startswith(LEGACY_LOCAL_PREFIX, autoescape=True),
+                ApiToken.participant_id == participant_id,
+                ApiToken.is_admin.is_(True),
+            )
+        )
+        db.add(
+            ApiToken(
+                name=name,
+                token_hash=hash_token(token),
+                is_admin=True,
+                participant_id=participant_id,
+                created_at=utcnow(),
+            )
+        )
     return token
 
 

@@ -20,7 +20,14 @@ from tests.support.browser import chromium
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 
 try:
-    from playwright.async_api import Browser, Locator, Page, ViewportSize, expect
+    from playwright.async_api import (
+        Browser,
+        ConsoleMessage,
+        Locator,
+        Page,
+        ViewportSize,
+        expect,
+    )
 except ImportError as error:  # a clear failure, not a skip: a broken page must not go unnoticed
     raise ImportError(
         "tests/test_chat_page.py needs the 'playwright' package (pip install playwright; "
@@ -37,17 +44,47 @@ PHONE: ViewportSize = {"width": 375, "height": 740}
 expect.set_options(timeout=WAIT_MS)
 
 
+# Injected by the browser driver, so the page's own policy does not stop it.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI}`);
+});
+"""
+
+
+def watch_csp(page: Page) -> list[str]:
+    """Every Content-Security-Policy violation the page reports from now on."""
+    violations: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "CSP violation" in message.text or "Content Security Policy" in message.text:
+            violations.append(message.text)
+
+    page.on("console", on_console)
+    return violations
+
+
 @asynccontextmanager
 async def page_on(
-    bridge: RunningBridge, browser: Browser, viewport: ViewportSize
+    bridge: RunningBridge,
+    browser: Browser,
+    viewport: ViewportSize,
+    *,
+    allow_csp_violations: bool = False,
 ) -> AsyncIterator[Page]:
-    """A fresh browser context (own localStorage) showing the bridge's chat page."""
+    """A fresh browser context (own localStorage) showing the bridge's chat page, served
+    with its Content-Security-Policy, which nothing the page does may violate."""
     context = await browser.new_context(viewport=viewport)
     try:
+        await context.add_init_script(REPORT_CSP_VIOLATIONS)
         page = await context.new_page()
+        violations = watch_csp(page)
         page.set_default_timeout(WAIT_MS)
-        await page.goto(f"{bridge.url}/")
+        response = await page.goto(f"{bridge.url}/")
+        assert response is not None
+        assert "script-src 'self'" in response.headers.get("content-security-policy", "")
         yield page
+        assert allow_csp_violations or violations == []
     finally:
         await context.close()
 
@@ -127,6 +164,28 @@ async def test_chat_and_history_after_reload(database_url: str) -> None:
         await expect(messages).to_have_count(6)
         roles = [await item.get_attribute("data-role") for item in await messages.all()]
         assert roles == ["user", "assistant"] * 3  # oldest first
+
+
+async def test_the_policy_stops_injected_inline_script(database_url: str) -> None:
+    """Were some text ever to become markup, its script would not run (and the violation
+    watch that every other test relies on does see it)."""
+    async with (
+        running_bridge(make_settings(database_url)) as bridge,
+        chromium() as browser,
+        page_on(bridge, browser, DESKTOP, allow_csp_violations=True) as page,
+    ):
+        await signed_in(page)
+        async with page.expect_console_message(
+            lambda message: "CSP violation: script-src" in message.text, timeout=WAIT_MS
+        ):
+            await page.evaluate(
+                """() => {
+                  const script = document.createElement("script");
+                  script.textContent = "window.injected = true";
+                  document.body.append(script);
+                }"""
+            )
+        assert await page.evaluate("window.injected === undefined")
 
 
 async def test_phone_shows_one_pane_at_a_time(database_url: str) -> None:

@@ -1,20 +1,21 @@
-"""Bearer-token authentication, and the local sign-in for ``make run``."""
+"""Bearer-token authentication, the live socket's origin check, and the local sign-in for
+``make run``."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import secrets
 
 from aiohttp import web
 
+from bridge.api.clients import client_address, forwarding_headers, is_loopback
 from bridge.api.errors import ApiError, Handler
 from bridge.api.http import CALLER, caller_of, respond
 from bridge.api.models import DevLogin, Me
+from bridge.api.origins import DEFAULT_PORTS, check_socket_origin, parse_origin, split_host
 from bridge.appkeys import SESSIONS, SETTINGS
 from bridge.logs import log_event
 from bridge.settings import Settings
-from bridge.tokens import create_token, find_caller
+from bridge.tokens import find_caller, rotate_token
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ PUBLIC_PATHS = frozenset({"/api/v1/auth/dev-login", "/api/v1/openapi.json"})
 QUERY_TOKEN_PATHS = frozenset({"/api/v1/ws"})
 """Browsers cannot set headers on a WebSocket, so there the token may come as ``?token=``."""
 DEV_USER = "local"
+LOCAL_TOKEN_NAME = "local-sign-in"
+"""The one token the local sign-in keeps (rotated on every sign-in)."""
 
 
 def _presented_token(request: web.Request) -> str | None:
@@ -34,8 +37,14 @@ def _presented_token(request: web.Request) -> str | None:
     return None
 
 
+def _is_upgrade(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in QUERY_TOKEN_PATHS or _is_upgrade(request):
+        check_socket_origin(request)  # before the token: another site's page learns nothing
     if request.path in PUBLIC_PATHS:
         return await handler(request)
     token = _presented_token(request)
@@ -48,35 +57,70 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def dev_login_enabled(settings: Settings) -> bool:
-    return settings.web.dev_login and _is_loopback(settings.http.host)
+    """Local sign-in is for a bridge only this machine can reach: listening on loopback, with
+    no reverse proxy in front (a proxy on the same host makes every visitor look local)."""
+    return (
+        settings.web.dev_login
+        and is_loopback(settings.http.host)
+        and not settings.http.trusted_proxies
+    )
+
+
+def _listening_port(request: web.Request) -> int | None:
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2 and isinstance(sockname[1], int):
+        return sockname[1]
+    return None
+
+
+def why_not_local(request: web.Request) -> str | None:
+    """Why this request may not be a person at this machine using this bridge (None: it is).
+
+    Each rule closes one way in: a remote peer; a proxy on this host relaying a remote
+    client; a page of another site whose name resolves to 127.0.0.1 (DNS rebinding: its
+    ``Host`` is not ours); a page of another site posting here (its ``Origin`` is not ours)."""
+    if not is_loopback(request.remote):
+        return "the connection is not from this machine"
+    relayed = forwarding_headers(request)
+    if relayed:
+        return f"the request was relayed by a proxy ({relayed[0]})"
+    host = split_host(request.headers.get("Host", ""))
+    port = _listening_port(request)
+    if host is None or not is_loopback(host[0]):
+        return "the Host header is not localhost or a loopback address"
+    if (host[1] or DEFAULT_PORTS.get(request.scheme)) != port:
+        return "the Host header names another port"
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        parts = parse_origin(origin)
+        if parts is None or parts.scheme != request.scheme or split_host(parts.netloc) != host:
+            return "the request comes from another site's page"
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return "the request comes from another site's page"
+    return None
 
 
 async def dev_login(request: web.Request) -> web.Response:
-    """A fresh admin token for the local user, only on a bridge that listens on loopback alone
-    and only for a request from loopback."""
+    """An admin token for the local user, for a person at this machine (see ``why_not_local``).
+    Each sign-in replaces the previous local token: there is never more than one."""
     settings = request.config_dict[SETTINGS]
-    if not dev_login_enabled(settings) or not _is_loopback(request.remote):
+    client = client_address(request)
+    if not dev_login_enabled(settings):
+        log_event(logger, "api.dev_login_refused", client=client, reason="disabled")
         raise ApiError(
             403,
             "dev_login_disabled",
             "sign in with a token (bridge token create NAME); local sign-in needs "
-            "web.dev_login = true and http.host on loopback",
+            "web.dev_login = true, http.host on loopback and no http.trusted_proxies",
         )
-    name = f"dev-login-{secrets.token_hex(6)}"
-    token = await create_token(request.config_dict[SESSIONS], name=name, admin=True, user=DEV_USER)
-    log_event(logger, "api.dev_login", token=name)
+    reason = why_not_local(request)
+    if reason is not None:
+        log_event(logger, "api.dev_login_refused", client=client, reason=reason)
+        raise ApiError(403, "dev_login_not_local", f"local sign-in is for this machine: {reason}")
+    token = await rotate_token(request.config_dict[SESSIONS], name=LOCAL_TOKEN_NAME, user=DEV_USER)
+    log_event(logger, "api.dev_login", client=client, token=LOCAL_TOKEN_NAME)
     return respond(DevLogin(token=token, user=DEV_USER))
 
 
