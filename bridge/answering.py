@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, select
 
-from bridge.agents.base import AgentBackend, AgentError, AgentRequest
+from bridge.agents import settings_secrets
+from bridge.agents.base import NO_ANSWER, AgentBackend, AgentError, AgentRequest
 from bridge.asks import AgentAsks, AskContext, AskTools
 from bridge.claims import ANSWER, DELIVER, claimed_parameters, update_if_claimed
 from bridge.db.models import MESSAGES, PARTICIPANTS, SESSIONS, MessageState, utcnow
@@ -27,6 +28,7 @@ from bridge.history import load_history
 from bridge.ingest import storable_text
 from bridge.logs import log_event
 from bridge.outgoing import Outgoing, new_delivery_key, store_outgoing
+from bridge.redact import failure, redact
 from bridge.sessions import reset_context
 from bridge.wakeups import notify_in_transaction
 from bridge.workers import WorkContext
@@ -91,6 +93,20 @@ class _Outcome:
     reset: bool = False
 
 
+def _failure_of(error: Exception, job: _Job) -> tuple[str, str]:
+    """The short reason a user may see and the detail for admins and the log, redacted of
+    every secret the agent's settings hold (backends already redact what they quote; this
+    also covers exceptions they did not anticipate)."""
+    if isinstance(error, AgentError):
+        reason, detail = error.reason, str(error)
+    elif isinstance(error, TimeoutError):
+        reason = "the agent did not answer in time"
+        detail = f"timed out after {job.agent.settings.answer_timeout_seconds:g} s"
+    else:
+        reason, detail = NO_ANSWER, f"{type(error).__name__}: {error}"
+    return reason, redact(detail, settings_secrets(job.agent.settings))
+
+
 class Answerer:
     def __init__(
         self,
@@ -114,7 +130,9 @@ class Answerer:
         try:
             job = await self._load(message_id)
         except UnknownAgent as error:  # the agent left the config after the message came
-            await self._abandon(message_id, str(error))
+            await self._abandon(
+                message_id, failure("the agent is no longer configured", str(error))
+            )
             return
         if job is None:
             return
@@ -135,13 +153,11 @@ class Answerer:
             async with asyncio.timeout(job.agent.settings.answer_timeout_seconds):
                 text = "".join([chunk async for chunk in backend.answer(job.request)])
             if not text.strip():
-                raise AgentError("the agent returned an empty reply")
+                raise AgentError(
+                    "the agent returned an empty reply", reason="the agent gave an empty answer"
+                )
         except Exception as error:
-            reason = (
-                f"timed out after {job.agent.settings.answer_timeout_seconds:g} s"
-                if isinstance(error, TimeoutError)
-                else f"{type(error).__name__}: {error}"
-            )
+            reason, detail = _failure_of(error, job)
             log_event(
                 logger,
                 "agent.failed",
@@ -150,13 +166,14 @@ class Answerer:
                 session=job.request.session_id,
                 message=job.request.message_id,
                 error=reason,
+                detail=detail,
             )
             self._metrics.failed.labels(job.channel, "agent").inc()
             return _Outcome(
                 text=self._settings.apology_text,
                 role="system",
                 state=MessageState.FAILED,
-                error=reason,
+                error=failure(reason, detail),
             )
         return _Outcome(text=storable_text(text), role="assistant", state=MessageState.ANSWERED)
 

@@ -68,7 +68,7 @@ async def _with_database(settings: Settings, work: Callable[..., Awaitable[T]]) 
 def _safe_url(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
-    return make_url(settings.database.url).render_as_string(hide_password=True)
+    return make_url(settings.database.url.get_secret_value()).render_as_string(hide_password=True)
 
 
 def _migrate(settings: Settings) -> int:

@@ -22,10 +22,12 @@ from sqlalchemy import Select, Update, bindparam, select, update
 
 from bridge.claims import DELIVER, claimed_parameters, next_retry_at, update_if_claimed
 from bridge.db.models import MESSAGES, SESSIONS, MessageState, UTCDateTime, utcnow
+from bridge.directory import UnknownAgent
 from bridge.events import Reply
 from bridge.feed import FEED, record_changes
 from bridge.handoff import HandOffs
 from bridge.logs import log_event
+from bridge.redact import config_secrets, redact
 from bridge.workers import WorkContext
 from channels.base import ChannelLookup, DeliveryError
 
@@ -203,18 +205,28 @@ class Deliverer:
             self._metrics.latency.labels(reply.channel).observe((now - asked_at).total_seconds())
         _log_reply("message.delivered", reply, platform_ids=",".join(ids))
 
+    def _shown(self, reply: Reply, error: DeliveryError) -> str:
+        """The error as stored and logged: one line, without the channel's credentials (a
+        platform's error could quote the request it refused) or anything shaped like one."""
+        try:
+            section = self._agents.get(reply.agent_slug).settings.channels.get(reply.channel)
+        except UnknownAgent:
+            section = None
+        return redact(" ".join(str(error).split()), config_secrets(section or {}))
+
     async def _failed_attempt(self, reply: Reply, error: DeliveryError) -> None:
         give_up = error.permanent or reply.attempt >= self._settings.max_delivery_attempts
+        shown = self._shown(reply, error)
         if give_up:
             recorded = await self._finish(
                 reply,
                 state=MessageState.FAILED,
-                last_error=str(error),
+                last_error=shown,
                 delivery_in_doubt=error.in_doubt,
             )
             if recorded:
                 self._metrics.failed.labels(reply.channel, "delivery").inc()
-                _log_reply("delivery.failed", reply, level=logging.ERROR, error=str(error))
+                _log_reply("delivery.failed", reply, level=logging.ERROR, error=shown)
             return
         delay = (
             error.retry_after
@@ -228,7 +240,7 @@ class Deliverer:
         recorded = await self._finish(
             reply,
             state=MessageState.TO_DELIVER,
-            last_error=str(error),
+            last_error=shown,
             delivery_in_doubt=error.in_doubt,
             next_attempt_at=next_retry_at(delay),
         )
@@ -240,5 +252,5 @@ class Deliverer:
                 reply,
                 level=logging.WARNING,
                 retry_in=f"{delay:.2f}",
-                error=str(error),
+                error=shown,
             )

@@ -108,7 +108,9 @@ class Pipeline:
         self._listener = (
             None
             if is_sqlite(engine)
-            else PostgresListener(url=settings.database.url, signals=self.signals)
+            else PostgresListener(
+                url=settings.database.url.get_secret_value(), signals=self.signals
+            )
         )
         self._renewal: asyncio.Task[None] | None = None
 

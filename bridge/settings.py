@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridge.redact import redacted_url
+
 BACKENDS = ("echo", "openai", "webhook")
 CONFIG_ENV = "BRIDGE_CONFIG"
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -35,12 +37,32 @@ class ConfigError(Exception):
     """A bad configuration, described in one line that names the key."""
 
 
+class SecretUrl(SecretStr):
+    """A URL that may carry credentials (a database password, a proxy login, a query token).
+
+    Printed (``str``, ``repr``, the settings' repr) it shows scheme, user, host, port and path
+    but never the password or query values; dumped to JSON it is ``**********``. The code
+    gets the real URL from ``get_secret_value()``, the one accessor.
+    """
+
+    def _display(self) -> str:
+        return redacted_url(self.get_secret_value(), keep_path=True)
+
+
+class SecretOriginUrl(SecretUrl):
+    """A URL whose path may itself be a token (webhook URLs): printed as its origin only."""
+
+    def _display(self) -> str:
+        return redacted_url(self.get_secret_value(), keep_path=False)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class DatabaseSettings(_Section):
-    url: str = "sqlite+aiosqlite:///./data/bridge.db"
+    url: SecretUrl = SecretUrl("sqlite+aiosqlite:///./data/bridge.db")
+    """Read it with ``url.get_secret_value()``; printing it hides the password."""
     pool_size: int = Field(default=10, ge=1, le=200)
 
 
@@ -142,7 +164,7 @@ class LogSettings(_Section):
 
 
 class OpenAIBackendSettings(_Section):
-    base_url: str = "https://api.openai.com/v1"
+    base_url: SecretUrl = SecretUrl("https://api.openai.com/v1")
     model: str
     api_key_env: str = "OPENAI_API_KEY"
     timeout_seconds: float = Field(default=60.0, gt=0)
@@ -151,7 +173,7 @@ class OpenAIBackendSettings(_Section):
 
 
 class WebhookBackendSettings(_Section):
-    url: str
+    url: SecretOriginUrl
     secret: SecretStr
     timeout_seconds: float = Field(default=30.0, gt=0)
 

@@ -161,13 +161,13 @@ def test_environment_overrides_the_toml_file(
     )
     monkeypatch.setenv("BRIDGE_DATABASE__URL", sqlite_url(tmp_path / "from-env.db"))
     settings = load_settings(config)
-    assert settings.database.url == sqlite_url(tmp_path / "from-env.db")
+    assert settings.database.url.get_secret_value() == sqlite_url(tmp_path / "from-env.db")
     assert settings.database.pool_size == 3, "the rest of the TOML table still applies"
 
 
 def test_defaults_with_nothing_configured(clean_env: None) -> None:
     settings = load_settings()
-    assert settings.database.url == "sqlite+aiosqlite:///./data/bridge.db"
+    assert settings.database.url.get_secret_value() == "sqlite+aiosqlite:///./data/bridge.db"
     assert (settings.http.host, settings.http.port) == ("127.0.0.1", 8080)
     assert [(a.slug, a.backend) for a in settings.agents] == [("assistant", "echo")]
 

@@ -12,9 +12,21 @@ from typing import Literal, Protocol
 
 from bridge.events import Sender
 
+NO_ANSWER = "the agent could not answer"
+UNUSABLE_ANSWER = "the agent's answer was unusable"
+
 
 class AgentError(Exception):
-    """The backend failed: raised, timed out or answered something unusable."""
+    """The backend failed: raised, timed out or answered something unusable.
+
+    ``str(error)`` is the detail for logs and admins, and must already be redacted
+    (:mod:`bridge.redact`): it may quote the upstream. ``reason`` is the short cause an
+    ordinary user may see; the bridge writes it and it never quotes the upstream.
+    """
+
+    def __init__(self, detail: str, *, reason: str = NO_ANSWER) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

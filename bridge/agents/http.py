@@ -1,21 +1,33 @@
 """The HTTP plumbing the backends share: one bounded POST, and safe error-message parts.
 
-Every failure becomes an :class:`AgentError` whose message starts ``"<label> backend: "``
-and names the request only by a redacted URL, so messages can go to logs as they are.
+Every failure becomes an :class:`AgentError` whose message starts ``"<label> backend: "``,
+names the request only by a redacted URL and quotes the upstream only through
+:func:`bridge.redact.excerpt`, with every secret the request carried taken out (its
+credential headers, URL credentials and the ``secrets`` the caller names): an upstream that
+echoes its request shows nothing secret. Messages can go to logs and admins as they are.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import aiohttp
 from yarl import URL
 
-from bridge.agents.base import AgentError
+from bridge.agents.base import UNUSABLE_ANSWER, AgentError
+from bridge.redact import excerpt, header_secrets, redact, url_secrets
 
-__all__ = ["MAX_RESPONSE_BYTES", "display_url", "origin", "post_for_reply", "snippet"]
+__all__ = ["MAX_RESPONSE_BYTES", "display_url", "origin", "post_for_reply", "request_secrets"]
 
 # A reply is text for a chat message; anything far bigger is a broken or hostile server.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
-_SNIPPET_CHARS = 200
+
+
+def request_secrets(
+    *, url: str, headers: dict[str, str], secrets: Iterable[str] = ()
+) -> tuple[str, ...]:
+    """Everything secret a request carries: ``secrets``, credential headers, URL credentials."""
+    return (*secrets, *header_secrets(headers), *url_secrets(url))
 
 
 async def post_for_reply(
@@ -27,12 +39,15 @@ async def post_for_reply(
     headers: dict[str, str],
     timeout_seconds: float,
     label: str,
+    secrets: Iterable[str] = (),
 ) -> bytes:
     """POST ``body`` to ``url`` and return the body of a 2xx answer.
 
     Raises AgentError on a timeout, a connection or protocol error, a body larger than
-    MAX_RESPONSE_BYTES or a non-2xx status; messages show ``shown_url``, never ``url``.
+    MAX_RESPONSE_BYTES or a non-2xx status; messages show ``shown_url``, never ``url``, and
+    never any of :func:`request_secrets`.
     """
+    hidden = request_secrets(url=url, headers=headers, secrets=secrets)
     try:
         async with http.post(
             url,
@@ -46,14 +61,19 @@ async def post_for_reply(
             status, raw = response.status, await _read_limited(response, label)
     except TimeoutError:
         raise AgentError(
-            f"{label} backend: no answer from {shown_url} within {timeout_seconds:g} s"
+            f"{label} backend: no answer from {shown_url} within {timeout_seconds:g} s",
+            reason="the agent did not answer in time",
         ) from None
     except aiohttp.ClientError as error:
         raise AgentError(
-            f"{label} backend: request to {shown_url} failed: {_describe(error)}"
+            f"{label} backend: request to {shown_url} failed: {redact(_describe(error), hidden)}",
+            reason="the agent could not be reached",
         ) from None
     if not 200 <= status < 300:
-        raise AgentError(f"{label} backend: HTTP {status} from {shown_url}: {snippet(raw)}")
+        raise AgentError(
+            f"{label} backend: HTTP {status} from {shown_url}: {excerpt(raw, secrets=hidden)}",
+            reason=f"the agent did not answer (HTTP {status})",
+        )
     return raw
 
 
@@ -73,14 +93,6 @@ def origin(url: str) -> str:
         return "(invalid URL)"
 
 
-def snippet(raw: bytes) -> str:
-    """The first ~200 characters of a body, on one line, for an error message."""
-    text = " ".join(raw.decode("utf-8", "replace").split())
-    if not text:
-        return "(empty body)"
-    return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "…"
-
-
 async def _read_limited(response: aiohttp.ClientResponse, label: str) -> bytes:
     """The body, refusing to buffer more than MAX_RESPONSE_BYTES."""
     chunks: list[bytes] = []
@@ -88,7 +100,10 @@ async def _read_limited(response: aiohttp.ClientResponse, label: str) -> bytes:
     async for chunk in response.content.iter_any():
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
-            raise AgentError(f"{label} backend: response larger than {MAX_RESPONSE_BYTES} bytes")
+            raise AgentError(
+                f"{label} backend: response larger than {MAX_RESPONSE_BYTES} bytes",
+                reason=UNUSABLE_ANSWER,
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 

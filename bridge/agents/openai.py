@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from bridge.agents.base import AgentError, AgentRequest, AgentTools, PeerAgent
-from bridge.agents.http import MAX_RESPONSE_BYTES, display_url, post_for_reply, snippet
+from bridge.agents.base import UNUSABLE_ANSWER, AgentError, AgentRequest, AgentTools, PeerAgent
+from bridge.agents.http import MAX_RESPONSE_BYTES, display_url, post_for_reply, request_secrets
+from bridge.redact import excerpt
 from bridge.settings import OpenAIBackendSettings
 
 __all__ = [
@@ -199,7 +200,7 @@ class OpenAIBackend:
     def __init__(self, *, settings: OpenAIBackendSettings, http: aiohttp.ClientSession) -> None:
         self._settings = settings
         self._http = http
-        self._url = f"{settings.base_url.rstrip('/')}/chat/completions"
+        self._url = f"{settings.base_url.get_secret_value().rstrip('/')}/chat/completions"
         self._shown_url = display_url(self._url)
 
     async def answer(self, request: AgentRequest) -> AsyncIterator[str]:
@@ -209,13 +210,15 @@ class OpenAIBackend:
         last request, which allows no tool calls, still gets no text back, that is an
         AgentError: there is no answer to give.
         """
-        api_key = self._api_key()
+        headers = self._headers(self._api_key())
+        # The upstream may echo any of these in an error: none of them may reach a message.
+        secrets = request_secrets(url=self._url, headers=headers)
         tools = request.tools if request.tools is not None and request.tools.peers else None
         exchange: list[dict[str, Any]] = []
         for round_number in range(MAX_TOOL_ROUNDS + 1):
             final = tools is None or round_number == MAX_TOOL_ROUNDS
             payload = build_payload(self._settings, request, exchange=exchange, final=final)
-            turn = parse_turn(await self._post(api_key, payload))
+            turn = parse_turn(await self._post(headers, secrets, payload), secrets=secrets)
             if final or tools is None or not turn.tool_calls:
                 yield _final_text(turn, out_of_rounds=tools is not None and final)
                 return
@@ -228,19 +231,25 @@ class OpenAIBackend:
         """Nothing to release: the HTTP session is owned and closed by the app."""
         return None
 
-    async def _post(self, api_key: str, payload: dict[str, Any]) -> bytes:
+    def _headers(self, api_key: str) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+
+    async def _post(
+        self, headers: dict[str, str], secrets: Iterable[str], payload: dict[str, Any]
+    ) -> bytes:
         return await post_for_reply(
             self._http,
             url=self._url,
             shown_url=self._shown_url,
             body=json.dumps(payload, ensure_ascii=False).encode(),
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
+            headers=headers,
             timeout_seconds=self._settings.timeout_seconds,
             label="openai",
+            secrets=secrets,
         )
 
     def _api_key(self) -> str:
@@ -248,38 +257,54 @@ class OpenAIBackend:
         name = self._settings.api_key_env
         key = os.environ.get(name, "").strip()
         if not key:
-            raise AgentError(f"openai backend: environment variable {name} is not set or empty")
+            raise AgentError(
+                f"openai backend: environment variable {name} is not set or empty",
+                reason="the agent is not set up correctly",
+            )
         return key
 
 
-def parse_turn(raw: bytes) -> ModelTurn:
+def parse_turn(raw: bytes, *, secrets: Iterable[str] = ()) -> ModelTurn:
     """``choices[0].message`` of a response body: its content and its tool calls.
 
     Raises AgentError when the body is not JSON, has no message, or the content or a tool
-    call has the wrong shape. A missing or empty ``tool_calls`` means none.
+    call has the wrong shape. A missing or empty ``tool_calls`` means none. Error messages
+    quote the body without ``secrets`` (what the request carried).
     """
     try:
         data = json.loads(raw)
-    except ValueError:
-        raise AgentError(f"openai backend: response is not JSON: {snippet(raw)}") from None
+    except (ValueError, RecursionError):
+        shown = excerpt(raw, secrets=secrets)
+        raise AgentError(
+            f"openai backend: response is not JSON: {shown}", reason=UNUSABLE_ANSWER
+        ) from None
     try:
         message = data["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):
         message = None
     if not isinstance(message, dict):
-        raise AgentError(f"openai backend: response has no choices[0].message: {snippet(raw)}")
+        shown = excerpt(raw, secrets=secrets)
+        raise AgentError(
+            f"openai backend: response has no choices[0].message: {shown}",
+            reason=UNUSABLE_ANSWER,
+        )
     content = message.get("content")
     if content is not None and not isinstance(content, str):
         raise AgentError(
-            f"openai backend: choices[0].message.content is {type(content).__name__}, not text"
+            f"openai backend: choices[0].message.content is {type(content).__name__}, not text",
+            reason=UNUSABLE_ANSWER,
         )
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
-        raise AgentError("openai backend: choices[0].message.tool_calls is not a list")
-    return ModelTurn(content=content, tool_calls=tuple(_parse_call(call) for call in calls))
+        raise AgentError(
+            "openai backend: choices[0].message.tool_calls is not a list", reason=UNUSABLE_ANSWER
+        )
+    return ModelTurn(
+        content=content, tool_calls=tuple(_parse_call(call, secrets) for call in calls)
+    )
 
 
-def _parse_call(call: Any) -> ToolCall:
+def _parse_call(call: Any, secrets: Iterable[str]) -> ToolCall:
     """One tool call; arguments given as a JSON value rather than as text are re-encoded."""
     if isinstance(call, dict) and isinstance(call.get("function"), dict):
         call_id, function = call.get("id"), call["function"]
@@ -288,8 +313,10 @@ def _parse_call(call: Any) -> ToolCall:
             if not isinstance(arguments, str):
                 arguments = json.dumps(arguments, ensure_ascii=False)
             return ToolCall(id=call_id, name=name, arguments=arguments)
-    shown = snippet(json.dumps(call, ensure_ascii=False).encode())
-    raise AgentError(f"openai backend: a tool call has no id or function name: {shown}")
+    shown = excerpt(json.dumps(call, ensure_ascii=False), secrets=secrets)
+    raise AgentError(
+        f"openai backend: a tool call has no id or function name: {shown}", reason=UNUSABLE_ANSWER
+    )
 
 
 def _final_text(turn: ModelTurn, *, out_of_rounds: bool) -> str:
@@ -299,6 +326,9 @@ def _final_text(turn: ModelTurn, *, out_of_rounds: bool) -> str:
     if out_of_rounds and turn.tool_calls:
         raise AgentError(
             f"openai backend: the model gave no text, only more tool calls, after "
-            f"{MAX_TOOL_ROUNDS} rounds of tool calls"
+            f"{MAX_TOOL_ROUNDS} rounds of tool calls",
+            reason="the agent gave no answer",
         )
-    raise AgentError("openai backend: the model returned an empty reply")
+    raise AgentError(
+        "openai backend: the model returned an empty reply", reason="the agent gave an empty answer"
+    )

@@ -15,13 +15,14 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import aiohttp
 
-from bridge.agents.base import AgentError, AgentRequest
-from bridge.agents.http import MAX_RESPONSE_BYTES, origin, post_for_reply, snippet
+from bridge.agents.base import UNUSABLE_ANSWER, AgentError, AgentRequest
+from bridge.agents.http import MAX_RESPONSE_BYTES, origin, post_for_reply, request_secrets
+from bridge.redact import excerpt
 from bridge.settings import WebhookBackendSettings
 
 __all__ = [
@@ -79,46 +80,62 @@ class WebhookBackend:
         self._settings = settings
         self._http = http
         # Webhook URLs often carry a token in the path or query: errors show the origin only.
-        self._shown_url = origin(settings.url)
+        self._url = settings.url.get_secret_value()
+        self._shown_url = origin(self._url)
 
     async def answer(self, request: AgentRequest) -> AsyncIterator[str]:
         """Yield the receiver's reply as one chunk; raise AgentError on any failure."""
         # Serialized once: the signature covers exactly the bytes that go on the wire.
         body = json.dumps(build_body(request), ensure_ascii=False, separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
-        secret = self._settings.secret.get_secret_value().encode()
+        secret = self._settings.secret.get_secret_value()
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(secret.encode(), timestamp, body),
+        }
+        # The receiver may echo any of these in an error: none of them may reach a message.
+        secrets = request_secrets(url=self._url, headers=headers, secrets=[secret])
         raw = await post_for_reply(
             self._http,
-            url=self._settings.url,
+            url=self._url,
             shown_url=self._shown_url,
             body=body,
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                TIMESTAMP_HEADER: timestamp,
-                SIGNATURE_HEADER: sign(secret, timestamp, body),
-            },
+            headers=headers,
             timeout_seconds=self._settings.timeout_seconds,
             label="webhook",
+            secrets=secrets,
         )
-        yield _parse_reply(raw)
+        yield _parse_reply(raw, secrets)
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP session is owned and closed by the app."""
         return None
 
 
-def _parse_reply(raw: bytes) -> str:
+def _parse_reply(raw: bytes, secrets: Iterable[str]) -> str:
     """The ``reply`` field, which must be a non-empty string."""
     try:
         data = json.loads(raw)
-    except ValueError:
-        raise AgentError(f"webhook backend: response is not JSON: {snippet(raw)}") from None
+    except (ValueError, RecursionError):
+        shown = excerpt(raw, secrets=secrets)
+        raise AgentError(
+            f"webhook backend: response is not JSON: {shown}", reason=UNUSABLE_ANSWER
+        ) from None
     if not isinstance(data, dict) or "reply" not in data:
-        raise AgentError(f'webhook backend: response has no "reply" field: {snippet(raw)}')
+        shown = excerpt(raw, secrets=secrets)
+        raise AgentError(
+            f'webhook backend: response has no "reply" field: {shown}', reason=UNUSABLE_ANSWER
+        )
     reply = data["reply"]
     if not isinstance(reply, str):
-        raise AgentError(f'webhook backend: "reply" is {type(reply).__name__}, not a string')
+        raise AgentError(
+            f'webhook backend: "reply" is {type(reply).__name__}, not a string',
+            reason=UNUSABLE_ANSWER,
+        )
     if not reply.strip():
-        raise AgentError('webhook backend: "reply" is empty')
+        raise AgentError(
+            'webhook backend: "reply" is empty', reason="the agent gave an empty answer"
+        )
     return reply.strip()

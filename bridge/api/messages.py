@@ -29,7 +29,7 @@ async def list_messages(request: web.Request) -> web.Response:
         if before is not None:
             statement = statement.where(ChatMessage.id < before)
         rows = await db.execute(statement.order_by(ChatMessage.id.desc()).limit(query.limit + 1))
-        newest_first = [message_view(row) for row in rows]
+        newest_first = [message_view(row, admin=caller_of(request).is_admin) for row in rows]
     more = len(newest_first) > query.limit
     page = newest_first[: query.limit][::-1]
     return respond(

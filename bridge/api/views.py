@@ -21,6 +21,7 @@ from bridge.db.models import (
     Participant,
     SessionMember,
 )
+from bridge.redact import reason_of, redact
 from bridge.tokens import Caller
 
 _PeerAgent = aliased(Agent)
@@ -103,7 +104,20 @@ def _delivery(message: ChatMessage) -> DeliveryState | None:
     return "pending"
 
 
-def message_view(row: Any) -> MessageOut:
+def _error(message: ChatMessage, *, admin: bool) -> str | None:
+    """Admins see the stored failure (redacted again, for rows stored before redaction);
+    everyone else only the reason the bridge wrote, never text that came from upstream."""
+    if message.last_error is None:
+        return None
+    if admin:
+        return redact(message.last_error)
+    fallback = "the agent could not answer" if message.role == "user" else "delivery failed"
+    return reason_of(message.last_error) or fallback
+
+
+def message_view(row: Any, *, admin: bool = False) -> MessageOut:
+    """``admin`` shows the failure detail in ``error``; shared views (live events) leave it
+    out."""
     message: ChatMessage = row[0]
     return MessageOut(
         id=message.id,
@@ -113,7 +127,7 @@ def message_view(row: Any) -> MessageOut:
         sender=_participant(row[1]),
         state=message.state,
         delivery=_delivery(message),
-        error=message.last_error,
+        error=_error(message, admin=admin),
         attempts=message.attempts,
         reply_to=message.reply_to_message_id,
         chain_origin=message.chain_origin_id or message.id,

@@ -40,13 +40,14 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     checkout): after a server restart the first use of a dead connection fails, SQLAlchemy
     drops the whole pool, and the work is retried (a worker's next loop, or the platform's
     redelivery of an event that got a 5xx)."""
-    if settings.url.startswith("sqlite"):
-        _prepare_sqlite(settings.url)
-        engine = create_async_engine(settings.url, pool_size=1, max_overflow=0, pool_timeout=60)
+    url = settings.url.get_secret_value()
+    if url.startswith("sqlite"):
+        _prepare_sqlite(url)
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
-        settings.url,
+        url,
         pool_size=settings.pool_size,
         max_overflow=settings.pool_size,
         pool_recycle=1800,

@@ -15,7 +15,9 @@ Scriptable, first in first out, one scripted answer per accepted request:
 :meth:`add_reply` (canned completions, ``None`` gives ``content: null``),
 :meth:`add_tool_calls` (a message with ``tool_calls``; see :class:`ScriptedCall`),
 :meth:`add_ask` (one ``ask_agent`` call), :meth:`fail_next` (the next N calls answer an
-error status), :meth:`garbage_next` (a non-JSON body), :meth:`raw_next` (any JSON document).
+error status), :meth:`garbage_next` (a non-JSON body), :meth:`raw_next` (any JSON document),
+:meth:`echo_request_next` (an error whose body repeats the request's headers and query, as
+careless proxies and debug servers do).
 A scripted tool call is only given to a request that allows one (``tools`` sent and
 ``tool_choice`` not ``"none"``), as a real model would; otherwise the fake answers 500 with
 ``record.error`` set, since the script is wrong, unless the call was scripted with
@@ -106,7 +108,12 @@ class _Error:
     message: str
 
 
-_Action = _Reply | _ToolCalls | _Error
+@dataclass(frozen=True, slots=True)
+class _EchoRequest:
+    status: int
+
+
+_Action = _Reply | _ToolCalls | _Error | _EchoRequest
 
 
 class _Rejected(Exception):
@@ -189,6 +196,11 @@ class FakeOpenAIServer(LocalServer[_Action]):
         """The next ``count`` accepted calls answer a body that is not JSON."""
         self._garbage_next(count, body=body, status=status)
 
+    def echo_request_next(self, count: int = 1, *, status: int = 500) -> None:
+        """The next ``count`` accepted calls answer ``status`` with an error document that
+        repeats every request header (``Authorization`` included) and the query string."""
+        self._script.extend(_EchoRequest(status) for _ in range(count))
+
     # --- the endpoint ----------------------------------------------------------------------
 
     def _respond(self, request: web.Request, record: RecordedRequest) -> web.Response:
@@ -197,6 +209,10 @@ class FakeOpenAIServer(LocalServer[_Action]):
         except _Rejected as rejected:
             record.error = rejected.message
             return _error_response(rejected.status, rejected.message, code=rejected.code)
+        echo = self._script[0] if self._script else None
+        if isinstance(echo, _EchoRequest):  # needs the request itself, not only its record
+            self._script.popleft()
+            return _echo_response(request, echo.status)
         return self._scripted(record)
 
     def _check(self, request: web.Request, record: RecordedRequest) -> None:
@@ -227,6 +243,7 @@ class FakeOpenAIServer(LocalServer[_Action]):
     def _scripted(self, record: RecordedRequest) -> web.Response:
         data: dict[str, Any] = record.json
         action = self._next_action() or _Reply(self.default_reply)
+        assert not isinstance(action, _EchoRequest), "taken by _respond"
         if isinstance(action, _Error):
             return _error_response(action.status, action.message)
         if isinstance(action, Canned):
@@ -434,6 +451,23 @@ def _check_options(data: dict[str, Any]) -> None:
         raise _Rejected(400, "max_tokens must be a positive integer.")
     if data.get("stream"):
         raise _Rejected(400, "This fake does not stream.")
+
+
+def _echo_response(request: web.Request, status: int) -> web.Response:
+    """An error that tells too much: the request as the server saw it."""
+    headers = "; ".join(f"{name}: {value}" for name, value in request.headers.items())
+    return web.json_response(
+        {
+            "error": {
+                "message": f"upstream failed for {request.path_qs} with headers {headers}",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            },
+            "request": {"headers": dict(request.headers), "query": request.query_string},
+        },
+        status=status,
+    )
 
 
 def _error_response(status: int, message: str, *, code: str | None = None) -> web.Response:

@@ -9,7 +9,9 @@ refused.
 
 Scriptable, first in first out, one scripted answer per accepted request:
 :meth:`add_reply` (``{"reply": text}``), :meth:`fail_next` (an error status),
-:meth:`garbage_next` (a non-JSON body), :meth:`raw_next` (any JSON document).
+:meth:`garbage_next` (a non-JSON body), :meth:`raw_next` (any JSON document),
+:meth:`echo_request_next` (an error whose body repeats the request's headers and query, as
+careless receivers do).
 ``delay_seconds`` holds every answer back and is cut short by :meth:`stop`. With an empty
 script the answer is ``reply_with(body)`` when set, else ``{"reply": "echo: <message text>"}``.
 
@@ -25,7 +27,8 @@ import hmac
 import json
 import time
 from collections.abc import Callable
-from typing import Any, Never
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -62,7 +65,12 @@ _BODY_SHAPE: _Shape = {
 _HISTORY_SHAPE: _Shape = {"role": (str,), "content": (str,), "sender_name": _OPTIONAL_STR}
 
 
-class FakeWebhookAgent(LocalServer[Never]):
+@dataclass(frozen=True, slots=True)
+class _EchoRequest:
+    status: int
+
+
+class FakeWebhookAgent(LocalServer[_EchoRequest]):
     """An aiohttp server on 127.0.0.1 and a free port; ``url`` is the webhook URL."""
 
     def __init__(
@@ -98,6 +106,11 @@ class FakeWebhookAgent(LocalServer[Never]):
         """The next ``count`` accepted calls answer a body that is not JSON."""
         self._garbage_next(count, body=body, status=status)
 
+    def echo_request_next(self, count: int = 1, *, status: int = 500) -> None:
+        """The next ``count`` accepted calls answer ``status`` with ``{"error": ...}`` that
+        repeats every request header (the signature included) and the query string."""
+        self._script.extend(_EchoRequest(status) for _ in range(count))
+
     # --- the endpoint ----------------------------------------------------------------------
 
     def _respond(self, request: web.Request, record: RecordedRequest) -> web.Response:
@@ -107,7 +120,7 @@ class FakeWebhookAgent(LocalServer[Never]):
         except _Rejected as rejected:
             record.error = rejected.reason
             return web.json_response({"error": rejected.reason}, status=rejected.status)
-        return self._scripted(record.json)
+        return self._scripted(request, record.json)
 
     def _verify(self, request: web.Request, body: bytes) -> None:
         if request.content_type != "application/json":
@@ -126,8 +139,18 @@ class FakeWebhookAgent(LocalServer[Never]):
         if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape")):
             raise _Rejected(401, "bad signature")
 
-    def _scripted(self, data: dict[str, Any]) -> web.Response:
+    def _scripted(self, request: web.Request, data: dict[str, Any]) -> web.Response:
         action = self._next_action()
+        if isinstance(action, _EchoRequest):
+            headers = "; ".join(f"{name}: {value}" for name, value in request.headers.items())
+            return web.json_response(
+                {
+                    "error": f"agent failed on {request.path_qs} with headers {headers}",
+                    "headers": dict(request.headers),
+                    "query": request.query_string,
+                },
+                status=action.status,
+            )
         if action is not None:
             return action.response()
         if self.reply_with is not None:
