@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 ParticipantKind = Literal["user", "agent"]
@@ -110,6 +111,9 @@ class ConversationChange:
     external_conv_id: str
     group_name: str | None
     present: bool
+    changed_at: datetime | None = None
+    """When the platform says it happened. Given, the change applies only if it is newer than
+    the last one applied to the session, so a redelivered, replayed or late event is a no-op."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from functools import cache
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -307,7 +307,9 @@ class Ingestor:
 
     async def apply_conversation(self, change: ConversationChange) -> int:
         """Create (or revive) the group session when the agent joins; mark it deleted when the
-        agent leaves. Idempotent, so a redelivered event changes nothing. Returns its id."""
+        agent leaves. Idempotent and order-safe: with ``changed_at``, the row changes only if
+        no newer (or same) membership change was applied, in the same statement, so a
+        redelivered, replayed or late event changes nothing. Returns the session's id."""
         agent = self._agents.get(change.agent_slug)
         now = utcnow()
         async with self._sessions() as db, db.begin():
@@ -322,9 +324,21 @@ class Ingestor:
             values: dict[str, object] = {"deleted_at": None if change.present else now}
             if change.group_name:
                 values["group_name"] = change.group_name
-            await db.execute(update(ChatSession).where(ChatSession.id == session.id).values(values))
-            await record_changes(db, [("session.updated", session.id, None)])
-        self._signals.wake(FEED)
+            statement = update(ChatSession).where(ChatSession.id == session.id)
+            if change.changed_at is not None:
+                values["membership_changed_at"] = change.changed_at
+                statement = statement.where(
+                    or_(
+                        ChatSession.membership_changed_at.is_(None),
+                        ChatSession.membership_changed_at < change.changed_at,
+                    )
+                )
+            result = await db.execute(statement.values(values))
+            applied = bool(result.rowcount)  # type: ignore[attr-defined]
+            if applied:
+                await record_changes(db, [("session.updated", session.id, None)])
+        if applied:
+            self._signals.wake(FEED)
         log_event(
             logger,
             "conversation.joined" if change.present else "conversation.left",
@@ -332,6 +346,7 @@ class Ingestor:
             agent=change.agent_slug,
             session=session.id,
             conversation=change.external_conv_id,
+            applied=applied,
         )
         return session.id
 

@@ -5,6 +5,7 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -170,7 +171,7 @@ async def test_a_bad_signature_token_or_body_is_refused_with_nothing_stored(
 
 
 def _signed_headers(body: bytes) -> dict[str, str]:
-    stamp, nonce = "1716900000", "n1"
+    stamp, nonce = str(int(time.time())), "n1"  # signed now: an old timestamp is refused
     return {
         "Content-Type": "application/json",
         "X-Lark-Request-Timestamp": stamp,

@@ -5,14 +5,28 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge.events import Attachment, InboundMessage
-from channels.feishu.crypto import UndecryptableEvent, decrypt, signature, signature_matches
-from channels.feishu.inbound import FeishuMessage, Ignored, read_message, to_inbound
+from channels.feishu.crypto import (
+    UndecryptableEvent,
+    decrypt,
+    signature,
+    signature_matches,
+    timestamp_is_fresh,
+)
+from channels.feishu.inbound import (
+    FeishuMessage,
+    Ignored,
+    MalformedEvent,
+    created_at,
+    read_message,
+    to_inbound,
+)
 from channels.feishu.outbound import render_at_mentions, reply_parts
 from channels.text_split import split_text
 
@@ -167,6 +181,32 @@ def test_the_reference_vectors_decrypt_and_sign() -> None:
         body=body + b" ",
         given=expected,
     )
+
+
+def test_a_signature_timestamp_is_fresh_within_the_window_either_way() -> None:
+    now = 1_716_900_000.0
+    for stamp in ("1716900000", "1716899700", "1716900300"):
+        assert timestamp_is_fresh(stamp, now=now, window_seconds=300), stamp
+    for stamp in ("1716899699", "1716900301", "0", "9" * 12):
+        assert not timestamp_is_fresh(stamp, now=now, window_seconds=300), stamp
+    # Only plain ASCII digits, and few of them: what int() would also take is refused.
+    for stamp in ("", " 1716900000", "+1716900000", "1716900000.0", "١٧١٦٩٠٠٠٠٠", "9" * 13):
+        assert not timestamp_is_fresh(stamp, now=now, window_seconds=10**15), stamp
+
+
+def test_an_events_create_time_is_read_in_milliseconds_and_bounded() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    ahead = timedelta(minutes=5)
+    moment = now - timedelta(hours=7)  # a retry hours later keeps its create_time
+    millis = int(moment.timestamp() * 1000)
+    for value in (str(millis), millis):
+        assert created_at({"create_time": value}, now=now, max_ahead=ahead) == moment
+    in_a_minute = str(int((now + timedelta(minutes=1)).timestamp() * 1000))
+    assert created_at({"create_time": in_a_minute}, now=now, max_ahead=ahead) > now
+    tomorrow = str(int((now + timedelta(days=1)).timestamp() * 1000))
+    for bad in (None, "", "soon", "-1", "1.5", True, 1.5, "9" * 15, tomorrow):
+        with pytest.raises(MalformedEvent):
+            created_at({"create_time": bad}, now=now, max_ahead=ahead)
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,9 @@ class ChatSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    membership_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When the platform says the agent last joined or left this group: an older (replayed or
+    late) membership event changes nothing."""
 
 
 class SessionMember(Base):

@@ -4,6 +4,8 @@ through the Open API.
 An event is acknowledged (200) only after it is stored, well inside Feishu's 3 seconds (name
 look-ups are bounded); a failed store answers 500 and Feishu redelivers (15 s, 5 min, 1 h,
 6 h), which the unique message key turns into a no-op, across restarts and processes.
+A signed event is refused unless its timestamp is recent (no replay of captured requests);
+membership events apply in the order they happened (a replayed one changes nothing).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -25,12 +29,18 @@ from bridge.settings import AgentSettings
 from bridge.tasks import cancel_and_wait
 from channels.base import ApplyConversation, ChannelStatus, DeliveryError, Ingest
 from channels.feishu.client import INVALID_TOKEN_CODES, FeishuClient, FeishuError
-from channels.feishu.crypto import UndecryptableEvent, decrypt, signature_matches
+from channels.feishu.crypto import (
+    UndecryptableEvent,
+    decrypt,
+    signature_matches,
+    timestamp_is_fresh,
+)
 from channels.feishu.inbound import (
     CHANNEL,
     Ignored,
     MalformedEvent,
     conversation_id,
+    created_at,
     is_storable,
     read_message,
     to_inbound,
@@ -170,28 +180,21 @@ class FeishuChannel:
         return web.json_response({"msg": "success"})
 
     def _open(self, raw: bytes, request: web.Request) -> dict[str, Any]:
-        """The event as JSON: decrypted and its signature checked in Encrypt Key mode."""
-        body = _json_object(raw)
+        """The event as JSON: in Encrypt Key mode its signature and age are checked first,
+        over the exact bytes (nothing is parsed for a forged or replayed request), then it is
+        decrypted."""
         key = self._settings.encrypt_key
         if key is None:
+            body = _json_object(raw)
             if "encrypt" in body:
                 raise Refused(400, "encrypted event, but no encrypt_key is configured")
             return body
         encrypt_key = key.get_secret_value()
         stamp, nonce, given = (request.headers.get(name) for name in SIGNATURE_HEADERS)
         signed = stamp is not None and nonce is not None and given is not None
-        try:
-            forged = signed and not signature_matches(
-                timestamp=stamp or "",
-                nonce=nonce or "",
-                encrypt_key=encrypt_key,
-                body=raw,
-                given=given or "",
-            )
-        except UnicodeEncodeError:  # header bytes that are no UTF-8 (aiohttp passes surrogates)
-            forged = True
-        if forged:
-            raise Refused(401, "signature verification failed")
+        if signed:
+            self._check_signature(raw, stamp or "", nonce or "", given or "", encrypt_key)
+        body = _json_object(raw)
         if not isinstance(body.get("encrypt"), str):
             raise Refused(400, "expected an encrypted event")
         try:
@@ -202,6 +205,23 @@ class FeishuChannel:
         if not signed and payload.get("type") != "url_verification":
             raise Refused(401, "missing X-Lark-Signature")
         return payload
+
+    def _check_signature(
+        self, raw: bytes, stamp: str, nonce: str, given: str, encrypt_key: str
+    ) -> None:
+        """401 unless the request was signed with the Encrypt Key, recently: the signature
+        covers the timestamp, so a captured request cannot be replayed once it is stale."""
+        window = self._settings.replay_window_seconds
+        if not timestamp_is_fresh(stamp, now=time.time(), window_seconds=window):
+            raise Refused(401, f"timestamp missing or more than {window} s from now")
+        try:
+            genuine = signature_matches(
+                timestamp=stamp, nonce=nonce, encrypt_key=encrypt_key, body=raw, given=given
+            )
+        except UnicodeEncodeError:  # header bytes that are no UTF-8 (aiohttp passes surrogates)
+            genuine = False
+        if not genuine:
+            raise Refused(401, "signature verification failed")
 
     def _check_token(self, payload: dict[str, Any]) -> None:
         header = payload.get("header")
@@ -219,7 +239,7 @@ class FeishuChannel:
         if kind == MESSAGE_EVENT:
             await self._on_message(event)
         elif kind in (BOT_ADDED, BOT_REMOVED):
-            await self._on_membership(event, present=kind == BOT_ADDED)
+            await self._on_membership(header, event, present=kind == BOT_ADDED)
         else:
             logger.debug("feishu event %s acknowledged and ignored", kind)
 
@@ -254,10 +274,22 @@ class FeishuChannel:
         except Exception as error:  # not stored: Feishu redelivers
             raise Refused(500, f"not stored: {type(error).__name__}") from error
 
-    async def _on_membership(self, event: dict[str, Any], *, present: bool) -> None:
+    async def _on_membership(
+        self, header: dict[str, Any], event: dict[str, Any], *, present: bool
+    ) -> None:
+        """The bot joined or left a group. Applied in the order the changes happened (by
+        ``create_time``), so a redelivered, replayed or late event changes nothing."""
         chat_id = event.get("chat_id")
         if not is_storable(chat_id):
             raise Refused(400, "event.chat_id missing or malformed")
+        try:
+            changed_at = created_at(
+                header,
+                now=datetime.now(UTC),
+                max_ahead=timedelta(seconds=self._settings.replay_window_seconds),
+            )
+        except MalformedEvent as error:
+            raise Refused(400, str(error)) from None
         name = None
         if present:
             name = await self._lookup(f"chat:{chat_id}", lambda client: client.chat_name(chat_id))
@@ -272,6 +304,7 @@ class FeishuChannel:
                     external_conv_id=conversation_id(chat_id),
                     group_name=name,
                     present=present,
+                    changed_at=changed_at,
                 )
             )
         except Exception as error:

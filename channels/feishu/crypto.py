@@ -1,7 +1,8 @@
 """Feishu's event encryption and signature (Encrypt Key mode), with ``cryptography``.
 
 key = SHA-256(encrypt_key); body = base64(iv + AES-256-CBC(PKCS#7(json))); signature =
-SHA-256(timestamp + nonce + encrypt_key + raw body) in hex.
+SHA-256(timestamp + nonce + encrypt_key + raw body) in hex, over a unix-seconds timestamp
+that must be recent (:func:`timestamp_is_fresh`), so a captured request cannot be replayed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -46,3 +48,16 @@ def signature_matches(
 ) -> bool:
     expected = signature(timestamp, nonce, encrypt_key, body)
     return hmac.compare_digest(expected.encode(), given.encode())
+
+
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+"""ASCII digits only (``int()`` would take other scripts' digits, signs and blanks), and few
+enough that the arithmetic stays small whatever a client sends."""
+
+
+def timestamp_is_fresh(timestamp: str, *, now: float, window_seconds: float) -> bool:
+    """True when ``timestamp`` is unix seconds within ``window_seconds`` of ``now``, either
+    way (clocks differ a little); anything else, including no number at all, is not."""
+    if _UNIX_SECONDS.fullmatch(timestamp) is None:
+        return False
+    return abs(now - int(timestamp)) <= window_seconds

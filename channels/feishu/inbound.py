@@ -7,8 +7,10 @@ placeholders stand for the mentions, whose names and open_ids come alongside.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 from bridge.events import Attachment, InboundMessage, Sender
@@ -67,6 +69,23 @@ def _id(value: Any, name: str) -> str:
     if not is_storable(text):
         raise MalformedEvent(f"{name} malformed")
     return text
+
+
+_MILLISECONDS = re.compile(r"[0-9]{1,14}")  # up to the year 5138: no overflow
+
+
+def created_at(header: Mapping[str, Any], *, now: datetime, max_ahead: timedelta) -> datetime:
+    """When Feishu says the event happened: ``header.create_time`` (unix milliseconds, a string
+    or a number). It orders membership changes, so one that is missing, is no time, or lies
+    further than ``max_ahead`` in the future (it would outrank every real change) is refused."""
+    value = header.get("create_time")
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or _MILLISECONDS.fullmatch(text) is None:
+        raise MalformedEvent("header.create_time missing or malformed")
+    moment = datetime.fromtimestamp(int(text) / 1000, UTC)
+    if moment > now + max_ahead:
+        raise MalformedEvent("header.create_time lies in the future")
+    return moment
 
 
 def read_message(event: Mapping[str, Any]) -> FeishuMessage | Ignored:

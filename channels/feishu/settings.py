@@ -13,6 +13,9 @@ class FeishuChannelSettings(BaseModel):
     verification_token: SecretStr
     encrypt_key: SecretStr | None = None
     """When set, events arrive encrypted (AES-256-CBC) and signed; both are checked."""
+    replay_window_seconds: int = Field(default=300, ge=1, le=86_400)
+    """A signed event whose ``X-Lark-Request-Timestamp`` is further than this from now, in
+    either direction, is refused (401): a captured request cannot be replayed later."""
     base_url: str = "https://open.feishu.cn"
     """``https://open.larksuite.com`` for Lark."""
     require_mention: bool = True

@@ -534,6 +534,7 @@ class FakeFeishu(AsyncService):
         # Read at each issue, so a test may shorten it after start.
         self.token_lifetime_seconds = token_lifetime_seconds
         self.send_delay_seconds = 0.0
+        self._last_event_ms = 0
 
         self.requests: list[FeishuRequest] = []
         self.sent: list[SentMessage] = []
@@ -1237,10 +1238,13 @@ class FakeFeishu(AsyncService):
     # --- event builders ------------------------------------------------------------------
 
     def _header(self, event_type: str, event_id: str | None) -> dict[str, Any]:
+        # Strictly increasing, as events made one after another are at Feishu, even within
+        # one millisecond: the bridge orders membership changes by it.
+        self._last_event_ms = max(int(_now_ms()), self._last_event_ms + 1)
         return {
             "event_id": event_id or uuid_module.uuid4().hex,
             "event_type": event_type,
-            "create_time": _now_ms(),
+            "create_time": str(self._last_event_ms),
             "token": self.verification_token,
             "app_id": self.app_id,
             "tenant_key": self.tenant_key,
@@ -1432,13 +1436,16 @@ class FakeFeishu(AsyncService):
         tamper_signature: bool = False,
         timestamp: str | None = None,
         nonce: str | None = None,
+        age_seconds: float = 0.0,
         deadline: float | None = 10.0,
     ) -> PushResult:
         """POST one event to the bridge as Feishu does; returns (and records) what it answered.
 
         ``encrypt`` defaults to whether an Encrypt Key is configured. With a key, every event
         but url_verification carries ``X-Lark-Request-Timestamp``/``-Nonce``/``-Signature``
-        over the exact body (unless ``sign`` is False; ``tamper_signature`` corrupts it).
+        over the exact body (unless ``sign`` is False; ``tamper_signature`` corrupts it),
+        signed at the current time: ``age_seconds`` earlier (a request captured that long ago
+        and replayed now; negative: a clock ahead), or at exactly ``timestamp``.
         ``event_id`` / ``verification_token`` override the header's. No answer within
         ``deadline`` seconds (or a refused connection) gives ``status`` 0, not an exception.
         """
@@ -1467,7 +1474,7 @@ class FakeFeishu(AsyncService):
         headers = {"Content-Type": "application/json; charset=utf-8"}
         is_handshake = document.get("type") == "url_verification"
         if self.encrypt_key is not None and sign and not is_handshake:
-            stamp = timestamp if timestamp is not None else str(int(time.time()))
+            stamp = timestamp if timestamp is not None else str(int(time.time() - age_seconds))
             once = nonce if nonce is not None else secrets.token_hex(8)
             digest = signature(stamp, once, self.encrypt_key, body)
             if tamper_signature:
@@ -1487,7 +1494,8 @@ class FakeFeishu(AsyncService):
         self, url: str, previous: PushResult, *, deadline: float | None = 10.0
     ) -> PushResult:
         """Send a push again exactly as before (same bytes, headers and so ``event_id``), as
-        Feishu does 15 s, 5 min, 1 h and 6 h after a push that got no timely 200."""
+        Feishu does 15 s, 5 min, 1 h and 6 h after a push that got no timely 200, or as an
+        attacker replays a captured request (the signature timestamp is the original's)."""
         return await self._deliver(
             url,
             previous.document,
