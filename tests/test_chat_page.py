@@ -188,6 +188,29 @@ async def test_the_policy_stops_injected_inline_script(database_url: str) -> Non
         assert await page.evaluate("window.injected === undefined")
 
 
+async def test_a_tab_carries_on_with_the_sign_in_of_another_tab(database_url: str) -> None:
+    """A local sign-in replaces the previous local token. Two tabs that both signed in (they
+    opened at once) share their storage: the tab whose token was replaced takes the other
+    tab's token instead of asking for one (or signing in again and replacing that one)."""
+    async with (
+        running_bridge(make_settings(database_url)) as bridge,
+        chromium() as browser,
+        page_on(bridge, browser, DESKTOP) as first,
+    ):
+        await signed_in(first)
+        await first.evaluate("localStorage.clear()")  # as if the second tab had opened first
+        second = await first.context.new_page()
+        async with first.expect_event("websocket", timeout=WAIT_MS):  # its next live socket
+            await second.goto(f"{bridge.url}/")
+            await signed_in(second)
+        await signed_in(first)
+        await expect(first.locator("#signin")).to_be_hidden()
+        await new_chat(first, "Still signed in")
+        await say(first, "after the other tab signed in")
+        await new_chat(second, "Signed in here too")
+        await say(second, "both work")
+
+
 async def test_phone_shows_one_pane_at_a_time(database_url: str) -> None:
     async with (
         running_bridge(make_settings(database_url)) as bridge,

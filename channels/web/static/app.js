@@ -201,13 +201,16 @@ function showSignIn(message = "") {
   $("token-input").focus();
 }
 
-/** Forget the token and everything loaded with it. ``retry``: it was rejected (401), so try
- *  dev login (if not tried yet) and otherwise ask, saying why. */
+/** Forget the token and everything loaded with it. ``retry``: it was rejected (401), so take
+ *  the token another tab stored since (a local sign-in replaces the previous one), else try
+ *  dev login (if not tried yet), and otherwise ask, saying why. */
 function signOut({ retry = false } = {}) {
   const hadToken = Boolean(state.token);
+  const stored = localStorage.getItem(TOKEN_KEY);
+  const newer = retry && stored !== state.token ? stored : null;
   state.token = null;
   state.me = null;
-  localStorage.removeItem(TOKEN_KEY);
+  if (!newer) localStorage.removeItem(TOKEN_KEY);
   stopLive();
   state.sessions = [];
   state.sessionsCursor = null;
@@ -215,7 +218,10 @@ function signOut({ retry = false } = {}) {
   state.agents = null;
   closeConversation();
   renderSessions();
-  if (retry) {
+  if (newer) {
+    state.token = newer;
+    start().catch(reportError);
+  } else if (retry) {
     if (!state.devLoginTried) start().catch(reportError);
     else showSignIn(hadToken ? "That token was not accepted (revoked or mistyped)." : "");
   } else {
