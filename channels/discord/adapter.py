@@ -44,6 +44,9 @@ FATAL_CLOSE_CODES = {
 INGEST_RETRY_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
 """The gateway cannot redeliver: a message whose store fails is retried for about a minute."""
 TYPING_MAX_SECONDS = 120.0
+MAX_TYPING_CHANNELS = 1_000
+"""Channels shown as typing at once; past this a new message simply gets no indicator (the
+indicators are keyed by outside input: every channel a message comes from)."""
 
 
 def intents() -> discord.Intents:
@@ -282,7 +285,16 @@ class DiscordChannel:
         running = self._typing.get(key)
         if not key or (running is not None and not running.done()):
             return
-        self._typing[key] = asyncio.create_task(_keep_typing(channel), name="bridge-discord-typing")
+        if len(self._typing) >= MAX_TYPING_CHANNELS:
+            return
+        task = asyncio.create_task(_keep_typing(channel), name="bridge-discord-typing")
+        self._typing[key] = task
+        # An indicator that ends on its own (no reply from this process) frees its place.
+        task.add_done_callback(lambda done: self._typing_ended(key, done))
+
+    def _typing_ended(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._typing.get(key) is task:
+            del self._typing[key]
 
     def _stop_typing(self, channel_id: str) -> None:
         task = self._typing.pop(channel_id, None)
