@@ -22,6 +22,7 @@ from bridge.app import build_app
 from bridge.db.engine import create_engine, session_factory
 from bridge.db.migrate import SchemaOutOfDate, current_revision, require_head, upgrade
 from bridge.logs import configure_logging, log_event
+from bridge.server import serving
 from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings
 from bridge.tokens import TokenError, create_token, revoke_token
 
@@ -55,14 +56,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _with_database(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
-    engine = create_engine(settings.database)
+    try:
+        engine = create_engine(settings.database)  # a SQLite directory is created here
+    except OSError as error:
+        raise _unusable(settings, error) from None
     try:
         return await work(engine)
     except (OperationalError, DBAPIError, OSError) as error:
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        raise CommandFailed(f"cannot use the database at {_safe_url(settings)}: {reason}") from None
+        raise _unusable(settings, error) from None
     finally:
         await engine.dispose()
+
+
+def _unusable(settings: Settings, error: Exception) -> CommandFailed:
+    cause = getattr(error, "orig", None) or error
+    if isinstance(cause, OSError) and cause.strerror and cause.filename:
+        reason = f"{cause.strerror}: {cause.filename}"  # not "[Errno 20] ..."
+    else:
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    return CommandFailed(f"cannot use the database at {_safe_url(settings)}: {reason}")
 
 
 def _safe_url(settings: Settings) -> str:
@@ -101,22 +113,17 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _serve_until_signalled(app: web.Application, settings: Settings) -> None:
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
-    await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    try:
-        site = web.TCPSite(runner, settings.http.host, settings.http.port)
-        await site.start()
+    http = settings.http
+    async with serving(app, http, host=http.host, port=http.port) as runner:
         for address in runner.addresses:
             host, port = address[0], address[1]
             log_event(logger, "http.listening", url=f"http://{host}:{port}")
         await stop.wait()
         log_event(logger, "shutdown.started")
-    finally:
-        await runner.cleanup()
     log_event(logger, "shutdown.finished")
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bridge.app import CHANNELS, PIPELINE, SESSIONS, build_app
 from bridge.db.models import ChatMessage
 from bridge.pipeline import Pipeline
+from bridge.server import serving
 from bridge.settings import Settings, load_settings
 from channels.memory import MemoryChannel
 from channels.registry import ChannelRegistry
@@ -104,12 +105,6 @@ async def running_bridge(
     settings: Settings, *, registry: ChannelRegistry | None = None
 ) -> AsyncIterator[RunningBridge]:
     app = build_app(settings, registry=registry)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+    async with serving(app, settings.http, host="127.0.0.1", port=0) as runner:
         host, port = runner.addresses[0][:2]
         yield RunningBridge(app=app, url=f"http://{host}:{port}")
-    finally:
-        await runner.cleanup()
