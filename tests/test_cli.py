@@ -12,7 +12,7 @@ import hashlib
 import os
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,45 @@ def test_serve_refuses_an_unmigrated_database_in_one_line(tmp_path: Path) -> Non
     (line,) = refused.stderr.strip().splitlines()
     assert "run `bridge migrate`" in line
     assert "Traceback" not in refused.stderr
+
+
+# --- an unusable SQLite path: one line, exit 1, for every command ----------------------------
+
+
+def _file_in_the_way(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "file.txt").write_text("not a directory\n")
+    return tmp_path / "file.txt" / "bridge.db", f"Not a directory: {tmp_path / 'file.txt'}"
+
+
+BAD_SQLITE_PATHS: dict[str, Callable[[Path], tuple[Path, str]]] = {
+    # Tests run as root, where a chmod'ed directory stays writable: /proc refuses even root.
+    "a directory that cannot be created": lambda _: (
+        Path("/proc/nope/bridge.db"),
+        "No such file or directory: /proc/nope",
+    ),
+    "a file where its directory must be": _file_in_the_way,
+    "a path that is a directory": lambda tmp_path: (tmp_path, f"Is a directory: {tmp_path}"),
+    "a read-only location": lambda _: (
+        Path("/proc/bridge.db"),
+        "unable to open database file: /proc/bridge.db",
+    ),
+}
+
+
+@pytest.mark.parametrize("where", list(BAD_SQLITE_PATHS))
+def test_an_unusable_sqlite_path_is_one_line_and_exit_1(tmp_path: Path, where: str) -> None:
+    path, reason = BAD_SQLITE_PATHS[where](tmp_path)
+    url = sqlite_url(path)
+    before = sorted(tmp_path.rglob("*"))
+    for command in (("migrate",), ("serve", "--port", "0"), ("token", "create", "alice")):
+        result = run_cli(*command, cwd=tmp_path, env={"BRIDGE_DATABASE__URL": url})
+        assert result.returncode == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr, (command, result.stderr)
+        assert result.stderr.strip().splitlines() == [
+            f"bridge: cannot use the database at {url}: {reason}"
+        ], command
+        assert result.stdout == ""
+    assert sorted(tmp_path.rglob("*")) == before, "nothing created"
 
 
 # --- tokens ------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,25 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 
 
 def _prepare_sqlite(url: str) -> None:
+    """Create the database file's directory and open the file once. Raises OSError, which the
+    CLI reports in one line, when either cannot be done: no permission, a read-only file
+    system, a file in the way, a directory at the file's path. Opening it here, not first in
+    aiosqlite, matters: aiosqlite reports a failed open from its worker thread, which can
+    outlive the event loop of a short command and print a stray traceback."""
     database = make_url(url).database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.is_dir():  # else SQLite says only "unable to open database file"
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", database)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as error:  # a file where a directory must be
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", error.filename) from None
+    try:
+        sqlite3.connect(database).close()
+    except sqlite3.Error as error:
+        raise OSError(f"{error}: {database}") from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
