@@ -20,10 +20,10 @@ from datetime import timedelta
 from functools import cache
 from typing import Literal
 
-from sqlalchemy import Insert, delete, func, or_, select
+from sqlalchemy import Insert, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bridge.db.models import CHANGES, utcnow
+from bridge.db.models import CHANGES, MEMBERS, utcnow
 from bridge.logs import log_event
 from bridge.tasks import cancel_and_wait
 from bridge.wakeups import WorkSignals, notify_in_transaction
@@ -38,11 +38,18 @@ ChangeKind = Literal["message.created", "message.updated", "session.updated"]
 HOLE_SECONDS = 30.0
 """How long an id skipped by the tail is looked for again (a transaction that slow is rare; a
 rolled-back one leaves its hole for good)."""
-MAX_HOLES = 10_000
+MAX_HOLES = 1_000
+"""Holes are read again by id: this bounds that list (normally a handful: the transactions in
+flight)."""
 BATCH = 500
 PRUNE_EVERY_SECONDS = 600.0
 LATE_COMMIT_SECONDS = 10.0
 """A catch-up also re-sends changes this recent, so one that committed late is not missed."""
+LATE_COMMIT_EVENTS = 500
+"""... but only among this many ids before the client's last one: late commits are close in id
+to it, and a busy second must not make every catch-up replay thousands of events."""
+MAX_EVENT_ID = 2**63 - 1
+"""Ids are 64-bit: a client's resume point beyond this is not one the bridge handed out."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +58,16 @@ class Change:
     kind: str
     session_id: int
     message_id: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatchUp:
+    """A resume from ``after``: replay up to ``head`` (see :meth:`ChangeFeed.replay_page`), or
+    ``reset`` (the client reloads its state and carries on from ``head``)."""
+
+    after: int
+    head: int
+    reset: bool
 
 
 @cache
@@ -124,23 +141,63 @@ class ChangeFeed:
         await cancel_and_wait(self._task)
         self._task = None
 
-    async def since(self, after: int) -> list[Change] | None:
-        """Changes after ``after`` (and the very recent ones, for late commits) for a client
-        catching up; None when ``after`` is older than what is kept."""
-        recent = utcnow() - timedelta(seconds=LATE_COMMIT_SECONDS)
+    async def catch_up(self, after: int, *, max_events: int) -> CatchUp:
+        """Where a client that saw everything up to ``after`` resumes: a bounded id range, or
+        ``reset`` when more than ``max_events`` events followed it or some were pruned. Costs a
+        few index look-ups and at most ``max_events`` ids scanned, whatever the feed holds."""
         async with self._sessions() as db:
+            # Two statements: SQLite reads min() or max() from the index only when alone.
             oldest = (await db.execute(select(func.min(CHANGES.c.id)))).scalar()
+            newest = (await db.execute(select(func.max(CHANGES.c.id)))).scalar()
+            head = max(after, int(newest or 0))
             if after > 0 and (oldest is None or oldest > after):
-                # The client's last event was pruned: what followed it may be gone too.
-                newest = (await db.execute(select(func.max(CHANGES.c.id)))).scalar()
-                if newest is None or newest > after:
-                    return None
-            rows = await db.execute(
-                select(*_COLUMNS)
-                .where(or_(CHANGES.c.id > after, CHANGES.c.created_at > recent))
-                .order_by(CHANGES.c.id)
+                reset = True  # the client's last event was pruned: what followed may be gone
+            elif newest is None or newest <= after:
+                reset = False
+            elif newest - after <= max_events:
+                reset = False  # ids only grow, so this is an upper bound of the gap
+            else:
+                gap = (
+                    select(CHANGES.c.id)
+                    .where(CHANGES.c.id > after, CHANGES.c.id <= newest)
+                    .order_by(CHANGES.c.id)
+                    .limit(max_events + 1)
+                    .subquery()
+                )
+                reset = (
+                    int((await db.execute(select(func.count()).select_from(gap))).scalar_one())
+                    > max_events
+                )
+        return CatchUp(after=after, head=head, reset=reset)
+
+    async def replay_page(
+        self, catch_up: CatchUp, *, since: int, participant_id: int | None, limit: int
+    ) -> list[Change]:
+        """Up to ``limit`` changes of ``catch_up`` with ids above ``since``, in id order: the
+        gap after the client's last event, and the last :data:`LATE_COMMIT_EVENTS` before it that
+        are recent enough to have committed late. ``participant_id`` limits them to the sessions
+        it takes part in (None: every session, for admins)."""
+        recent = utcnow() - timedelta(seconds=LATE_COMMIT_SECONDS)
+        query = (
+            select(*_COLUMNS)
+            .where(
+                CHANGES.c.id > max(since, catch_up.after - LATE_COMMIT_EVENTS),
+                CHANGES.c.id <= catch_up.head,
+                or_(CHANGES.c.id > catch_up.after, CHANGES.c.created_at > recent),
             )
-            return [_change(row) for row in rows]
+            .order_by(CHANGES.c.id)
+            .limit(limit)
+        )
+        if participant_id is not None:
+            query = query.join(
+                MEMBERS,
+                and_(
+                    MEMBERS.c.session_id == CHANGES.c.session_id,
+                    MEMBERS.c.participant_id == participant_id,
+                ),
+            )
+        async with self._sessions() as db:
+            return [_change(row) for row in await db.execute(query)]
 
     async def _run(self) -> None:
         wake = self._signals.event(FEED)

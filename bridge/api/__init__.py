@@ -26,10 +26,13 @@ def setup_api(app: web.Application) -> None:
 
 
 async def _live(app: web.Application) -> AsyncIterator[None]:
+    web_settings = app[SETTINGS].web
     hub = LiveHub(
         sessions=app[SESSIONS],
         signals=app[PIPELINE].signals,
-        retention_hours=app[SETTINGS].web.event_retention_hours,
+        retention_hours=web_settings.event_retention_hours,
+        send_timeout_seconds=web_settings.live_send_timeout_seconds,
+        max_catch_up_events=web_settings.live_max_catch_up_events,
     )
     app[LIVE] = hub
     await hub.start()

@@ -1,8 +1,15 @@
 """``/api/v1/ws``: live events for the sessions a client may see, with catch-up by event id.
 
-One :class:`LiveHub` per process tails the change feed, builds each batch's frames once and
-hands every connected client the frames it may see. Frames carry the object's current state,
-so a frame received twice is harmless; each connection still sends an event id only once.
+One :class:`LiveHub` per process tails the change feed, builds (and serializes) each batch's
+frames once and queues for every connected client the frames it may see; each client's own task
+writes them (see :mod:`bridge.api.live_client`), so a slow client delays nobody. Frames carry the
+object's current state, so a frame received twice is harmless; each connection still sends an
+event id only once.
+
+A catch-up (``{"type": "resume", "last_event_id": N}``) pages through the feed in SQL, only
+through the sessions the client may see, and answers ``reset`` when more than
+``web.live_max_catch_up_events`` events followed ``N``: its cost does not grow with what the
+feed retains. The protocol and its close codes are in the README ("WebSocket").
 """
 
 from __future__ import annotations
@@ -10,65 +17,45 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.api.http import caller_of
+from bridge.api.live_client import (
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    REVOKED,
+    TOO_SLOW,
+    Frame,
+    LiveClient,
+    Outgoing,
+    outgoing,
+)
 from bridge.api.views import members_of, messages_by_id, sessions_by_id
-from bridge.feed import Change, ChangeFeed
+from bridge.feed import MAX_EVENT_ID, Change, ChangeFeed
 from bridge.logs import log_event
-from bridge.tasks import cancel_and_wait
 from bridge.tokens import Caller, active_token_ids
 from bridge.wakeups import WorkSignals
 
+__all__ = ["LIVE", "REVOKED", "TOO_SLOW", "LiveClient", "LiveHub", "websocket"]
+
 logger = logging.getLogger(__name__)
 
-REVOKED = 4401
-TOO_SLOW = 4408
 TOKEN_CHECK_SECONDS = 1.0
-QUEUE_FRAMES = 2000
-REMEMBERED_IDS = 10_000
-
-Frame = dict[str, Any]
+REPLAY_PAGE = 250
+"""Events read (and frames built) per step of a catch-up: bounded statements, bounded memory."""
+CLIENT_FRAME_BYTES = 4096
+"""Clients only ever send small control frames; a larger one closes the socket with 1009."""
+HEARTBEAT_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class _Event:
     session_id: int
-    frame: Frame
-
-
-@dataclass(eq=False, kw_only=True)
-class LiveClient:
-    caller: Caller
-    socket: web.WebSocketResponse
-    queue: asyncio.Queue[Frame] = field(default_factory=lambda: asyncio.Queue(QUEUE_FRAMES))
-    _sent: set[int] = field(default_factory=set)
-    _order: deque[int] = field(default_factory=deque)
-
-    def offer(self, frames: Sequence[Frame]) -> bool:
-        """Queue frames; False when the client cannot keep up (it is then closed and may
-        resume)."""
-        try:
-            for frame in frames:
-                self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            return False
-        return True
-
-    def first_time(self, event_id: int) -> bool:
-        if event_id in self._sent:
-            return False
-        self._sent.add(event_id)
-        self._order.append(event_id)
-        if len(self._order) > REMEMBERED_IDS:
-            self._sent.discard(self._order.popleft())
-        return True
+    item: Outgoing
 
 
 class LiveHub:
@@ -78,9 +65,14 @@ class LiveHub:
         sessions: async_sessionmaker[AsyncSession],
         signals: WorkSignals,
         retention_hours: float,
+        send_timeout_seconds: float = 5.0,
+        max_catch_up_events: int = 5_000,
     ) -> None:
         self._sessions = sessions
+        self._send_timeout = send_timeout_seconds
+        self._max_catch_up = max_catch_up_events
         self._clients: set[LiveClient] = set()
+        self._connections: set[LiveClient] = set()
         self._next_token_check = 0.0
         self.feed = ChangeFeed(
             sessions=sessions,
@@ -89,24 +81,55 @@ class LiveHub:
             retention_hours=retention_hours,
         )
 
+    @property
+    def clients(self) -> frozenset[LiveClient]:
+        """The clients being sent live events (not those being closed)."""
+        return frozenset(client for client in self._clients if not client.closing)
+
     async def start(self) -> None:
         await self.feed.start()
 
     async def stop(self) -> None:
         await self.feed.stop()
+        for client in list(self._connections):
+            await client.finish()
 
     async def close_all(self) -> None:
-        """On shutdown: tell clients to reconnect (to another process, or to this one later)."""
+        """On shutdown: tell clients to reconnect (to another process, or to this one later),
+        each close bounded in time, all at once."""
         for client in list(self._clients):
-            await client.socket.close(code=1001, message=b"server shutting down")
+            self.drop(client, GOING_AWAY, "server shutting down")
+        await asyncio.gather(*(client.closed() for client in list(self._connections)))
 
-    def add(self, client: LiveClient) -> None:
+    def connect(
+        self, *, caller: Caller, socket: web.WebSocketResponse, transport: asyncio.Transport | None
+    ) -> LiveClient:
+        client = LiveClient(
+            caller=caller, socket=socket, transport=transport, send_timeout=self._send_timeout
+        )
+        client.start()
         self._clients.add(client)
+        self._connections.add(client)
+        return client
 
-    def remove(self, client: LiveClient) -> None:
+    async def disconnect(self, client: LiveClient) -> None:
         self._clients.discard(client)
+        try:
+            await client.finish()
+        finally:
+            self._connections.discard(client)
+
+    def drop(self, client: LiveClient, code: int, reason: str) -> None:
+        """Stop sending to ``client`` and have its own task close it: never waits."""
+        self._clients.discard(client)
+        client.kick(code, reason)
+
+    def send(self, client: LiveClient, frames: Sequence[Frame]) -> None:
+        if not client.offer([outgoing(frame) for frame in frames]):
+            self.drop(client, TOO_SLOW, "too slow; reconnect and resume")
 
     async def _publish(self, changes: Sequence[Change]) -> None:
+        self._clients = {client for client in self._clients if not client.closing}
         if not self._clients:
             return
         await self._close_revoked()
@@ -117,13 +140,13 @@ class LiveHub:
             events, needed=any(not c.caller.is_admin for c in self._clients)
         )
         for client in list(self._clients):
-            frames = [e.frame for e in events if _may_see(client.caller, e.session_id, members)]
-            if frames and not client.offer(frames):
-                self._clients.discard(client)
-                await client.socket.close(code=TOO_SLOW, message=b"too slow; reconnect and resume")
+            items = [e.item for e in events if _may_see(client.caller, e.session_id, members)]
+            if items and not client.offer(items):
+                self.drop(client, TOO_SLOW, "too slow; reconnect and resume")
 
     async def events(self, changes: Sequence[Change]) -> list[_Event]:
-        """The frames for these changes, with the current state of each object."""
+        """The frames for these changes (a bounded batch), with the current state of each
+        object."""
         message_ids = {c.message_id for c in changes if c.message_id is not None}
         session_ids = {c.session_id for c in changes if c.message_id is None}
         async with self._sessions() as db:
@@ -136,18 +159,39 @@ class LiveHub:
                 message = messages.get(change.message_id)
                 if message is not None:
                     base["message"] = message.model_dump(mode="json")
-                    events.append(_Event(change.session_id, base))
+                    events.append(_Event(change.session_id, outgoing(base)))
             else:
                 session = sessions.get(change.session_id)
                 if session is not None:
                     base["session"] = session.model_dump(mode="json")
-                    events.append(_Event(change.session_id, base))
+                    events.append(_Event(change.session_id, outgoing(base)))
         return events
 
-    async def visible_frames(self, caller: Caller, changes: Sequence[Change]) -> list[Frame]:
-        events = await self.events(changes)
-        members = await self._members(events, needed=not caller.is_admin)
-        return [e.frame for e in events if _may_see(caller, e.session_id, members)]
+    async def resume(self, client: LiveClient, after: int) -> None:
+        """Replay what ``client`` may see after event ``after``, page by page at the pace it
+        reads, then ``resumed``; or ``reset`` when that is too much (it reloads instead)."""
+        catch_up = await self.feed.catch_up(after, max_events=self._max_catch_up)
+        if catch_up.reset:
+            self.send(client, [{"type": "reset", "last_event_id": catch_up.head}])
+            return
+        participant = None if client.caller.is_admin else client.caller.participant_id
+        since, replayed = 0, 0
+        while True:
+            changes = await self.feed.replay_page(
+                catch_up, since=since, participant_id=participant, limit=REPLAY_PAGE
+            )
+            if changes:
+                since = changes[-1].id
+                items = [event.item for event in await self.events(changes)]
+                if not await client.offer_paced(items):
+                    self.drop(client, TOO_SLOW, "too slow; reconnect and resume")
+                    return
+                replayed += len(items)
+            if len(changes) < REPLAY_PAGE:
+                break
+        self.send(
+            client, [{"type": "resumed", "last_event_id": catch_up.head, "replayed": replayed}]
+        )
 
     async def _members(self, events: Sequence[_Event], *, needed: bool) -> dict[int, set[int]]:
         if not events or not needed:
@@ -165,9 +209,7 @@ class LiveHub:
         active = await active_token_ids(self._sessions, {c.caller.token_id for c in clients})
         for client in clients:
             if client.caller.token_id not in active:
-                self._clients.discard(client)
-                log_event(logger, "live.token_revoked", user=client.caller.user)
-                await client.socket.close(code=REVOKED, message=b"token revoked")
+                self.drop(client, REVOKED, "token revoked")
 
 
 def _may_see(caller: Caller, session_id: int, members: dict[int, set[int]]) -> bool:
@@ -179,56 +221,55 @@ LIVE = web.AppKey("live", LiveHub)
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub = request.config_dict[LIVE]
-    socket = web.WebSocketResponse(heartbeat=30)
+    socket = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=CLIENT_FRAME_BYTES)
     await socket.prepare(request)
-    client = LiveClient(caller=caller_of(request), socket=socket)
-    hub.add(client)
-    sender = asyncio.create_task(_send_frames(client), name="bridge-live-sender")
+    # From here on the connection is a WebSocket: a failure closes it with a code, it never
+    # becomes an HTTP error answer written into the socket.
+    client = hub.connect(caller=caller_of(request), socket=socket, transport=request.transport)
     log_event(logger, "live.connected", user=client.caller.user)
     try:
-        client.offer([{"type": "ready", "last_event_id": hub.feed.head}])
+        hub.send(client, [{"type": "ready", "last_event_id": hub.feed.head}])
         async for frame in socket:
-            if frame.type != WSMsgType.TEXT:
-                continue
-            await _on_client_frame(hub, client, frame.data)
+            await _on_client_frame(hub, client, frame)
+    except Exception as error:
+        log_event(
+            logger,
+            "live.failed",
+            level=logging.ERROR,
+            user=client.caller.user,
+            error=f"{type(error).__name__}: {error}",
+        )
+        hub.drop(client, INTERNAL_ERROR, "internal error; reconnect and resume")
     finally:
-        hub.remove(client)
-        await cancel_and_wait(sender)
+        await hub.disconnect(client)
         log_event(logger, "live.disconnected", user=client.caller.user)
     return socket
 
 
-async def _send_frames(client: LiveClient) -> None:
-    while True:
-        frame = await client.queue.get()
-        event_id = frame.get("id")
-        if isinstance(event_id, int) and not client.first_time(event_id):
-            continue
-        try:
-            await client.socket.send_str(json.dumps(frame))
-        except (ConnectionError, RuntimeError):
-            return
+async def _on_client_frame(hub: LiveHub, client: LiveClient, frame: WSMessage) -> None:
+    if frame.type == WSMsgType.BINARY:
+        hub.send(client, [_error("frames must be JSON text")])
+    elif frame.type == WSMsgType.TEXT:
+        after = _resume_point(frame.data)
+        if isinstance(after, str):
+            hub.send(client, [_error(after)])
+        else:
+            await hub.resume(client, after)
 
 
-async def _on_client_frame(hub: LiveHub, client: LiveClient, data: str) -> None:
+def _resume_point(data: str) -> int | str:
+    """The event id a ``resume`` frame asks for, or what is wrong with the frame."""
     try:
         message = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         message = None
     if not isinstance(message, dict) or message.get("type") != "resume":
-        client.offer([{"type": "error", "message": 'expected {"type": "resume", ...}'}])
-        return
+        return 'expected {"type": "resume", "last_event_id": <event id>}'
     after = message.get("last_event_id")
-    if type(after) is not int or after < 0:
-        client.offer([{"type": "error", "message": "last_event_id must be an integer >= 0"}])
-        return
-    changes = await hub.feed.since(after)
-    if changes is None:
-        client.offer([{"type": "reset"}])
-        return
-    frames = await hub.visible_frames(client.caller, changes)
-    head = max([after, *(change.id for change in changes)])
-    if not client.offer(
-        [*frames, {"type": "resumed", "last_event_id": head, "replayed": len(frames)}]
-    ):
-        await client.socket.close(code=TOO_SLOW, message=b"too much to replay; reload instead")
+    if type(after) is not int or not 0 <= after <= MAX_EVENT_ID:
+        return "last_event_id must be an integer from 0 to 2**63 - 1"
+    return after
+
+
+def _error(message: str) -> Frame:
+    return {"type": "error", "message": message}
