@@ -7,15 +7,21 @@ The default agent echoes, so every message gets its own text back as the reply.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
 
+from bridge.api.live import LIVE, TOO_SLOW
+from bridge.db.models import MessageState
 from bridge.settings import Settings
 from bridge.tokens import create_token
+from tests.support.api import ApiClient
 from tests.support.browser import chromium
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 
@@ -298,3 +304,62 @@ async def test_an_agent_to_agent_session_names_both_agents(database_url: str) ->
             await expect(answer.locator(".sender")).to_have_text("Beta")
             await expect(answer.locator(".content")).to_have_text("status of the release?")
             await expect(page.locator("#read-only-note")).to_be_visible()
+
+
+async def test_a_page_too_far_behind_reloads_once_and_carries_on(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dropped as too slow (4408) while more happened than a resume may replay, the page is
+    answered ``reset``: it reloads the conversation from the API and resumes from the reset's
+    point afterwards, instead of asking for the same replay again."""
+    caplog.set_level(logging.INFO, logger="bridge.api.live")
+
+    def logged(event: str) -> int:
+        return sum(record.getMessage() == event for record in caplog.records)
+
+    settings = make_settings(database_url)
+    web = settings.web.model_copy(update={"live_max_catch_up_events": 5})
+    async with (
+        running_bridge(settings.model_copy(update={"web": web})) as bridge,
+        chromium() as browser,
+        page_on(bridge, browser, DESKTOP) as page,
+        aiohttp.ClientSession() as http,
+    ):
+        await signed_in(page)
+        session_id = int(await new_chat(page))
+        await say(page, "before the drop")
+        status = page.locator("#connection-status")
+        hub = bridge.app[LIVE]
+
+        def drop_all() -> None:
+            for client in hub.clients:
+                hub.drop(client, TOO_SLOW, "too slow; reconnect and resume")
+
+        # Away (and kept away: offline), while more happens than a resume may replay.
+        await page.context.set_offline(True)
+        drop_all()
+        await expect(status).to_have_text("reconnecting…")
+        token = await page.evaluate("localStorage.getItem('bridge.token')")
+        same_user = ApiClient(http=http, base_url=bridge.url, token=token)
+        for index in range(3):
+            sent = await same_user.say(session_id, f"while away {index}")
+            await bridge.reply_to(sent["id"], state=MessageState.DELIVERED)
+        await page.context.set_offline(False)
+        for index in range(3):
+            await expect(reply(page, f"while away {index}")).to_have_count(1, timeout=30_000)
+        await expect(status).to_have_text("live")
+        assert logged("live.reset") == 1
+
+        # Dropped again with nothing missed: it resumes from the reset's point (a page still
+        # at its old point would be reset, and reload, every time).
+        resumed = logged("live.resumed")
+        drop_all()
+        async with asyncio.timeout(40):
+            while logged("live.resumed") == resumed:  # noqa: ASYNC110 (log records)
+                await asyncio.sleep(0.1)
+        assert logged("live.reset") == 1
+        await expect(status).to_have_text("live")
+        await say(page, "after the reset")
+        connections = logged("live.connected")
+        await asyncio.sleep(3)
+        assert logged("live.connected") == connections, "no reconnect loop"

@@ -172,6 +172,7 @@ class LiveHub:
         reads, then ``resumed``; or ``reset`` when that is too much (it reloads instead)."""
         catch_up = await self.feed.catch_up(after, max_events=self._max_catch_up)
         if catch_up.reset:
+            log_event(logger, "live.reset", user=client.caller.user, after=after)
             self.send(client, [{"type": "reset", "last_event_id": catch_up.head}])
             return
         participant = None if client.caller.is_admin else client.caller.participant_id
@@ -189,6 +190,7 @@ class LiveHub:
                 replayed += len(items)
             if len(changes) < REPLAY_PAGE:
                 break
+        log_event(logger, "live.resumed", user=client.caller.user, after=after, replayed=replayed)
         self.send(
             client, [{"type": "resumed", "last_event_id": catch_up.head, "replayed": replayed}]
         )

@@ -233,10 +233,20 @@ function signOut({ retry = false } = {}) {
 // Live updates
 // ---------------------------------------------------------------------------------------
 
+// Close codes the server uses (README, "WebSocket"): 4401 the token was revoked (sign in
+// again); 4408 this page did not take its frames in time, 1001 the server is going away,
+// 1011 the server failed, 1009 a frame we sent was too big: reconnect and resume. Any other
+// close (the network, a refused upgrade) also reconnects. A resume too far behind is answered
+// with a "reset" frame: the page then reloads from REST and carries on from the reset's id, so
+// it never asks for the same replay twice.
+const REVOKED = 4401;
+const STABLE_MS = 30000; // a connection that lasted this long resets the reconnect backoff
+
 const live = {
   socket: null,
   lastEventId: null, // highest event id applied (or the first ready frame's), for resume
   backoff: BACKOFF_FIRST_MS,
+  openedAt: 0, // when the current socket opened: quick repeated drops back off further
   timer: null,
   onReady: null, // resolves connectLive()'s promise on the next ready frame
 };
@@ -256,6 +266,7 @@ function connectLive() {
   live.socket = socket;
   const ready = new Promise((resolve) => (live.onReady = resolve));
   socket.addEventListener("open", () => {
+    live.openedAt = Date.now();
     // Replay what we missed while away; a first connection has nothing to catch up on.
     if (live.lastEventId !== null) {
       socket.send(JSON.stringify({ type: "resume", last_event_id: live.lastEventId }));
@@ -273,10 +284,17 @@ function connectLive() {
   socket.addEventListener("close", (event) => {
     if (live.socket !== socket) return; // stopped on purpose, or already replaced
     live.socket = null;
-    if (event.code === 4401) {
-      signOut({ retry: true }); // the token was revoked
+    if (event.code === REVOKED) {
+      signOut({ retry: true });
       return;
     }
+    // Everything else: reconnect and resume. A connection that had been up for a while
+    // starts the backoff afresh; one dropped again at once (too slow, a failing server)
+    // waits longer each time, so the page never hammers the server.
+    if (live.openedAt && Date.now() - live.openedAt >= STABLE_MS) {
+      live.backoff = BACKOFF_FIRST_MS;
+    }
+    live.openedAt = 0;
     setStatus("reconnecting", "reconnecting…");
     live.timer = setTimeout(connectLive, live.backoff);
     live.backoff = Math.min(live.backoff * 2, BACKOFF_MAX_MS);
@@ -301,7 +319,6 @@ async function onFrame(frame) {
   switch (frame.type) {
     case "ready":
       live.lastEventId ??= frame.last_event_id;
-      live.backoff = BACKOFF_FIRST_MS;
       setStatus("live", "live");
       live.onReady?.();
       break;
@@ -310,7 +327,12 @@ async function onFrame(frame) {
       setStatus("live", "live");
       break;
     case "reset": // too far behind to replay: start over from the server's current state
+      live.lastEventId = Math.max(live.lastEventId ?? 0, frame.last_event_id ?? 0);
+      setStatus("live", "live");
       await Promise.all([reloadSessions(), state.open ? openSession(state.open.id) : null]);
+      break;
+    case "error": // the server refused a frame we sent: a bug here, not the user's doing
+      console.warn("live socket:", frame.message);
       break;
     case "message.created":
     case "message.updated":
