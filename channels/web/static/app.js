@@ -241,6 +241,7 @@ function signOut({ retry = false } = {}) {
 // it never asks for the same replay twice.
 const REVOKED = 4401;
 const STABLE_MS = 30000; // a connection that lasted this long resets the reconnect backoff
+const TAB_TOKEN_WAIT_MS = 2000;
 
 const live = {
   socket: null,
@@ -285,7 +286,13 @@ function connectLive() {
     if (live.socket !== socket) return; // stopped on purpose, or already replaced
     live.socket = null;
     if (event.code === REVOKED) {
-      signOut({ retry: true });
+      // A local sign-in in another tab revokes our token at once but stores its own only
+      // when its answer arrives: give it that moment before signing out.
+      const revoked = state.token;
+      setStatus("reconnecting", "reconnecting…");
+      tokenFromAnotherTab(revoked, TAB_TOKEN_WAIT_MS).then(() => {
+        if (state.token === revoked) signOut({ retry: true });
+      });
       return;
     }
     // Everything else: reconnect and resume. A connection that had been up for a while
@@ -300,6 +307,30 @@ function connectLive() {
     live.backoff = Math.min(live.backoff * 2, BACKOFF_MAX_MS);
   });
   return ready;
+}
+
+/** Resolves once another tab has stored a token other than ``revoked``, or after ``ms``. */
+function tokenFromAnotherTab(revoked, ms) {
+  return new Promise((resolve) => {
+    const stored = () => {
+      const token = localStorage.getItem(TOKEN_KEY);
+      return Boolean(token) && token !== revoked;
+    };
+    if (stored()) {
+      resolve();
+      return;
+    }
+    const done = () => {
+      window.removeEventListener("storage", onStorage);
+      clearTimeout(timer);
+      resolve();
+    };
+    const onStorage = (event) => {
+      if (event.key === TOKEN_KEY && stored()) done();
+    };
+    const timer = setTimeout(done, ms);
+    window.addEventListener("storage", onStorage);
+  });
 }
 
 function stopLive() {
