@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bench.load import TimedSlack
+from bench.load import Burst, TimedSlack, Timings
 from bench.scenarios import BOT_TOKEN, SIGNING_SECRET, serving_baseline
 from tests.fakes import slack
 from tests.support.processes import wait_until
@@ -111,3 +111,25 @@ async def test_baseline_checks_signatures_then_stores_and_answers_each_dm(
     assert [tuple(row) for row in stored] == [("D000000001", "m-baseline")]
     assert [row["text"] for row in replies] == ["m-baseline"]
     assert [post["text"] for post in fake.posts] == ["m-baseline"]
+
+
+def test_a_burst_cut_at_its_cap_reports_replies_over_elapsed_marked_incomplete() -> None:
+    """A slow service must not hang the bench: what came within the cap is reported as such."""
+    # 100 events from t=0; the last ack at 10 s; 30 replies by then, 50 more by the cap (60 s).
+    arrivals = [0.3 * n for n in range(1, 31)] + [10 + n for n in range(1, 51)]
+    burst = Burst(
+        messages=100,
+        started=0.0,
+        last_ack_at=10.0,
+        ended=60.0,
+        arrivals=arrivals,
+        timings=Timings(acks=[0.1] * 100),
+        cpu_seconds=4.0,
+    )
+    figures = burst.figures()
+    assert not figures["complete"] and figures["answered"] == 80
+    assert figures["throughput"] == pytest.approx(80 / 60)
+    assert figures["answer_rate_during"] == pytest.approx(30 / 10)
+    assert figures["answer_rate_after"] == pytest.approx(50 / 50)
+    assert figures["answer_during_over_after"] == pytest.approx(3.0)
+    assert figures["cpu_ms_per_message"] == pytest.approx(4.0 / 80 * 1000)
