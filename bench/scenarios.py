@@ -197,14 +197,7 @@ async def bridge_burst_run(
     progress(f"postgres: the bridge under the burst ({sizes.burst_messages} events)")
     url = await migrated(cluster.create_database("bench_burst"))
     async with bridges(work, database_url=url, fake=fake) as (process,):
-        load = LoadGenerator(fake=fake, urls=[events_url(process)])
-        burst = await measured_burst(
-            load,
-            sizes,
-            messages=sizes.burst_messages,
-            within=sizes.burst_within,
-            cpu_of=process.pid,
-        )
+        burst = await full_burst(sizes, fake=fake, url=events_url(process), pid=process.pid)
     fake.forget()
     return {"pg_burst": burst.figures() | {"timeline": timeline(burst)}}
 
@@ -215,16 +208,18 @@ async def baseline_burst_run(
     progress("postgres: the plain baseline (slack-bolt + SQLAlchemy ORM) under the same burst")
     cluster.create_database("bench_baseline")
     async with serving_baseline(database_url=cluster.url("bench_baseline"), fake=fake) as process:
-        load = LoadGenerator(fake=fake, urls=[f"{process.url}/slack/events"])
-        burst = await measured_burst(
-            load,
-            sizes,
-            messages=sizes.burst_messages,
-            within=sizes.burst_within,
-            cpu_of=process.pid,
-        )
+        url = f"{process.url}/slack/events"
+        burst = await full_burst(sizes, fake=fake, url=url, pid=process.pid)
     fake.forget()
     return {"baseline_burst": burst.figures() | {"timeline": timeline(burst)}}
+
+
+async def full_burst(sizes: Sizes, *, fake: TimedSlack, url: str, pid: int) -> Burst:
+    """The issue's burst against one process (the bridge or the baseline), its CPU counted."""
+    load = LoadGenerator(fake=fake, urls=[url])
+    return await measured_burst(
+        load, sizes, messages=sizes.burst_messages, within=sizes.burst_within, cpu_of=pid
+    )
 
 
 def timeline(burst: Burst) -> dict[str, Any]:
