@@ -33,8 +33,8 @@ from bridge.db.migrate import require_head
 from bridge.db.models import ChatMessage, MessageState
 from bridge.directory import sync_agents
 from bridge.events import ConversationChange, InboundMessage, IngestResult, MessageEdit
+from bridge.flow.pipeline import Pipeline
 from bridge.metrics import Metrics
-from bridge.pipeline import Pipeline
 from bridge.settings import Settings
 from channels.base import ChannelContext
 from channels.registry import ChannelRegistry, RunningChannels, configured_channels

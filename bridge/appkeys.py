@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridge.agents import AgentBackend
 from bridge.directory import AgentDirectory
+from bridge.flow.pipeline import Pipeline
 from bridge.metrics import Metrics
-from bridge.pipeline import Pipeline
 from bridge.settings import Settings
 from channels.registry import RunningChannels
 

@@ -17,18 +17,16 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.agents.base import PeerAgent
 from bridge.chains import ChainStopped
-from bridge.db.models import MESSAGES, MessageState, utcnow
+from bridge.db.models import MESSAGES, MessageState
 from bridge.directory import AgentDirectory, AgentRecord
 from bridge.events import AGENT_CHANNEL, ChainLink, InboundMessage, IngestResult, Sender
-from bridge.feed import FEED, ChangeKind, record_changes
-from bridge.ingest import Ingestor, InvalidMessage
+from bridge.flow.ingest import Ingestor, InvalidMessage
+from bridge.flow.outgoing import Outgoing, store_outgoing
+from bridge.flow.store import MessageStore
 from bridge.logs import log_event
-from bridge.outgoing import Outgoing, store_outgoing
-from bridge.wakeups import WorkSignals
 
 logger = logging.getLogger(__name__)
 POLL_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.25)
@@ -73,14 +71,12 @@ class AgentAsks:
         self,
         *,
         ingest: Ingestor,
-        sessions: async_sessionmaker[AsyncSession],
+        store: MessageStore,
         agents: AgentDirectory,
-        signals: WorkSignals,
     ) -> None:
         self._ingest = ingest
-        self._sessions = sessions
+        self._store = store
         self._agents = agents
-        self._signals = signals
 
     def peers_of(self, agent: AgentRecord) -> tuple[PeerAgent, ...]:
         return tuple(
@@ -120,12 +116,10 @@ class AgentAsks:
     async def record(self, context: AskContext, key: str, lines: list[str]) -> None:
         """Keep the exchange in the asking session, for people to read; never sent anywhere
         and not part of the agent's history (its answer already says what it learned)."""
-        now = utcnow()
-        async with self._sessions() as db, db.begin():
-            stored: list[tuple[ChangeKind, int, int | None]] = []
-            for index, line in enumerate(lines):
-                message_id = await store_outgoing(
-                    db,
+        async with self._store.write() as writes:
+            await store_outgoing(
+                writes,
+                [
                     Outgoing(
                         session_id=context.session_id,
                         sender_participant_id=context.agent.participant_id,
@@ -137,13 +131,10 @@ class AgentAsks:
                         chain_origin_id=context.chain_origin_id,
                         chain_hops=context.chain_hops + 1,
                         external_message_id=f"{key}:record:{index}",
-                    ),
-                    now=now,
-                )
-                if message_id is not None:
-                    stored.append(("message.created", context.session_id, message_id))
-            await record_changes(db, stored)
-        self._signals.wake(FEED)
+                    )
+                    for index, line in enumerate(lines)
+                ],
+            )
 
     async def answer(self, asked: IngestResult, *, within: float) -> Answer | None:
         """The stored answer to ``asked``, waiting up to ``within`` seconds; None if none yet."""
@@ -151,7 +142,7 @@ class AgentAsks:
         deadline = loop.time() + within
         attempt = 0
         while True:
-            async with self._sessions() as db:
+            async with self._store.sessions() as db:
                 row = (
                     await db.execute(
                         _answer_query(),

@@ -17,16 +17,15 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
 from typing import Literal
 
-from sqlalchemy import Insert, and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.db.models import CHANGES, MEMBERS, utcnow
 from bridge.logs import log_event
 from bridge.tasks import cancel_and_wait
-from bridge.wakeups import WorkSignals, notify_in_transaction
+from bridge.wakeups import WorkSignals
 
 logger = logging.getLogger(__name__)
 
@@ -68,27 +67,6 @@ class CatchUp:
     after: int
     head: int
     reset: bool
-
-
-@cache
-def _insert_change() -> Insert:
-    return CHANGES.insert()
-
-
-async def record_changes(
-    db: AsyncSession, changes: Sequence[tuple[ChangeKind, int, int | None]]
-) -> None:
-    """Record ``(kind, session_id, message_id)`` changes in the caller's transaction. The
-    caller wakes the local feed after commit (``signals.wake(FEED)``)."""
-    now = utcnow()
-    await db.execute(
-        _insert_change(),
-        [
-            {"kind": kind, "session_id": session_id, "message_id": message_id, "created_at": now}
-            for kind, session_id, message_id in changes
-        ],
-    )
-    await notify_in_transaction(db, FEED)
 
 
 def _change(row: object) -> Change:

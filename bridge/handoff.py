@@ -17,19 +17,17 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Select, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.chains import ChainStopped
-from bridge.claims import DELIVER
-from bridge.db.models import MESSAGES, SESSIONS, utcnow
+from bridge.db.models import MESSAGES, SESSIONS
 from bridge.directory import AgentDirectory
 from bridge.events import AGENT_CHANNEL, WEB_CHANNEL, ChainLink, InboundMessage, Reply, Sender
-from bridge.feed import FEED, record_changes
-from bridge.ingest import Ingestor, InvalidMessage
+from bridge.flow.claims import DELIVER
+from bridge.flow.ingest import Ingestor, InvalidMessage
+from bridge.flow.outgoing import Outgoing, new_delivery_key, store_outgoing
+from bridge.flow.store import MessageStore
 from bridge.logs import log_event
 from bridge.mentions import mentioned_slugs, strip_mention
-from bridge.outgoing import Outgoing, new_delivery_key, store_outgoing
-from bridge.wakeups import WorkSignals, notify_in_transaction
 from channels.base import Channel, ChannelLookup
 
 logger = logging.getLogger(__name__)
@@ -74,14 +72,12 @@ class HandOffs:
         agents: AgentDirectory,
         channels: ChannelLookup,
         ingest: Ingestor,
-        sessions: async_sessionmaker[AsyncSession],
-        signals: WorkSignals,
+        store: MessageStore,
     ) -> None:
         self._agents = agents
         self._channels = channels
         self._ingest = ingest
-        self._sessions = sessions
-        self._signals = signals
+        self._store = store
 
     def targets(self, reply: Reply) -> list[Target]:
         """The peers the reply mentions that are on the same platform. Cheap when the text
@@ -102,7 +98,7 @@ class HandOffs:
 
     async def hand_off(self, reply: Reply, targets: list[Target]) -> None:
         """Give the posted ``reply`` to each target, or leave a note where a budget says no."""
-        async with self._sessions() as db:
+        async with self._store.sessions() as db:
             source = (
                 await db.execute(_source_query(), {"message_id": reply.message_id})
             ).one_or_none()
@@ -161,27 +157,23 @@ class HandOffs:
     async def _note(self, reply: Reply, target: Target, text: str, source: Any) -> None:
         """The visible end of a chain: a short bridge note in the conversation, delivered like
         any reply. Keyed by the reply and the peer, so a repeated delivery notes it once."""
-        now = utcnow()
-        async with self._sessions() as db, db.begin():
-            note_id = await store_outgoing(
-                db,
-                Outgoing(
-                    session_id=reply.session_id,
-                    sender_participant_id=None,
-                    role="system",
-                    content=text,
-                    channel=reply.channel,
-                    reply_target=dict(reply.reply_target),
-                    delivery_key=new_delivery_key(),
-                    chain_origin_id=source.chain_origin_id,
-                    chain_hops=source.chain_hops,
-                    external_message_id=f"chain-stop:{reply.message_id}:{target.slug}",
-                ),
-                now=now,
+        async with self._store.write() as writes:
+            [note_id] = await store_outgoing(
+                writes,
+                [
+                    Outgoing(
+                        session_id=reply.session_id,
+                        sender_participant_id=None,
+                        role="system",
+                        content=text,
+                        channel=reply.channel,
+                        reply_target=dict(reply.reply_target),
+                        delivery_key=new_delivery_key(),
+                        chain_origin_id=source.chain_origin_id,
+                        chain_hops=source.chain_hops,
+                        external_message_id=f"chain-stop:{reply.message_id}:{target.slug}",
+                    )
+                ],
             )
-            if note_id is None:
-                return
-            await record_changes(db, [("message.created", reply.session_id, note_id)])
-            await notify_in_transaction(db, DELIVER.name)
-        self._signals.wake(DELIVER.name)
-        self._signals.wake(FEED)
+            if note_id is not None:
+                writes.wake(DELIVER.name)

@@ -60,6 +60,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.batch_size = Histogram(
+            "bridge_batch_size",
+            "Items written in one transaction by group commit (ingest, replies, deliveries)"
+            " or claimed at once (claim_answer, claim_deliver)",
+            ["batch"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
         self.pending = Gauge(
             "bridge_pending_work", "Messages waiting, by state", ["state"], registry=r
         )

@@ -1,33 +1,34 @@
-"""Find-or-create for participants, sessions and membership.
+"""Find-or-create for participants, sessions and membership, for one key or a whole batch.
 
-Each reads first and, only on a miss, runs ``INSERT ... ON CONFLICT DO NOTHING`` and reads
-again, so any number of tasks and processes racing on the same key end with one row and no
-error, and the common case (the row exists) costs one statement. They run inside the caller's
-transaction (the ingest transaction), never commit on their own. The statements are Core
-statements built once (per dialect where it matters): the message path pays no ORM overhead.
+Each reads first and, only for keys it did not find, runs one multi-row ``INSERT ... ON
+CONFLICT DO NOTHING`` and reads those again, so any number of tasks and processes racing on
+the same keys end with one row each and no error, and the common case (the rows exist) costs
+one statement per batch. Keys are handled in sorted order, so two batches that share keys
+take their locks in the same order. They run inside the caller's transaction (the ingest
+batch), never commit on their own. Statements are Core, built once per shape.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, Update, bindparam, select, update
+from sqlalchemy import Boolean, Select, Table, Update, bindparam, case, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.db.engine import insert
-from bridge.db.models import (
-    MEMBERS,
-    PARTICIPANTS,
-    SESSIONS,
-    UTCDateTime,
-    utcnow,
-)
+from bridge.db.models import MEMBERS, PARTICIPANTS, SESSIONS, UTCDateTime, utcnow
 from bridge.events import ParticipantKind
+
+ParticipantKey = tuple[str, str, str]
+"""``(kind, channel, external_id)``."""
+SessionKey = tuple[int, str]
+"""``(agent_id, external_conv_id)``."""
 
 
 def _dialect(db: AsyncSession) -> str:
@@ -35,21 +36,24 @@ def _dialect(db: AsyncSession) -> str:
 
 
 @cache
-def _select_participant() -> Select[Any]:
+def _select_participants() -> Select[Any]:
     p = PARTICIPANTS.c
-    return select(p.id, p.display_name).where(
-        p.kind == bindparam("kind"),
-        p.channel == bindparam("channel"),
-        p.external_id == bindparam("external_id"),
+    return select(p.id, p.kind, p.channel, p.external_id, p.display_name).where(
+        tuple_(p.kind, p.channel, p.external_id).in_(bindparam("keys", expanding=True))
     )
 
 
 @cache
-def _select_session() -> Select[Any]:
+def _select_sessions() -> Select[Any]:
     s = SESSIONS.c
-    return select(s.id, s.last_message_at, s.deleted_at, s.context_from_message_id).where(
-        s.agent_id == bindparam("agent_id"), s.external_conv_id == bindparam("external_conv_id")
-    )
+    return select(
+        s.id,
+        s.agent_id,
+        s.external_conv_id,
+        s.last_message_at,
+        s.deleted_at,
+        s.context_from_message_id,
+    ).where(tuple_(s.agent_id, s.external_conv_id).in_(bindparam("keys", expanding=True)))
 
 
 @cache
@@ -66,20 +70,44 @@ def _rename_participant() -> Update:
     )
 
 
-async def _find_or_insert(
-    db: AsyncSession,
-    query: Select[Any],
-    key: dict[str, Any],
-    insert_if_missing: PgInsert | SqliteInsert,
-    row: dict[str, Any],
-) -> Row[Any]:
-    """Read; only on a miss insert (``ON CONFLICT DO NOTHING``: a racing creator wins
-    harmlessly) and read again."""
-    found: Row[Any] | None = (await db.execute(query, key)).one_or_none()
-    if found is None:
-        await db.execute(insert_if_missing, row)
-        found = (await db.execute(query, key)).one()
-    return found
+async def find_or_create_participants(
+    db: AsyncSession, wanted: Mapping[ParticipantKey, str | None]
+) -> dict[ParticipantKey, int]:
+    """The participant id of each key, created where missing; a key's display name (when
+    given) is brought up to date."""
+    now = utcnow()
+    keys = sorted(wanted)
+
+    async def read(some: list[ParticipantKey]) -> dict[ParticipantKey, Any]:
+        rows = await db.execute(_select_participants(), {"keys": some})
+        return {(row.kind, row.channel, row.external_id): row for row in rows}
+
+    found = await read(keys)
+    missing = [key for key in keys if key not in found]
+    if missing:
+        await db.execute(
+            _insert_ignoring(_dialect(db), PARTICIPANTS, "kind", "channel", "external_id"),
+            [
+                {
+                    "kind": kind,
+                    "channel": channel,
+                    "external_id": external_id,
+                    "display_name": wanted[(kind, channel, external_id)],
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for kind, channel, external_id in missing
+            ],
+        )
+        found.update(await read(missing))
+    renames = [
+        {"participant_id": found[key].id, "name": wanted[key], "now": now}
+        for key in keys
+        if wanted[key] and found[key].display_name != wanted[key]
+    ]
+    if renames:
+        await db.execute(_rename_participant(), renames)
+    return {key: int(found[key].id) for key in keys}
 
 
 async def find_or_create_participant(
@@ -91,20 +119,8 @@ async def find_or_create_participant(
     display_name: str | None = None,
 ) -> int:
     """The participant's id; a changed display name is brought up to date."""
-    now = utcnow()
-    key = {"kind": kind, "channel": channel, "external_id": external_id}
-    found = await _find_or_insert(
-        db,
-        _select_participant(),
-        key,
-        _insert_ignoring(_dialect(db), PARTICIPANTS, "kind", "channel", "external_id"),
-        {**key, "display_name": display_name, "created_at": now, "updated_at": now},
-    )
-    if display_name and found.display_name != display_name:
-        await db.execute(
-            _rename_participant(), {"participant_id": found.id, "name": display_name, "now": now}
-        )
-    return int(found.id)
+    key = (kind, channel, external_id)
+    return (await find_or_create_participants(db, {key: display_name}))[key]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,58 +131,92 @@ class SessionRef:
     context_from_message_id: int | None
 
 
-async def find_or_create_session(
-    db: AsyncSession,
-    *,
-    agent_id: int,
-    external_conv_id: str,
-    source_channel: str,
-    is_group: bool = False,
-    group_name: str | None = None,
-    title: str | None = None,
-    participant_id: int | None = None,
-    peer_agent_id: int | None = None,
-    parent_session_id: int | None = None,
-) -> SessionRef:
-    """The session for ``(agent_id, external_conv_id)``, created if it does not exist yet.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewSession:
+    """The descriptive columns a session gets when it is created (an existing one keeps its
+    own; activity is recorded with :func:`record_activities`)."""
 
-    Creation fills the descriptive columns; an existing session keeps its own (the caller
-    records activity with :func:`record_activity`).
-    """
+    source_channel: str
+    is_group: bool = False
+    group_name: str | None = None
+    title: str | None = None
+    participant_id: int | None = None
+    peer_agent_id: int | None = None
+    parent_session_id: int | None = None
+
+
+async def find_or_create_sessions(
+    db: AsyncSession, wanted: Mapping[SessionKey, NewSession]
+) -> dict[SessionKey, SessionRef]:
+    """The session of each ``(agent_id, external_conv_id)``, created where missing."""
     now = utcnow()
-    key = {"agent_id": agent_id, "external_conv_id": external_conv_id}
-    found = await _find_or_insert(
-        db,
-        _select_session(),
-        key,
-        _insert_ignoring(_dialect(db), SESSIONS, "agent_id", "external_conv_id"),
-        {
-            **key,
-            "source_channel": source_channel,
-            "is_group": is_group,
-            "group_name": group_name,
-            "title": title,
-            "participant_id": participant_id,
-            "peer_agent_id": peer_agent_id,
-            "parent_session_id": parent_session_id,
-            "message_count": 0,
-            "created_at": now,
-            "last_message_at": now,
-        },
-    )
-    return SessionRef(
-        id=int(found.id),
-        last_message_at=found.last_message_at,
-        deleted=found.deleted_at is not None,
-        context_from_message_id=found.context_from_message_id,
-    )
+    keys = sorted(wanted)
+
+    async def read(some: list[SessionKey]) -> dict[SessionKey, Any]:
+        rows = await db.execute(_select_sessions(), {"keys": some})
+        return {(row.agent_id, row.external_conv_id): row for row in rows}
+
+    found = await read(keys)
+    missing = [key for key in keys if key not in found]
+    if missing:
+        await db.execute(
+            _insert_ignoring(_dialect(db), SESSIONS, "agent_id", "external_conv_id"),
+            [
+                {
+                    "agent_id": agent_id,
+                    "external_conv_id": external_conv_id,
+                    "source_channel": new.source_channel,
+                    "is_group": new.is_group,
+                    "group_name": new.group_name,
+                    "title": new.title,
+                    "participant_id": new.participant_id,
+                    "peer_agent_id": new.peer_agent_id,
+                    "parent_session_id": new.parent_session_id,
+                    "message_count": 0,
+                    "created_at": now,
+                    "last_message_at": now,
+                }
+                for (agent_id, external_conv_id) in missing
+                for new in (wanted[(agent_id, external_conv_id)],)
+            ],
+        )
+        found.update(await read(missing))
+    return {
+        key: SessionRef(
+            id=int(row.id),
+            last_message_at=row.last_message_at,
+            deleted=row.deleted_at is not None,
+            context_from_message_id=row.context_from_message_id,
+        )
+        for key in keys
+        for row in (found[key],)
+    }
+
+
+async def find_or_create_session(
+    db: AsyncSession, *, agent_id: int, external_conv_id: str, **new: Any
+) -> SessionRef:
+    """The session for ``(agent_id, external_conv_id)``, created with ``new``
+    (:class:`NewSession`'s fields) if it does not exist yet."""
+    key = (agent_id, external_conv_id)
+    return (await find_or_create_sessions(db, {key: NewSession(**new)}))[key]
+
+
+async def add_members(db: AsyncSession, members: Iterable[tuple[int, int]]) -> None:
+    """Add ``(session_id, participant_id)`` pairs; a pair already there is left alone."""
+    now = utcnow()
+    rows = [
+        {"session_id": session_id, "participant_id": participant_id, "joined_at": now}
+        for session_id, participant_id in sorted(set(members))
+    ]
+    if rows:
+        await db.execute(
+            _insert_ignoring(_dialect(db), MEMBERS, "session_id", "participant_id"), rows
+        )
 
 
 async def add_member(db: AsyncSession, *, session_id: int, participant_id: int) -> None:
-    await db.execute(
-        _insert_ignoring(_dialect(db), MEMBERS, "session_id", "participant_id"),
-        {"session_id": session_id, "participant_id": participant_id, "joined_at": utcnow()},
-    )
+    await add_members(db, [(session_id, participant_id)])
 
 
 def idle_expired(last_message_at: datetime, idle_reset_hours: float | None, now: datetime) -> bool:
@@ -175,44 +225,52 @@ def idle_expired(last_message_at: datetime, idle_reset_hours: float | None, now:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Activity:
+    """New messages on one session: counted, and (``inbound``) reviving a soft-deleted
+    session; ``group_name`` keeps the name current; ``context_from_message_id`` starts the
+    agent's context afresh there."""
+
+    session_id: int
+    added: int
+    inbound: bool
+    group_name: str | None = None
+    context_from_message_id: int | None = None
+
+
 @cache
-def _activity(*, inbound: bool, group_name: bool, context: bool) -> Update:
+def _activity() -> Update:
     s = SESSIONS.c
-    values: dict[str, Any] = {
-        "message_count": s.message_count + 1,
-        "last_message_at": bindparam("now", type_=UTCDateTime()),
-    }
-    if inbound:
-        values["deleted_at"] = None
-    if group_name:
-        values["group_name"] = bindparam("new_group_name")
-    if context:
-        values["context_from_message_id"] = bindparam("context")
-    return update(SESSIONS).where(s.id == bindparam("session_id")).values(values)
-
-
-async def record_activity(
-    db: AsyncSession,
-    *,
-    session_id: int,
-    group_name: str | None,
-    now: datetime,
-    inbound: bool,
-    context_from_message_id: int | None = None,
-) -> None:
-    """Count a new message, keep the group name current, let new inbound activity revive a
-    soft-deleted session and, when given, start the agent's context afresh at
-    ``context_from_message_id``."""
-    statement = _activity(
-        inbound=inbound, group_name=bool(group_name), context=context_from_message_id is not None
+    return (
+        update(SESSIONS)
+        .where(s.id == bindparam("session_id"))
+        .values(
+            message_count=s.message_count + bindparam("added"),
+            last_message_at=bindparam("now", type_=UTCDateTime()),
+            deleted_at=case((bindparam("inbound", type_=Boolean()), None), else_=s.deleted_at),
+            group_name=func.coalesce(bindparam("new_group_name"), s.group_name),
+            context_from_message_id=func.coalesce(bindparam("context"), s.context_from_message_id),
+        )
     )
-    # Only the statement's own parameters: an extra key named like a column would be SET too.
-    parameters: dict[str, Any] = {"session_id": session_id, "now": now}
-    if group_name:
-        parameters["new_group_name"] = group_name
-    if context_from_message_id is not None:
-        parameters["context"] = context_from_message_id
-    await db.execute(statement, parameters)
+
+
+async def record_activities(
+    db: AsyncSession, activities: Iterable[Activity], *, now: datetime
+) -> None:
+    """One statement for the batch, in session order (the lock order every writer keeps)."""
+    rows = [
+        {
+            "session_id": activity.session_id,
+            "added": activity.added,
+            "now": now,
+            "inbound": activity.inbound,
+            "new_group_name": activity.group_name or None,
+            "context": activity.context_from_message_id,
+        }
+        for activity in sorted(activities, key=lambda activity: activity.session_id)
+    ]
+    if rows:
+        await db.execute(_activity(), rows)
 
 
 async def reset_context(db: AsyncSession, *, session_id: int, from_message_id: int) -> None:

@@ -9,9 +9,7 @@ import logging
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.logs import log_event
 from bridge.tasks import cancel_and_wait
@@ -52,14 +50,6 @@ class WorkSignals:
 
 def _fired(timer: asyncio.TimerHandle) -> bool:
     return timer.when() <= asyncio.get_running_loop().time()
-
-
-async def notify_in_transaction(db: AsyncSession, kind: str) -> None:
-    """Queue a NOTIFY that PostgreSQL sends when the transaction commits (SQLite: nothing)."""
-    if db.get_bind().dialect.name == "postgresql":
-        await db.execute(
-            text("SELECT pg_notify(:channel, :kind)"), {"channel": NOTIFY_CHANNEL, "kind": kind}
-        )
 
 
 def _setter(event: asyncio.Event) -> Any:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from bridge.db.models import ChatMessage, ChatSession, Participant, SessionMember, utcnow
 from bridge.directory import UnknownAgent
 from bridge.events import MessageEdit
-from bridge.ingest import InvalidMessage
+from bridge.flow.ingest import InvalidMessage
 from tests.support.core import Core, core, memory_message
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from bridge.appkeys import AGENTS, CHANNELS, PIPELINE, SESSIONS, SETTINGS
 from bridge.chains import ChainStopped
 from bridge.directory import UnknownAgent
 from bridge.events import AGENT_CHANNEL
-from bridge.ingest import InvalidMessage
+from bridge.flow.ingest import InvalidMessage
 
 _STOPPED_STATUS = {"not_a_peer": 403, "self": 422}
 """Refusals by configuration; every budget refusal is 429."""

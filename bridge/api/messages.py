@@ -14,7 +14,7 @@ from bridge.api.views import find_session, message_query, message_view, messages
 from bridge.appkeys import CHANNELS, PIPELINE, SESSIONS, SETTINGS
 from bridge.db.models import ChatMessage
 from bridge.events import WEB_CHANNEL
-from bridge.ingest import InvalidMessage
+from bridge.flow.ingest import InvalidMessage
 from channels.web.inbound import web_message
 
 

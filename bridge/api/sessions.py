@@ -26,7 +26,6 @@ from bridge.appkeys import AGENTS, CHANNELS, PIPELINE, SESSIONS, SETTINGS
 from bridge.db.models import Agent, ChatSession, utcnow
 from bridge.directory import UnknownAgent
 from bridge.events import WEB_CHANNEL
-from bridge.feed import FEED, record_changes
 from bridge.sessions import add_member, find_or_create_session
 from bridge.tokens import Caller
 
@@ -93,7 +92,8 @@ async def create_session(request: web.Request) -> web.Response:
         raise ApiError(422, "unknown_agent", f"agent: no agent {body.agent!r}") from None
     if request.config_dict[CHANNELS].get(WEB_CHANNEL, body.agent) is None:
         raise ApiError(409, "channel_disabled", f"the web channel is off for {body.agent!r}")
-    async with request.config_dict[SESSIONS]() as db, db.begin():
+    async with request.config_dict[PIPELINE].store.write() as writes:
+        db = writes.db
         created = await find_or_create_session(
             db,
             agent_id=agent.id,
@@ -103,9 +103,8 @@ async def create_session(request: web.Request) -> web.Response:
             participant_id=caller.participant_id,
         )
         await add_member(db, session_id=created.id, participant_id=caller.participant_id)
-        await record_changes(db, [("session.updated", created.id, None)])
+        writes.changed("session.updated", created.id, None)
         session = await find_session(db, caller, created.id)
-    _wake_feed(request)
     assert session is not None
     return respond(session, status=201)
 
@@ -139,12 +138,12 @@ async def _change_session(
     request: web.Request, session_id: int, **values: str | datetime | None
 ) -> SessionOut:
     caller = caller_of(request)
-    async with request.config_dict[SESSIONS]() as db, db.begin():
+    async with request.config_dict[PIPELINE].store.write() as writes:
+        db = writes.db
         await _require_visible(db, caller, session_id)
         await db.execute(update(ChatSession).where(ChatSession.id == session_id).values(values))
-        await record_changes(db, [("session.updated", session_id, None)])
+        writes.changed("session.updated", session_id, None)
         session = await find_session(db, caller, session_id)
-    _wake_feed(request)
     assert session is not None
     return session
 
@@ -154,7 +153,3 @@ async def _require_visible(db: AsyncSession, caller: Caller, session_id: int) ->
     if session is None:
         raise not_found()
     return session
-
-
-def _wake_feed(request: web.Request) -> None:
-    request.config_dict[PIPELINE].signals.wake(FEED)

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bridge.db.engine import create_engine, session_factory
 from bridge.directory import sync_agents
 from bridge.events import InboundMessage, Sender
-from bridge.ingest import Ingestor
+from bridge.flow.ingest import Ingestor
+from bridge.flow.store import MessageStore
 from bridge.metrics import Metrics
 from bridge.settings import A2ASettings, AgentSettings, DatabaseSettings
 from bridge.wakeups import WorkSignals
@@ -32,13 +33,15 @@ async def core(database_url: str, *, agents: list[str] | None = None) -> AsyncIt
             sessions, [AgentSettings(slug=slug) for slug in agents or ["assistant"]]
         )
         ingest = Ingestor(
-            sessions=sessions,
+            store=MessageStore(sessions=sessions, signals=WorkSignals()),
             agents=directory,
-            signals=WorkSignals(),
             metrics=Metrics(),
             budget=A2ASettings(),
         )
-        yield Core(sessions=sessions, ingest=ingest)
+        try:
+            yield Core(sessions=sessions, ingest=ingest)
+        finally:
+            await ingest.stop()
     finally:
         await engine.dispose()
 

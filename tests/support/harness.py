@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.app import CHANNELS, PIPELINE, SESSIONS, build_app
 from bridge.db.models import ChatMessage
-from bridge.pipeline import Pipeline
+from bridge.flow.pipeline import Pipeline
 from bridge.server import serving
 from bridge.settings import Settings, load_settings
 from channels.memory import MemoryChannel

@@ -33,7 +33,8 @@ from bridge.db.engine import create_engine, session_factory
 from bridge.db.models import ChatMessage
 from bridge.directory import sync_agents
 from bridge.events import InboundMessage, IngestResult, Sender
-from bridge.ingest import Ingestor
+from bridge.flow.ingest import Ingestor
+from bridge.flow.store import MessageStore
 from bridge.metrics import Metrics
 from bridge.settings import A2ASettings, AgentSettings, DatabaseSettings
 from bridge.wakeups import WorkSignals
@@ -322,13 +323,15 @@ async def bridge_database(
         sessions = session_factory(engine)
         directory = await sync_agents(sessions, configured)
         ingestor = Ingestor(
-            sessions=sessions,
+            store=MessageStore(sessions=sessions, signals=WorkSignals()),
             agents=directory,
-            signals=WorkSignals(),
             metrics=Metrics(),
             budget=A2ASettings(),
         )
-        yield BridgeDatabase(engine=engine, sessions=sessions, ingestor=ingestor)
+        try:
+            yield BridgeDatabase(engine=engine, sessions=sessions, ingestor=ingestor)
+        finally:
+            await ingestor.stop()
     finally:
         await engine.dispose()
 

@@ -14,24 +14,26 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridge.agents.base import AgentBackend
-from bridge.answering import Answerer
 from bridge.asks import AgentAsks
-from bridge.claims import ANSWER, DELIVER, release, renew
 from bridge.db.engine import is_sqlite
-from bridge.delivery import Deliverer
 from bridge.directory import AgentDirectory
+from bridge.flow.answer import Answerer
+from bridge.flow.claims import release, renew
+from bridge.flow.deliver import Deliverer
+from bridge.flow.ingest import Ingestor
+from bridge.flow.store import MessageStore
+from bridge.flow.workers import WorkContext, WorkerPool
 from bridge.handoff import HandOffs
-from bridge.ingest import Ingestor
 from bridge.logs import log_event
 from bridge.metrics import Metrics
 from bridge.settings import Settings
 from bridge.tasks import cancel_and_wait
 from bridge.wakeups import PostgresListener, WorkSignals
-from bridge.workers import WorkContext, WorkerPool
 from channels.base import ChannelLookup
 
 logger = logging.getLogger(__name__)
@@ -55,31 +57,25 @@ class Pipeline:
     ) -> None:
         self.worker_id = new_worker_id()
         self.signals = WorkSignals()
+        self.store = MessageStore(sessions=sessions, signals=self.signals)
         self._settings = settings.pipeline
         self._engine = engine
         self._sessions = sessions
         self.ingest = Ingestor(
-            sessions=sessions,
-            agents=agents,
-            signals=self.signals,
-            metrics=metrics,
-            budget=settings.a2a,
+            store=self.store, agents=agents, metrics=metrics, budget=settings.a2a
         )
-        self.asks = AgentAsks(
-            ingest=self.ingest, sessions=sessions, agents=agents, signals=self.signals
-        )
+        self.asks = AgentAsks(ingest=self.ingest, store=self.store, agents=agents)
         context = WorkContext(
-            sessions=sessions,
+            store=self.store,
             agents=agents,
             signals=self.signals,
             metrics=metrics,
             settings=self._settings,
             worker_id=self.worker_id,
         )
-        self._pools = (
+        self._pools: tuple[WorkerPool[Any], ...] = (
             WorkerPool(
-                kind=ANSWER,
-                handler=Answerer(
+                step=Answerer(
                     context=context,
                     backends=backends,
                     asks=self.asks,
@@ -89,16 +85,11 @@ class Pipeline:
                 concurrency=self._settings.answer_concurrency,
             ),
             WorkerPool(
-                kind=DELIVER,
-                handler=Deliverer(
+                step=Deliverer(
                     context=context,
                     channels=channels,
                     handoffs=HandOffs(
-                        agents=agents,
-                        channels=channels,
-                        ingest=self.ingest,
-                        sessions=sessions,
-                        signals=self.signals,
+                        agents=agents, channels=channels, ingest=self.ingest, store=self.store
                     ),
                 ),
                 context=context,
@@ -134,6 +125,7 @@ class Pipeline:
             return
         grace = self._settings.shutdown_grace_seconds
         await asyncio.gather(*(pool.stop(grace_seconds=grace) for pool in self._pools))
+        await self.ingest.stop()
         await cancel_and_wait(self._renewal)
         self._renewal = None
         if self._listener is not None:

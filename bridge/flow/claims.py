@@ -8,7 +8,8 @@ claim uses ``FOR UPDATE SKIP LOCKED``; SQLite runs one process and serializes it
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    FromClause,
     Select,
     Update,
     and_,
@@ -36,11 +38,16 @@ class ClaimKind:
     name: str
     waiting: str
     working: str
+    counts_attempts: bool = False
+    """Claiming counts an attempt and marks it in doubt (a delivery, before it is sent)."""
 
 
 ANSWER = ClaimKind(name="answer", waiting=MessageState.PENDING, working=MessageState.ANSWERING)
 DELIVER = ClaimKind(
-    name="deliver", waiting=MessageState.TO_DELIVER, working=MessageState.DELIVERING
+    name="deliver",
+    waiting=MessageState.TO_DELIVER,
+    working=MessageState.DELIVERING,
+    counts_attempts=True,
 )
 KINDS = (ANSWER, DELIVER)
 
@@ -49,9 +56,9 @@ NOW = bindparam("now", type_=UTCDateTime())
 
 
 @cache
-def _claim_statements(kind: ClaimKind) -> tuple[Select[int], Update]:
-    """Built once per kind: Core statements with bind parameters skip the ORM's per-call
-    statement building, the largest CPU cost on the message path."""
+def _find(kind: ClaimKind) -> Select[Any]:
+    """The ready messages of ``kind``, oldest first, none behind an unfinished one of its
+    session; with each its in-doubt flag as it was before the claim."""
     m, earlier = MESSAGES.c, MESSAGES.alias("earlier").c
     blocked_by_earlier = exists().where(
         earlier.session_id == m.session_id,
@@ -65,23 +72,65 @@ def _claim_statements(kind: ClaimKind) -> tuple[Select[int], Update]:
         ),
         and_(m.state == kind.working, m.claim_expires_at < NOW),
     )
-    find = (
-        select(m.id)
+    return (
+        select(m.id, m.delivery_in_doubt.label("was_in_doubt"))
         .where(ready, ~blocked_by_earlier)
         .order_by(m.id)
         .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
     )
+
+
+def _claim_values(kind: ClaimKind) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "state": kind.working,
+        "claimed_by": bindparam("worker"),
+        "claim_expires_at": bindparam("expires", type_=UTCDateTime()),
+    }
+    if kind.counts_attempts:
+        # The attempt is recorded and the delivery marked in doubt before anything is sent.
+        values |= {
+            "attempts": MESSAGES.c.attempts + 1,
+            "delivery_in_doubt": True,
+            "updated_at": NOW,
+        }
+    return values
+
+
+Load = Callable[[FromClause], Select[Any]]
+"""Builds the select of what a step needs from a FROM that has the claimed message rows."""
+
+
+@cache
+def _claim_in_one(kind: ClaimKind, load: Load) -> Select[Any]:
+    """PostgreSQL: find, claim and load in one statement."""
+    found = _find(kind).cte("found")
+    claimed = (
+        update(MESSAGES)
+        .where(MESSAGES.c.id == found.c.id)
+        .values(_claim_values(kind))
+        .returning(*MESSAGES.c, found.c.was_in_doubt)
+        .cte("claimed")
+    )
+    return load(claimed).add_columns(claimed.c.was_in_doubt)
+
+
+@cache
+def _claim_in_steps(kind: ClaimKind, load: Load) -> tuple[Update, Select[Any]]:
+    """SQLite (one writer, and no RETURNING from a join): claim the found ids, then load."""
     take = (
         update(MESSAGES)
-        .where(m.id.in_(bindparam("ids", expanding=True)))
-        .values(
-            state=kind.working,
-            claimed_by=bindparam("worker"),
-            claim_expires_at=bindparam("expires", type_=UTCDateTime()),
-        )
+        .where(MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
+        .values(_claim_values(kind))
     )
-    return find, take
+    return take, load(MESSAGES).where(MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claimed:
+    row: Any
+    """What ``load`` selected (after the claim: ``attempts`` already counts this one)."""
+    was_in_doubt: bool
 
 
 async def claim(
@@ -91,18 +140,57 @@ async def claim(
     worker_id: str,
     limit: int,
     ttl_seconds: float,
-) -> list[int]:
-    """Claim up to ``limit`` messages of ``kind``, oldest first; returns their ids."""
+    load: Load,
+) -> list[Claimed]:
+    """Claim up to ``limit`` messages of ``kind``, oldest first, in one transaction, and
+    return what ``load`` selects of each (``load`` must be a module-level function: the
+    statement is built once per kind and load)."""
     now = utcnow()
-    find, take = _claim_statements(kind)
+    parameters = {
+        "now": now,
+        "limit": limit,
+        "worker": worker_id,
+        "expires": now + timedelta(seconds=ttl_seconds),
+    }
     async with sessions() as db, db.begin():
-        ids = list((await db.execute(find, {"now": now, "limit": limit})).scalars())
-        if ids:
-            await db.execute(
-                take,
-                {"ids": ids, "worker": worker_id, "expires": now + timedelta(seconds=ttl_seconds)},
-            )
-    return ids
+        if db.get_bind().dialect.name == "postgresql":
+            rows = (await db.execute(_claim_in_one(kind, load), parameters)).all()
+            claimed = [Claimed(row=row, was_in_doubt=bool(row.was_in_doubt)) for row in rows]
+        else:
+            found = {
+                row.id: bool(row.was_in_doubt) for row in await db.execute(_find(kind), parameters)
+            }
+            if not found:
+                return []
+            take, load_claimed = _claim_in_steps(kind, load)
+            await db.execute(take, {**parameters, "ids": list(found)})
+            rows = (await db.execute(load_claimed, {"ids": list(found)})).all()
+            claimed = [Claimed(row=row, was_in_doubt=found[row.id]) for row in rows]
+    return sorted(claimed, key=lambda item: int(item.row.id))
+
+
+@cache
+def _held(kind: ClaimKind) -> Select[Any]:
+    m = MESSAGES.c
+    return (
+        select(m.id)
+        .where(
+            m.id.in_(bindparam("ids", expanding=True)),
+            m.state == kind.working,
+            m.claimed_by == bindparam("worker"),
+        )
+        .order_by(m.id)
+        .with_for_update()
+    )
+
+
+async def held_claims(
+    db: AsyncSession, kind: ClaimKind, *, worker_id: str, message_ids: Collection[int]
+) -> set[int]:
+    """Of ``message_ids``, those this worker still holds, locked until the caller's
+    transaction ends: only these may be finished (a claim that expired may be another's)."""
+    found = await db.execute(_held(kind), {"ids": list(message_ids), "worker": worker_id})
+    return set(found.scalars())
 
 
 async def renew(
@@ -186,3 +274,22 @@ def claimed_parameters(message_id: int, worker_id: str, values: dict[str, Any]) 
 
 def next_retry_at(delay_seconds: float) -> datetime:
     return utcnow() + timedelta(seconds=delay_seconds)
+
+
+async def finish_claimed(
+    db: AsyncSession,
+    kind: ClaimKind,
+    *,
+    worker_id: str,
+    finishes: Sequence[tuple[int, dict[str, Any]]],
+) -> set[int]:
+    """Set each ``(message_id, values)`` in the caller's transaction, for the claims this
+    worker still holds (returned); one statement per shape of ``values``."""
+    held = await held_claims(db, kind, worker_id=worker_id, message_ids=[m for m, _ in finishes])
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for message_id, values in sorted(finishes, key=lambda finish: finish[0]):
+        if message_id in held:
+            shapes[tuple(values)].append(claimed_parameters(message_id, worker_id, values))
+    for columns, parameters in shapes.items():
+        await db.execute(update_if_claimed(kind, columns), parameters)
+    return held

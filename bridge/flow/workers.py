@@ -1,4 +1,4 @@
-"""A pool of tasks that claims one kind of work and handles each claimed message.
+"""A pool of tasks that claims one kind of work in batches and runs each claimed message.
 
 No busy polling: the loop sleeps until woken (new work, a finished task, a retry coming due)
 and polls slowly only as a safety net. Every task is tracked, and stop() finishes or cancels
@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from bridge.claims import ClaimKind, claim, release
 from bridge.directory import AgentDirectory
+from bridge.flow.claims import ClaimKind, release
+from bridge.flow.store import MessageStore
 from bridge.logs import log_event
 from bridge.metrics import Metrics
 from bridge.settings import PipelineSettings
@@ -24,14 +24,13 @@ from bridge.tasks import cancel_and_wait
 from bridge.wakeups import WorkSignals
 
 logger = logging.getLogger(__name__)
-Handler = Callable[[int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkContext:
     """What every step that works on claimed messages shares within one process."""
 
-    sessions: async_sessionmaker[AsyncSession]
+    store: MessageStore
     agents: AgentDirectory
     signals: WorkSignals
     metrics: Metrics
@@ -39,13 +38,33 @@ class WorkContext:
     worker_id: str
 
 
-class WorkerPool:
-    def __init__(
-        self, *, kind: ClaimKind, handler: Handler, context: WorkContext, concurrency: int
-    ) -> None:
-        self._kind = kind
-        self._handler = handler
-        self._sessions = context.sessions
+class Job(Protocol):
+    @property
+    def message_id(self) -> int: ...
+
+
+JobT = TypeVar("JobT", bound=Job)
+
+
+class Step(Protocol[JobT]):
+    """One kind of work: claim a batch (loading what the work needs), run one claimed job."""
+
+    @property
+    def kind(self) -> ClaimKind: ...
+
+    async def claim(self, limit: int) -> Sequence[JobT]: ...
+
+    async def run(self, job: JobT) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class WorkerPool(Generic[JobT]):
+    def __init__(self, *, step: Step[JobT], context: WorkContext, concurrency: int) -> None:
+        self._kind = step.kind
+        self._step = step
+        self._sessions = context.store.sessions
+        self._claimed = context.metrics.batch_size.labels(f"claim_{step.kind.name}")
         self._signals = context.signals
         self._worker_id = context.worker_id
         self._concurrency = concurrency
@@ -75,10 +94,11 @@ class WorkerPool:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._step.stop()
 
-    def _spawn(self, message_id: int) -> None:
+    def _spawn(self, job: JobT) -> None:
         task = asyncio.create_task(
-            self._run_one(message_id), name=f"bridge-{self._kind.name}-{message_id}"
+            self._run_one(job), name=f"bridge-{self._kind.name}-{job.message_id}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -87,10 +107,11 @@ class WorkerPool:
         self._tasks.discard(task)
         self._signals.wake(self._kind.name)
 
-    async def _run_one(self, message_id: int) -> None:
+    async def _run_one(self, job: JobT) -> None:
+        message_id = job.message_id
         self._running.add(message_id)
         try:
-            await self._handler(message_id)
+            await self._step.run(job)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -117,13 +138,7 @@ class WorkerPool:
             free = self._concurrency - len(self._tasks)
             if free > 0:
                 try:
-                    ids = await claim(
-                        self._sessions,
-                        self._kind,
-                        worker_id=self._worker_id,
-                        limit=free,
-                        ttl_seconds=self._ttl,
-                    )
+                    jobs = await self._step.claim(free)
                     failures = 0
                 except Exception as error:  # database down: back off, then try again
                     failures += 1
@@ -136,9 +151,11 @@ class WorkerPool:
                     )
                     await asyncio.sleep(min(self._poll, 0.2 * 2**failures))
                     continue
-                for message_id in ids:
-                    self._spawn(message_id)
-                if len(ids) == free:
+                if jobs:
+                    self._claimed.observe(len(jobs))
+                for job in jobs:
+                    self._spawn(job)
+                if len(jobs) == free:
                     continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
             # that arrives as the event fires, and stop() would hang.

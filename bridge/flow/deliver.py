@@ -1,7 +1,8 @@
-"""Step 4 of the flow: deliver one claimed reply through its channel, exactly once.
+"""Step 4 of the flow: deliver claimed replies through their channels, exactly once.
 
-Before each send the attempt is recorded and the delivery marked *in doubt*; only a definite
-answer from the platform clears it. The channel receives the stable ``delivery_key`` and the
+The claim itself records the attempt and marks the delivery *in doubt*, before anything is
+sent; only a definite answer from the platform clears it. Outcomes (delivered, retry at,
+failed) are recorded by group commit. The channel receives the stable ``delivery_key`` and the
 in-doubt flag, so it can ask the platform whether an earlier attempt already landed instead of
 posting twice.
 """
@@ -15,20 +16,19 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Update, bindparam, select, update
+from sqlalchemy import FromClause, Select, select
 
-from bridge.claims import DELIVER, claimed_parameters, next_retry_at, update_if_claimed
-from bridge.db.models import MESSAGES, SESSIONS, MessageState, UTCDateTime, utcnow
+from bridge.db.models import MESSAGES, SESSIONS, MessageState, utcnow
 from bridge.directory import UnknownAgent
 from bridge.events import Reply
-from bridge.feed import FEED, record_changes
+from bridge.flow.batching import GroupCommit
+from bridge.flow.claims import DELIVER, claim, finish_claimed, next_retry_at
+from bridge.flow.workers import WorkContext
 from bridge.handoff import HandOffs
 from bridge.logs import log_event
 from bridge.redact import config_secrets, redact
-from bridge.workers import WorkContext
 from channels.base import ChannelLookup, DeliveryError
 
 logger = logging.getLogger(__name__)
@@ -49,45 +49,26 @@ def _log_reply(event: str, reply: Reply, *, level: int = logging.INFO, **fields:
     )
 
 
-@cache
-def _attempt_statements() -> tuple[Select[Any], Update]:
-    """Built once: load a claimed reply with its session and question; count the attempt."""
+def _load(claimed: FromClause) -> Select[Any]:
+    """What delivering needs of each claimed reply: it, its session, when it was asked."""
     asked_table = MESSAGES.alias("asked")
-    m, asked, sessions = MESSAGES.c, asked_table.c, SESSIONS.c
-    load = (
-        select(
-            m.session_id,
-            m.delivery_key,
-            m.channel,
-            m.content,
-            m.reply_target,
-            m.attempts,
-            m.delivery_in_doubt,
-            sessions.agent_id,
-            sessions.external_conv_id,
-            asked.created_at.label("asked_at"),
-        )
-        .select_from(
-            MESSAGES.join(SESSIONS, sessions.id == m.session_id).outerjoin(
-                asked_table, asked.id == m.reply_to_message_id
-            )
-        )
-        .where(
-            m.id == bindparam("message_id"),
-            m.state == DELIVER.working,
-            m.claimed_by == bindparam("worker"),
+    m, asked, sessions = claimed.c, asked_table.c, SESSIONS.c
+    return select(
+        m.id,
+        m.session_id,
+        m.delivery_key,
+        m.channel,
+        m.content,
+        m.reply_target,
+        m.attempts,
+        sessions.agent_id,
+        sessions.external_conv_id,
+        asked.created_at.label("asked_at"),
+    ).select_from(
+        claimed.join(SESSIONS, sessions.id == m.session_id).outerjoin(
+            asked_table, asked.id == m.reply_to_message_id
         )
     )
-    record = (
-        update(MESSAGES)
-        .where(m.id == bindparam("message_id"))
-        .values(
-            attempts=bindparam("attempt"),
-            delivery_in_doubt=True,
-            updated_at=bindparam("now", type_=UTCDateTime()),
-        )
-    )
-    return load, record
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -96,29 +77,81 @@ def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
+MAX_BATCH = 256
+"""Delivery outcomes recorded in one transaction at most."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Attempt:
     reply: Reply
     asked_at: datetime | None
 
+    @property
+    def message_id(self) -> int:
+        return self.reply.message_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Outcome:
+    reply: Reply
+    values: dict[str, Any]
+
 
 class Deliverer:
+    """The delivery step: claims replies in batches (each attempt counted and marked in doubt
+    by the claim itself), sends each through its channel, records outcomes by group commit."""
+
+    kind = DELIVER
+
     def __init__(
         self, *, context: WorkContext, channels: ChannelLookup, handoffs: HandOffs
     ) -> None:
         self._handoffs = handoffs
-        self._sessions = context.sessions
+        self._store = context.store
         self._agents = context.agents
         self._channels = channels
         self._signals = context.signals
         self._metrics = context.metrics
         self._settings = context.settings
         self._worker_id = context.worker_id
+        self._outcomes: GroupCommit[_Outcome, bool] = GroupCommit(
+            name="deliveries",
+            write=self._record_batch,
+            max_batch=MAX_BATCH,
+            sizes=context.metrics.batch_size,
+        )
 
-    async def __call__(self, message_id: int) -> None:
-        attempt = await self._begin(message_id)
-        if attempt is None:
-            return
+    async def stop(self) -> None:
+        await self._outcomes.stop()
+
+    async def claim(self, limit: int) -> list[_Attempt]:
+        claimed = await claim(
+            self._store.sessions,
+            DELIVER,
+            worker_id=self._worker_id,
+            limit=limit,
+            ttl_seconds=self._settings.claim_ttl_seconds,
+            load=_load,
+        )
+        attempts = []
+        for item in claimed:
+            row = item.row
+            reply = Reply(
+                message_id=int(row.id),
+                session_id=row.session_id,
+                delivery_key=row.delivery_key or "",
+                agent_slug=self._agents.slug_of(row.agent_id),
+                channel=row.channel,
+                external_conv_id=row.external_conv_id,
+                text=row.content,
+                reply_target=dict(row.reply_target or {}),
+                in_doubt=item.was_in_doubt,
+                attempt=row.attempts,
+            )
+            attempts.append(_Attempt(reply=reply, asked_at=row.asked_at))
+        return attempts
+
+    async def run(self, attempt: _Attempt) -> None:
         reply = attempt.reply
         targets = self._handoffs.targets(reply)
         if targets:
@@ -146,47 +179,37 @@ class Deliverer:
                 await self._handoffs.hand_off(reply, targets)
             await self._succeeded(reply, ids, attempt.asked_at)
 
-    async def _begin(self, message_id: int) -> _Attempt | None:
-        """Load the reply and record the attempt before anything is sent."""
-        load, record = _attempt_statements()
-        async with self._sessions() as db, db.begin():
-            row = (
-                await db.execute(load, {"message_id": message_id, "worker": self._worker_id})
-            ).one_or_none()
-            if row is None:
-                return None
-            await db.execute(
-                record, {"message_id": message_id, "attempt": row.attempts + 1, "now": utcnow()}
+    async def _record_batch(self, batch: Sequence[_Outcome]) -> list[bool]:
+        async with self._store.write() as writes:
+            held = await finish_claimed(
+                writes.db,
+                DELIVER,
+                worker_id=self._worker_id,
+                finishes=[
+                    (
+                        outcome.reply.message_id,
+                        {
+                            "claimed_by": None,
+                            "claim_expires_at": None,
+                            "updated_at": writes.now,
+                            **outcome.values,
+                        },
+                    )
+                    for outcome in batch
+                ],
             )
-        reply = Reply(
-            message_id=message_id,
-            session_id=row.session_id,
-            delivery_key=row.delivery_key or "",
-            agent_slug=self._agents.slug_of(row.agent_id),
-            channel=row.channel,
-            external_conv_id=row.external_conv_id,
-            text=row.content,
-            reply_target=dict(row.reply_target or {}),
-            in_doubt=bool(row.delivery_in_doubt),
-            attempt=row.attempts + 1,
-        )
-        return _Attempt(reply=reply, asked_at=row.asked_at)
+            for outcome in batch:
+                if outcome.reply.message_id in held:
+                    writes.changed(
+                        "message.updated", outcome.reply.session_id, outcome.reply.message_id
+                    )
+        return [outcome.reply.message_id in held for outcome in batch]
 
     async def _finish(self, reply: Reply, **values: object) -> bool:
-        values = {"claimed_by": None, "claim_expires_at": None, "updated_at": utcnow(), **values}
-        statement = update_if_claimed(DELIVER, tuple(values))
-        async with self._sessions() as db, db.begin():
-            result = await db.execute(
-                statement, claimed_parameters(reply.message_id, self._worker_id, values)
-            )
-            recorded = result.rowcount == 1  # type: ignore[attr-defined]
-            if recorded:
-                await record_changes(db, [("message.updated", reply.session_id, reply.message_id)])
+        recorded = await self._outcomes.submit(_Outcome(reply=reply, values=values))
         if not recorded:
             _log_reply("delivery.claim_lost", reply, level=logging.WARNING)
-            return False
-        self._signals.wake(FEED)
-        return True
+        return recorded
 
     async def _succeeded(self, reply: Reply, ids: Sequence[str], asked_at: datetime | None) -> None:
         now = utcnow()

@@ -1,0 +1,366 @@
+"""Step 3 of the flow: answer claimed user messages and store the replies, in batches.
+
+One statement claims a batch (one message per session, the oldest) with everything answering
+needs, one query loads the batch's history windows, the agents are asked concurrently, and
+finished replies are stored by group commit: each reply is stored and its user message marked
+answered in one transaction, and only while this worker still holds the claim, so a message is
+answered once even when a claim expired and another process took it over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import FromClause, Select, select
+
+from bridge.agents import settings_secrets
+from bridge.agents.base import NO_ANSWER, AgentBackend, AgentError, AgentRequest, HistoryMessage
+from bridge.asks import AgentAsks, AskContext, AskTools
+from bridge.db.models import MESSAGES, PARTICIPANTS, SESSIONS, MessageState, utcnow
+from bridge.directory import AgentRecord, UnknownAgent
+from bridge.events import Sender
+from bridge.flow.batching import GroupCommit
+from bridge.flow.claims import (
+    ANSWER,
+    DELIVER,
+    claim,
+    claimed_parameters,
+    finish_claimed,
+    update_if_claimed,
+)
+from bridge.flow.history import Window, load_histories
+from bridge.flow.ingest import storable_text
+from bridge.flow.outgoing import Outgoing, new_delivery_key, store_outgoing
+from bridge.flow.workers import WorkContext
+from bridge.logs import log_event
+from bridge.redact import failure, redact
+from bridge.sessions import reset_context
+
+logger = logging.getLogger(__name__)
+RESET_COMMAND = "/reset"
+MAX_BATCH = 256
+"""Replies stored in one transaction at most."""
+
+
+def _load(claimed: FromClause) -> Select[Any]:
+    """What answering needs of each claimed user message: it, its session and its sender."""
+    m, s, p = claimed.c, SESSIONS.c, PARTICIPANTS.c
+    return select(
+        m.id,
+        m.content,
+        m.channel,
+        m.reply_target,
+        m.session_id,
+        m.attempts,
+        m.chain_origin_id,
+        m.chain_hops,
+        s.agent_id,
+        s.external_conv_id,
+        s.is_group,
+        s.group_name,
+        s.context_from_message_id,
+        p.external_id,
+        p.display_name,
+        p.kind,
+    ).select_from(
+        claimed.join(SESSIONS, s.id == m.session_id).outerjoin(
+            PARTICIPANTS, p.id == m.sender_participant_id
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Job:
+    message_id: int
+    agent: AgentRecord
+    request: AgentRequest
+    channel: str
+    reply_target: dict[str, str]
+    attempts: int
+    chain_origin_id: int
+    """The human message (or direct ask) that started this chain; the reply shares it."""
+    chain_hops: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Outcome:
+    text: str
+    role: str
+    state: str
+    error: str | None = None
+    reset: bool = False
+
+
+def _failure_of(error: Exception, job: _Job) -> tuple[str, str]:
+    """The short reason a user may see and the detail for admins and the log, redacted of
+    every secret the agent's settings hold (backends already redact what they quote; this
+    also covers exceptions they did not anticipate)."""
+    if isinstance(error, AgentError):
+        reason, detail = error.reason, str(error)
+    elif isinstance(error, TimeoutError):
+        reason = "the agent did not answer in time"
+        detail = f"timed out after {job.agent.settings.answer_timeout_seconds:g} s"
+    else:
+        reason, detail = NO_ANSWER, f"{type(error).__name__}: {error}"
+    return reason, redact(detail, settings_secrets(job.agent.settings))
+
+
+class Answerer:
+    """The answer step: claims pending user messages in batches (with their history), asks
+    each agent concurrently and stores finished replies by group commit."""
+
+    kind = ANSWER
+
+    def __init__(
+        self,
+        *,
+        context: WorkContext,
+        backends: Mapping[str, AgentBackend],
+        asks: AgentAsks,
+        ask_wait_seconds: float,
+    ) -> None:
+        self._asks = asks
+        self._ask_wait_seconds = ask_wait_seconds
+        self._store = context.store
+        self._agents = context.agents
+        self._backends = backends
+        self._metrics = context.metrics
+        self._settings = context.settings
+        self._worker_id = context.worker_id
+        self._replies: GroupCommit[tuple[_Job, _Outcome], int | None] = GroupCommit(
+            name="replies",
+            write=self._store_batch,
+            max_batch=MAX_BATCH,
+            sizes=context.metrics.batch_size,
+        )
+
+    async def stop(self) -> None:
+        await self._replies.stop()
+
+    async def claim(self, limit: int) -> list[_Job]:
+        """Claim up to ``limit`` pending messages (one per session) and load their histories
+        in one query; a message whose agent left the config is abandoned."""
+        claimed = await claim(
+            self._store.sessions,
+            ANSWER,
+            worker_id=self._worker_id,
+            limit=limit,
+            ttl_seconds=self._settings.claim_ttl_seconds,
+            load=_load,
+        )
+        rows = []
+        for item in claimed:
+            try:
+                rows.append((item.row, self._agents.by_id(item.row.agent_id)))
+            except UnknownAgent as error:  # the agent left the config after the message came
+                await self._abandon(
+                    item.row.id, failure("the agent is no longer configured", str(error))
+                )
+        if not rows:
+            return []
+        async with self._store.sessions() as db:
+            histories = await load_histories(
+                db,
+                [
+                    Window(
+                        message_id=row.id,
+                        session_id=row.session_id,
+                        from_message_id=row.context_from_message_id,
+                        max_messages=agent.settings.history_messages,
+                        max_chars=agent.settings.history_chars,
+                    )
+                    for row, agent in rows
+                ],
+            )
+        return [self._job(row, agent, histories[row.id]) for row, agent in rows]
+
+    def _job(self, row: Any, agent: AgentRecord, history: tuple[HistoryMessage, ...]) -> _Job:
+        message_id = int(row.id)
+        origin = row.chain_origin_id or message_id  # a human message starts its own chain
+        request = AgentRequest(
+            agent_slug=agent.settings.slug,
+            agent_name=agent.settings.name,
+            system_prompt=agent.settings.system_prompt,
+            session_id=row.session_id,
+            external_conv_id=row.external_conv_id,
+            channel=row.channel,
+            is_group=row.is_group,
+            group_name=row.group_name,
+            sender=Sender(
+                external_id=row.external_id or "",
+                display_name=row.display_name,
+                kind=row.kind or "user",
+            ),
+            message_id=message_id,
+            text=row.content,
+            history=history,
+            tools=self._tools(agent, row, message_id, origin),
+        )
+        return _Job(
+            message_id=message_id,
+            agent=agent,
+            request=request,
+            channel=row.channel,
+            reply_target=row.reply_target,
+            attempts=row.attempts,
+            chain_origin_id=origin,
+            chain_hops=row.chain_hops,
+        )
+
+    async def run(self, job: _Job) -> None:
+        if job.request.text.strip().lower() == RESET_COMMAND:
+            outcome = _Outcome(
+                text=self._settings.reset_text,
+                role="system",
+                state=MessageState.ANSWERED,
+                reset=True,
+            )
+        else:
+            outcome = await self._ask_agent(job)
+        reply_id = await self._replies.submit((job, outcome))
+        if reply_id is None:
+            log_event(
+                logger,
+                "answer.claim_lost",
+                level=logging.WARNING,
+                session=job.request.session_id,
+                message=job.message_id,
+            )
+            return
+        if outcome.state == MessageState.ANSWERED:
+            self._metrics.answered.labels(job.channel).inc()
+        log_event(
+            logger,
+            "message.answered",
+            channel=job.channel,
+            agent=job.agent.settings.slug,
+            session=job.request.session_id,
+            message=job.message_id,
+            reply=reply_id,
+            outcome=outcome.state,
+        )
+
+    async def _ask_agent(self, job: _Job) -> _Outcome:
+        backend = self._backends[job.agent.settings.slug]
+        try:
+            async with asyncio.timeout(job.agent.settings.answer_timeout_seconds):
+                text = "".join([chunk async for chunk in backend.answer(job.request)])
+            if not text.strip():
+                raise AgentError(
+                    "the agent returned an empty reply", reason="the agent gave an empty answer"
+                )
+        except Exception as error:
+            reason, detail = _failure_of(error, job)
+            log_event(
+                logger,
+                "agent.failed",
+                level=logging.WARNING,
+                agent=job.agent.settings.slug,
+                session=job.request.session_id,
+                message=job.message_id,
+                error=reason,
+                detail=detail,
+            )
+            self._metrics.failed.labels(job.channel, "agent").inc()
+            return _Outcome(
+                text=self._settings.apology_text,
+                role="system",
+                state=MessageState.FAILED,
+                error=failure(reason, detail),
+            )
+        return _Outcome(text=storable_text(text), role="assistant", state=MessageState.ANSWERED)
+
+    def _tools(self, agent: AgentRecord, row: Any, message_id: int, origin: int) -> AskTools | None:
+        """Agents with peers may ask them while answering (the ``ask_agent`` tool)."""
+        if not agent.settings.peers:
+            return None
+        context = AskContext(
+            agent=agent,
+            session_id=row.session_id,
+            message_id=message_id,
+            channel=row.channel,
+            reply_target=row.reply_target,
+            chain_origin_id=origin,
+            chain_hops=row.chain_hops,
+        )
+        return AskTools(asks=self._asks, context=context, wait_seconds=self._ask_wait_seconds)
+
+    async def _abandon(self, message_id: int, error: str) -> None:
+        values = {
+            "state": MessageState.FAILED,
+            "last_error": error,
+            "claimed_by": None,
+            "claim_expires_at": None,
+            "updated_at": utcnow(),
+        }
+        async with self._store.write() as writes:
+            abandoned = await writes.db.execute(
+                update_if_claimed(ANSWER, tuple(values)).returning(MESSAGES.c.session_id),
+                claimed_parameters(message_id, self._worker_id, values),
+            )
+            session_id = abandoned.scalar_one_or_none()
+            if session_id is not None:
+                writes.changed("message.updated", session_id, message_id)
+        log_event(logger, "answer.abandoned", level=logging.ERROR, message=message_id, error=error)
+
+    async def _store_batch(self, batch: Sequence[tuple[_Job, _Outcome]]) -> list[int | None]:
+        """Mark the user messages answered and store their replies *to deliver*, in one
+        transaction, for the claims this worker still holds; the reply id of each (None:
+        the claim was lost, nothing stored for it)."""
+        async with self._store.write() as writes:
+            held = await finish_claimed(
+                writes.db,
+                ANSWER,
+                worker_id=self._worker_id,
+                finishes=[
+                    (
+                        job.message_id,
+                        {
+                            "state": outcome.state,
+                            "last_error": outcome.error,
+                            "claimed_by": None,
+                            "claim_expires_at": None,
+                            "attempts": job.attempts + 1,
+                            "updated_at": writes.now,
+                        },
+                    )
+                    for job, outcome in batch
+                ],
+            )
+            finished = [(job, outcome) for job, outcome in batch if job.message_id in held]
+            for job, outcome in finished:
+                if outcome.reset:
+                    await reset_context(
+                        writes.db,
+                        session_id=job.request.session_id,
+                        from_message_id=job.message_id + 1,
+                    )
+                writes.changed("message.updated", job.request.session_id, job.message_id)
+            reply_ids = await store_outgoing(
+                writes,
+                [
+                    Outgoing(
+                        session_id=job.request.session_id,
+                        sender_participant_id=job.agent.participant_id,
+                        role=outcome.role,
+                        content=outcome.text,
+                        channel=job.channel,
+                        reply_target=job.reply_target,
+                        delivery_key=new_delivery_key(),
+                        reply_to_message_id=job.message_id,
+                        chain_origin_id=job.chain_origin_id,
+                        chain_hops=job.chain_hops,
+                    )
+                    for job, outcome in finished
+                ],
+            )
+            if finished:
+                writes.wake(DELIVER.name)
+        replies = {
+            job.message_id: reply for (job, _), reply in zip(finished, reply_ids, strict=True)
+        }
+        return [replies.get(job.message_id) for job, _ in batch]

@@ -1,0 +1,82 @@
+"""Storing messages the bridge sends: agents' replies, notes, records of asks.
+
+One insert for all of them (through the message store), so every outgoing message carries the
+same columns: its chain (origin and hops), where it goes (channel and reply target) and, when
+it is to be delivered, a fresh delivery key. ``external_message_id`` makes a note idempotent:
+storing it twice is a no-op that returns None.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bridge.db.models import MessageState
+from bridge.flow.store import Writes, message_row
+from bridge.sessions import Activity, record_activities
+
+
+def new_delivery_key() -> str:
+    """Stable id of one reply's delivery; 24 characters fit Discord's 25-character nonce."""
+    return secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outgoing:
+    session_id: int
+    sender_participant_id: int | None
+    role: str
+    content: str
+    channel: str
+    reply_target: dict[str, str]
+    state: str = MessageState.TO_DELIVER
+    delivery_key: str | None = None
+    reply_to_message_id: int | None = None
+    chain_origin_id: int | None = None
+    chain_hops: int = 0
+    external_message_id: str | None = None
+
+
+async def store_outgoing(writes: Writes, messages: Sequence[Outgoing]) -> list[int | None]:
+    """Insert ``messages`` in one statement and count them on their sessions; each one's id,
+    or None where it was already stored. Records a ``message.created`` change for each new
+    one; waking the delivery workers is the caller's (not every outgoing message is sent)."""
+    ids = await writes.insert_messages(
+        [
+            message_row(
+                session_id=message.session_id,
+                sender_participant_id=message.sender_participant_id,
+                role=message.role,
+                content=message.content,
+                channel=message.channel,
+                reply_target=message.reply_target,
+                state=message.state,
+                now=writes.now,
+                external_message_id=message.external_message_id,
+                reply_to_message_id=message.reply_to_message_id,
+                delivery_key=message.delivery_key,
+                chain_origin_id=message.chain_origin_id,
+                chain_hops=message.chain_hops,
+            )
+            for message in messages
+        ]
+    )
+    added = Counter(
+        message.session_id
+        for message, message_id in zip(messages, ids, strict=True)
+        if message_id is not None
+    )
+    await record_activities(
+        writes.db,
+        [
+            Activity(session_id=session, added=count, inbound=False)
+            for session, count in added.items()
+        ],
+        now=writes.now,
+    )
+    for message, message_id in zip(messages, ids, strict=True):
+        if message_id is not None:
+            writes.changed("message.created", message.session_id, message_id)
+    return ids

@@ -1,0 +1,198 @@
+"""The message store: the one place that writes message rows, records the change events of a
+transaction and wakes the workers once it has committed.
+
+Every step of the flow (and the API, hand-offs, asks) writes through :meth:`MessageStore.write`:
+
+    async with store.write() as writes:
+        ids = await writes.insert_messages(rows)
+        writes.changed("message.created", session_id, ids[0])
+        writes.wake(ANSWER.name)
+
+On commit the change events are inserted and one ``NOTIFY`` per kind is queued in the same
+transaction (other processes hear of it exactly when it is visible); after the commit this
+process's own workers and feed are woken. Nothing is woken for a rolled-back transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Insert, bindparam, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import ReturningInsert
+
+from bridge.db.engine import insert
+from bridge.db.models import CHANGES, MESSAGES, utcnow
+from bridge.feed import FEED, ChangeKind
+from bridge.wakeups import NOTIFY_CHANNEL, WorkSignals
+
+MessageKey = tuple[int, str]
+"""``(session_id, external_message_id)``: what makes a message unique."""
+
+
+@cache
+def _insert_messages(dialect: str) -> ReturningInsert[Any]:
+    """Built once per dialect: a row whose key exists is skipped and returns nothing."""
+    m = MESSAGES.c
+    return (
+        insert(dialect, MESSAGES)
+        .on_conflict_do_nothing(index_elements=["session_id", "external_message_id"])
+        .returning(m.id, m.session_id, m.external_message_id)
+    )
+
+
+@cache
+def _existing_messages() -> Any:
+    m = MESSAGES.c
+    return select(m.id, m.session_id, m.external_message_id).where(
+        tuple_(m.session_id, m.external_message_id).in_(bindparam("keys", expanding=True))
+    )
+
+
+@cache
+def _insert_change() -> Insert:
+    return CHANGES.insert()
+
+
+@cache
+def _notify(count: int) -> Any:
+    calls = ", ".join(f"pg_notify(:channel, :kind{index})" for index in range(count))
+    return text(f"SELECT {calls}")
+
+
+class Writes:
+    """One transaction of the store: statements through :attr:`db`, message rows through
+    :meth:`insert_messages`, and what to record and wake when it commits."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db
+        self.now = utcnow()
+        self._changes: list[dict[str, Any]] = []
+        self.woken: set[str] = set()
+        self.rolled_back = False
+
+    @property
+    def dialect(self) -> str:
+        return self.db.get_bind().dialect.name
+
+    def changed(self, kind: ChangeKind, session_id: int, message_id: int | None) -> None:
+        """A change live clients see (a ``change_events`` row, written on commit)."""
+        self._changes.append(
+            {
+                "kind": kind,
+                "session_id": session_id,
+                "message_id": message_id,
+                "created_at": self.now,
+            }
+        )
+        self.woken.add(FEED)
+
+    def wake(self, kind: str) -> None:
+        """Wake the workers of ``kind`` (in every process) once this commits."""
+        self.woken.add(kind)
+
+    def roll_back(self) -> None:
+        """Write nothing of this transaction and wake nobody."""
+        self.rolled_back = True
+
+    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> list[int | None]:
+        """Insert message rows in one statement, in order (ids grow with it, which keeps a
+        session in order); each row's new id, or None where its ``(session_id,
+        external_message_id)`` was already stored (or repeats an earlier row of ``rows``)."""
+        ids: list[int | None] = [None] * len(rows)
+        keyed: dict[MessageKey, int] = {}
+        for index, row in enumerate(rows):
+            if row["external_message_id"] is None:
+                # Nothing to correlate it by in a shared RETURNING: inserted on its own.
+                inserted = await self.db.execute(_insert_messages(self.dialect), row)
+                ids[index] = inserted.one().id
+            else:
+                keyed.setdefault((row["session_id"], row["external_message_id"]), index)
+        if keyed:
+            stored = await self.db.execute(
+                _insert_messages(self.dialect), [rows[index] for index in keyed.values()]
+            )
+            for row in stored:
+                ids[keyed[(row.session_id, row.external_message_id)]] = row.id
+        return ids
+
+    async def existing_messages(self, keys: Sequence[MessageKey]) -> dict[MessageKey, int]:
+        """The ids of stored messages by key (those that :meth:`insert_messages` skipped)."""
+        if not keys:
+            return {}
+        found = await self.db.execute(_existing_messages(), {"keys": list(set(keys))})
+        return {(row.session_id, row.external_message_id): row.id for row in found}
+
+    async def _flush(self) -> None:
+        if self._changes:
+            await self.db.execute(_insert_change(), self._changes)
+        if self.woken and self.dialect == "postgresql":
+            kinds = sorted(self.woken)
+            await self.db.execute(
+                _notify(len(kinds)),
+                {"channel": NOTIFY_CHANNEL, **{f"kind{i}": kind for i, kind in enumerate(kinds)}},
+            )
+
+
+class MessageStore:
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], signals: WorkSignals) -> None:
+        self.sessions = sessions
+        self._signals = signals
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Writes]:
+        """One transaction: commits (with its change events and NOTIFYs) when the block ends,
+        rolls back on an exception or :meth:`Writes.roll_back`; wakes after the commit."""
+        async with self.sessions() as db, db.begin() as transaction:
+            writes = Writes(db)
+            yield writes
+            if writes.rolled_back:
+                await transaction.rollback()
+                return
+            await writes._flush()
+        for kind in writes.woken:
+            self._signals.wake(kind)
+
+
+def message_row(
+    *,
+    session_id: int,
+    sender_participant_id: int | None,
+    role: str,
+    content: str,
+    channel: str,
+    reply_target: dict[str, str],
+    state: str,
+    now: datetime,
+    external_message_id: str | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+    reply_to_message_id: int | None = None,
+    delivery_key: str | None = None,
+    chain_origin_id: int | None = None,
+    chain_hops: int = 0,
+) -> dict[str, Any]:
+    """Every column of a new message row, so every row of one insert has the same shape."""
+    return {
+        "session_id": session_id,
+        "sender_participant_id": sender_participant_id,
+        "role": role,
+        "content": content,
+        "external_message_id": external_message_id,
+        "reply_to_message_id": reply_to_message_id,
+        "channel": channel,
+        "reply_target": reply_target,
+        "attachments": attachments or [],
+        "state": state,
+        "attempts": 0,
+        "delivery_key": delivery_key,
+        "delivery_in_doubt": False,
+        "platform_message_ids": [],
+        "chain_origin_id": chain_origin_id,
+        "chain_hops": chain_hops,
+        "created_at": now,
+        "updated_at": now,
+    }
