@@ -20,7 +20,7 @@ import discord.http
 import yarl
 
 from bridge.events import Attachment, MessageEdit, Reply
-from bridge.ingest import InvalidMessage
+from bridge.flow.ingest import InvalidMessage
 from bridge.logs import log_event
 from bridge.settings import AgentSettings
 from channels.base import ApplyEdit, ChannelStatus, DeliveryError, Ingest

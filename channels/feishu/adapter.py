@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from bridge.events import ConversationChange, Reply
-from bridge.ingest import MAX_ID_LENGTH, InvalidMessage, storable_text
+from bridge.flow.ingest import MAX_ID_LENGTH, InvalidMessage, storable_text
 from bridge.logs import log_event
 from bridge.settings import AgentSettings
 from bridge.tasks import cancel_and_wait

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 from bridge.events import Attachment, InboundMessage, Sender
-from bridge.ingest import MAX_ID_LENGTH
+from bridge.flow.ingest import MAX_ID_LENGTH
 
 CHANNEL = "feishu"
 GROUP_CHAT_TYPES = frozenset({"group", "topic_group"})

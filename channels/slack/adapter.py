@@ -32,7 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.directory import UnknownAgent
 from bridge.events import InboundMessage, Reply, Sender
-from bridge.ingest import InvalidMessage
+from bridge.flow.ingest import InvalidMessage
 from bridge.logs import log_event
 from bridge.settings import AgentSettings
 from channels.base import ApplyEdit, ChannelStatus, DeliveryError, Ingest
