@@ -159,6 +159,23 @@ class MessageState:
     RECORDED = "recorded"
 
 
+def _work_queue_indexes(kind: str, waiting: str, working: str) -> tuple[Index, Index]:
+    """Small partial indexes over the unfinished messages of one kind of work: a claim scans
+    them in id order and checks "an earlier one of the same session is unfinished" in them,
+    never the finished history (which grows without end)."""
+    where = text(f"state IN ('{waiting}', '{working}')")
+    return (
+        Index(f"ix_chat_messages_{kind}_queue", "id", postgresql_where=where, sqlite_where=where),
+        Index(
+            f"ix_chat_messages_{kind}_session_queue",
+            "session_id",
+            "id",
+            postgresql_where=where,
+            sqlite_where=where,
+        ),
+    )
+
+
 class ChatMessage(Base):
     __tablename__ = "chat_messages"
     __table_args__ = (
@@ -172,6 +189,8 @@ class ChatMessage(Base):
         ),
         Index(None, "state", "next_attempt_at"),
         Index(None, "claimed_by", "state"),
+        *_work_queue_indexes("answer", MessageState.PENDING, MessageState.ANSWERING),
+        *_work_queue_indexes("deliver", MessageState.TO_DELIVER, MessageState.DELIVERING),
         Index(None, "chain_origin_id"),
         Index(None, "sender_participant_id", "created_at"),
     )

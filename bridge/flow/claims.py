@@ -19,13 +19,16 @@ from sqlalchemy import (
     ColumnElement,
     FromClause,
     Select,
+    String,
     Update,
     and_,
     bindparam,
     case,
     exists,
+    literal_column,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -55,26 +58,34 @@ KINDS = (ANSWER, DELIVER)
 NOW = bindparam("now", type_=UTCDateTime())
 
 
+def _state(value: str) -> ColumnElement[str]:
+    """A state as a literal, not a bind parameter: PostgreSQL proves a partial index's
+    predicate only from constants, also in the generic plan of a prepared statement."""
+    return literal_column(f"'{value}'", String())
+
+
 @cache
 def _find(kind: ClaimKind) -> Select[Any]:
     """The ready messages of ``kind``, oldest first, none behind an unfinished one of its
-    session; with each its in-doubt flag as it was before the claim."""
+    session; with each its in-doubt flag as it was before the claim. Scans only the kind's
+    small queue index (``ix_chat_messages_<kind>_queue``), however long the history."""
     m, earlier = MESSAGES.c, MESSAGES.alias("earlier").c
+    waiting, working = _state(kind.waiting), _state(kind.working)
     blocked_by_earlier = exists().where(
         earlier.session_id == m.session_id,
         earlier.id < m.id,
-        earlier.state.in_((kind.waiting, kind.working)),
+        earlier.state.in_((waiting, working)),
     )
     ready = or_(
         and_(
-            m.state == kind.waiting,
+            m.state == waiting,
             or_(m.next_attempt_at.is_(None), m.next_attempt_at <= NOW),
         ),
-        and_(m.state == kind.working, m.claim_expires_at < NOW),
+        and_(m.state == working, m.claim_expires_at < NOW),
     )
     return (
         select(m.id, m.delivery_in_doubt.label("was_in_doubt"))
-        .where(ready, ~blocked_by_earlier)
+        .where(m.state.in_((waiting, working)), ready, ~blocked_by_earlier)
         .order_by(m.id)
         .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
@@ -99,6 +110,16 @@ def _claim_values(kind: ClaimKind) -> dict[str, Any]:
 
 Load = Callable[[FromClause], Select[Any]]
 """Builds the select of what a step needs from a FROM that has the claimed message rows."""
+
+
+_ORDERED_SCAN = text(
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off',"
+    " true), set_config('enable_sort', 'off', true)"
+)
+"""For the claim's transaction only: walk the kind's queue index in id order and stop at the
+limit. Left to its estimates (which lag behind a queue that fills in seconds), the planner
+often reads every queued row, checks each for an earlier one of its session, then sorts:
+tens of milliseconds per claim under a burst instead of a fraction of one."""
 
 
 @cache
@@ -154,6 +175,7 @@ async def claim(
     }
     async with sessions() as db, db.begin():
         if db.get_bind().dialect.name == "postgresql":
+            await db.execute(_ORDERED_SCAN)
             rows = (await db.execute(_claim_in_one(kind, load), parameters)).all()
             claimed = [Claimed(row=row, was_in_doubt=bool(row.was_in_doubt)) for row in rows]
         else:

@@ -46,6 +46,11 @@ def _insert_messages(dialect: str) -> ReturningInsert[Any]:
 
 
 @cache
+def _insert_unkeyed() -> ReturningInsert[Any]:
+    return MESSAGES.insert().returning(MESSAGES.c.id, sort_by_parameter_order=True)
+
+
+@cache
 def _existing_messages() -> Any:
     m = MESSAGES.c
     return select(m.id, m.session_id, m.external_message_id).where(
@@ -100,25 +105,39 @@ class Writes:
         self.rolled_back = True
 
     async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> list[int | None]:
-        """Insert message rows in one statement, in order (ids grow with it, which keeps a
-        session in order); each row's new id, or None where its ``(session_id,
-        external_message_id)`` was already stored (or repeats an earlier row of ``rows``)."""
-        ids: list[int | None] = [None] * len(rows)
-        keyed: dict[MessageKey, int] = {}
-        for index, row in enumerate(rows):
-            if row["external_message_id"] is None:
-                # Nothing to correlate it by in a shared RETURNING: inserted on its own.
-                inserted = await self.db.execute(_insert_messages(self.dialect), row)
-                ids[index] = inserted.one().id
-            else:
-                keyed.setdefault((row["session_id"], row["external_message_id"]), index)
-        if keyed:
-            stored = await self.db.execute(
-                _insert_messages(self.dialect), [rows[index] for index in keyed.values()]
-            )
-            for row in stored:
-                ids[keyed[(row.session_id, row.external_message_id)]] = row.id
+        """Insert message rows, in order (ids grow with it, which keeps a session in order);
+        each row's new id, or None where its ``(session_id, external_message_id)`` was already
+        stored (or repeats an earlier row of ``rows``). One statement per run of rows with
+        and without an external id (in practice one: a batch is all one or the other)."""
+        ids: list[int | None] = []
+        start = 0
+        while start < len(rows):
+            keyed = rows[start]["external_message_id"] is not None
+            end = start
+            while end < len(rows) and (rows[end]["external_message_id"] is not None) == keyed:
+                end += 1
+            run = rows[start:end]
+            ids += await (self._insert_keyed(run) if keyed else self._insert_unkeyed(run))
+            start = end
         return ids
+
+    async def _insert_keyed(self, rows: Sequence[dict[str, Any]]) -> list[int | None]:
+        ids: list[int | None] = [None] * len(rows)
+        first: dict[MessageKey, int] = {}
+        for index, row in enumerate(rows):
+            first.setdefault((row["session_id"], row["external_message_id"]), index)
+        stored = await self.db.execute(
+            _insert_messages(self.dialect), [rows[index] for index in first.values()]
+        )
+        for row in stored:
+            ids[first[(row.session_id, row.external_message_id)]] = row.id
+        return ids
+
+    async def _insert_unkeyed(self, rows: Sequence[dict[str, Any]]) -> list[int | None]:
+        """Nothing to skip (no key), so every row is inserted and RETURNING, kept in
+        parameter order, gives each its id."""
+        stored = await self.db.execute(_insert_unkeyed(), list(rows))
+        return [row.id for row in stored]
 
     async def existing_messages(self, keys: Sequence[MessageKey]) -> dict[MessageKey, int]:
         """The ids of stored messages by key (those that :meth:`insert_messages` skipped)."""
