@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
 from bridge.agents import build_backend
 from bridge.api import setup_api
@@ -30,9 +30,10 @@ from bridge.appkeys import (
 )
 from bridge.db.engine import create_engine, session_factory
 from bridge.db.migrate import require_head
-from bridge.db.models import ChatMessage, MessageState
+from bridge.db.models import MessageState
 from bridge.directory import sync_agents
 from bridge.events import ConversationChange, InboundMessage, IngestResult, MessageEdit
+from bridge.flow.claims import count_queued
 from bridge.flow.pipeline import Pipeline
 from bridge.metrics import Metrics
 from bridge.settings import Settings
@@ -171,14 +172,7 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     try:
         async with asyncio.timeout(2), app[SESSIONS]() as db:
-            rows = (
-                await db.execute(
-                    select(ChatMessage.state, func.count())
-                    .where(ChatMessage.state.in_(WAITING_STATES))
-                    .group_by(ChatMessage.state)
-                )
-            ).all()
-        counts = {str(state): int(count) for state, count in rows}
+            counts = await count_queued(db)
         for state in WAITING_STATES:
             app[METRICS].pending.labels(state).set(counts.get(state, 0))
     except Exception as error:  # still serve the counters when the database is away

@@ -4,15 +4,19 @@ Concurrent ``ingest`` calls share one transaction, yet each caller still gets it
 a duplicate pair in one batch stores one row and gives both callers its id; one message failing
 inside the transaction fails only its own caller; a batch spanning many sessions keeps each
 session's messages (and, through the real pipeline, its replies) in order; a burst of first
-messages makes one session and one participant. ``GroupCommit`` itself is checked without a
-database: a lone item is a batch of one, items arriving during a write form the next batch,
-``stop()`` writes what is queued, and a failing batch is retried item by item.
+messages makes one session and one participant; a follow-up meant only for a conversation the
+agent is in is stored when the message opening that conversation comes before it in the same
+batch, and ignored when nobody opened its conversation. ``GroupCommit`` itself is checked without
+a database: a lone item is a batch of one, items arriving during a write form the next batch,
+``stop()`` writes what is queued, a failing batch is retried item by item, and a broken
+``write`` fails its batch's callers without stopping the writer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -242,15 +246,61 @@ async def test_200_first_messages_from_one_sender_make_one_session(
         assert session.message_count == 200
 
 
+async def test_follow_up_batched_with_the_message_opening_its_conversation_is_stored(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    opening = memory_message(
+        "@assistant look",
+        message_id="open",
+        conversation="memory:thread",
+        is_group=True,
+        mentions=("assistant",),
+    )
+    stray = memory_message(
+        "not for you",
+        message_id="stray",
+        conversation="memory:other",
+        is_group=True,
+        only_if_engaged=True,
+    )
+    follow_up = memory_message(
+        "and this",
+        message_id="follow",
+        conversation="memory:thread",
+        is_group=True,
+        only_if_engaged=True,
+    )
+    caplog.set_level(logging.WARNING, logger="bridge.flow.batching")
+    async with batched(database_url) as bridge:
+        results = await asyncio.gather(*(bridge.ingest(m) for m in (opening, stray, follow_up)))
+        assert bridge.batches() == 1  # one batch held all three ...
+        assert not [r for r in caplog.records if r.getMessage() == "batch.retried_alone"]
+        opened, ignored, followed = results  # ... and it was not retried item by item
+        assert not opened.ignored and not opened.duplicate
+        assert ignored == IngestResult(session_id=0, message_id=0, duplicate=False, ignored=True)
+        assert not followed.ignored and not followed.duplicate
+        assert followed.session_id == opened.session_id
+        assert followed.message_id > opened.message_id
+        stored = await bridge.stored()
+        assert [(m.external_message_id, m.session_id, m.id) for m in stored] == [
+            ("open", opened.session_id, opened.message_id),
+            ("follow", opened.session_id, followed.message_id),
+        ]
+        assert await bridge.count(ChatSession) == 1
+        assert await bridge.count(ChatSession, ChatSession.external_conv_id == "memory:other") == 0
+
+
 class FakeWriter:
     """A ``write`` for GroupCommit that records each batch; it can hold a batch until
-    released, fails any batch holding ``"bad"``, and answers ``"odd"`` with an exception."""
+    released, fails any batch holding ``"bad"``, and answers ``"odd"`` with an exception.
+    Set ``missing`` to break it: it then answers that many results too few."""
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
         self.writing = asyncio.Event()
         self.release = asyncio.Event()
         self.release.set()
+        self.missing = 0
 
     async def write(self, batch: Sequence[str]) -> list[str | BaseException]:
         self.batches.append(list(batch))
@@ -258,7 +308,10 @@ class FakeWriter:
         await self.release.wait()
         if "bad" in batch:
             raise ValueError("the transaction failed")
-        return [LookupError(item) if item == "odd" else item.upper() for item in batch]
+        results: list[str | BaseException] = [
+            LookupError(item) if item == "odd" else item.upper() for item in batch
+        ]
+        return results[: len(results) - self.missing]
 
     def hold(self) -> None:
         self.release.clear()
@@ -341,3 +394,28 @@ async def test_failed_batch_is_retried_alone_and_fails_only_its_item() -> None:
     assert isinstance(results[2], ValueError)
     assert isinstance(results[3], LookupError)
     await commit.stop()
+
+
+async def test_broken_write_fails_its_batch_and_the_writer_keeps_serving() -> None:
+    writer = FakeWriter()
+    commit = group(writer)
+    async with asyncio.timeout(5):  # a regression hangs the callers: fail instead
+        writer.missing = 3  # no result at all for a batch of three
+        results = await asyncio.gather(
+            *(commit.submit(i) for i in ("a", "b", "c")), return_exceptions=True
+        )
+        assert writer.batches == [["a", "b", "c"]]
+        assert all(isinstance(r, ValueError) for r in results), results
+
+        writer.missing = 1  # one result short: the item left without one fails
+        results = await asyncio.gather(
+            *(commit.submit(i) for i in ("d", "e", "f")), return_exceptions=True
+        )
+        assert writer.batches[1:] == [["d", "e", "f"]]
+        assert isinstance(results[2], ValueError)
+
+        writer.missing = 0
+        assert await commit.submit("g") == "G"
+        assert list(await asyncio.gather(commit.submit("h"), commit.submit("i"))) == ["H", "I"]
+        assert writer.batches[2:] == [["g"], ["h", "i"]]
+        await commit.stop()

@@ -187,8 +187,6 @@ class ChatMessage(Base):
             func.coalesce(text("reply_to_message_id"), text("id")),
             "id",
         ),
-        Index(None, "state", "next_attempt_at"),
-        Index(None, "claimed_by", "state"),
         *_work_queue_indexes("answer", MessageState.PENDING, MessageState.ANSWERING),
         *_work_queue_indexes("deliver", MessageState.TO_DELIVER, MessageState.DELIVERING),
         Index(None, "chain_origin_id"),

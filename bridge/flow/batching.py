@@ -60,7 +60,7 @@ class GroupCommit(Generic[Item, Result]):
         self._queue.append((item, future))
         self._idle.clear()
         self._ready.set()
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"bridge-{self._name}")
         # Shielded: a caller that gives up does not take its item out of a batch being written.
         return await asyncio.shield(future)
@@ -85,7 +85,13 @@ class GroupCommit(Generic[Item, Result]):
             if batch:
                 if self._sizes is not None:
                     self._sizes.observe(len(batch))
-                await self._write_batch(batch)
+                try:
+                    await self._write_batch(batch)
+                except Exception as error:  # a bug in ``write``: fail this batch, keep serving
+                    logger.exception("%s: writing a batch failed", self._name)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
             if not self._queue:
                 self._idle.set()
 
@@ -113,6 +119,8 @@ class GroupCommit(Generic[Item, Result]):
                 for entry in batch:
                     await self._write_batch([entry])
                 return
+        if len(results) != len(batch):
+            raise RuntimeError(f"{self._name}: {len(results)} results for {len(batch)} items")
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

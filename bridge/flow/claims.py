@@ -25,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     case,
     exists,
+    func,
     literal_column,
     or_,
     select,
@@ -315,3 +316,20 @@ async def finish_claimed(
     for columns, parameters in shapes.items():
         await db.execute(update_if_claimed(kind, columns), parameters)
     return held
+
+
+@cache
+def _queued(kind: ClaimKind) -> Select[Any]:
+    m = MESSAGES.c
+    states = (_state(kind.waiting), _state(kind.working))
+    return select(m.state, func.count()).where(m.state.in_(states)).group_by(m.state)
+
+
+async def count_queued(db: AsyncSession) -> dict[str, int]:
+    """Messages waiting or being worked on, by state: one count per kind, each over its
+    queue index."""
+    counts: dict[str, int] = {}
+    for kind in KINDS:
+        for state, count in await db.execute(_queued(kind)):
+            counts[str(state)] = int(count)
+    return counts

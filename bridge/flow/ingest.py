@@ -151,11 +151,12 @@ class Ingestor:
         results: list[IngestResult | BaseException] = [IGNORED] * len(items)
         async with self._store.write() as writes:
             engaged = await _engaged(writes, items)
-            stored = [
-                index
-                for index, item in enumerate(items)
-                if not item.message.only_if_engaged or item.session_key in engaged
-            ]
+            stored = []
+            for index, item in enumerate(items):
+                if item.message.only_if_engaged and item.session_key not in engaged:
+                    continue
+                stored.append(index)
+                engaged.add(item.session_key)  # created or revived by this message
             batch = [items[index] for index in stored]
             senders = await _senders(writes, batch)
             sessions = await self._sessions(writes, batch, senders)
@@ -173,7 +174,10 @@ class Ingestor:
                 stored, await _insert(writes, batch, senders, sessions), strict=True
             ):
                 results[index] = result
-        self._report(items, results)
+        try:
+            self._report(items, results)
+        except Exception:  # committed: a failed log line must not make the batch be retried
+            logger.exception("ingest: reporting a committed batch failed")
         return results
 
     async def _sessions(
