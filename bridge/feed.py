@@ -95,8 +95,11 @@ class ChangeFeed:
         on_changes: OnChanges,
         retention_hours: float,
         poll_seconds: float = 1.0,
+        wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         self._sessions = sessions
+        self._wanted = wanted
+        self._behind = False
         self._signals = signals
         self._on_changes = on_changes
         self._retention = timedelta(hours=retention_hours)
@@ -111,9 +114,24 @@ class ChangeFeed:
         return self._cursor
 
     async def start(self) -> None:
-        async with self._sessions() as db:
-            self._cursor = int((await db.execute(select(func.max(CHANGES.c.id)))).scalar() or 0)
+        await self._jump_to_head()
         self._task = asyncio.create_task(self._run(), name="bridge-change-feed")
+
+    async def follow(self) -> None:
+        """Call before a client is added and told :attr:`head`: while nobody was listening the
+        tail read nothing (see ``wanted``), so the stream starts at the newest event. With
+        clients already listening the tail is current and stays where it is."""
+        if self._behind and not self._wanted():
+            await self._jump_to_head()
+
+    async def _jump_to_head(self) -> None:
+        async with self._sessions() as db:
+            newest = int((await db.execute(select(func.max(CHANGES.c.id)))).scalar() or 0)
+        if self._wanted() and self._task is not None:
+            return  # someone started listening meanwhile: the tail streams from where it is
+        self._cursor = max(self._cursor, newest)
+        self._holes.clear()
+        self._behind = False
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -187,11 +205,17 @@ class ChangeFeed:
                     await wake.wait()
             wake.clear()
             try:
-                while True:
-                    changes = await self._read()
-                    await self._on_changes(changes)
-                    if len(changes) < BATCH:
-                        break
+                if not self._wanted():
+                    # Nobody to stream to: reading every change would cost round trips and
+                    # CPU on every commit of a busy process for nothing.
+                    self._behind = True
+                else:
+                    self._behind = False
+                    while True:
+                        changes = await self._read()
+                        await self._on_changes(changes)
+                        if len(changes) < BATCH:
+                            break
                 if loop.time() >= next_prune:
                     next_prune = loop.time() + PRUNE_EVERY_SECONDS
                     await self.prune()

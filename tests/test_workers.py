@@ -39,9 +39,10 @@ class _FlakyStep:
         self.handled = asyncio.Event()
 
     async def claim(self, limit: int) -> list[_Job]:
-        claimed = await claim(
-            self.sessions, ANSWER, worker_id="test-worker", limit=limit, ttl_seconds=60, load=_ids
-        )
+        async with self.sessions() as db, db.begin():
+            claimed = await claim(
+                db, ANSWER, worker_id="test-worker", limit=limit, ttl_seconds=60, load=_ids
+            )
         return [_Job(message_id=int(item.row.id)) for item in claimed]
 
     async def run(self, job: _Job) -> None:

@@ -79,6 +79,7 @@ class LiveHub:
             signals=signals,
             on_changes=self._publish,
             retention_hours=retention_hours,
+            wanted=lambda: bool(self._clients),
         )
 
     @property
@@ -227,6 +228,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await socket.prepare(request)
     # From here on the connection is a WebSocket: a failure closes it with a code, it never
     # becomes an HTTP error answer written into the socket.
+    await hub.feed.follow()
     client = hub.connect(caller=caller_of(request), socket=socket, transport=request.transport)
     log_event(logger, "live.connected", user=client.caller.user)
     try:

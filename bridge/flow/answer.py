@@ -144,25 +144,22 @@ class Answerer:
     async def claim(self, limit: int) -> list[_Job]:
         """Claim up to ``limit`` pending messages (one per session) and load their histories
         in one query; a message whose agent left the config is abandoned."""
-        claimed = await claim(
-            self._store.sessions,
-            ANSWER,
-            worker_id=self._worker_id,
-            limit=limit,
-            ttl_seconds=self._settings.claim_ttl_seconds,
-            load=_load,
-        )
-        rows = []
-        for item in claimed:
-            try:
-                rows.append((item.row, self._agents.by_id(item.row.agent_id)))
-            except UnknownAgent as error:  # the agent left the config after the message came
-                await self._abandon(
-                    item.row.id, failure("the agent is no longer configured", str(error))
-                )
-        if not rows:
-            return []
-        async with self._store.sessions() as db:
+        async with self._store.sessions() as db, db.begin():
+            claimed = await claim(
+                db,
+                ANSWER,
+                worker_id=self._worker_id,
+                limit=limit,
+                ttl_seconds=self._settings.claim_ttl_seconds,
+                load=_load,
+            )
+            rows: list[tuple[Any, AgentRecord]] = []
+            unknown: list[tuple[int, str]] = []
+            for item in claimed:
+                try:
+                    rows.append((item.row, self._agents.by_id(item.row.agent_id)))
+                except UnknownAgent as error:  # the agent left the config after the message
+                    unknown.append((item.row.id, str(error)))
             histories = await load_histories(
                 db,
                 [
@@ -176,6 +173,8 @@ class Answerer:
                     for row, agent in rows
                 ],
             )
+        for message_id, reason in unknown:
+            await self._abandon(message_id, failure("the agent is no longer configured", reason))
         return [self._job(row, agent, histories[row.id]) for row, agent in rows]
 
     def _job(self, row: Any, agent: AgentRecord, history: tuple[HistoryMessage, ...]) -> _Job:

@@ -156,7 +156,7 @@ class Claimed:
 
 
 async def claim(
-    sessions: async_sessionmaker[AsyncSession],
+    db: AsyncSession,
     kind: ClaimKind,
     *,
     worker_id: str,
@@ -164,9 +164,10 @@ async def claim(
     ttl_seconds: float,
     load: Load,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` messages of ``kind``, oldest first, in one transaction, and
-    return what ``load`` selects of each (``load`` must be a module-level function: the
-    statement is built once per kind and load)."""
+    """Claim up to ``limit`` messages of ``kind``, oldest first, in the caller's transaction
+    (which may go on to read what the work needs), and return what ``load`` selects of each
+    (``load`` must be a module-level function: the statement is built once per kind and
+    load)."""
     now = utcnow()
     parameters = {
         "now": now,
@@ -174,21 +175,20 @@ async def claim(
         "worker": worker_id,
         "expires": now + timedelta(seconds=ttl_seconds),
     }
-    async with sessions() as db, db.begin():
-        if db.get_bind().dialect.name == "postgresql":
-            await db.execute(_ORDERED_SCAN)
-            rows = (await db.execute(_claim_in_one(kind, load), parameters)).all()
-            claimed = [Claimed(row=row, was_in_doubt=bool(row.was_in_doubt)) for row in rows]
-        else:
-            found = {
-                row.id: bool(row.was_in_doubt) for row in await db.execute(_find(kind), parameters)
-            }
-            if not found:
-                return []
-            take, load_claimed = _claim_in_steps(kind, load)
-            await db.execute(take, {**parameters, "ids": list(found)})
-            rows = (await db.execute(load_claimed, {"ids": list(found)})).all()
-            claimed = [Claimed(row=row, was_in_doubt=found[row.id]) for row in rows]
+    if db.get_bind().dialect.name == "postgresql":
+        await db.execute(_ORDERED_SCAN)
+        rows = (await db.execute(_claim_in_one(kind, load), parameters)).all()
+        claimed = [Claimed(row=row, was_in_doubt=bool(row.was_in_doubt)) for row in rows]
+    else:
+        found = {
+            row.id: bool(row.was_in_doubt) for row in await db.execute(_find(kind), parameters)
+        }
+        if not found:
+            return []
+        take, load_claimed = _claim_in_steps(kind, load)
+        await db.execute(take, {**parameters, "ids": list(found)})
+        rows = (await db.execute(load_claimed, {"ids": list(found)})).all()
+        claimed = [Claimed(row=row, was_in_doubt=found[row.id]) for row in rows]
     return sorted(claimed, key=lambda item: int(item.row.id))
 
 
@@ -224,15 +224,22 @@ async def renew(
     ttl_seconds: float,
 ) -> int:
     """Push back the expiry of the claims whose work is running right now, and only those: a
-    claim left behind by a failed handler must expire so the work is tried again."""
+    claim left behind by a failed handler must expire so the work is tried again. Claims a
+    finishing batch has locked are skipped, never waited for: that batch is ending them, and
+    waiting (while holding others it wants) could deadlock with it."""
+    running = (
+        select(ChatMessage.id)
+        .where(
+            ChatMessage.id.in_(list(message_ids)),
+            ChatMessage.claimed_by == worker_id,
+            ChatMessage.state.in_([k.working for k in KINDS]),
+        )
+        .with_for_update(skip_locked=True)
+    )
     async with sessions() as db, db.begin():
         result = await db.execute(
             update(ChatMessage)
-            .where(
-                ChatMessage.id.in_(list(message_ids)),
-                ChatMessage.claimed_by == worker_id,
-                ChatMessage.state.in_([k.working for k in KINDS]),
-            )
+            .where(ChatMessage.id.in_(running.scalar_subquery()))
             .values(claim_expires_at=utcnow() + timedelta(seconds=ttl_seconds))
         )
     return int(result.rowcount)  # type: ignore[attr-defined]

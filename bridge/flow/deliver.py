@@ -125,14 +125,15 @@ class Deliverer:
         await self._outcomes.stop()
 
     async def claim(self, limit: int) -> list[_Attempt]:
-        claimed = await claim(
-            self._store.sessions,
-            DELIVER,
-            worker_id=self._worker_id,
-            limit=limit,
-            ttl_seconds=self._settings.claim_ttl_seconds,
-            load=_load,
-        )
+        async with self._store.sessions() as db, db.begin():
+            claimed = await claim(
+                db,
+                DELIVER,
+                worker_id=self._worker_id,
+                limit=limit,
+                ttl_seconds=self._settings.claim_ttl_seconds,
+                load=_load,
+            )
         attempts = []
         for item in claimed:
             row = item.row

@@ -21,12 +21,13 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, bindparam, select, text, tuple_
+from sqlalchemy import BigInteger, Insert, String, TextClause, bindparam, select, text, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
 from bridge.db.engine import insert
-from bridge.db.models import CHANGES, MESSAGES, utcnow
+from bridge.db.models import CHANGES, MESSAGES, UTCDateTime, utcnow
 from bridge.feed import FEED, ChangeKind
 from bridge.wakeups import NOTIFY_CHANNEL, WorkSignals
 
@@ -64,9 +65,27 @@ def _insert_change() -> Insert:
 
 
 @cache
-def _notify(count: int) -> Any:
-    calls = ", ".join(f"pg_notify(:channel, :kind{index})" for index in range(count))
-    return text(f"SELECT {calls}")
+def _record_and_notify() -> TextClause:
+    """PostgreSQL: the transaction's change events and its NOTIFYs in one statement (one
+    round trip, one execution, whatever the batch size)."""
+    return text(
+        """
+        WITH recorded AS (
+            INSERT INTO change_events (kind, session_id, message_id, created_at)
+            SELECT kind, session_id, message_id, :now
+            FROM unnest(:kinds, :sessions, :messages)
+                WITH ORDINALITY AS c(kind, session_id, message_id, position)
+            ORDER BY position
+        )
+        SELECT pg_notify(:channel, kind) FROM unnest(:woken) AS w(kind)
+        """
+    ).bindparams(
+        bindparam("kinds", type_=ARRAY(String())),
+        bindparam("sessions", type_=ARRAY(BigInteger())),
+        bindparam("messages", type_=ARRAY(BigInteger())),
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("woken", type_=ARRAY(String())),
+    )
 
 
 class Writes:
@@ -147,14 +166,21 @@ class Writes:
         return {(row.session_id, row.external_message_id): row.id for row in found}
 
     async def _flush(self) -> None:
-        if self._changes:
+        if self.dialect == "postgresql":
+            if self.woken:
+                await self.db.execute(_record_and_notify(), self._record_parameters())
+        elif self._changes:
             await self.db.execute(_insert_change(), self._changes)
-        if self.woken and self.dialect == "postgresql":
-            kinds = sorted(self.woken)
-            await self.db.execute(
-                _notify(len(kinds)),
-                {"channel": NOTIFY_CHANNEL, **{f"kind{i}": kind for i, kind in enumerate(kinds)}},
-            )
+
+    def _record_parameters(self) -> dict[str, Any]:
+        return {
+            "kinds": [change["kind"] for change in self._changes],
+            "sessions": [change["session_id"] for change in self._changes],
+            "messages": [change["message_id"] for change in self._changes],
+            "now": self.now,
+            "channel": NOTIFY_CHANNEL,
+            "woken": sorted(self.woken),
+        }
 
 
 class MessageStore:

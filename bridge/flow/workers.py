@@ -97,6 +97,18 @@ class WorkerPool(Generic[JobT]):
         await self._step.stop()
 
     def _spawn(self, job: JobT) -> None:
+        if job.message_id in self._running:
+            # Its claim lapsed while this process still works on it (renewal was late) and
+            # this process took it again: the running task keeps it, a second would send twice.
+            log_event(
+                logger,
+                "claim.still_running",
+                level=logging.WARNING,
+                kind=self._kind.name,
+                message=job.message_id,
+            )
+            return
+        self._running.add(job.message_id)  # renewed from now on, also before the task starts
         task = asyncio.create_task(
             self._run_one(job), name=f"bridge-{self._kind.name}-{job.message_id}"
         )
@@ -109,7 +121,6 @@ class WorkerPool(Generic[JobT]):
 
     async def _run_one(self, job: JobT) -> None:
         message_id = job.message_id
-        self._running.add(message_id)
         try:
             await self._step.run(job)
         except asyncio.CancelledError:
