@@ -203,7 +203,9 @@ class SlackChannel:
                 base_url=self._settings.api_base_url, session=self._http, retry_handlers=[]
             ),
             signing_secret=secret.get_secret_value() if secret else None,
-            request_verification_enabled=secret is not None,
+            # ``_bolt_request`` has checked the signature over the exact bytes already (and
+            # Socket Mode has none): a second HMAC per event would change nothing.
+            request_verification_enabled=False,
             authorize=authorize,
             process_before_response=True,
             logger=logging.getLogger("channels.slack.bolt"),
@@ -278,14 +280,18 @@ class SlackChannel:
         """The sender's display name and the channel's name, from cache or Slack (bounded)."""
         channel = message.reply_target["channel"]
         user = message.sender.external_id
-        try:
-            async with asyncio.timeout(self._settings.lookup_timeout_seconds):
-                sender_name, group_name = await asyncio.gather(
-                    self._user_name(user),
-                    self._channel_name(channel) if message.is_group else _none(),
-                )
-        except TimeoutError:
-            sender_name, group_name = self._names.get(f"user:{user}"), None
+        sender_name = self._names.get(f"user:{user}")
+        group_name = self._names.get(f"channel:{channel}") if message.is_group else None
+        # Both known (a busy conversation): no tasks and no timer.
+        if sender_name is None or (message.is_group and group_name is None):
+            try:
+                async with asyncio.timeout(self._settings.lookup_timeout_seconds):
+                    sender_name, group_name = await asyncio.gather(
+                        self._user_name(user),
+                        self._channel_name(channel) if message.is_group else _none(),
+                    )
+            except TimeoutError:
+                sender_name, group_name = self._names.get(f"user:{user}"), None
         return replace(
             message,
             sender=Sender(external_id=user, display_name=sender_name),
