@@ -93,7 +93,7 @@ def bridge_config(path: Path, *, database_url: str, fake: TimedSlack) -> Path:
         path,
         {
             "database": {"url": database_url, "pool_size": 20},
-            "pipeline": {"answer_concurrency": 32, "delivery_concurrency": 32},
+            "pipeline": {"answer_concurrency": 64, "delivery_concurrency": 64},
             "agents": [
                 {
                     "slug": "bench",
