@@ -37,10 +37,11 @@ from tests.support.load import (
     dm_events,
     new_tag,
     posts_per_marker,
+    slack_bridge_config,
     wait_answered,
     wait_idle,
 )
-from tests.support.processes import serving_bridge, wait_until, write_toml
+from tests.support.processes import serving_bridge, wait_until
 
 BOT_TOKEN = "xoxb-commit-crash-token"
 SIGNING_SECRET = "commit-crash-signing-secret"
@@ -65,31 +66,8 @@ async def fake() -> AsyncIterator[FaultySlack]:
 
 
 def bridge_config(tmp_path: Path, *, database_url: str, fake: FaultySlack) -> Path:
-    """One Slack agent (echo backend) against ``fake``; fast polls and retries, and claims
-    that expire after two seconds, so on PostgreSQL the next process takes a dead one's work
-    over quickly (on SQLite it releases every claim at start)."""
-    return write_toml(
-        tmp_path / "bridge.toml",
-        {
-            "database": {"url": database_url},
-            "pipeline": {
-                "poll_interval_seconds": 0.5,
-                "retry_base_seconds": 0.1,
-                "retry_max_seconds": 2.0,
-                "claim_ttl_seconds": 2.0,
-                "shutdown_grace_seconds": 5.0,
-            },
-            "agents": [
-                {
-                    "slug": AGENT,
-                    "slack": {
-                        "bot_token": BOT_TOKEN,
-                        "signing_secret": SIGNING_SECRET,
-                        "api_base_url": fake.api_url,
-                    },
-                }
-            ],
-        },
+    return slack_bridge_config(
+        tmp_path / "bridge.toml", database_url=database_url, fake=fake, agent=AGENT
     )
 
 

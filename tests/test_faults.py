@@ -35,6 +35,7 @@ from tests.support.load import (
     fault_events,
     new_tag,
     route_to,
+    slack_bridge_config,
     wait_answered,
     wait_idle,
 )
@@ -63,31 +64,8 @@ async def fake() -> AsyncIterator[FaultySlack]:
 def bridge_config(
     tmp_path: Path, name: str, *, database_url: str, fake: FaultySlack, **pipeline: Any
 ) -> Path:
-    """One Slack agent (echo backend) against ``fake``; fast polls and retries, and claims
-    that expire after two seconds so a dead process's work is taken over quickly."""
-    return write_toml(
-        tmp_path / name,
-        {
-            "database": {"url": database_url},
-            "pipeline": {
-                "poll_interval_seconds": 0.5,
-                "retry_base_seconds": 0.1,
-                "retry_max_seconds": 2.0,
-                "claim_ttl_seconds": 2.0,
-                "shutdown_grace_seconds": 5.0,
-                **pipeline,
-            },
-            "agents": [
-                {
-                    "slug": AGENT,
-                    "slack": {
-                        "bot_token": BOT_TOKEN,
-                        "signing_secret": SIGNING_SECRET,
-                        "api_base_url": fake.api_url,
-                    },
-                }
-            ],
-        },
+    return slack_bridge_config(
+        tmp_path / name, database_url=database_url, fake=fake, agent=AGENT, **pipeline
     )
 
 

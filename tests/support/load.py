@@ -27,6 +27,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web
@@ -37,6 +38,7 @@ from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant
 from bridge.settings import DatabaseSettings
 from tests.fakes import slack
 from tests.fakes.slack import FakeSlack
+from tests.support.processes import write_toml
 
 FAULT_EVENTS_ENV = "BRIDGE_FAULT_EVENTS"
 POST_METHOD = "chat.postMessage"
@@ -382,3 +384,35 @@ class FaultySlack(FakeSlack):
                 self.held_posts.append(answer["message"])
             await self._released.wait()
         return response
+
+
+def slack_bridge_config(
+    path: Path, *, database_url: str, fake: FakeSlack, agent: str, **pipeline: Any
+) -> Path:
+    """One Slack agent (echo backend) against ``fake``; fast polls and retries, and claims
+    that expire after two seconds, so a process that takes a dead one's place on PostgreSQL
+    has its work over quickly (SQLite releases every claim at start)."""
+    return write_toml(
+        path,
+        {
+            "database": {"url": database_url},
+            "pipeline": {
+                "poll_interval_seconds": 0.5,
+                "retry_base_seconds": 0.1,
+                "retry_max_seconds": 2.0,
+                "claim_ttl_seconds": 2.0,
+                "shutdown_grace_seconds": 5.0,
+                **pipeline,
+            },
+            "agents": [
+                {
+                    "slug": agent,
+                    "slack": {
+                        "bot_token": fake.bot_token,
+                        "signing_secret": fake.signing_secret,
+                        "api_base_url": fake.api_url,
+                    },
+                }
+            ],
+        },
+    )
