@@ -68,6 +68,13 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
+        self.batch_seconds = Histogram(
+            "bridge_batch_seconds",
+            "Time to write one group-commit batch, from taking it to its commit",
+            ["batch"],
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2.5),
+            registry=r,
+        )
         self.pending = Gauge(
             "bridge_pending_work", "Messages waiting, by state", ["state"], registry=r
         )

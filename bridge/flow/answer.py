@@ -136,6 +136,7 @@ class Answerer:
             write=self._store_batch,
             max_batch=MAX_BATCH,
             sizes=context.metrics.batch_size,
+            durations=context.metrics.batch_seconds,
         )
 
     async def stop(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -41,9 +42,11 @@ class GroupCommit(Generic[Item, Result]):
         write: WriteBatch[Item, Result],
         max_batch: int,
         sizes: Histogram | None = None,
+        durations: Histogram | None = None,
     ) -> None:
         self._name = name
         self._sizes = None if sizes is None else sizes.labels(name)
+        self._durations = None if durations is None else durations.labels(name)
         self._write = write
         self._max_batch = max_batch
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
@@ -85,6 +88,7 @@ class GroupCommit(Generic[Item, Result]):
             if batch:
                 if self._sizes is not None:
                     self._sizes.observe(len(batch))
+                started = time.perf_counter()
                 try:
                     await self._write_batch(batch)
                 except Exception as error:  # a bug in ``write``: fail this batch, keep serving
@@ -92,6 +96,8 @@ class GroupCommit(Generic[Item, Result]):
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(error)
+                if self._durations is not None:
+                    self._durations.observe(time.perf_counter() - started)
             if not self._queue:
                 self._idle.set()
 

@@ -119,6 +119,7 @@ class Deliverer:
             write=self._record_batch,
             max_batch=MAX_BATCH,
             sizes=context.metrics.batch_size,
+            durations=context.metrics.batch_seconds,
         )
 
     async def stop(self) -> None:

@@ -123,6 +123,7 @@ class Ingestor:
             write=self._write_batch,
             max_batch=max_batch,
             sizes=metrics.batch_size,
+            durations=metrics.batch_seconds,
         )
 
     async def __call__(self, message: InboundMessage) -> IngestResult:
