@@ -1,4 +1,5 @@
-"""The migrations build exactly the schema the models describe, on both dialects."""
+"""The migrations build exactly the schema the models describe, column types included, on both
+dialects."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from bridge.settings import DatabaseSettings
 
 
 def _differences(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": False})
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
     return list(compare_metadata(context, Base.metadata))
 
 
