@@ -20,7 +20,7 @@ $(INSTALLED_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@ $(INSTALLED)
 
-## Serve the web chat with the echo agent on the embedded SQLite (./data/bridge.db).
+## Serve the web chat with the echo agent on the embedded SQLite (./data/bridge.store).
 run: $(INSTALLED)
 	$(BIN)/bridge migrate
 	$(BIN)/bridge serve

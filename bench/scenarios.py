@@ -24,7 +24,7 @@ import asyncpg
 from bench.floors import postgres_floor, sqlite_floor
 from bench.load import Burst, LoadGenerator, TimedSlack, percentile
 from bench.procstat import RssSampler
-from bridge.db.migrate import upgrade_url
+from bridge.store.migrate import upgrade_url
 from tests.support.postgres import PostgresCluster
 from tests.support.processes import BridgeProcess, serving_bridge, write_toml
 

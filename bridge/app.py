@@ -28,17 +28,16 @@ from bridge.appkeys import (
     SESSIONS,
     SETTINGS,
 )
-from bridge.db.engine import create_engine, session_factory
-from bridge.db.migrate import require_head
-from bridge.db.models import MessageState
-from bridge.directory import sync_agents
-from bridge.events import ConversationChange, InboundMessage, IngestResult, MessageEdit
 from bridge.flow.claims import count_queued
 from bridge.flow.pipeline import Pipeline
-from bridge.metrics import Metrics
+from bridge.infra.metrics import Metrics
+from bridge.ports.registry import ChannelRegistry, RunningChannels, configured_channels
 from bridge.settings import Settings
-from channels.base import ChannelContext
-from channels.registry import ChannelRegistry, RunningChannels, configured_channels
+from bridge.store.directory import sync_agents
+from bridge.store.engine import create_engine, session_factory
+from bridge.store.migrate import require_head
+from bridge.store.models import MessageState
+from bridge.webhooks import add_webhook_routes
 
 logger = logging.getLogger(__name__)
 
@@ -57,36 +56,12 @@ def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) ->
     app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
-    channels = RunningChannels()
-    app[CHANNELS] = channels
-
-    async def ingest(message: InboundMessage) -> IngestResult:
-        return await app[PIPELINE].ingest(message)
-
-    async def apply_edit(edit: MessageEdit) -> bool:
-        return await app[PIPELINE].ingest.apply_edit(edit)
-
-    async def apply_conversation(change: ConversationChange) -> int:
-        return await app[PIPELINE].ingest.apply_conversation(change)
-
-    for configured in configured_channels(settings, registry or ChannelRegistry()):
-        context = ChannelContext(
-            agent=configured.agent,
-            settings=configured.settings,
-            ingest=ingest,
-            edit=apply_edit,
-            conversation=apply_conversation,
-            web_app=app,
-        )
-        channels.add(
-            name=configured.plugin.name,
-            agent_slug=configured.agent.slug,
-            channel=configured.plugin.create(context),
-        )
-
-    app.cleanup_ctx.extend([_database, _agents, _pipeline])
+    app[CHANNELS] = RunningChannels(
+        configured=configured_channels(settings, registry or ChannelRegistry())
+    )
+    app.cleanup_ctx.extend([_database, _agents, _pipeline_and_channels])
     setup_api(app)
-    app.cleanup_ctx.append(_channels)
+    add_webhook_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -116,33 +91,30 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
                 await backend.aclose()
 
 
-async def _pipeline(app: web.Application) -> AsyncIterator[None]:
+async def _pipeline_and_channels(app: web.Application) -> AsyncIterator[None]:
+    """The pipeline, then the channels it dispatches to: each channel is created with the
+    running pipeline's ``dispatch`` and started once the workers run. On the way down the
+    pipeline stops first (in-flight replies still need their channel; whatever arrives
+    meanwhile is stored or refused unacknowledged, so nothing is lost), then the channels."""
+    channels = app[CHANNELS]
     pipeline = Pipeline(
         settings=app[SETTINGS],
         engine=app[ENGINE],
         sessions=app[SESSIONS],
         agents=app[AGENTS],
         backends=app[BACKENDS],
-        channels=app[CHANNELS].get,
+        channels=channels,
         metrics=app[METRICS],
     )
     app[PIPELINE] = pipeline
+    channels.create_all(dispatch=pipeline.dispatch)
     await pipeline.start()
     try:
+        await channels.start_all()
         yield
     finally:
         await pipeline.stop()
-
-
-async def _channels(app: web.Application) -> AsyncIterator[None]:
-    await app[CHANNELS].start_all()
-    try:
-        yield
-    finally:
-        # In-flight replies still need their channel: let the pipeline finish (or hand back)
-        # its work first. Whatever arrives meanwhile is stored, so nothing is lost.
-        await app[PIPELINE].stop()
-        await app[CHANNELS].stop_all()
+        await channels.stop_all()
 
 
 async def healthz(_request: web.Request) -> web.Response:

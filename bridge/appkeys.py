@@ -8,11 +8,11 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridge.agents import AgentBackend
-from bridge.directory import AgentDirectory
 from bridge.flow.pipeline import Pipeline
-from bridge.metrics import Metrics
+from bridge.infra.metrics import Metrics
+from bridge.ports.registry import RunningChannels
 from bridge.settings import Settings
-from channels.registry import RunningChannels
+from bridge.store.directory import AgentDirectory
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)

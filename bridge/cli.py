@@ -19,13 +19,13 @@ from typing import TypeVar
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from bridge.api.tokens import TokenError, create_token, revoke_token
 from bridge.app import build_app
-from bridge.db.engine import create_engine, session_factory
-from bridge.db.migrate import SchemaOutOfDate, current_revision, require_head, upgrade
-from bridge.logs import configure_logging, log_event
+from bridge.infra.logs import configure_logging, log_event
 from bridge.server import serving
 from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings
-from bridge.tokens import TokenError, create_token, revoke_token
+from bridge.store.engine import create_engine, session_factory
+from bridge.store.migrate import SchemaOutOfDate, current_revision, require_head, upgrade
 
 logger = logging.getLogger("bridge")
 T = TypeVar("T")

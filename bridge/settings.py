@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bridge.redact import redacted_url
+from bridge.infra.redact import redacted_url
 
 BACKENDS = ("echo", "openai", "webhook")
 CONFIG_ENV = "BRIDGE_CONFIG"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.db.migrate import upgrade_url
+from bridge.store.migrate import upgrade_url
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.harness import WEBHOOK_SECRET
 from tests.support.postgres import PostgresCluster, PostgresUnavailable, ensure_postgres_installed

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant
 from bridge.settings import ConfigError, load_settings
+from bridge.store.models import ChatMessage, ChatSession, MessageState, Participant
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.api import ApiClient, api_clients

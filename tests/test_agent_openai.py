@@ -13,7 +13,7 @@ import pytest
 
 from bridge.agents.base import AgentError, AgentRequest, AgentTools, HistoryMessage, PeerAgent
 from bridge.agents.openai import MAX_TOOL_ROUNDS, OpenAIBackend, build_payload
-from bridge.events import Sender
+from bridge.ports.events import Sender
 from bridge.settings import OpenAIBackendSettings
 from tests.fakes.openai_server import FakeOpenAIServer, ScriptedCall
 

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from bridge.agents.base import AgentError, AgentRequest, HistoryMessage
 from bridge.agents.webhook import WebhookBackend, sign
-from bridge.events import Sender
+from bridge.ports.events import Sender
 from bridge.settings import WebhookBackendSettings
 from tests.fakes.webhook_agent import FakeWebhookAgent
 

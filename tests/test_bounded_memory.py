@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 import channels.discord.adapter as discord_adapter
-from bridge.db.models import ChatMessage
+from bridge.store.models import ChatMessage
 from channels.name_cache import NameCache
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.webhook_agent import FakeWebhookAgent

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 
 from bridge.api.live import LIVE, TOO_SLOW
-from bridge.db.models import MessageState
+from bridge.api.tokens import create_token
 from bridge.settings import Settings
-from bridge.tokens import create_token
+from bridge.store.models import MessageState
 from tests.support.api import ApiClient
 from tests.support.browser import chromium
 from tests.support.harness import RunningBridge, make_settings, running_bridge

@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlalchemy import FromClause, Select, select
 
-from bridge.directory import sync_agents
 from bridge.flow.claims import ANSWER, claim, held_claims, renew
-from bridge.flow.store import MessageStore
 from bridge.flow.workers import WorkContext, WorkerPool
-from bridge.metrics import Metrics
+from bridge.infra.metrics import Metrics
 from bridge.settings import AgentSettings, PipelineSettings
-from bridge.wakeups import WorkSignals
+from bridge.store.directory import sync_agents
+from bridge.store.messages import MessageStore
+from bridge.store.wakeups import WorkSignals
 from tests.support.core import core, memory_message
 
 WORKER = "test-worker"

@@ -20,11 +20,11 @@ import aiohttp
 import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from bridge.db.migrate import head_revision
-from bridge.db.models import MessageState
+from bridge.ports.contract import Capabilities, Channel, ChannelContext, ChannelPlugin
+from bridge.ports.registry import ChannelRegistry, configured_channels
 from bridge.settings import ConfigError, load_settings
-from channels.base import Channel, ChannelContext
-from channels.registry import ChannelRegistry, configured_channels
+from bridge.store.migrate import head_revision
+from bridge.store.models import MessageState
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.harness import webhook_agent_config
 from tests.support.processes import (
@@ -114,19 +114,23 @@ class FakeChatSettings(BaseModel):
     channel_id: str = "general"
 
 
-class FakeChatPlugin:
-    """A channel whose section needs a secret: the shape of the Slack or Discord sections."""
+def never_created(*, context: ChannelContext[FakeChatSettings]) -> Channel:
+    raise AssertionError("configured_channels only validates; it creates nothing")
 
-    name = "fakechat"
-    settings_model: type[BaseModel] = FakeChatSettings
 
-    def create(self, context: ChannelContext) -> Channel:
-        raise AssertionError("configured_channels only validates; it creates nothing")
+fakechat_plugin = ChannelPlugin(
+    # A channel whose section needs a secret: the shape of the Slack or Discord sections.
+    name="fakechat",
+    settings_model=FakeChatSettings,
+    capabilities=Capabilities(),
+    create=never_created,
+)
 
 
 def fakechat_settings(section: dict[str, Any]) -> list[Any]:
     settings = load_settings(overrides={"agents": [{"slug": "assistant", "fakechat": section}]})
-    return configured_channels(settings, ChannelRegistry(plugins={"fakechat": FakeChatPlugin()}))
+    found = configured_channels(settings, ChannelRegistry(plugins={"fakechat": fakechat_plugin}))
+    return [configured for configured in found if configured.plugin.name == "fakechat"]
 
 
 def test_missing_channel_secret_is_one_line_naming_the_key(clean_env: None) -> None:

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bridge.db.engine import create_engine, session_factory
-from bridge.db.models import ChatMessage
 from bridge.settings import DatabaseSettings
+from bridge.store.engine import create_engine, session_factory
+from bridge.store.models import ChatMessage
 from tests.fakes.slack import PushResult
 from tests.support.load import (
     FaultySlack,

@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from bridge.db.models import MessageState
+from bridge.store.models import MessageState
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.harness import webhook_agent_config
 from tests.support.processes import bridge_database, serving_bridge, wait_until, write_toml

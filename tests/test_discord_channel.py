@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from bridge.appkeys import CHANNELS
-from bridge.db.models import ChatSession, MessageState
+from bridge.store.models import ChatSession, MessageState
 from channels.discord.adapter import DiscordChannel
 from tests.fakes.discord import (
     DEFAULT_CHANNEL_ID,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bridge.db.models import ChatMessage, MessageState
+from bridge.store.models import ChatMessage, MessageState
 from channels.discord.outbound import part_nonce
 from tests.fakes.discord import DEFAULT_USER_ID, FakeDiscord
 from tests.support.discord import discord_section, restore_discord_endpoints  # noqa: F401

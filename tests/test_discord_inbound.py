@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from bridge.events import Attachment, InboundMessage
+from bridge.ports.events import Attachment, InboundMessage
 from channels.discord.inbound import Ignored, SeenMessage, classify, without_bot_mention
 from channels.discord.outbound import PART_LIMIT, part_nonce, reply_parts, with_mentions
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from bridge.db.engine import create_engine
-from bridge.db.migrate import upgrade
 from bridge.settings import DatabaseSettings
+from bridge.store.engine import create_engine
+from bridge.store.migrate import upgrade
 from tests.fakes import slack
 from tests.support.load import (
     POST_METHOD,

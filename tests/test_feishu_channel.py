@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bridge.appkeys import CHANNELS
-from bridge.db.models import ChatSession, MessageState, Participant
+from bridge.store.models import ChatSession, MessageState, Participant
 from channels.feishu.adapter import FeishuChannel
 from tests.fakes.feishu import (
     DEFAULT_BOT_OPEN_ID,

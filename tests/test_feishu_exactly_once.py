@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bridge.db.models import ChatMessage, MessageState
+from bridge.store.models import ChatMessage, MessageState
 from tests.fakes.feishu import (
     DEFAULT_ENCRYPT_KEY,
     DEFAULT_P2P_CHAT_ID,

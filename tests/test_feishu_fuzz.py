@@ -48,8 +48,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from yarl import URL
 
-from bridge.db.models import ChatMessage, ChatSession, Participant, SessionMember
 from bridge.settings import HttpSettings
+from bridge.store.models import ChatMessage, ChatSession, Participant, SessionMember
 from tests.fakes.feishu import (
     DEFAULT_BOT_OPEN_ID,
     DEFAULT_ENCRYPT_KEY,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.events import Attachment, InboundMessage
+from bridge.ports.events import Attachment, InboundMessage
 from channels.feishu.crypto import (
     UndecryptableEvent,
     decrypt,

@@ -40,8 +40,8 @@ from multidict import CIMultiDict
 from sqlalchemy import func, select
 from yarl import URL
 
-from bridge.db.models import ChatMessage, ChatSession, Participant, SessionMember
 from bridge.settings import ConfigError, HttpSettings, load_settings
+from bridge.store.models import ChatMessage, ChatSession, Participant, SessionMember
 from tests.fakes import slack
 from tests.fakes.slack import FakeSlack, sign
 from tests.support.fuzzing import (
@@ -587,7 +587,7 @@ async def test_signed_events_with_odd_fields_are_ignored(
     await check(endpoint, before, status, raw)
 
 
-# --- every 5xx the fuzzing found, fixed in SlackChannel._handle_http ---------------------------
+# --- every 5xx the fuzzing found, fixed in SlackChannel.handle_webhook ---------------------------
 
 
 def _with_event(envelope: dict[str, Any], **fields: Any) -> dict[str, Any]:

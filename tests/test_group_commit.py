@@ -27,15 +27,17 @@ from typing import cast
 import pytest
 from sqlalchemy import ColumnElement, func, select
 
-from bridge.db.models import ChatMessage, ChatSession, Participant, SessionMember
-from bridge.directory import sync_agents
-from bridge.events import InboundMessage, IngestResult
 from bridge.flow.batching import GroupCommit
-from bridge.flow.ingest import MAX_BATCH, Ingestor, InvalidMessage
-from bridge.flow.store import MessageStore
-from bridge.metrics import Metrics
+from bridge.flow.ingest import MAX_BATCH, Ingestor
+from bridge.infra.metrics import Metrics
+from bridge.ports.errors import InvalidMessage
+from bridge.ports.events import InboundMessage, IngestResult
+from bridge.ports.registry import ChannelRegistry
 from bridge.settings import A2ASettings, AgentSettings
-from bridge.wakeups import WorkSignals
+from bridge.store.directory import sync_agents
+from bridge.store.messages import MessageStore
+from bridge.store.models import ChatMessage, ChatSession, Participant, SessionMember
+from bridge.store.wakeups import WorkSignals
 from tests.support.core import Core, core, memory_message
 from tests.support.harness import make_settings, running_bridge
 
@@ -75,6 +77,7 @@ async def batched(database_url: str, *, max_batch: int = MAX_BATCH) -> AsyncIter
             agents=await sync_agents(bridge.sessions, [AgentSettings(slug="assistant")]),
             metrics=metrics,
             budget=A2ASettings(),
+            capabilities=ChannelRegistry().capabilities,
             max_batch=max_batch,
         )
         try:

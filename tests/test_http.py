@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import aiohttp
 from pydantic import BaseModel
 
-from bridge.events import Reply
-from channels.base import ChannelContext, ChannelStatus
+from bridge.ports.contract import Capabilities, ChannelContext, ChannelPlugin, ChannelStatus
+from bridge.ports.events import Reply
+from bridge.ports.registry import ChannelRegistry
 from channels.memory import plugin as memory_plugin
-from channels.registry import ChannelRegistry
 from tests.support.harness import make_settings, running_bridge
 
 
@@ -37,12 +37,13 @@ class NoSettings(BaseModel):
     pass
 
 
-class BrokenPlugin:
-    name = "broken"
-    settings_model = NoSettings
+def broken_channel(*, context: ChannelContext[NoSettings]) -> BrokenChannel:
+    return BrokenChannel()
 
-    def create(self, context: ChannelContext) -> BrokenChannel:
-        return BrokenChannel()
+
+broken_plugin = ChannelPlugin(
+    name="broken", settings_model=NoSettings, capabilities=Capabilities(), create=broken_channel
+)
 
 
 async def get_json(url: str) -> tuple[int, dict[str, object]]:
@@ -67,7 +68,7 @@ async def test_readiness_reports_a_channel_that_did_not_start(database_url: str)
     settings = make_settings(
         database_url, agents=[{"slug": "assistant", "memory": {}, "broken": {}}]
     )
-    registry = ChannelRegistry(plugins={"memory": memory_plugin, "broken": BrokenPlugin()})
+    registry = ChannelRegistry(plugins={"memory": memory_plugin, "broken": broken_plugin})
     async with running_bridge(settings, registry=registry) as bridge:
         status, body = await get_json(f"{bridge.url}/readyz")
         assert status == 503

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from bridge.api.http import MAX_JSON_DEPTH, nested_deeper_than
 from bridge.api.routes import PREFIX, ROUTES, Route
-from bridge.db.models import ChatMessage, ChatSession
+from bridge.store.models import ChatMessage, ChatSession
 from tests.support.api import ApiClient, api_clients
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 

@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import func, select
 
 from bridge.api.live import LIVE
-from bridge.db.models import CHANGES, MESSAGES, MessageState, utcnow
-from bridge.feed import FEED
 from bridge.settings import Settings
+from bridge.store.feed import FEED
+from bridge.store.models import CHANGES, MESSAGES, MessageState, utcnow
 from tests.support.api import ApiClient, LiveSocket, api_clients
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 
@@ -233,7 +233,9 @@ async def test_resume_over_a_large_retained_feed(database_url: str) -> None:
     settings = live_settings(database_url, live_max_catch_up_events=5_000)
     async with (
         running_bridge(settings) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice", "bob", "root", admin="root") as users,
+        api_clients(
+            bridge.url, bridge.sessions, "alice", "bob", "root", admin="root"
+        ) as users,
     ):
         alice, bob, root = users["alice"], users["bob"], users["root"]
         session = await alice.new_session()

@@ -10,9 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from bridge.db.engine import create_engine
-from bridge.db.models import Base
 from bridge.settings import DatabaseSettings
+from bridge.store.engine import create_engine
+from bridge.store.models import Base
 
 
 def _differences(connection: Connection) -> list[Any]:

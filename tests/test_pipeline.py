@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from bridge.db.models import ChatMessage, ChatSession, MessageState
-from bridge.events import MessageEdit
-from channels.base import DeliveryError
+from bridge.ports.errors import DeliveryError
+from bridge.ports.events import MessageEdit
+from bridge.store.models import ChatMessage, ChatSession, MessageState
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.core import core, memory_message
 from tests.support.harness import make_settings, running_bridge, webhook_agent_config
@@ -312,7 +312,7 @@ async def test_deleted_message_is_no_longer_sent_as_history(
         await memory.receive("my password is hunter2", message_id="secret")
         await memory.next_sent()
         edit = {"channel": "memory", "agent_slug": "assistant", "external_conv_id": "memory:conv-1"}
-        assert await bridge.pipeline.ingest.apply_edit(
+        assert await bridge.pipeline.dispatch(
             MessageEdit(**edit, external_message_id="secret", text=None)
         )
         await memory.receive("what did I say?")

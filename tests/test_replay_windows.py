@@ -18,7 +18,7 @@ from datetime import datetime
 import aiohttp
 from sqlalchemy import select
 
-from bridge.db.models import ChatSession
+from bridge.store.models import ChatSession
 from tests.fakes import slack
 from tests.fakes.feishu import DEFAULT_ENCRYPT_KEY, encrypt, signature
 from tests.fakes.slack import FakeSlack

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bridge.db.models import Agent, ChatMessage, MessageState
-from bridge.logs import TextFormatter
+from bridge.infra.logs import TextFormatter
 from bridge.settings import Settings, load_settings
+from bridge.store.models import Agent, ChatMessage, MessageState
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.api import api_clients
@@ -49,7 +49,9 @@ def _log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 async def _fail_one_message(bridge: RunningBridge) -> tuple[ChatMessage, Any, Any]:
     """Alice writes to the agent, whose backend fails; the stored row and both API views."""
-    async with api_clients(bridge.url, bridge.sessions, "alice", "root", admin="root") as users:
+    async with api_clients(
+        bridge.url, bridge.sessions, "alice", "root", admin="root"
+    ) as users:
         alice, root = users["alice"], users["root"]
         session = await alice.new_session()
         sent = await alice.say(session["id"], "are you there?")

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import func, select
 
 from bridge.api.clients import real_client
-from bridge.db.models import ApiToken
+from bridge.api.tokens import create_token
 from bridge.settings import ConfigError, Settings, load_settings
-from bridge.tokens import create_token
+from bridge.store.models import ApiToken
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -193,7 +193,9 @@ async def test_sign_ins_rotate_one_token(database_url: str) -> None:
 async def test_a_sign_in_leaves_other_tokens_alone_and_clears_old_piles(database_url: str) -> None:
     async with running_bridge(make_settings(database_url)) as bridge:
         own = await create_token(bridge.sessions, name="alice", admin=False)
-        local = await create_token(bridge.sessions, name="local-cli", admin=True, user="local")
+        local = await create_token(
+            bridge.sessions, name="local-cli", admin=True, user="local"
+        )
         # What earlier versions left behind: one admin token per sign-in.
         for number in range(3):
             await create_token(

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from bridge.db.models import ChatMessage, ChatSession, Participant, SessionMember, utcnow
-from bridge.directory import UnknownAgent
-from bridge.events import MessageEdit
-from bridge.flow.ingest import InvalidMessage
+from bridge.ports.errors import InvalidMessage, UnknownAgent
+from bridge.ports.events import MessageEdit
+from bridge.store.models import ChatMessage, ChatSession, Participant, SessionMember, utcnow
 from tests.support.core import Core, core, memory_message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,15 +184,11 @@ async def test_edits_and_deletes_update_the_stored_message(database_url: str) ->
     async with core(database_url) as bridge:
         first = await bridge.ingest(memory_message("helo", message_id="e1"))
         edit = {"channel": "memory", "agent_slug": "assistant", "external_conv_id": "memory:conv-1"}
-        assert await bridge.ingest.apply_edit(
-            MessageEdit(**edit, external_message_id="e1", text="hello")
-        )
-        assert not await bridge.ingest.apply_edit(
+        assert await bridge.dispatch(MessageEdit(**edit, external_message_id="e1", text="hello"))
+        assert not await bridge.dispatch(
             MessageEdit(**edit, external_message_id="unknown", text="x")
         )
-        assert await bridge.ingest.apply_edit(
-            MessageEdit(**edit, external_message_id="e1", text=None)
-        )
+        assert await bridge.dispatch(MessageEdit(**edit, external_message_id="e1", text=None))
         async with bridge.sessions() as db:
             message = await db.get(ChatMessage, first.message_id)
         assert message is not None

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bridge.appkeys import CHANNELS
-from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant
+from bridge.store.models import ChatMessage, ChatSession, MessageState, Participant
 from channels.slack.outbound import reply_text
 from tests.fakes import slack
 from tests.fakes.slack import FakeSlack

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bridge.events import InboundMessage, MessageEdit
+from bridge.ports.events import InboundMessage, MessageEdit
 from channels.slack.inbound import BotIdentity, Ignored, Rules, classify
 from tests.fakes import slack
 

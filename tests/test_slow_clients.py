@@ -21,8 +21,8 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from bridge.db.models import ChatSession
 from bridge.settings import Settings
+from bridge.store.models import ChatSession
 from tests.support.api import api_clients
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import delete, func, insert, select, update
 
 from bridge.api.live import LIVE
-from bridge.db.models import CHANGES, MESSAGES, ChatMessage, ChatSession, MessageState
-from bridge.events import InboundMessage, Sender
-from bridge.tokens import revoke_token
+from bridge.api.tokens import revoke_token
+from bridge.ports.events import InboundMessage, Sender
+from bridge.store.models import CHANGES, MESSAGES, ChatMessage, ChatSession, MessageState
 from tests.support.api import ApiClient, api_clients
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 
@@ -215,7 +215,9 @@ async def _ingest_platform_sessions(bridge: RunningBridge) -> None:
 async def test_users_are_isolated_and_an_admin_sees_every_channel(database_url: str) -> None:
     async with (
         running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice", "bob", "root", admin="root") as users,
+        api_clients(
+            bridge.url, bridge.sessions, "alice", "bob", "root", admin="root"
+        ) as users,
     ):
         alice, bob, root = users["alice"], users["bob"], users["root"]
         mine = await alice.new_session(title="alice's")

@@ -10,7 +10,7 @@ from bridge.agents.base import AgentBackend, AgentError, AgentRequest, HistoryMe
 from bridge.agents.echo import EchoBackend
 from bridge.agents.openai import OpenAIBackend
 from bridge.agents.webhook import WebhookBackend
-from bridge.redact import url_secrets
+from bridge.infra.redact import url_secrets
 from bridge.settings import AgentSettings
 
 __all__ = [

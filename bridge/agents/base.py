@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from bridge.events import Sender
+from bridge.ports.events import Sender
 
 NO_ANSWER = "the agent could not answer"
 UNUSABLE_ANSWER = "the agent's answer was unusable"

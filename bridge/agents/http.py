@@ -2,7 +2,7 @@
 
 Every failure becomes an :class:`AgentError` whose message starts ``"<label> backend: "``,
 names the request only by a redacted URL and quotes the upstream only through
-:func:`bridge.redact.excerpt`, with every secret the request carried taken out (its
+:func:`bridge.infra.redact.excerpt`, with every secret the request carried taken out (its
 credential headers, URL credentials and the ``secrets`` the caller names): an upstream that
 echoes its request shows nothing secret. Messages can go to logs and admins as they are.
 """
@@ -15,7 +15,7 @@ import aiohttp
 from yarl import URL
 
 from bridge.agents.base import UNUSABLE_ANSWER, AgentError
-from bridge.redact import excerpt, header_secrets, redact, url_secrets
+from bridge.infra.redact import excerpt, header_secrets, redact, url_secrets
 
 __all__ = ["MAX_RESPONSE_BYTES", "display_url", "origin", "post_for_reply", "request_secrets"]
 

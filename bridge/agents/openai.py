@@ -28,7 +28,7 @@ import aiohttp
 
 from bridge.agents.base import UNUSABLE_ANSWER, AgentError, AgentRequest, AgentTools, PeerAgent
 from bridge.agents.http import MAX_RESPONSE_BYTES, display_url, post_for_reply, request_secrets
-from bridge.redact import excerpt
+from bridge.infra.redact import excerpt
 from bridge.settings import OpenAIBackendSettings
 
 __all__ = [

@@ -22,7 +22,7 @@ import aiohttp
 
 from bridge.agents.base import UNUSABLE_ANSWER, AgentError, AgentRequest
 from bridge.agents.http import MAX_RESPONSE_BYTES, origin, post_for_reply, request_secrets
-from bridge.redact import excerpt
+from bridge.infra.redact import excerpt
 from bridge.settings import WebhookBackendSettings
 
 __all__ = [

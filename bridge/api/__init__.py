@@ -10,9 +10,9 @@ from bridge.api.auth import auth_middleware
 from bridge.api.errors import error_middleware
 from bridge.api.live import LIVE, LiveHub
 from bridge.api.openapi import openapi_json
+from bridge.api.page import add_page_routes
 from bridge.api.routes import PREFIX, add_routes
 from bridge.appkeys import PIPELINE, SESSIONS, SETTINGS
-from channels.web.page import add_page_routes
 
 
 def setup_api(app: web.Application) -> None:

@@ -7,15 +7,14 @@ import uuid
 
 from aiohttp import web
 
+from bridge.a2a.chains import ChainStopped
 from bridge.api.errors import ApiError
 from bridge.api.http import caller_of, read_body, read_query, respond
 from bridge.api.models import AskAgent, AskQuery
 from bridge.api.views import messages_by_id
 from bridge.appkeys import AGENTS, CHANNELS, PIPELINE, SESSIONS, SETTINGS
-from bridge.chains import ChainStopped
-from bridge.directory import UnknownAgent
-from bridge.events import AGENT_CHANNEL
-from bridge.flow.ingest import InvalidMessage
+from bridge.ports.errors import InvalidMessage, UnknownAgent
+from bridge.ports.events import AGENT_CHANNEL
 
 _STOPPED_STATUS = {"not_a_peer": 403, "self": 422}
 """Refusals by configuration; every budget refusal is 429."""

@@ -12,10 +12,10 @@ from bridge.api.errors import ApiError, Handler
 from bridge.api.http import CALLER, caller_of, respond
 from bridge.api.models import DevLogin, Me
 from bridge.api.origins import DEFAULT_PORTS, check_socket_origin, parse_origin, split_host
+from bridge.api.tokens import find_caller, rotate_token
 from bridge.appkeys import SESSIONS, SETTINGS
-from bridge.logs import log_event
+from bridge.infra.logs import log_event
 from bridge.settings import Settings
-from bridge.tokens import find_caller, rotate_token
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from pydantic import ValidationError
 
-from bridge.logs import log_event
+from bridge.infra.logs import log_event
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bridge.api.errors import ApiError, invalid
-from bridge.tokens import Caller
+from bridge.api.tokens import Caller
 
 CALLER = web.RequestKey("caller", Caller)
 

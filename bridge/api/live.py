@@ -34,11 +34,11 @@ from bridge.api.live_client import (
     Outgoing,
     outgoing,
 )
+from bridge.api.tokens import Caller, active_token_ids
 from bridge.api.views import members_of, messages_by_id, sessions_by_id
-from bridge.feed import MAX_EVENT_ID, Change, ChangeFeed
-from bridge.logs import log_event
-from bridge.tokens import Caller, active_token_ids
-from bridge.wakeups import WorkSignals
+from bridge.infra.logs import log_event
+from bridge.store.feed import MAX_EVENT_ID, Change, ChangeFeed
+from bridge.store.wakeups import WorkSignals
 
 __all__ = ["LIVE", "REVOKED", "TOO_SLOW", "LiveClient", "LiveHub", "websocket"]
 

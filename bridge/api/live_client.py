@@ -19,9 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.logs import log_event
-from bridge.tasks import cancel_and_wait
-from bridge.tokens import Caller
+from bridge.api.tokens import Caller
+from bridge.infra.logs import log_event
+from bridge.infra.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from bridge.api.errors import ApiError, not_found
 from bridge.api.http import caller_of, read_body, read_query, respond
 from bridge.api.models import MessagePage, MessageQuery, PostMessage
 from bridge.api.views import find_session, message_query, message_view, messages_by_id
+from bridge.api.web_message import web_message
 from bridge.appkeys import CHANNELS, PIPELINE, SESSIONS, SETTINGS
-from bridge.db.models import ChatMessage
-from bridge.events import WEB_CHANNEL
-from bridge.flow.ingest import InvalidMessage
-from channels.web.inbound import web_message
+from bridge.ports.errors import InvalidMessage
+from bridge.ports.events import WEB_CHANNEL
+from bridge.store.models import ChatMessage
 
 
 async def list_messages(request: web.Request) -> web.Response:

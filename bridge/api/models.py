@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.flow.ingest import storable_text
+from bridge.ports.events import storable_text
 
 DeliveryState = Literal["pending", "delivered", "failed"]
 

@@ -21,13 +21,13 @@ from bridge.api.models import (
     SessionQuery,
     UpdateSession,
 )
+from bridge.api.tokens import Caller
 from bridge.api.views import find_session, session_query, session_view, visible_to
 from bridge.appkeys import AGENTS, CHANNELS, PIPELINE, SESSIONS, SETTINGS
-from bridge.db.models import Agent, ChatSession, utcnow
-from bridge.directory import UnknownAgent
-from bridge.events import WEB_CHANNEL
-from bridge.sessions import add_member, find_or_create_session
-from bridge.tokens import Caller
+from bridge.ports.errors import UnknownAgent
+from bridge.ports.events import WEB_CHANNEL
+from bridge.store.models import Agent, ChatSession, utcnow
+from bridge.store.sessions import add_member, find_or_create_session
 
 
 def web_conversation_id() -> str:

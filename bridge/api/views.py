@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from bridge.api.models import DeliveryState, MessageOut, ParticipantOut, SessionOut
-from bridge.db.models import (
+from bridge.api.tokens import Caller
+from bridge.infra.redact import reason_of, redact
+from bridge.store.models import (
     Agent,
     ChatMessage,
     ChatSession,
@@ -21,8 +23,6 @@ from bridge.db.models import (
     Participant,
     SessionMember,
 )
-from bridge.redact import reason_of, redact
-from bridge.tokens import Caller
 
 _PeerAgent = aliased(Agent)
 _Owner = aliased(Participant)

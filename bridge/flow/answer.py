@@ -17,12 +17,9 @@ from typing import Any
 
 from sqlalchemy import FromClause, Select, select
 
+from bridge.a2a.asks import AgentAsks, AskContext, AskTools
 from bridge.agents import settings_secrets
 from bridge.agents.base import NO_ANSWER, AgentBackend, AgentError, AgentRequest, HistoryMessage
-from bridge.asks import AgentAsks, AskContext, AskTools
-from bridge.db.models import MESSAGES, PARTICIPANTS, SESSIONS, MessageState, utcnow
-from bridge.directory import AgentRecord, UnknownAgent
-from bridge.events import Sender
 from bridge.flow.batching import GroupCommit
 from bridge.flow.claims import (
     ANSWER,
@@ -33,12 +30,15 @@ from bridge.flow.claims import (
     update_if_claimed,
 )
 from bridge.flow.history import Window, load_histories
-from bridge.flow.ingest import storable_text
 from bridge.flow.outgoing import Outgoing, new_delivery_key, store_outgoing
 from bridge.flow.workers import WorkContext
-from bridge.logs import log_event
-from bridge.redact import failure, redact
-from bridge.sessions import reset_context
+from bridge.infra.logs import log_event
+from bridge.infra.redact import failure, redact
+from bridge.ports.errors import UnknownAgent
+from bridge.ports.events import Sender, storable_text
+from bridge.store.directory import AgentRecord
+from bridge.store.models import MESSAGES, PARTICIPANTS, SESSIONS, MessageState, utcnow
+from bridge.store.sessions import reset_context
 
 logger = logging.getLogger(__name__)
 RESET_COMMAND = "/reset"

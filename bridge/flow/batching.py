@@ -16,8 +16,8 @@ from typing import Generic, TypeVar
 
 from prometheus_client import Histogram
 
-from bridge.logs import log_event
-from bridge.tasks import cancel_and_wait
+from bridge.infra.logs import log_event
+from bridge.infra.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

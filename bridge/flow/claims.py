@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bridge.db.models import MESSAGES, ChatMessage, MessageState, UTCDateTime, utcnow
+from bridge.store.models import MESSAGES, ChatMessage, MessageState, UTCDateTime, utcnow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

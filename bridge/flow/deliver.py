@@ -20,16 +20,16 @@ from typing import Any
 
 from sqlalchemy import FromClause, Select, select
 
-from bridge.db.models import MESSAGES, SESSIONS, MessageState, utcnow
-from bridge.directory import UnknownAgent
-from bridge.events import Reply
+from bridge.a2a.handoff import HandOffs
 from bridge.flow.batching import GroupCommit
 from bridge.flow.claims import DELIVER, claim, finish_claimed, next_retry_at
 from bridge.flow.workers import WorkContext
-from bridge.handoff import HandOffs
-from bridge.logs import log_event
-from bridge.redact import config_secrets, redact
-from channels.base import ChannelLookup, DeliveryError
+from bridge.infra.logs import log_event
+from bridge.infra.redact import config_secrets, redact
+from bridge.ports.contract import Channels
+from bridge.ports.errors import DeliveryError, UnknownAgent
+from bridge.ports.events import Reply
+from bridge.store.models import MESSAGES, SESSIONS, MessageState, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +103,7 @@ class Deliverer:
 
     kind = DELIVER
 
-    def __init__(
-        self, *, context: WorkContext, channels: ChannelLookup, handoffs: HandOffs
-    ) -> None:
+    def __init__(self, *, context: WorkContext, channels: Channels, handoffs: HandOffs) -> None:
         self._handoffs = handoffs
         self._store = context.store
         self._agents = context.agents
@@ -159,7 +157,7 @@ class Deliverer:
         if targets:
             mentions = {t.slug: t.mention_id for t in targets if t.mention_id is not None}
             reply = dataclasses.replace(reply, mentions=mentions)
-        channel = self._channels(reply.channel, reply.agent_slug)
+        channel = self._channels.get(reply.channel, reply.agent_slug)
         if channel is None:
             error = DeliveryError(
                 f"channel {reply.channel!r} is not running for agent {reply.agent_slug!r}",

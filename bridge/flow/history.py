@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.agents.base import HistoryMessage
-from bridge.db.models import MESSAGES, PARTICIPANTS
+from bridge.store.models import MESSAGES, PARTICIPANTS
 
 
 @cache

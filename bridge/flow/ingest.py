@@ -12,27 +12,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import bindparam, or_, select, tuple_, update
+from sqlalchemy import bindparam, select, tuple_
 
-from bridge.chains import ChainStopped, Hop, check_budget
-from bridge.db.models import SESSIONS, ChatMessage, ChatSession, MessageState, utcnow
-from bridge.directory import AgentDirectory, AgentRecord
-from bridge.events import (
-    AGENT_CHANNEL,
-    ConversationChange,
-    InboundMessage,
-    IngestResult,
-    MessageEdit,
-)
+from bridge.a2a.chains import ChainStopped, Hop, check_budget
 from bridge.flow.batching import GroupCommit
 from bridge.flow.claims import ANSWER
-from bridge.flow.store import MessageStore, Writes, message_row
-from bridge.logs import log_event
-from bridge.metrics import Metrics
-from bridge.sessions import (
+from bridge.infra.logs import log_event
+from bridge.infra.metrics import Metrics
+from bridge.ports.contract import Capabilities
+from bridge.ports.errors import InvalidMessage
+from bridge.ports.events import MAX_ID_LENGTH, InboundMessage, IngestResult, storable_text
+from bridge.settings import A2ASettings
+from bridge.store.directory import AgentDirectory, AgentRecord
+from bridge.store.messages import MessageStore, Writes, message_row
+from bridge.store.models import SESSIONS, MessageState
+from bridge.store.sessions import (
     Activity,
     NewSession,
     ParticipantKey,
@@ -40,29 +37,15 @@ from bridge.sessions import (
     SessionRef,
     add_members,
     find_or_create_participants,
-    find_or_create_session,
     find_or_create_sessions,
     idle_expired,
     record_activities,
 )
-from bridge.settings import A2ASettings
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 """Messages written in one ingest transaction at most."""
-
-
-class InvalidMessage(ValueError):
-    """The channel built a message the core cannot store; nothing was stored."""
-
-
-MAX_ID_LENGTH = 255
-
-
-def storable_text(text: str) -> str:
-    """What every database can store: no NUL (PostgreSQL refuses it), no lone surrogates."""
-    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _validate(message: InboundMessage) -> None:
@@ -112,9 +95,11 @@ class Ingestor:
         agents: AgentDirectory,
         metrics: Metrics,
         budget: A2ASettings,
+        capabilities: Callable[[str], Capabilities],
         max_batch: int = MAX_BATCH,
     ) -> None:
         self._store = store
+        self._capabilities = capabilities
         self._budget = budget
         self._agents = agents
         self._metrics = metrics
@@ -202,8 +187,8 @@ class Ingestor:
         wanted: dict[SessionKey, NewSession] = {}
         for index, item in enumerate(batch):
             message = item.message
-            # A direct ask (channel ``agent``) is a session with the asking agent as its peer.
-            peer = item.from_agent if message.channel == AGENT_CHANNEL else None
+            # A direct ask is a session with the asking agent as its peer.
+            peer = item.from_agent if self._capabilities(message.channel).peer_sessions else None
             parent = (
                 parent_refs[(item.agent.id, message.parent_conv_id)]
                 if message.parent_conv_id
@@ -295,91 +280,6 @@ class Ingestor:
                 reason=stopped.reason,
             )
             raise
-
-    async def apply_edit(self, edit: MessageEdit) -> bool:
-        """Bring a stored user message up to date with an edit or deletion on the platform.
-        No reply is triggered. Returns False when the bridge never stored that message."""
-        agent = self._agents.get(edit.agent_slug)
-        now = utcnow()
-        values: dict[str, object] = (
-            {"deleted_at": now, "updated_at": now}
-            if edit.text is None
-            else {"content": edit.text, "edited_at": now, "updated_at": now}
-        )
-        in_session = select(ChatSession.id).where(ChatSession.agent_id == agent.id)
-        in_session = in_session.where(
-            ChatSession.source_channel == edit.channel
-            if edit.external_conv_id is None
-            else ChatSession.external_conv_id == edit.external_conv_id
-        )
-        async with self._store.write() as writes:
-            changed = (
-                await writes.db.execute(
-                    update(ChatMessage)
-                    .where(
-                        ChatMessage.session_id.in_(in_session.scalar_subquery()),
-                        ChatMessage.external_message_id == edit.external_message_id,
-                        ChatMessage.role == "user",
-                    )
-                    .values(**values)
-                    .returning(ChatMessage.session_id, ChatMessage.id)
-                )
-            ).all()
-            for row in changed:
-                writes.changed("message.updated", row.session_id, row.id)
-        found = bool(changed)
-        log_event(
-            logger,
-            "message.deleted" if edit.text is None else "message.edited",
-            channel=edit.channel,
-            agent=edit.agent_slug,
-            conversation=edit.external_conv_id,
-            external_id=edit.external_message_id,
-            found=found,
-        )
-        return found
-
-    async def apply_conversation(self, change: ConversationChange) -> int:
-        """Create (or revive) the group session when the agent joins; mark it deleted when the
-        agent leaves. Idempotent and order-safe: with ``changed_at``, the row changes only if
-        no newer (or same) membership change was applied, in the same statement, so a
-        redelivered, replayed or late event changes nothing. Returns the session's id."""
-        agent = self._agents.get(change.agent_slug)
-        async with self._store.write() as writes:
-            session = await find_or_create_session(
-                writes.db,
-                agent_id=agent.id,
-                external_conv_id=change.external_conv_id,
-                source_channel=change.channel,
-                is_group=True,
-                group_name=change.group_name,
-            )
-            values: dict[str, object] = {"deleted_at": None if change.present else writes.now}
-            if change.group_name:
-                values["group_name"] = change.group_name
-            statement = update(ChatSession).where(ChatSession.id == session.id)
-            if change.changed_at is not None:
-                values["membership_changed_at"] = change.changed_at
-                statement = statement.where(
-                    or_(
-                        ChatSession.membership_changed_at.is_(None),
-                        ChatSession.membership_changed_at < change.changed_at,
-                    )
-                )
-            result = await writes.db.execute(statement.values(values))
-            applied = bool(result.rowcount)  # type: ignore[attr-defined]
-            if applied:
-                writes.changed("session.updated", session.id, None)
-        log_event(
-            logger,
-            "conversation.joined" if change.present else "conversation.left",
-            channel=change.channel,
-            agent=change.agent_slug,
-            session=session.id,
-            conversation=change.external_conv_id,
-            applied=applied,
-        )
-        return session.id
 
 
 async def _engaged(writes: Writes, items: Sequence[_Inbound]) -> set[SessionKey]:

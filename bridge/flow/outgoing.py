@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.db.models import MessageState
-from bridge.flow.store import Writes, message_row
-from bridge.sessions import Activity, record_activities
+from bridge.store.messages import Writes, message_row
+from bridge.store.models import MessageState
+from bridge.store.sessions import Activity, record_activities
 
 
 def new_delivery_key() -> str:

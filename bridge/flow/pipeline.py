@@ -18,23 +18,25 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bridge.a2a.asks import AgentAsks
+from bridge.a2a.handoff import HandOffs
 from bridge.agents.base import AgentBackend
-from bridge.asks import AgentAsks
-from bridge.db.engine import is_sqlite
-from bridge.directory import AgentDirectory
 from bridge.flow.answer import Answerer
+from bridge.flow.changes import ChangeApplier
 from bridge.flow.claims import release, renew
 from bridge.flow.deliver import Deliverer
+from bridge.flow.dispatch import Dispatcher
 from bridge.flow.ingest import Ingestor
-from bridge.flow.store import MessageStore
 from bridge.flow.workers import WorkContext, WorkerPool
-from bridge.handoff import HandOffs
-from bridge.logs import log_event
-from bridge.metrics import Metrics
+from bridge.infra.logs import log_event
+from bridge.infra.metrics import Metrics
+from bridge.infra.tasks import cancel_and_wait
+from bridge.ports.contract import Channels
 from bridge.settings import Settings
-from bridge.tasks import cancel_and_wait
-from bridge.wakeups import PostgresListener, WorkSignals
-from channels.base import ChannelLookup
+from bridge.store.directory import AgentDirectory
+from bridge.store.engine import is_sqlite
+from bridge.store.messages import MessageStore
+from bridge.store.wakeups import PostgresListener, WorkSignals
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class Pipeline:
         sessions: async_sessionmaker[AsyncSession],
         agents: AgentDirectory,
         backends: Mapping[str, AgentBackend],
-        channels: ChannelLookup,
+        channels: Channels,
         metrics: Metrics,
     ) -> None:
         self.worker_id = new_worker_id()
@@ -62,7 +64,14 @@ class Pipeline:
         self._engine = engine
         self._sessions = sessions
         self.ingest = Ingestor(
-            store=self.store, agents=agents, metrics=metrics, budget=settings.a2a
+            store=self.store,
+            agents=agents,
+            metrics=metrics,
+            budget=settings.a2a,
+            capabilities=channels.capabilities,
+        )
+        self.dispatch = Dispatcher(
+            ingest=self.ingest, changes=ChangeApplier(store=self.store, agents=agents)
         )
         self.asks = AgentAsks(ingest=self.ingest, store=self.store, agents=agents)
         context = WorkContext(

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from bridge.directory import AgentDirectory
 from bridge.flow.claims import ClaimKind, release
-from bridge.flow.store import MessageStore
-from bridge.logs import log_event
-from bridge.metrics import Metrics
+from bridge.infra.logs import log_event
+from bridge.infra.metrics import Metrics
+from bridge.infra.tasks import cancel_and_wait
 from bridge.settings import PipelineSettings
-from bridge.tasks import cancel_and_wait
-from bridge.wakeups import WorkSignals
+from bridge.store.directory import AgentDirectory
+from bridge.store.messages import MessageStore
+from bridge.store.wakeups import WorkSignals
 
 logger = logging.getLogger(__name__)
 

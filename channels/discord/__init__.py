@@ -6,23 +6,14 @@ Loaded through the ``bridge.channels`` entry point only when an agent has ``[age
 
 from __future__ import annotations
 
-from channels.base import ChannelContext
+from bridge.ports import Capabilities, ChannelPlugin
 from channels.discord.adapter import DiscordChannel
+from channels.discord.outbound import PART_LIMIT
 from channels.discord.settings import DiscordChannelSettings
 
-
-class DiscordPlugin:
-    name = "discord"
-    settings_model = DiscordChannelSettings
-
-    def create(self, context: ChannelContext) -> DiscordChannel:
-        assert isinstance(context.settings, DiscordChannelSettings)
-        return DiscordChannel(
-            agent=context.agent,
-            settings=context.settings,
-            ingest=context.ingest,
-            edit=context.edit,
-        )
-
-
-plugin = DiscordPlugin()
+plugin = ChannelPlugin(
+    name="discord",
+    settings_model=DiscordChannelSettings,
+    capabilities=Capabilities(shared_rooms=True, threads=True, max_reply_chars=PART_LIMIT),
+    create=DiscordChannel,
+)

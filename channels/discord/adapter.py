@@ -19,11 +19,10 @@ import discord.gateway
 import discord.http
 import yarl
 
-from bridge.events import Attachment, MessageEdit, Reply
-from bridge.flow.ingest import InvalidMessage
-from bridge.logs import log_event
-from bridge.settings import AgentSettings
-from channels.base import ApplyEdit, ChannelStatus, DeliveryError, Ingest
+from bridge.infra.logs import log_event
+from bridge.ports.contract import ChannelContext, ChannelStatus
+from bridge.ports.errors import DeliveryError, InvalidMessage
+from bridge.ports.events import Attachment, MessageEdit, Reply
 from channels.discord.inbound import CHANNEL, Ignored, SeenMessage, classify, without_bot_mention
 from channels.discord.outbound import delivery_error, part_nonce, reply_parts
 from channels.discord.settings import DiscordChannelSettings
@@ -77,15 +76,11 @@ class DiscordChannel:
     def __init__(
         self,
         *,
-        agent: AgentSettings,
-        settings: DiscordChannelSettings,
-        ingest: Ingest,
-        edit: ApplyEdit,
+        context: ChannelContext[DiscordChannelSettings],
     ) -> None:
-        self._agent = agent
-        self._settings = settings
-        self._ingest = ingest
-        self._edit = edit
+        self._agent = context.agent
+        self._settings = context.settings
+        self._dispatch = context.dispatch
         self._client: discord.Client | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -235,7 +230,7 @@ class DiscordChannel:
         result = None
         for wait in (*INGEST_RETRY_SECONDS, None):
             try:
-                result = await self._ingest(found)
+                result = await self._dispatch(found)
                 break
             except InvalidMessage as error:
                 log_event(logger, "discord.invalid", level=logging.WARNING, error=str(error))
@@ -276,7 +271,7 @@ class DiscordChannel:
             external_message_id=str(message_id),
             text=text,
         )
-        await self._edit(edit)
+        await self._dispatch(edit)
 
     # --- typing --------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bridge.events import Attachment, InboundMessage, Sender
+from bridge.ports.events import Attachment, InboundMessage, Sender
 
 CHANNEL = "discord"
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 import discord
 
-from bridge.mentions import render_mentions
-from channels.base import DeliveryError
+from bridge.a2a.mentions import render_mentions
+from bridge.ports.errors import DeliveryError
 from channels.text_split import split_text
 
 PART_LIMIT = 2000

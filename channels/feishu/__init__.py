@@ -6,24 +6,15 @@ Loaded through the ``bridge.channels`` entry point only when an agent has ``[age
 
 from __future__ import annotations
 
-from channels.base import ChannelContext
-from channels.feishu.adapter import FeishuChannel
+from bridge.ports import Capabilities, ChannelPlugin
+from channels.feishu.adapter import PART_LIMIT, FeishuChannel
 from channels.feishu.settings import FeishuChannelSettings
 
-
-class FeishuPlugin:
-    name = "feishu"
-    settings_model = FeishuChannelSettings
-
-    def create(self, context: ChannelContext) -> FeishuChannel:
-        assert isinstance(context.settings, FeishuChannelSettings)
-        return FeishuChannel(
-            agent=context.agent,
-            settings=context.settings,
-            ingest=context.ingest,
-            conversation=context.conversation,
-            web_app=context.web_app,
-        )
-
-
-plugin = FeishuPlugin()
+plugin = ChannelPlugin(
+    name="feishu",
+    settings_model=FeishuChannelSettings,
+    capabilities=Capabilities(
+        shared_rooms=True, threads=True, max_reply_chars=PART_LIMIT, webhook=True
+    ),
+    create=FeishuChannel,
+)

@@ -22,12 +22,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bridge.events import ConversationChange, Reply
-from bridge.flow.ingest import MAX_ID_LENGTH, InvalidMessage, storable_text
-from bridge.logs import log_event
-from bridge.settings import AgentSettings
-from bridge.tasks import cancel_and_wait
-from channels.base import ApplyConversation, ChannelStatus, DeliveryError, Ingest
+from bridge.infra.logs import log_event
+from bridge.infra.tasks import cancel_and_wait
+from bridge.ports.contract import ChannelContext, ChannelStatus
+from bridge.ports.errors import DeliveryError, InvalidMessage
+from bridge.ports.events import MAX_ID_LENGTH, ConversationChange, Reply, storable_text
 from channels.feishu.client import INVALID_TOKEN_CODES, FeishuClient, FeishuError
 from channels.feishu.crypto import (
     UndecryptableEvent,
@@ -72,16 +71,11 @@ class FeishuChannel:
     def __init__(
         self,
         *,
-        agent: AgentSettings,
-        settings: FeishuChannelSettings,
-        ingest: Ingest,
-        conversation: ApplyConversation,
-        web_app: web.Application,
+        context: ChannelContext[FeishuChannelSettings],
     ) -> None:
-        self._agent = agent
-        self._settings = settings
-        self._ingest = ingest
-        self._conversation = conversation
+        self._agent = context.agent
+        settings = self._settings = context.settings
+        self._dispatch = context.dispatch
         self._http: aiohttp.ClientSession | None = None
         self._client: FeishuClient | None = None
         self._bot_open_id: str | None = None
@@ -89,7 +83,6 @@ class FeishuChannel:
         self._identity_task: asyncio.Task[None] | None = None
         self._problem = "not started"
         self._names = NameCache(ttl_seconds=settings.names_cache_hours * 3600)
-        web_app.router.add_post(f"/feishu/{agent.slug}/events", self._handle)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -160,14 +153,14 @@ class FeishuChannel:
 
     # --- the webhook ---------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()  # past http.max_body_bytes: 413
         try:
             payload = self._open(raw, request)
             self._check_token(payload)
             if payload.get("type") == "url_verification":
                 return web.json_response({"challenge": payload.get("challenge", "")})
-            await self._dispatch(payload)
+            await self._route(payload)
         except Refused as refusal:
             log_event(
                 logger,
@@ -230,7 +223,7 @@ class FeishuChannel:
         if not isinstance(token, str) or not hmac.compare_digest(token.encode(), expected.encode()):
             raise Refused(401, "invalid verification token")
 
-    async def _dispatch(self, payload: dict[str, Any]) -> None:
+    async def _route(self, payload: dict[str, Any]) -> None:
         header = payload.get("header")
         event = payload.get("event")
         if not isinstance(header, dict) or not isinstance(event, dict):
@@ -268,7 +261,7 @@ class FeishuChannel:
             logger.debug("feishu message %s ignored: %s", message.message_id, inbound.reason)
             return
         try:
-            await self._ingest(inbound)
+            await self._dispatch(inbound)
         except InvalidMessage as error:
             raise Refused(400, str(error)) from None
         except Exception as error:  # not stored: Feishu redelivers
@@ -297,7 +290,7 @@ class FeishuChannel:
             if not name and isinstance(given, str) and given.strip():
                 name = storable_text(given)[:MAX_ID_LENGTH]
         try:
-            await self._conversation(
+            await self._dispatch(
                 ConversationChange(
                     channel=CHANNEL,
                     agent_slug=self._agent.slug,

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
-from bridge.events import Attachment, InboundMessage, Sender
-from bridge.flow.ingest import MAX_ID_LENGTH
+from bridge.ports.events import MAX_ID_LENGTH, Attachment, InboundMessage, Sender
 
 CHANNEL = "feishu"
 GROUP_CHAT_TYPES = frozenset({"group", "topic_group"})

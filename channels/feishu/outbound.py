@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from bridge.mentions import render_mentions
+from bridge.a2a.mentions import render_mentions
 from channels.text_split import split_text
 
 SAFE_OPEN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from bridge.events import InboundMessage, IngestResult, Reply, Sender
-from channels.base import ChannelContext, ChannelStatus, DeliveryError, Ingest
+from bridge.ports import Capabilities, ChannelContext, ChannelPlugin, ChannelStatus
+from bridge.ports.errors import DeliveryError
+from bridge.ports.events import InboundMessage, IngestResult, Reply, Sender
 
 NAME = "memory"
 
@@ -33,10 +34,10 @@ class MemoryChannelSettings(BaseModel):
 class MemoryChannel:
     name = NAME
 
-    def __init__(self, *, agent_slug: str, settings: MemoryChannelSettings, ingest: Ingest) -> None:
-        self.agent_slug = agent_slug
-        self._settings = settings
-        self._ingest = ingest
+    def __init__(self, *, context: ChannelContext[MemoryChannelSettings]) -> None:
+        self.agent_slug = context.agent.slug
+        self._settings = context.settings
+        self._dispatch = context.dispatch
         self.sent: list[Reply] = []
         self.attempts: list[tuple[float, Reply]] = []
         self._failures: deque[DeliveryError] = deque()
@@ -72,7 +73,7 @@ class MemoryChannel:
         group_name: str | None = None,
         parent_conversation: str | None = None,
     ) -> IngestResult:
-        return await self._ingest(
+        return await self._dispatch(
             InboundMessage(
                 channel=NAME,
                 agent_slug=self.agent_slug,
@@ -111,15 +112,9 @@ def _append_line(path: Path, record: dict[str, object]) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
-class MemoryPlugin:
-    name = NAME
-    settings_model = MemoryChannelSettings
-
-    def create(self, context: ChannelContext) -> MemoryChannel:
-        assert isinstance(context.settings, MemoryChannelSettings)
-        return MemoryChannel(
-            agent_slug=context.agent.slug, settings=context.settings, ingest=context.ingest
-        )
-
-
-plugin = MemoryPlugin()
+plugin = ChannelPlugin(
+    name=NAME,
+    settings_model=MemoryChannelSettings,
+    capabilities=Capabilities(shared_rooms=True, threads=True),
+    create=MemoryChannel,
+)

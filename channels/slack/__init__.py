@@ -5,24 +5,16 @@ Loaded through the ``bridge.channels`` entry point only when an agent has ``[age
 
 from __future__ import annotations
 
-from channels.base import ChannelContext
+from bridge.ports import Capabilities, ChannelPlugin
 from channels.slack.adapter import SlackChannel
+from channels.slack.outbound import PART_LIMIT
 from channels.slack.settings import SlackChannelSettings
 
-
-class SlackPlugin:
-    name = "slack"
-    settings_model = SlackChannelSettings
-
-    def create(self, context: ChannelContext) -> SlackChannel:
-        assert isinstance(context.settings, SlackChannelSettings)
-        return SlackChannel(
-            agent=context.agent,
-            settings=context.settings,
-            ingest=context.ingest,
-            edit=context.edit,
-            web_app=context.web_app,
-        )
-
-
-plugin = SlackPlugin()
+plugin = ChannelPlugin(
+    name="slack",
+    settings_model=SlackChannelSettings,
+    capabilities=Capabilities(
+        shared_rooms=True, threads=True, max_reply_chars=PART_LIMIT, webhook=True
+    ),
+    create=SlackChannel,
+)

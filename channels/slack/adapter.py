@@ -30,12 +30,10 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bridge.directory import UnknownAgent
-from bridge.events import InboundMessage, Reply, Sender
-from bridge.flow.ingest import InvalidMessage
-from bridge.logs import log_event
-from bridge.settings import AgentSettings
-from channels.base import ApplyEdit, ChannelStatus, DeliveryError, Ingest
+from bridge.infra.logs import log_event
+from bridge.ports.contract import ChannelContext, ChannelStatus
+from bridge.ports.errors import DeliveryError, InvalidMessage, UnknownAgent
+from bridge.ports.events import InboundMessage, Reply, Sender
 from channels.name_cache import NameCache
 from channels.slack.inbound import BotIdentity, Ignored, Rules, classify
 from channels.slack.outbound import (
@@ -101,16 +99,11 @@ class SlackChannel:
     def __init__(
         self,
         *,
-        agent: AgentSettings,
-        settings: SlackChannelSettings,
-        ingest: Ingest,
-        edit: ApplyEdit,
-        web_app: web.Application,
+        context: ChannelContext[SlackChannelSettings],
     ) -> None:
-        self._agent = agent
-        self._settings = settings
-        self._ingest = ingest
-        self._edit = edit
+        agent = self._agent = context.agent
+        settings = self._settings = context.settings
+        self._dispatch = context.dispatch
         self._rules = Rules(
             agent_slug=agent.slug,
             require_mention=settings.require_mention,
@@ -123,7 +116,6 @@ class SlackChannel:
         self._socket: AsyncSocketModeHandler | None = None
         self._identity: BotIdentity | None = None
         self._problem = "not started"
-        web_app.router.add_post(f"/slack/{agent.slug}/events", self._handle_http)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -218,7 +210,7 @@ class SlackChannel:
 
     # --- inbound -----------------------------------------------------------------------------
 
-    async def _handle_http(self, request: web.Request) -> web.StreamResponse:
+    async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
         if self._bolt is None or self._socket is not None:
             return web.json_response({"error": "slack events are not served here"}, status=503)
         raw = await request.read()  # past http.max_body_bytes: 413
@@ -269,9 +261,9 @@ class SlackChannel:
             return
         try:
             if isinstance(outcome, InboundMessage):
-                await self._ingest(await self._with_names(outcome))
+                await self._dispatch(await self._with_names(outcome))
             else:
-                await self._edit(outcome)
+                await self._dispatch(outcome)
         except (InvalidMessage, UnknownAgent) as error:
             # Can never be stored: acknowledge, or Slack would redeliver it for hours.
             log_event(logger, "slack.refused", level=logging.WARNING, reason=str(error))

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.events import Attachment, InboundMessage, MessageEdit, Sender
+from bridge.ports.events import Attachment, InboundMessage, MessageEdit, Sender
 
 CHANNEL = "slack"
 ANSWERED_SUBTYPES = {None, "file_share"}

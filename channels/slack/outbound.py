@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bridge.mentions import render_mentions
-from channels.base import DeliveryError
+from bridge.a2a.mentions import render_mentions
+from bridge.ports.errors import DeliveryError
 
 PART_LIMIT = 3900
 METADATA_EVENT = "bridge_delivery"

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bridge.tokens import create_token
+from bridge.api.tokens import create_token
 
 
 @dataclass

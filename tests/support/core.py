@@ -8,20 +8,24 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bridge.db.engine import create_engine, session_factory
-from bridge.directory import sync_agents
-from bridge.events import InboundMessage, Sender
+from bridge.flow.changes import ChangeApplier
+from bridge.flow.dispatch import Dispatcher
 from bridge.flow.ingest import Ingestor
-from bridge.flow.store import MessageStore
-from bridge.metrics import Metrics
+from bridge.infra.metrics import Metrics
+from bridge.ports.events import InboundMessage, Sender
+from bridge.ports.registry import ChannelRegistry
 from bridge.settings import A2ASettings, AgentSettings, DatabaseSettings
-from bridge.wakeups import WorkSignals
+from bridge.store.directory import sync_agents
+from bridge.store.engine import create_engine, session_factory
+from bridge.store.messages import MessageStore
+from bridge.store.wakeups import WorkSignals
 
 
 @dataclass
 class Core:
     sessions: async_sessionmaker[AsyncSession]
     ingest: Ingestor
+    dispatch: Dispatcher
 
 
 @asynccontextmanager
@@ -32,14 +36,18 @@ async def core(database_url: str, *, agents: list[str] | None = None) -> AsyncIt
         directory = await sync_agents(
             sessions, [AgentSettings(slug=slug) for slug in agents or ["assistant"]]
         )
+        store = MessageStore(sessions=sessions, signals=WorkSignals())
         ingest = Ingestor(
-            store=MessageStore(sessions=sessions, signals=WorkSignals()),
+            store=store,
             agents=directory,
             metrics=Metrics(),
             budget=A2ASettings(),
+            capabilities=ChannelRegistry().capabilities,
         )
         try:
-            yield Core(sessions=sessions, ingest=ingest)
+            changes = ChangeApplier(store=store, agents=directory)
+            dispatch = Dispatcher(ingest=ingest, changes=changes)
+            yield Core(sessions=sessions, ingest=ingest, dispatch=dispatch)
         finally:
             await ingest.stop()
     finally:

@@ -13,12 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.app import CHANNELS, PIPELINE, SESSIONS, build_app
-from bridge.db.models import ChatMessage
 from bridge.flow.pipeline import Pipeline
+from bridge.ports.registry import ChannelRegistry
 from bridge.server import serving
 from bridge.settings import Settings, load_settings
+from bridge.store.models import ChatMessage
 from channels.memory import MemoryChannel
-from channels.registry import ChannelRegistry
 from tests.fakes.webhook_agent import FakeWebhookAgent
 
 WEBHOOK_SECRET = "webhook-test-secret"

@@ -33,9 +33,9 @@ from typing import Any, cast
 from aiohttp import web
 from sqlalchemy import func, select
 
-from bridge.db.engine import create_engine, session_factory
-from bridge.db.models import ChatMessage, ChatSession, MessageState, Participant
 from bridge.settings import DatabaseSettings
+from bridge.store.engine import create_engine, session_factory
+from bridge.store.models import ChatMessage, ChatSession, MessageState, Participant
 from tests.fakes import slack
 from tests.fakes.slack import FakeSlack
 from tests.support.processes import write_toml

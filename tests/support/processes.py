@@ -29,15 +29,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bridge.db.engine import create_engine, session_factory
-from bridge.db.models import ChatMessage
-from bridge.directory import sync_agents
-from bridge.events import InboundMessage, IngestResult, Sender
 from bridge.flow.ingest import Ingestor
-from bridge.flow.store import MessageStore
-from bridge.metrics import Metrics
+from bridge.infra.metrics import Metrics
+from bridge.ports.events import InboundMessage, IngestResult, Sender
+from bridge.ports.registry import ChannelRegistry
 from bridge.settings import A2ASettings, AgentSettings, DatabaseSettings
-from bridge.wakeups import WorkSignals
+from bridge.store.directory import sync_agents
+from bridge.store.engine import create_engine, session_factory
+from bridge.store.messages import MessageStore
+from bridge.store.models import ChatMessage
+from bridge.store.wakeups import WorkSignals
 
 START_TIMEOUT = 30.0
 LISTENING = re.compile(r"http\.listening url=(http://127\.0\.0\.1:\d+)")
@@ -327,6 +328,7 @@ async def bridge_database(
             agents=directory,
             metrics=Metrics(),
             budget=A2ASettings(),
+            capabilities=ChannelRegistry().capabilities,
         )
         try:
             yield BridgeDatabase(engine=engine, sessions=sessions, ingestor=ingestor)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bridge.events import Reply
+from bridge.ports.events import Reply
 
 
 def outgoing_reply(

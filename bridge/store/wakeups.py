@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from bridge.logs import log_event
-from bridge.tasks import cancel_and_wait
+from bridge.infra.logs import log_event
+from bridge.infra.tasks import cancel_and_wait
 
 NOTIFY_CHANNEL = "bridge_work"
 logger = logging.getLogger(__name__)

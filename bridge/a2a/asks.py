@@ -18,15 +18,16 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select
 
+from bridge.a2a.chains import ChainStopped
 from bridge.agents.base import PeerAgent
-from bridge.chains import ChainStopped
-from bridge.db.models import MESSAGES, MessageState
-from bridge.directory import AgentDirectory, AgentRecord
-from bridge.events import AGENT_CHANNEL, ChainLink, InboundMessage, IngestResult, Sender
-from bridge.flow.ingest import Ingestor, InvalidMessage
+from bridge.flow.ingest import Ingestor
 from bridge.flow.outgoing import Outgoing, store_outgoing
-from bridge.flow.store import MessageStore
-from bridge.logs import log_event
+from bridge.infra.logs import log_event
+from bridge.ports.errors import InvalidMessage
+from bridge.ports.events import AGENT_CHANNEL, ChainLink, InboundMessage, IngestResult, Sender
+from bridge.store.directory import AgentDirectory, AgentRecord
+from bridge.store.messages import MessageStore
+from bridge.store.models import MESSAGES, MessageState
 
 logger = logging.getLogger(__name__)
 POLL_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.25)

@@ -1,10 +1,10 @@
-"""Alembic environment: the caller hands over an open connection (see bridge.db.migrate)."""
+"""Alembic environment: the caller hands over an open connection (see bridge.store.migrate)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from bridge.db.models import Base
+from bridge.store.models import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bridge.db.engine import insert
-from bridge.db.models import Agent, utcnow
-from bridge.events import AGENT_CHANNEL
-from bridge.sessions import find_or_create_participant
+from bridge.ports.errors import UnknownAgent
+from bridge.ports.events import AGENT_CHANNEL
 from bridge.settings import AgentSettings
+from bridge.store.engine import insert
+from bridge.store.models import Agent, utcnow
+from bridge.store.sessions import find_or_create_participant
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,10 +20,6 @@ class AgentRecord:
     id: int
     participant_id: int
     settings: AgentSettings
-
-
-class UnknownAgent(LookupError):
-    pass
 
 
 class AgentDirectory:

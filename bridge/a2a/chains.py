@@ -17,9 +17,9 @@ from typing import Any, Literal
 from sqlalchemy import Select, and_, bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.db.models import MESSAGES, SESSIONS, UTCDateTime, utcnow
-from bridge.directory import AgentRecord
 from bridge.settings import A2ASettings
+from bridge.store.directory import AgentRecord
+from bridge.store.models import MESSAGES, SESSIONS, UTCDateTime, utcnow
 
 StopReason = Literal["not_a_peer", "self", "max_hops", "max_turns_per_hour", "repeated_text"]
 

@@ -13,8 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
-from bridge.db.models import Base
 from bridge.settings import DatabaseSettings
+from bridge.store.models import Base
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:

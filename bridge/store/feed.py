@@ -22,10 +22,10 @@ from typing import Literal
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bridge.db.models import CHANGES, MEMBERS, utcnow
-from bridge.logs import log_event
-from bridge.tasks import cancel_and_wait
-from bridge.wakeups import WorkSignals
+from bridge.infra.logs import log_event
+from bridge.infra.tasks import cancel_and_wait
+from bridge.store.models import CHANGES, MEMBERS, utcnow
+from bridge.store.wakeups import WorkSignals
 
 logger = logging.getLogger(__name__)
 

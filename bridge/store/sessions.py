@@ -21,9 +21,9 @@ from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.db.engine import insert
-from bridge.db.models import MEMBERS, PARTICIPANTS, SESSIONS, UTCDateTime, utcnow
-from bridge.events import ParticipantKind
+from bridge.ports.events import ParticipantKind
+from bridge.store.engine import insert
+from bridge.store.models import MEMBERS, PARTICIPANTS, SESSIONS, UTCDateTime, utcnow
 
 ParticipantKey = tuple[str, str, str]
 """``(kind, channel, external_id)``."""

@@ -17,6 +17,14 @@ WEB_CHANNEL = "web"
 AGENT_CHANNEL = "agent"
 """Direct asks between agents; also the channel of every agent's own participant."""
 
+MAX_ID_LENGTH = 255
+"""The longest conversation, message or sender id the core stores."""
+
+
+def storable_text(text: str) -> str:
+    """What every database can store: no NUL (PostgreSQL refuses it), no lone surrogates."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainLink:

@@ -26,10 +26,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
-from bridge.db.engine import insert
-from bridge.db.models import CHANGES, MESSAGES, UTCDateTime, utcnow
-from bridge.feed import FEED, ChangeKind
-from bridge.wakeups import NOTIFY_CHANNEL, WorkSignals
+from bridge.store.engine import insert
+from bridge.store.feed import FEED, ChangeKind
+from bridge.store.models import CHANGES, MESSAGES, UTCDateTime, utcnow
+from bridge.store.wakeups import NOTIFY_CHANNEL, WorkSignals
 
 MessageKey = tuple[int, str]
 """``(session_id, external_message_id)``: what makes a message unique."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.events import WEB_CHANNEL, InboundMessage, Sender
+from bridge.ports.events import WEB_CHANNEL, InboundMessage, Sender
 
 
 def web_message(

@@ -18,21 +18,20 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, select
 
-from bridge.chains import ChainStopped
-from bridge.db.models import MESSAGES, SESSIONS
-from bridge.directory import AgentDirectory
-from bridge.events import AGENT_CHANNEL, WEB_CHANNEL, ChainLink, InboundMessage, Reply, Sender
+from bridge.a2a.chains import ChainStopped
+from bridge.a2a.mentions import mentioned_slugs, strip_mention
 from bridge.flow.claims import DELIVER
-from bridge.flow.ingest import Ingestor, InvalidMessage
+from bridge.flow.ingest import Ingestor
 from bridge.flow.outgoing import Outgoing, new_delivery_key, store_outgoing
-from bridge.flow.store import MessageStore
-from bridge.logs import log_event
-from bridge.mentions import mentioned_slugs, strip_mention
-from channels.base import Channel, ChannelLookup
+from bridge.infra.logs import log_event
+from bridge.ports.contract import Channel, Channels
+from bridge.ports.errors import InvalidMessage
+from bridge.ports.events import ChainLink, InboundMessage, Reply, Sender
+from bridge.store.directory import AgentDirectory
+from bridge.store.messages import MessageStore
+from bridge.store.models import MESSAGES, SESSIONS
 
 logger = logging.getLogger(__name__)
-NOT_SHARED = frozenset({WEB_CHANNEL, AGENT_CHANNEL})
-"""Channels with no shared place where two agents' bots sit together."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,7 +69,7 @@ class HandOffs:
         self,
         *,
         agents: AgentDirectory,
-        channels: ChannelLookup,
+        channels: Channels,
         ingest: Ingestor,
         store: MessageStore,
     ) -> None:
@@ -82,7 +81,7 @@ class HandOffs:
     def targets(self, reply: Reply) -> list[Target]:
         """The peers the reply mentions that are on the same platform. Cheap when the text
         mentions nobody, which is nearly always."""
-        if reply.channel in NOT_SHARED or "@" not in reply.text:
+        if not self._channels.capabilities(reply.channel).shared_rooms or "@" not in reply.text:
             return []
         try:
             peers = self._agents.get(reply.agent_slug).settings.peers
@@ -90,7 +89,7 @@ class HandOffs:
             return []
         found: list[Target] = []
         for slug in mentioned_slugs(reply.text, peers):
-            channel: Channel | None = self._channels(reply.channel, slug)
+            channel: Channel | None = self._channels.get(reply.channel, slug)
             if channel is None or slug == reply.agent_slug:
                 continue
             found.append(Target(slug=slug, mention_id=channel.mention_id()))

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bridge.db.models import ApiToken, Participant, utcnow
-from bridge.events import WEB_CHANNEL
-from bridge.sessions import find_or_create_participant
+from bridge.ports.events import WEB_CHANNEL
+from bridge.store.models import ApiToken, Participant, utcnow
+from bridge.store.sessions import find_or_create_participant
 
 
 class TokenError(Exception):

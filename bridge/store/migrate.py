@@ -11,8 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.db.engine import create_engine
 from bridge.settings import DatabaseSettings
+from bridge.store.engine import create_engine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 

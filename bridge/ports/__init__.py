@@ -1,0 +1,53 @@
+"""Everything a channel sees of the core: the contract, its errors and the normalized events.
+
+A channel imports from here (and from nothing else in ``bridge`` but ``bridge.settings`` and
+``bridge.infra``); the core imports nothing from ``channels``.
+"""
+
+from bridge.ports.contract import (
+    Capabilities,
+    Channel,
+    ChannelContext,
+    ChannelPlugin,
+    Channels,
+    ChannelStatus,
+    Dispatch,
+    WebhookChannel,
+)
+from bridge.ports.errors import DeliveryError, InvalidMessage, UnknownAgent
+from bridge.ports.events import (
+    MAX_ID_LENGTH,
+    Attachment,
+    ChainLink,
+    ConversationChange,
+    InboundMessage,
+    IngestResult,
+    MessageEdit,
+    Reply,
+    Sender,
+    storable_text,
+)
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "Attachment",
+    "Capabilities",
+    "ChainLink",
+    "Channel",
+    "ChannelContext",
+    "ChannelPlugin",
+    "ChannelStatus",
+    "Channels",
+    "ConversationChange",
+    "DeliveryError",
+    "Dispatch",
+    "InboundMessage",
+    "IngestResult",
+    "InvalidMessage",
+    "MessageEdit",
+    "Reply",
+    "Sender",
+    "UnknownAgent",
+    "WebhookChannel",
+    "storable_text",
+]

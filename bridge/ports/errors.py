@@ -1,0 +1,32 @@
+"""The errors of the channel contract, in one place: what a channel raises and what it catches."""
+
+from __future__ import annotations
+
+
+class InvalidMessage(ValueError):
+    """The channel built a message the core cannot store; nothing was stored."""
+
+
+class UnknownAgent(LookupError):
+    """No agent has that slug."""
+
+
+class DeliveryError(Exception):
+    """A send that did not go through.
+
+    ``retry_after`` is the platform's own wait (``Retry-After``) when it gave one; ``permanent``
+    means retrying cannot help; ``in_doubt`` means the platform may have accepted it anyway.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        in_doubt: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+        self.in_doubt = in_doubt
