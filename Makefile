@@ -50,4 +50,4 @@ clean:
 ## 429/500, two processes. `make test` runs them small.
 .PHONY: faults
 faults: $(INSTALLED_DEV)
-	BRIDGE_FAULT_EVENTS=5000 $(BIN)/pytest tests/test_faults.py
+	BRIDGE_FAULT_EVENTS=5000 $(BIN)/pytest tests/system/test_faults.py

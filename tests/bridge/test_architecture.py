@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLATFORM_SDKS = {"slack_bolt", "slack_sdk", "discord", "lark_oapi", "aiohttp_socks"}
 
 

@@ -16,7 +16,7 @@ from bench.scenarios import BOT_TOKEN, SIGNING_SECRET, serving_baseline
 from tests.fakes import slack
 from tests.support.processes import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIGURES = (
     "pg_floor",
     "pg_throughput",

@@ -30,7 +30,7 @@ from channels.feishu.inbound import (
 from channels.feishu.outbound import render_at_mentions, reply_parts
 from channels.text_split import split_text
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 BOT = "ou_bot0000000000000000000000000001"
 
 

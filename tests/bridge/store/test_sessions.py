@@ -15,7 +15,7 @@ from bridge.ports.events import MessageEdit
 from bridge.store.models import ChatMessage, ChatSession, Participant, SessionMember, utcnow
 from tests.support.core import Core, core, memory_message
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def count(bridge: Core, model: type) -> int:
