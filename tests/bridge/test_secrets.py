@@ -49,9 +49,7 @@ def _log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 async def _fail_one_message(bridge: RunningBridge) -> tuple[ChatMessage, Any, Any]:
     """Alice writes to the agent, whose backend fails; the stored row and both API views."""
-    async with api_clients(
-        bridge.url, bridge.sessions, "alice", "root", admin="root"
-    ) as users:
+    async with api_clients(bridge.url, bridge.sessions, "alice", "root", admin="root") as users:
         alice, root = users["alice"], users["root"]
         session = await alice.new_session()
         sent = await alice.say(session["id"], "are you there?")

@@ -19,13 +19,13 @@ import aiohttp
 from sqlalchemy import select
 
 from bridge.store.models import ChatSession
+from tests.channels.feishu.test_channel import feishu_bridge
+from tests.channels.slack.test_channel import DM, HUMAN, SIGNING_SECRET, slack_bridge
 from tests.fakes import slack
 from tests.fakes.feishu import DEFAULT_ENCRYPT_KEY, encrypt, signature
 from tests.fakes.slack import FakeSlack
 from tests.support.fuzzing import deep
 from tests.support.harness import RunningBridge
-from tests.channels.feishu.test_channel import feishu_bridge
-from tests.channels.slack.test_channel import DM, HUMAN, SIGNING_SECRET, slack_bridge
 
 FIVE_MINUTES = 300
 ROOM = "oc_replay_room"

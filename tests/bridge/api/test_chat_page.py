@@ -36,7 +36,7 @@ try:
     )
 except ImportError as error:  # a clear failure, not a skip: a broken page must not go unnoticed
     raise ImportError(
-        "tests/bridge/api/test_chat_page.py needs the 'playwright' package (pip install playwright; "
+        "the chat page tests need the 'playwright' package (pip install playwright; "
         "never 'playwright install': the tests use Debian's chromium)"
     ) from error
 

@@ -233,9 +233,7 @@ async def test_resume_over_a_large_retained_feed(database_url: str) -> None:
     settings = live_settings(database_url, live_max_catch_up_events=5_000)
     async with (
         running_bridge(settings) as bridge,
-        api_clients(
-            bridge.url, bridge.sessions, "alice", "bob", "root", admin="root"
-        ) as users,
+        api_clients(bridge.url, bridge.sessions, "alice", "bob", "root", admin="root") as users,
     ):
         alice, bob, root = users["alice"], users["bob"], users["root"]
         session = await alice.new_session()

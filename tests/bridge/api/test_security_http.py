@@ -193,9 +193,7 @@ async def test_sign_ins_rotate_one_token(database_url: str) -> None:
 async def test_a_sign_in_leaves_other_tokens_alone_and_clears_old_piles(database_url: str) -> None:
     async with running_bridge(make_settings(database_url)) as bridge:
         own = await create_token(bridge.sessions, name="alice", admin=False)
-        local = await create_token(
-            bridge.sessions, name="local-cli", admin=True, user="local"
-        )
+        local = await create_token(bridge.sessions, name="local-cli", admin=True, user="local")
         # What earlier versions left behind: one admin token per sign-in.
         for number in range(3):
             await create_token(

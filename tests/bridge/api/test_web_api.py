@@ -215,9 +215,7 @@ async def _ingest_platform_sessions(bridge: RunningBridge) -> None:
 async def test_users_are_isolated_and_an_admin_sees_every_channel(database_url: str) -> None:
     async with (
         running_bridge(make_settings(database_url)) as bridge,
-        api_clients(
-            bridge.url, bridge.sessions, "alice", "bob", "root", admin="root"
-        ) as users,
+        api_clients(bridge.url, bridge.sessions, "alice", "bob", "root", admin="root") as users,
     ):
         alice, bob, root = users["alice"], users["bob"], users["root"]
         mine = await alice.new_session(title="alice's")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from bridge.store.models import ChatMessage, MessageState
+from tests.channels.feishu.test_channel import feishu_section
 from tests.fakes.feishu import (
     DEFAULT_ENCRYPT_KEY,
     DEFAULT_P2P_CHAT_ID,
@@ -17,7 +18,6 @@ from tests.fakes.feishu import (
 )
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 from tests.support.processes import wait_until
-from tests.channels.feishu.test_channel import feishu_section
 
 # The retry after the lost answer comes 0.5 to 1 s later: long enough to see the reply
 # waiting in doubt in the database, short enough to keep the test quick.
