@@ -26,10 +26,13 @@ def with_mentions(text: str, mentions: Mapping[str, str]) -> str:
     return render_mentions(text, mentions, render)
 
 
-def reply_parts(text: str, mentions: Mapping[str, str] | None = None) -> list[str]:
-    """The messages of one reply. Mentions are rendered before the split, so the parts are
-    measured by what Discord receives (``<@id>`` is longer than ``@slug``)."""
-    return split_text(with_mentions(text, mentions or {}), limit=PART_LIMIT)
+def reply_parts(
+    text: str, mentions: Mapping[str, str] | None = None, *, limit: int = PART_LIMIT
+) -> list[str]:
+    """The messages of one reply, at most ``limit`` characters each. Mentions are rendered
+    before the split, so the parts are measured by what Discord receives (``<@id>`` is longer
+    than ``@slug``)."""
+    return split_text(with_mentions(text, mentions or {}), limit=limit)
 
 
 def part_nonce(delivery_key: str, part: int) -> str:

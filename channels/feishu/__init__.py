@@ -7,7 +7,8 @@ Loaded through the ``bridge.channels`` entry point only when an agent has ``[age
 from __future__ import annotations
 
 from bridge.ports import Capabilities, ChannelPlugin
-from channels.feishu.adapter import PART_LIMIT, FeishuChannel
+from channels.feishu.adapter import FeishuChannel
+from channels.feishu.outbound import PART_LIMIT
 from channels.feishu.settings import FeishuChannelSettings
 
 plugin = ChannelPlugin(

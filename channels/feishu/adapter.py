@@ -46,12 +46,10 @@ from channels.feishu.inbound import (
 )
 from channels.feishu.outbound import reply_parts
 from channels.feishu.settings import FeishuChannelSettings
-from channels.name_cache import NameCache
+from channels.names import NameLookup
 
 logger = logging.getLogger(__name__)
 
-PART_LIMIT = 8000
-"""Characters per reply part: far below Feishu's ~150 KB text limit, and still readable."""
 SIGNATURE_HEADERS = ("X-Lark-Request-Timestamp", "X-Lark-Request-Nonce", "X-Lark-Signature")
 MESSAGE_EVENT = "im.message.receive_v1"
 BOT_ADDED = "im.chat.member.bot.added_v1"
@@ -82,7 +80,13 @@ class FeishuChannel:
         self._identity_lock = asyncio.Lock()
         self._identity_task: asyncio.Task[None] | None = None
         self._problem = "not started"
-        self._names = NameCache(ttl_seconds=settings.names_cache_hours * 3600)
+        self._names = NameLookup(
+            platform="feishu",
+            ttl_seconds=settings.names_cache_hours * 3600,
+            errors=(FeishuError, TimeoutError),
+            logger=logger,
+            timeout_seconds=settings.lookup_timeout_seconds,
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -316,20 +320,10 @@ class FeishuChannel:
     async def _lookup(
         self, key: str, fetch: Callable[[FeishuClient], Awaitable[str | None]]
     ) -> str | None:
-        cached = self._names.get(key)
-        if cached is not None or self._client is None:
-            return cached
-        try:
-            async with asyncio.timeout(self._settings.lookup_timeout_seconds):
-                found = await fetch(self._client)
-        except (FeishuError, TimeoutError) as error:
-            log_event(
-                logger, "feishu.lookup_failed", level=logging.WARNING, key=key, error=str(error)
-            )
-            return None
-        if found:
-            self._names.put(key, found)
-        return found
+        client = self._client
+        if client is None:
+            return self._names.cached(key)
+        return await self._names.name(key, lambda: fetch(client))
 
     # --- outbound ------------------------------------------------------------------------
 
@@ -339,7 +333,7 @@ class FeishuChannel:
         target = reply.reply_target
         ids: list[str] = []
         try:
-            parts = reply_parts(reply.text, reply.mentions, limit=PART_LIMIT)
+            parts = reply_parts(reply.text, reply.mentions)
             for index, part in enumerate(parts):
                 ids.append(
                     await self._client.reply_text(

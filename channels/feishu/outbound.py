@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from bridge.a2a.mentions import render_mentions
 from channels.text_split import split_text
 
+PART_LIMIT = 8000
+"""Characters per reply part: far below Feishu's ~150 KB text limit, and still readable."""
 SAFE_OPEN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 """What an id must look like to go into the tag's attribute: ``ou_`` ids are letters, digits
 and ``_``; anything else (a quote, ``>``) would break the tag, so that ``@slug`` stays text."""
@@ -29,7 +31,9 @@ def render_at_mentions(text: str, mentions: Mapping[str, str]) -> str:
     return _render(text, mentions, _TAG)
 
 
-def reply_parts(text: str, mentions: Mapping[str, str], *, limit: int) -> list[str]:
+def reply_parts(
+    text: str, mentions: Mapping[str, str] | None = None, *, limit: int = PART_LIMIT
+) -> list[str]:
     """The text messages of one reply: mentions rendered first, so the limit counts the tags,
     then split so that no part ends inside a tag (short of a run of more than ``limit``
     characters without a space or line break, which can only be cut inside a word).
@@ -38,7 +42,7 @@ def reply_parts(text: str, mentions: Mapping[str, str], *, limit: int) -> list[s
     has one (``<at user_id=``). It is rendered with a NUL there instead (same length, so the
     limit still holds; stored replies hold no NUL) and the space is put back in each part.
     """
-    parts = split_text(_render(text, mentions, _JOINED_TAG), limit=limit)
+    parts = split_text(_render(text, mentions or {}, _JOINED_TAG), limit=limit)
     return [part.replace(_JOINED_TAG, _TAG) for part in parts]
 
 

@@ -34,17 +34,16 @@ from bridge.infra.logs import log_event
 from bridge.ports.contract import ChannelContext, ChannelStatus
 from bridge.ports.errors import DeliveryError, InvalidMessage, UnknownAgent
 from bridge.ports.events import InboundMessage, Reply, Sender
-from channels.name_cache import NameCache
+from channels.names import NameLookup
 from channels.slack.inbound import BotIdentity, Ignored, Rules, classify
 from channels.slack.outbound import (
-    PART_LIMIT,
-    delivery_error,
+    api_error,
+    history_query,
     post_arguments,
     posted_parts,
-    reply_text,
+    reply_parts,
 )
 from channels.slack.settings import SlackChannelSettings
-from channels.text_split import split_text
 
 logger = logging.getLogger(__name__)
 MAX_LOOKUP_PAGES = 50
@@ -109,7 +108,12 @@ class SlackChannel:
             require_mention=settings.require_mention,
             thread_replies=settings.thread_replies,
         )
-        self._names = NameCache(ttl_seconds=settings.names_cache_hours * 3600)
+        self._names = NameLookup(
+            platform="slack",
+            ttl_seconds=settings.names_cache_hours * 3600,
+            errors=(SlackApiError, aiohttp.ClientError),
+            logger=logger,
+        )
         self._http: aiohttp.ClientSession | None = None
         self._client: AsyncWebClient | None = None
         self._bolt: AsyncApp | None = None
@@ -272,8 +276,8 @@ class SlackChannel:
         """The sender's display name and the channel's name, from cache or Slack (bounded)."""
         channel = message.reply_target["channel"]
         user = message.sender.external_id
-        sender_name = self._names.get(f"user:{user}")
-        group_name = self._names.get(f"channel:{channel}") if message.is_group else None
+        sender_name = self._names.cached(f"user:{user}")
+        group_name = self._names.cached(f"channel:{channel}") if message.is_group else None
         # Both known (a busy conversation): no tasks and no timer.
         if sender_name is None or (message.is_group and group_name is None):
             try:
@@ -283,7 +287,7 @@ class SlackChannel:
                         self._channel_name(channel) if message.is_group else _none(),
                     )
             except TimeoutError:
-                sender_name, group_name = self._names.get(f"user:{user}"), None
+                sender_name, group_name = self._names.cached(f"user:{user}"), None
         return replace(
             message,
             sender=Sender(external_id=user, display_name=sender_name),
@@ -291,25 +295,12 @@ class SlackChannel:
         )
 
     async def _user_name(self, user: str) -> str | None:
-        return await self._cached_name(f"user:{user}", self._fetch_user_name, user)
+        return await self._names.name(f"user:{user}", lambda: self._fetch_user_name(user))
 
     async def _channel_name(self, channel: str) -> str | None:
-        return await self._cached_name(f"channel:{channel}", self._fetch_channel_name, channel)
-
-    async def _cached_name(self, key: str, fetch: Any, argument: str) -> str | None:
-        cached = self._names.get(key)
-        if cached is not None:
-            return cached
-        try:
-            name: str | None = await fetch(argument)
-        except (SlackApiError, aiohttp.ClientError) as error:
-            log_event(
-                logger, "slack.lookup_failed", level=logging.WARNING, key=key, error=str(error)
-            )
-            return None
-        if name:
-            self._names.put(key, name)
-        return name
+        return await self._names.name(
+            f"channel:{channel}", lambda: self._fetch_channel_name(channel)
+        )
 
     async def _fetch_user_name(self, user: str) -> str | None:
         assert self._client is not None
@@ -330,12 +321,9 @@ class SlackChannel:
             raise DeliveryError("slack channel is not running")
         channel = reply.reply_target["channel"]
         thread_ts = reply.reply_target.get("thread_ts") or None
-        text = reply_text(reply.text, reply.mentions)
-        parts = split_text(text, limit=PART_LIMIT) or [text]
+        parts = reply_parts(reply.text, reply.mentions)
         landed = (
-            await self._already_posted(reply, channel, thread_ts, parts=len(parts))
-            if reply.in_doubt
-            else {}
+            await self._already_posted(reply, thread_ts, parts=len(parts)) if reply.in_doubt else {}
         )
         ids: list[str] = []
         for index, part in enumerate(parts):
@@ -352,26 +340,19 @@ class SlackChannel:
             try:
                 response = await self._client.chat_postMessage(**arguments)
             except SlackApiError as error:
-                raise delivery_error(
-                    status=error.response.status_code,
-                    error=error.response.get("error"),
-                    retry_after=error.response.headers.get("Retry-After"),
-                    posted_before=bool(ids),
-                ) from None
+                raise api_error(error, posted_before=bool(ids)) from None
             except (aiohttp.ClientError, TimeoutError) as error:
                 raise DeliveryError(f"slack chat.postMessage: {error!r}", in_doubt=True) from None
             ids.append(str(response["ts"]))
         return ids
 
     async def _already_posted(
-        self, reply: Reply, channel: str, thread_ts: str | None, *, parts: int
+        self, reply: Reply, thread_ts: str | None, *, parts: int
     ) -> dict[int, str]:
         """The parts of an in-doubt delivery that Slack already has, found by their metadata:
         every page from the asked message on (a reply is never older), until all are found."""
         assert self._client is not None and self._identity is not None
-        query: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200}
-        if reply.reply_target.get("message_ts"):
-            query["oldest"] = reply.reply_target["message_ts"]
+        query = history_query(reply.reply_target)
         landed: dict[int, str] = {}
         cursor: str | None = None
         for _page in range(MAX_LOOKUP_PAGES):
@@ -383,12 +364,7 @@ class SlackChannel:
                 else:
                     found = await self._client.conversations_history(cursor=cursor, **query)
             except SlackApiError as error:
-                raise delivery_error(
-                    status=error.response.status_code,
-                    error=error.response.get("error"),
-                    retry_after=error.response.headers.get("Retry-After"),
-                    posted_before=True,
-                ) from None
+                raise api_error(error, posted_before=True) from None
             except (aiohttp.ClientError, TimeoutError) as error:
                 raise DeliveryError(
                     f"slack lookup before resend: {error!r}", in_doubt=True

@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
+
 from bridge.a2a.mentions import render_mentions
 from bridge.ports.errors import DeliveryError
+from channels.text_split import split_text
 
 PART_LIMIT = 3900
 METADATA_EVENT = "bridge_delivery"
@@ -46,6 +49,15 @@ def reply_text(text: str, mentions: Mapping[str, str]) -> str:
     return render_mentions(text, mentions, lambda _slug, user_id: f"<@{user_id}>")
 
 
+def reply_parts(
+    text: str, mentions: Mapping[str, str] | None = None, *, limit: int = PART_LIMIT
+) -> list[str]:
+    """The messages of one reply, at most ``limit`` characters each. Mentions are rendered
+    before the split, so no mention is cut; an empty text is still one (empty) part."""
+    rendered = reply_text(text, mentions or {})
+    return split_text(rendered, limit=limit) or [rendered]
+
+
 def post_arguments(
     *, channel: str, thread_ts: str | None, text: str, delivery_key: str, part: int
 ) -> dict[str, Any]:
@@ -60,6 +72,19 @@ def post_arguments(
     if thread_ts:
         arguments["thread_ts"] = thread_ts
     return arguments
+
+
+def history_query(reply_target: Mapping[str, str]) -> dict[str, Any]:
+    """The arguments of the in-doubt look-up's history (or replies) calls: every message with
+    its metadata, from the asked message on (a reply is never older)."""
+    query: dict[str, Any] = {
+        "channel": reply_target["channel"],
+        "include_all_metadata": True,
+        "limit": 200,
+    }
+    if reply_target.get("message_ts"):
+        query["oldest"] = reply_target["message_ts"]
+    return query
 
 
 def posted_parts(
@@ -96,3 +121,13 @@ def delivery_error(
     if status >= 500:
         return DeliveryError(message, in_doubt=True)
     return DeliveryError(message, permanent=code in PERMANENT_ERRORS, in_doubt=posted_before)
+
+
+def api_error(error: SlackApiError, *, posted_before: bool) -> DeliveryError:
+    """:func:`delivery_error` for the Web API's failed answer."""
+    return delivery_error(
+        status=error.response.status_code,
+        error=error.response.get("error"),
+        retry_after=error.response.headers.get("Retry-After"),
+        posted_before=posted_before,
+    )
