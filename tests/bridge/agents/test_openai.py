@@ -16,15 +16,10 @@ from bridge.agents.openai import MAX_TOOL_ROUNDS, OpenAIBackend, build_payload
 from bridge.ports.events import Sender
 from bridge.settings import OpenAIBackendSettings
 from tests.fakes.openai_server import FakeOpenAIServer, ScriptedCall
+from tests.support.shared_agents import agent_request, collect
 
 KEY_ENV = "BRIDGE_TEST_OPENAI_KEY"
 API_KEY = "sk-test-0123456789"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture
@@ -46,42 +41,56 @@ def make_backend(
     return OpenAIBackend(settings=settings, http=http)
 
 
-def make_request(**overrides: Any) -> AgentRequest:
-    fields: dict[str, Any] = {
-        "agent_slug": "helper",
-        "agent_name": "Helper",
-        "system_prompt": "You are a helpful assistant.",
-        "session_id": 7,
-        "external_conv_id": "web:abc",
-        "channel": "web",
-        "is_group": False,
-        "group_name": None,
-        "sender": Sender(external_id="u1", display_name="Alice"),
-        "message_id": 42,
-        "text": "What is 2 + 2?",
-        "history": (),
-    }
-    fields.update(overrides)
-    return AgentRequest(**fields)
-
-
-async def collect(backend: OpenAIBackend, request: AgentRequest) -> str:
-    return "".join([chunk async for chunk in backend.answer(request)])
-
-
+@pytest.mark.parametrize(
+    ("request_fields", "expected_turns"),
+    [
+        pytest.param(
+            {
+                "history": (
+                    HistoryMessage(role="user", content="Hello"),
+                    HistoryMessage(role="assistant", content="Hi! How can I help?"),
+                )
+            },
+            [
+                {"role": "user", "content": "Hello"},
+                {"role": "assistant", "content": "Hi! How can I help?"},
+                {"role": "user", "content": "What is 2 + 2?"},
+            ],
+            id="direct-chat-in-order",
+        ),
+        pytest.param(
+            {
+                "is_group": True,
+                "group_name": "team",
+                "sender": Sender(external_id="u2", display_name="Bob"),
+                "history": (
+                    HistoryMessage(role="user", content="Morning all", sender_name="Alice"),
+                    HistoryMessage(role="assistant", content="Good morning!", sender_name="Helper"),
+                    HistoryMessage(role="user", content="Anyone there?"),
+                ),
+                "text": "Summarise please",
+            },
+            # A group chat names the speakers of user turns (where it knows them).
+            [
+                {"role": "user", "content": "Alice: Morning all"},
+                {"role": "assistant", "content": "Good morning!"},
+                {"role": "user", "content": "Anyone there?"},
+                {"role": "user", "content": "Bob: Summarise please"},
+            ],
+            id="group-chat-names-speakers",
+        ),
+    ],
+)
 async def test_system_prompt_history_and_message_arrive_in_order(
-    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+    fake: FakeOpenAIServer,
+    http: aiohttp.ClientSession,
+    request_fields: dict[str, Any],
+    expected_turns: list[dict[str, str]],
 ) -> None:
     fake.add_reply("  It is 4.  ")
     backend = make_backend(fake, http)
-    request = make_request(
-        history=(
-            HistoryMessage(role="user", content="Hello"),
-            HistoryMessage(role="assistant", content="Hi! How can I help?"),
-        )
-    )
 
-    assert await collect(backend, request) == "It is 4."
+    assert await collect(backend, agent_request(**request_fields)) == "It is 4."
 
     (recorded,) = fake.requests
     assert recorded.status == 200
@@ -90,37 +99,9 @@ async def test_system_prompt_history_and_message_arrive_in_order(
         "model": "gpt-test",
         "messages": [
             {"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "Hello"},
-            {"role": "assistant", "content": "Hi! How can I help?"},
-            {"role": "user", "content": "What is 2 + 2?"},
+            *expected_turns,
         ],
     }
-
-
-async def test_group_chat_names_the_speakers_of_user_turns(
-    fake: FakeOpenAIServer, http: aiohttp.ClientSession
-) -> None:
-    backend = make_backend(fake, http)
-    request = make_request(
-        is_group=True,
-        group_name="team",
-        sender=Sender(external_id="u2", display_name="Bob"),
-        history=(
-            HistoryMessage(role="user", content="Morning all", sender_name="Alice"),
-            HistoryMessage(role="assistant", content="Good morning!", sender_name="Helper"),
-            HistoryMessage(role="user", content="Anyone there?"),
-        ),
-        text="Summarise please",
-    )
-
-    await collect(backend, request)
-
-    assert fake.requests[0].json["messages"][1:] == [
-        {"role": "user", "content": "Alice: Morning all"},
-        {"role": "assistant", "content": "Good morning!"},
-        {"role": "user", "content": "Anyone there?"},
-        {"role": "user", "content": "Bob: Summarise please"},
-    ]
 
 
 async def test_no_system_message_without_a_prompt_and_options_sent_when_set(
@@ -128,7 +109,7 @@ async def test_no_system_message_without_a_prompt_and_options_sent_when_set(
 ) -> None:
     backend = make_backend(fake, http, temperature=0.3, max_tokens=256)
 
-    await collect(backend, make_request(system_prompt=""))
+    await collect(backend, agent_request(system_prompt=""))
 
     sent = fake.requests[0].json
     assert sent["messages"] == [{"role": "user", "content": "What is 2 + 2?"}]
@@ -143,7 +124,7 @@ async def test_api_key_comes_from_the_named_env_var(
     monkeypatch.delenv(KEY_ENV)
     backend = make_backend(fake, http, api_key_env="OTHER_KEY_VAR", base_url=fake.url + "/")
 
-    assert await collect(backend, make_request()) == "Hello from the fake model."
+    assert await collect(backend, agent_request()) == "Hello from the fake model."
 
     headers = fake.requests[0].headers
     assert headers["Authorization"] == f"Bearer {API_KEY}"
@@ -164,7 +145,7 @@ async def test_missing_or_empty_env_var_is_an_agent_error(
     backend = make_backend(fake, http)
 
     with pytest.raises(AgentError, match=KEY_ENV):
-        await collect(backend, make_request())
+        await collect(backend, agent_request())
     assert fake.requests == []
 
 
@@ -175,7 +156,7 @@ async def test_rejected_key_is_an_agent_error_that_hides_the_key(
     backend = make_backend(fake, http)
 
     with pytest.raises(AgentError, match="401") as caught:
-        await collect(backend, make_request())
+        await collect(backend, agent_request())
     assert "sk-wrong-key" not in str(caught.value)
     assert fake.requests[0].status == 401
 
@@ -187,7 +168,7 @@ async def test_server_error_is_an_agent_error_with_status_and_body(
     backend = make_backend(fake, http)
 
     with pytest.raises(AgentError, match="HTTP 500") as caught:
-        await collect(backend, make_request())
+        await collect(backend, agent_request())
     message = str(caught.value)
     assert "The engine is overloaded" in message
     assert len(message) < 400
@@ -200,7 +181,7 @@ async def test_garbage_body_is_an_agent_error(
     backend = make_backend(fake, http)
 
     with pytest.raises(AgentError, match="not JSON"):
-        await collect(backend, make_request())
+        await collect(backend, agent_request())
 
 
 @pytest.mark.parametrize("content", ["", "  \n ", None])
@@ -211,7 +192,7 @@ async def test_empty_or_missing_content_is_an_agent_error(
     backend = make_backend(fake, http)
 
     with pytest.raises(AgentError):
-        await collect(backend, make_request())
+        await collect(backend, agent_request())
 
 
 @pytest.mark.parametrize("document", [{"choices": []}, {"id": "x"}, [1, 2], {"choices": [{}]}])
@@ -222,7 +203,7 @@ async def test_unexpected_document_is_an_agent_error(
     backend = make_backend(fake, http)
 
     with pytest.raises(AgentError, match=r"choices\[0\]"):
-        await collect(backend, make_request())
+        await collect(backend, agent_request())
 
 
 async def test_slow_server_is_an_agent_error(
@@ -232,7 +213,7 @@ async def test_slow_server_is_an_agent_error(
     backend = make_backend(fake, http, timeout_seconds=0.2)
 
     with pytest.raises(AgentError, match="no answer"):
-        await collect(backend, make_request())
+        await collect(backend, agent_request())
 
 
 async def test_unreachable_server_is_an_agent_error(
@@ -246,7 +227,7 @@ async def test_unreachable_server_is_an_agent_error(
     )
 
     with pytest.raises(AgentError, match="failed"):
-        await collect(backend, make_request())
+        await collect(backend, agent_request())
 
 
 async def test_answer_is_an_async_generator_and_aclose_leaves_the_session_open(
@@ -258,7 +239,7 @@ async def test_answer_is_an_async_generator_and_aclose_leaves_the_session_open(
     await backend.aclose()
 
     assert not http.closed
-    assert await collect(backend, make_request()) == "Hello from the fake model."
+    assert await collect(backend, agent_request()) == "Hello from the fake model."
 
 
 @pytest.mark.parametrize(
@@ -327,7 +308,7 @@ class RecordingTools:
 
 
 def with_tools(tools: AgentTools, **overrides: Any) -> AgentRequest:
-    return make_request(tools=tools, **overrides)
+    return agent_request(tools=tools, **overrides)
 
 
 def tool_results(recorded: Any) -> list[tuple[str, str]]:
@@ -554,9 +535,9 @@ async def test_tool_calls_are_not_run_when_no_tools_were_offered(
     fake.add_ask("bob", "?", ignore_tool_choice=True)
     backend = make_backend(fake, http)
 
-    assert await collect(backend, make_request()) == "Plain text after all."
+    assert await collect(backend, agent_request()) == "Plain text after all."
     with pytest.raises(AgentError, match="empty reply"):
-        await collect(backend, make_request())
+        await collect(backend, agent_request())
     assert len(fake.requests) == 2
 
 
@@ -586,7 +567,7 @@ async def test_a_malformed_tool_call_is_an_agent_error(
 def test_build_payload_adds_the_exchange_and_tool_choice_only_with_peers() -> None:
     settings = OpenAIBackendSettings(model="m")
     exchange = [{"role": "tool", "tool_call_id": "c", "content": "x"}]
-    plain = make_request(system_prompt="")
+    plain = agent_request(system_prompt="")
 
     assert build_payload(settings, plain, final=True) == {
         "model": "m",
@@ -606,7 +587,7 @@ async def test_the_fake_refuses_a_scripted_tool_call_the_request_does_not_allow(
     backend = make_backend(fake, http)
 
     with pytest.raises(AgentError, match="HTTP 500"):
-        await collect(backend, make_request())
+        await collect(backend, agent_request())
     assert fake.requests[0].error is not None
     assert "scripted" in fake.requests[0].error
 

@@ -18,14 +18,9 @@ from bridge.agents.webhook import WebhookBackend, sign
 from bridge.ports.events import Sender
 from bridge.settings import WebhookBackendSettings
 from tests.fakes.webhook_agent import FakeWebhookAgent
+from tests.support.shared_agents import agent_request, collect
 
 SECRET = "webhook-shared-secret"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture
@@ -44,11 +39,9 @@ def make_backend(
 
 
 def make_request(**overrides: Any) -> AgentRequest:
-    fields: dict[str, Any] = {
-        "agent_slug": "helper",
-        "agent_name": "Helper",
+    """A group chat on Slack with some history."""
+    group_chat: dict[str, Any] = {
         "system_prompt": "Be brief.",
-        "session_id": 7,
         "external_conv_id": "slack:T1:C1",
         "channel": "slack",
         "is_group": True,
@@ -61,12 +54,7 @@ def make_request(**overrides: Any) -> AgentRequest:
             HistoryMessage(role="assistant", content="noted"),
         ),
     }
-    fields.update(overrides)
-    return AgentRequest(**fields)
-
-
-async def collect(backend: WebhookBackend, request: AgentRequest) -> str:
-    return "".join([chunk async for chunk in backend.answer(request)])
+    return agent_request(**{**group_chat, **overrides})
 
 
 async def test_signed_body_carries_the_whole_request(

@@ -13,8 +13,9 @@ from sqlalchemy import func, select
 from bridge.api.http import MAX_JSON_DEPTH, nested_deeper_than
 from bridge.api.routes import PREFIX, ROUTES, Route
 from bridge.store.models import ChatMessage, ChatSession
-from tests.support.api import ApiClient, api_clients
-from tests.support.harness import RunningBridge, make_settings, running_bridge
+from tests.support.api import ApiClient
+from tests.support.harness import RunningBridge, make_settings
+from tests.support.shared_api import user_with_session
 
 DEPTH = 100_000
 HOSTILE_BODIES = {
@@ -63,12 +64,8 @@ async def test_nested_json_on_every_json_endpoint_is_malformed_json(
     database_url: str, shape: str
 ) -> None:
     body = HOSTILE_BODIES[shape]
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "root", admin="root") as users,
-    ):
-        root = users["root"]
-        session = await root.new_session()
+    settings = make_settings(database_url)
+    async with user_with_session(settings, "root", admin=True) as (bridge, root, session):
         before = await _stored(bridge)
         for route in JSON_ROUTES:
             status, answer = await _post_raw(root, route, _path(route, session["id"]), body)
@@ -87,12 +84,7 @@ async def test_nested_json_on_every_json_endpoint_is_malformed_json(
 async def test_a_body_over_the_limit_is_413_on_every_json_endpoint(database_url: str) -> None:
     settings = make_settings(database_url)
     limit = settings.http.max_body_bytes
-    async with (
-        running_bridge(settings) as bridge,
-        api_clients(bridge.url, bridge.sessions, "root", admin="root") as users,
-    ):
-        root = users["root"]
-        session = await root.new_session()
+    async with user_with_session(settings, "root", admin=True) as (bridge, root, session):
         before = await _stored(bridge)
         huge = "[" * (limit + 1)
         for route in JSON_ROUTES:
@@ -126,12 +118,7 @@ def test_nesting_is_measured_outside_strings(body: str, deeper: bool) -> None:
 async def test_a_body_within_the_depth_limit_is_read_as_before(database_url: str) -> None:
     depth = MAX_JSON_DEPTH - 1  # inside the body object: exactly the limit
     nested = "[" * depth + "]" * depth
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
-        alice = users["alice"]
-        session = await alice.new_session()
+    async with user_with_session(make_settings(database_url)) as (_bridge, alice, session):
         body = '{"text": "hi", "unknown": ' + nested + "}"
         refused = await alice.call(
             "POST",

@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 
 from bridge.settings import Settings
 from bridge.store.models import ChatSession
-from tests.support.api import api_clients
 from tests.support.harness import RunningBridge, make_settings, running_bridge
+from tests.support.shared_api import bridge_with_users, user_with_session
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
@@ -72,6 +72,18 @@ async def trickle(writer: asyncio.StreamWriter, *, every: float = 0.3) -> None:
             await asyncio.sleep(every)
 
 
+async def trickled_until_cut(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, start: bytes
+) -> bytes:
+    """Sends ``start``, then trickles on; everything received until the server hangs up."""
+    writer.write(start)
+    sender = asyncio.create_task(trickle(writer))
+    try:
+        return await received_until_cut(reader)
+    finally:
+        sender.cancel()
+
+
 async def received_until_cut(reader: asyncio.StreamReader, *, within: float = CUT_WITHIN) -> bytes:
     """Everything the server sent before it closed the connection; fails if it never does."""
     received = b""
@@ -111,12 +123,8 @@ async def test_a_connection_trickling_its_headers_is_cut(sqlite_url: str) -> Non
         running_bridge(slow_client_settings(sqlite_url)) as bridge,
         raw_connection(bridge) as (reader, writer),
     ):
-        writer.write(b"GET / HTTP/1.1\r\nHo")
-        sender = asyncio.create_task(trickle(writer))
-        try:
-            assert await received_until_cut(reader) == b"", "cut without an answer"
-        finally:
-            sender.cancel()
+        received = await trickled_until_cut(reader, writer, b"GET / HTTP/1.1\r\nHo")
+        assert received == b"", "cut without an answer"
 
 
 async def test_a_connection_that_sends_nothing_is_cut(sqlite_url: str) -> None:
@@ -140,17 +148,12 @@ async def test_an_idle_keep_alive_connection_is_cut_after_its_answer(sqlite_url:
 
 async def test_a_trickled_body_gets_408_and_nothing_is_stored(sqlite_url: str) -> None:
     async with (
-        running_bridge(slow_client_settings(sqlite_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
+        bridge_with_users(slow_client_settings(sqlite_url), "alice") as (bridge, users),
         raw_connection(bridge) as (reader, writer),
     ):
         before = await session_count(bridge)
-        writer.write(trickled_body_request(users["alice"].token, urlsplit(bridge.url).netloc))
-        sender = asyncio.create_task(trickle(writer))
-        try:
-            received = await received_until_cut(reader)
-        finally:
-            sender.cancel()
+        start = trickled_body_request(users["alice"].token, urlsplit(bridge.url).netloc)
+        received = await trickled_until_cut(reader, writer, start)
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408 "), received
         assert b"connection: close" in head.lower()
@@ -163,20 +166,13 @@ async def test_a_trickled_body_outside_the_api_gets_408_too(sqlite_url: str) -> 
         running_bridge(slow_client_settings(sqlite_url)) as bridge,
         raw_connection(bridge) as (reader, writer),
     ):
-        writer.write(b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n")
-        sender = asyncio.create_task(trickle(writer))
-        try:
-            received = await received_until_cut(reader)
-        finally:
-            sender.cancel()
+        start = b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n"
+        received = await trickled_until_cut(reader, writer, start)
         assert received.startswith(b"HTTP/1.1 408 "), received
 
 
 async def test_normal_and_slow_but_timely_requests_still_work(sqlite_url: str) -> None:
-    async with (
-        running_bridge(slow_client_settings(sqlite_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
+    async with bridge_with_users(slow_client_settings(sqlite_url), "alice") as (_bridge, users):
         alice = users["alice"]
         assert (await alice.get("/me")).ok()["name"] == "alice"
         session = await alice.new_session(title="fast")
@@ -201,24 +197,20 @@ async def test_normal_and_slow_but_timely_requests_still_work(sqlite_url: str) -
 
 async def test_a_live_websocket_outlives_both_timeouts(sqlite_url: str) -> None:
     async with (
-        running_bridge(slow_client_settings(sqlite_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
+        user_with_session(slow_client_settings(sqlite_url)) as (_bridge, alice, session),
+        alice.live() as live,
     ):
-        alice = users["alice"]
-        session = await alice.new_session()
-        async with alice.live() as live:
-            await asyncio.sleep(HEADER_TIMEOUT + BODY_TIMEOUT + 1)
-            sent = await alice.say(session["id"], "still there?")
-            reply = await live.reply_to(sent["id"])
-            assert reply["content"] == "still there?"
+        await asyncio.sleep(HEADER_TIMEOUT + BODY_TIMEOUT + 1)
+        sent = await alice.say(session["id"], "still there?")
+        reply = await live.reply_to(sent["id"])
+        assert reply["content"] == "still there?"
 
 
 async def test_many_trickling_connections_do_not_starve_a_normal_request(
     sqlite_url: str,
 ) -> None:
     async with (
-        running_bridge(slow_client_settings(sqlite_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
+        bridge_with_users(slow_client_settings(sqlite_url), "alice") as (bridge, users),
         contextlib.AsyncExitStack() as stack,
     ):
         host = urlsplit(bridge.url).netloc

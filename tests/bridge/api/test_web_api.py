@@ -14,8 +14,14 @@ from bridge.api.live import LIVE
 from bridge.api.tokens import revoke_token
 from bridge.ports.events import InboundMessage, Sender
 from bridge.store.models import CHANGES, MESSAGES, ChatMessage, ChatSession, MessageState
-from tests.support.api import ApiClient, api_clients
+from tests.support.api import ApiClient
 from tests.support.harness import RunningBridge, make_settings, running_bridge
+from tests.support.shared_api import (
+    bridge_with_users,
+    live_exchange,
+    resume_is_reset,
+    user_with_session,
+)
 
 
 async def _counts(bridge: RunningBridge) -> tuple[int, int]:
@@ -26,10 +32,7 @@ async def _counts(bridge: RunningBridge) -> tuple[int, int]:
 
 
 async def test_rest_round_trip_with_the_echo_agent(database_url: str) -> None:
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
+    async with bridge_with_users(make_settings(database_url), "alice") as (bridge, users):
         alice = users["alice"]
         assert (await alice.get("/me")).ok() == {
             "name": "alice",
@@ -67,12 +70,7 @@ async def test_rest_round_trip_with_the_echo_agent(database_url: str) -> None:
 
 
 async def test_the_same_client_message_id_is_stored_and_answered_once(database_url: str) -> None:
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
-        alice = users["alice"]
-        session = await alice.new_session()
+    async with user_with_session(make_settings(database_url)) as (bridge, alice, session):
         posts = await asyncio.gather(
             *(alice.say(session["id"], "once", client_message_id="c-1") for _ in range(5))
         )
@@ -87,10 +85,7 @@ async def test_the_same_client_message_id_is_stored_and_answered_once(database_u
 async def test_pagination_has_no_gap_and_no_duplicate_while_messages_arrive(
     database_url: str,
 ) -> None:
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
+    async with bridge_with_users(make_settings(database_url), "alice") as (bridge, users):
         alice = users["alice"]
         created = [await alice.new_session(title=f"s{i}") for i in range(250)]
         # Fifty sessions share one timestamp: the id breaks the tie.
@@ -139,7 +134,7 @@ async def test_pagination_has_no_gap_and_no_duplicate_while_messages_arrive(
 
 async def _fill_history(bridge: RunningBridge, session_id: int, count: int) -> None:
     now = datetime.now(UTC)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "session_id": session_id,
             "role": "user" if i % 2 == 0 else "assistant",
@@ -162,10 +157,7 @@ async def _fill_history(bridge: RunningBridge, session_id: int, count: int) -> N
 
 
 async def test_soft_delete_hides_a_session_and_restore_brings_it_back(database_url: str) -> None:
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
+    async with bridge_with_users(make_settings(database_url), "alice") as (bridge, users):
         alice = users["alice"]
         kept = await alice.new_session(title="kept")
         gone = await alice.new_session(title="gone")
@@ -213,10 +205,9 @@ async def _ingest_platform_sessions(bridge: RunningBridge) -> None:
 
 
 async def test_users_are_isolated_and_an_admin_sees_every_channel(database_url: str) -> None:
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice", "bob", "root", admin="root") as users,
-    ):
+    async with bridge_with_users(
+        make_settings(database_url), "alice", "bob", "root", admin="root"
+    ) as (bridge, users):
         alice, bob, root = users["alice"], users["bob"], users["root"]
         mine = await alice.new_session(title="alice's")
         async with bob.live() as bob_live:
@@ -266,17 +257,9 @@ async def test_users_are_isolated_and_an_admin_sees_every_channel(database_url: 
 async def test_the_websocket_brings_the_reply_and_catches_up_after_a_reconnect(
     database_url: str,
 ) -> None:
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
-        alice = users["alice"]
-        session = await alice.new_session()
-        async with alice.live() as live:
-            sent = await alice.say(session["id"], "live please")
-            reply = await live.reply_to(sent["id"])
-            assert reply["content"] == "live please" and reply["role"] == "assistant"
-            last_seen = live.last_event_id
+    async with user_with_session(make_settings(database_url)) as (bridge, alice, session):
+        reply, last_seen = await live_exchange(alice, session["id"], "live please")
+        assert reply["content"] == "live please" and reply["role"] == "assistant"
 
         # Offline: two more exchanges happen.
         missed = [await alice.say(session["id"], f"while away {i}") for i in range(2)]
@@ -308,15 +291,11 @@ async def test_the_websocket_brings_the_reply_and_catches_up_after_a_reconnect(
             # A resume point older than what is kept asks the client to reload.
             async with bridge.sessions() as db, db.begin():
                 await db.execute(delete(CHANGES).where(CHANGES.c.id <= last_seen + 1))
-            await live.socket.send_json({"type": "resume", "last_event_id": last_seen})
-            await live.next(lambda f: f["type"] == "reset", within=3)
+            await resume_is_reset(live, last_seen)
 
 
 async def test_a_revoked_token_stops_at_once_also_on_an_open_socket(database_url: str) -> None:
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
+    async with bridge_with_users(make_settings(database_url), "alice") as (bridge, users):
         alice = users["alice"]
         (await alice.get("/me")).ok()
         async with alice.live() as live:
@@ -334,12 +313,7 @@ async def test_a_revoked_token_stops_at_once_also_on_an_open_socket(database_url
 async def test_bad_input_is_refused_with_a_json_error_and_nothing_stored(
     database_url: str,
 ) -> None:
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
-        alice = users["alice"]
-        session = await alice.new_session()
+    async with user_with_session(make_settings(database_url)) as (bridge, alice, session):
         path = f"/sessions/{session['id']}/messages"
         before = await _counts(bridge)
         too_long = "é" * (32 * 1024 // 2 + 1)
@@ -380,23 +354,14 @@ async def test_bad_input_is_refused_with_a_json_error_and_nothing_stored(
 async def test_old_events_are_pruned_and_a_resume_from_before_them_resyncs(
     database_url: str,
 ) -> None:
-    async with (
-        running_bridge(make_settings(database_url)) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
-        alice = users["alice"]
-        session = await alice.new_session()
-        async with alice.live() as live:
-            sent = await alice.say(session["id"], "one")
-            await live.reply_to(sent["id"])
-            old_point = live.last_event_id
+    async with user_with_session(make_settings(database_url)) as (bridge, alice, session):
+        _, old_point = await live_exchange(alice, session["id"], "one")
         await alice.say(session["id"], "two")
         async with bridge.sessions() as db, db.begin():
             await db.execute(update(CHANGES).values(created_at=datetime(2020, 1, 1, tzinfo=UTC)))
         assert await bridge.app[LIVE].feed.prune() > 0
         async with alice.live() as live:
-            await live.socket.send_json({"type": "resume", "last_event_id": old_point})
-            await live.next(lambda f: f["type"] == "reset", within=3)
+            await resume_is_reset(live, old_point)
 
 
 async def test_an_agent_can_be_kept_off_the_web(database_url: str) -> None:
@@ -407,10 +372,7 @@ async def test_an_agent_can_be_kept_off_the_web(database_url: str) -> None:
             {"slug": "private", "web": {"enabled": False}},
         ],
     )
-    async with (
-        running_bridge(settings) as bridge,
-        api_clients(bridge.url, bridge.sessions, "alice") as users,
-    ):
+    async with bridge_with_users(settings, "alice") as (_bridge, users):
         alice = users["alice"]
         (await alice.post("/sessions", {"agent": "private"})).error(409, "channel_disabled")
         assert (await alice.new_session(agent="assistant"))["agent"] == "assistant"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,28 @@ def bridge_config(
     return config, agents
 
 
+async def killed_once(
+    config: Path, tmp_path: Path, ready: Callable[[], bool | Awaitable[bool]], *, what: str
+) -> None:
+    """Serves ``config`` until ``ready``, then kills that process with SIGKILL."""
+    async with serving_bridge(config, cwd=tmp_path) as process:
+        await wait_until(ready, within=15, what=what)
+        process.kill()
+        assert await process.wait() == -signal.SIGKILL
+
+
+async def the_one_delivery(config: Path, tmp_path: Path, record_file: Path) -> dict[str, Any]:
+    """Serves ``config`` until a reply is recorded, stops gracefully, and returns the one line
+    recorded (a graceful stop finishes or hands back anything still in flight, so whatever
+    the process would have done twice is now visible in the file or the database)."""
+    async with serving_bridge(config, cwd=tmp_path) as process:
+        await wait_until(lambda: bool(delivered_lines(record_file)), within=20, what="a reply")
+        process.terminate()
+        assert await process.wait() == 0, process.log
+    (line,) = delivered_lines(record_file)
+    return line
+
+
 async def test_sigkill_before_the_answer_then_restart_gives_exactly_one_reply(
     database_url: str, tmp_path: Path, webhook_agent: FakeWebhookAgent
 ) -> None:
@@ -62,28 +85,16 @@ async def test_sigkill_before_the_answer_then_restart_gives_exactly_one_reply(
 
         # Bridge A asks the agent, which holds its answer; A dies before it comes back.
         webhook_agent.delay_seconds = 120.0
-        async with serving_bridge(config, cwd=tmp_path) as first:
-            await wait_until(
-                lambda: len(webhook_agent.requests) == 1, within=15, what="bridge A to ask"
-            )
-            first.kill()
-            assert await first.wait() == -signal.SIGKILL
+        await killed_once(
+            config, tmp_path, lambda: len(webhook_agent.requests) == 1, what="bridge A to ask"
+        )
         crashed = await db.message(ingested.message_id)
         assert crashed.state == MessageState.ANSWERING, "A had claimed it when it died"
         assert delivered_lines(record_file) == []
 
         # Bridge B takes the orphaned claim over and answers once.
         webhook_agent.delay_seconds = 0.0
-        async with serving_bridge(config, cwd=tmp_path) as second:
-            await wait_until(
-                lambda: bool(delivered_lines(record_file)), within=20, what="the reply"
-            )
-            # A graceful stop finishes or hands back anything still in flight, so whatever
-            # B would have done twice is now visible in the file or the database.
-            second.terminate()
-            assert await second.wait() == 0, second.log
-
-        (line,) = delivered_lines(record_file)
+        line = await the_one_delivery(config, tmp_path, record_file)
         assert line["text"] == f"echo: {TEXT}"
         assert len(webhook_agent.requests) == 2, "asked once by A, once by B"
 
@@ -131,21 +142,11 @@ async def test_sigkill_during_delivery_then_restart_delivers_once_without_asking
                 1,
             )
 
-        async with serving_bridge(config_a, cwd=tmp_path) as first:
-            await wait_until(delivery_started, within=15, what="bridge A to start delivering")
-            first.kill()
-            assert await first.wait() == -signal.SIGKILL
+        await killed_once(config_a, tmp_path, delivery_started, what="A to start delivering")
         (stored,) = [m for m in await db.messages() if m.reply_to_message_id is not None]
         assert (stored.attempts, stored.delivery_in_doubt) == (1, True)
 
-        async with serving_bridge(config_b, cwd=tmp_path) as second:
-            await wait_until(
-                lambda: bool(delivered_lines(record_file)), within=20, what="the redelivery"
-            )
-            second.terminate()
-            assert await second.wait() == 0, second.log
-
-        (line,) = delivered_lines(record_file)
+        line = await the_one_delivery(config_b, tmp_path, record_file)
         assert (line["message_id"], line["delivery_key"]) == (stored.id, stored.delivery_key)
         assert (line["in_doubt"], line["attempt"]) == (True, 2)
         assert line["text"] == f"echo: {TEXT}"
