@@ -13,13 +13,11 @@ import pytest
 from sqlalchemy import select
 
 from bridge.appkeys import CHANNELS
-from bridge.store.models import ChatSession, MessageState
+from bridge.store.models import ChatSession
 from channels.discord.adapter import DiscordChannel
 from tests.fakes.discord import (
     DEFAULT_CHANNEL_ID,
     DEFAULT_GUILD_ID,
-    DEFAULT_THREAD_ID,
-    DEFAULT_USER_ID,
     FakeChannel,
     FakeDiscord,
     FakeGuild,
@@ -76,139 +74,6 @@ async def _reported_not_ready(bridge: RunningBridge, reason: str) -> None:
 
 async def _stored(bridge: RunningBridge) -> list[tuple[str, str]]:
     return [(m.role, m.content) for m in await bridge.messages()]
-
-
-async def test_a_dm_is_answered_with_a_reply_to_it(database_url: str) -> None:
-    async with FakeDiscord() as fake, discord_bridge(database_url, fake) as bridge:
-        dm = fake.create_dm_channel(DEFAULT_USER_ID)
-        asked = await fake.send_message(channel_id=dm, content="hello in private")
-        post = await fake.next_post(timeout=10)
-        assert post["channel_id"] == dm and post["content"] == "hello in private"
-        assert post["message_reference"]["message_id"] == asked["id"]
-        assert post["author"]["id"] == fake.bot.id
-        (session,) = (await _sessions(bridge)).values()
-        assert session.external_conv_id == f"discord:dm:{DEFAULT_USER_ID}"
-        assert not session.is_group
-        assert dm in fake.typing
-
-
-async def test_a_mention_in_a_channel_is_answered_there_and_a_plain_message_is_not(
-    database_url: str,
-) -> None:
-    async with FakeDiscord() as fake, discord_bridge(database_url, fake) as bridge:
-        await fake.send_message(content="nobody asked you", mentions_bot=False)
-        asked = await fake.send_message(content=BOT_MENTION_FREE, mentions_bot=True)
-        post = await fake.next_post(timeout=10)
-        assert post["content"] == BOT_MENTION_FREE
-        assert post["channel_id"] == DEFAULT_CHANNEL_ID
-        assert post["message_reference"]["message_id"] == asked["id"]
-        await fake.expect_no_post(within=0.5)
-        assert await _stored(bridge) == [
-            ("user", BOT_MENTION_FREE),
-            ("assistant", BOT_MENTION_FREE),
-        ]
-        (session,) = (await _sessions(bridge)).values()
-        assert session.external_conv_id == f"discord:{DEFAULT_GUILD_ID}:{DEFAULT_CHANNEL_ID}"
-        assert session.is_group and session.group_name.startswith("#")
-
-
-async def test_a_thread_the_bot_answered_needs_no_mention_and_bots_are_ignored(
-    database_url: str,
-) -> None:
-    async with FakeDiscord() as fake, discord_bridge(database_url, fake) as bridge:
-        await fake.send_message(channel_id=DEFAULT_THREAD_ID, content="anyone?")
-        await fake.send_message(
-            channel_id=DEFAULT_THREAD_ID,
-            content="from a bot",
-            bot=True,
-            author_id="99",
-            author_name="otherbot",
-            mentions_bot=True,
-        )
-        await fake.expect_no_post(within=0.5)
-        await fake.send_message(channel_id=DEFAULT_THREAD_ID, content="first", mentions_bot=True)
-        assert (await fake.next_post(timeout=10))["channel_id"] == DEFAULT_THREAD_ID
-        await fake.send_message(channel_id=DEFAULT_THREAD_ID, content="follow-up")
-        follow_up = await fake.next_post(timeout=10)
-        assert follow_up["content"] == "follow-up"
-        assert follow_up["channel_id"] == DEFAULT_THREAD_ID
-        await fake.expect_no_post(within=0.5)
-        assert [content for _, content in await _stored(bridge)] == [
-            "first",
-            "first",
-            "follow-up",
-            "follow-up",
-        ]
-        sessions = await _sessions(bridge)
-        thread = sessions[f"discord:{DEFAULT_GUILD_ID}:{DEFAULT_THREAD_ID}"]
-        parent = sessions[f"discord:{DEFAULT_GUILD_ID}:{DEFAULT_CHANNEL_ID}"]
-        assert thread.parent_session_id == parent.id and thread.is_group
-
-
-async def test_a_long_reply_is_split_into_parts_of_at_most_2000_characters(
-    database_url: str,
-) -> None:
-    text = "\n".join(f"line {i:03d} " + "y" * 60 for i in range(80))
-    assert len(text) > 4000
-    async with FakeDiscord() as fake, discord_bridge(database_url, fake):
-        await fake.send_message(content=text, mentions_bot=True)
-        parts = [await fake.next_post(timeout=10) for _ in range(3)]
-        await fake.expect_no_post(within=0.5)
-        assert all(len(p["content"]) <= 2000 for p in parts)
-        assert "\n".join(p["content"] for p in parts) == text
-        assert "message_reference" in parts[0]
-        assert all("message_reference" not in p for p in parts[1:])
-
-
-async def test_a_429_is_waited_out_and_the_reply_posted_once(database_url: str) -> None:
-    async with FakeDiscord() as fake, discord_bridge(database_url, fake) as bridge:
-        fake.fail_next_posts(1, status=429, retry_after=0.3)
-        asked = await fake.send_message(content="patience", mentions_bot=True)
-        post = await fake.next_post(timeout=10)
-        assert post["content"] == "patience"
-        await fake.expect_no_post(within=0.7)
-        assert len(fake.requests_to("POST", r"/api/v10/channels/\d+/messages")) == 2
-        stored = await bridge.messages()
-        assert stored[-1].state == MessageState.DELIVERED
-        assert stored[-1].platform_message_ids == [post["id"]]
-        assert stored[0].external_message_id == asked["id"]
-
-
-async def test_a_replayed_message_after_a_resume_is_answered_once(database_url: str) -> None:
-    async with (
-        FakeDiscord(echo_own_messages=False) as fake,
-        discord_bridge(database_url, fake) as bridge,
-    ):
-        await fake.send_message(content="only once", mentions_bot=True)
-        await fake.next_post(timeout=10)
-        await bridge.reply_to((await bridge.messages())[0].id, state=MessageState.DELIVERED)
-        await fake.force_resume_replaying_last(1)
-        await fake.wait_resumed(timeout=10)
-        await wait_until(lambda: any(r.replayed for r in fake.resumes), within=10)
-        await fake.expect_no_post(within=1.0)
-        assert await _stored(bridge) == [("user", "only once"), ("assistant", "only once")]
-
-
-async def test_an_edit_and_a_delete_update_the_stored_message(database_url: str) -> None:
-    async with FakeDiscord() as fake, discord_bridge(database_url, fake) as bridge:
-        asked = await fake.send_message(content="tyop", mentions_bot=True)
-        await fake.next_post(timeout=10)
-        await fake.edit_message(
-            channel_id=DEFAULT_CHANNEL_ID, message_id=asked["id"], content="typo"
-        )
-
-        async def edited() -> bool:
-            first = (await bridge.messages())[0]
-            return first.content == "typo" and first.edited_at is not None
-
-        await wait_until(edited, within=10)
-        await fake.delete_message(channel_id=DEFAULT_CHANNEL_ID, message_id=asked["id"])
-
-        async def deleted() -> bool:
-            return (await bridge.messages())[0].deleted_at is not None
-
-        await wait_until(deleted, within=10)
-        await fake.expect_no_post(within=0.3)
 
 
 async def test_a_missing_privileged_intent_is_reported_in_readyz(database_url: str) -> None:
