@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from bridge.store.models import ChatMessage, MessageState
-from tests.channels.feishu.test_channel import feishu_section
+from tests.channels.contract_drivers import feishu_section
 from tests.fakes.feishu import (
     DEFAULT_ENCRYPT_KEY,
     DEFAULT_P2P_CHAT_ID,
