@@ -53,7 +53,6 @@ import re
 import secrets
 import time
 import zlib
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,9 +61,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
-from tests.fakes.server import AsyncService, serve_on_loopback
+from tests.fakes.base import FakePlatform, Fault, HttpRecord, json_response, parse_json
 
 __all__ = [
     "API_VERSION",
@@ -292,23 +290,15 @@ class _KnownChannel:
 
 
 @dataclass(slots=True, kw_only=True)
-class DiscordRequest:
-    """One REST request as the fake received it; ``json`` is None when the body was not JSON.
+class DiscordRequest(HttpRecord):
+    """One REST request as the fake received it (see :class:`~tests.fakes.base.HttpRecord`).
 
-    ``status`` and ``response`` (the JSON body, if any) are what the fake answered, ``error``
-    Discord's error message when it refused; ``bot_id`` is the bot whose token authenticated
-    it (None when none did).
+    ``response`` is the JSON body the fake answered, if any, ``error`` Discord's error
+    message when it refused; ``bot_id`` is the bot whose token authenticated it (None when
+    none did).
     """
 
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: CIMultiDict[str]
-    body: bytes
-    json: Any
-    status: int = 0
     response: Any = None
-    error: str | None = None
     bot_id: str | None = None
 
 
@@ -385,13 +375,6 @@ class ResumeRecord:
     connection: int
 
 
-@dataclass(frozen=True, slots=True)
-class _PostFault:
-    status: int
-    retry_after: float
-    global_: bool
-
-
 class _DiscordError(Exception):
     """A refusal in Discord's shape: ``{"message", "code"[, "errors"]}`` with an HTTP status."""
 
@@ -427,18 +410,7 @@ def _json_response(
     ``web.json_response`` would add ``; charset=utf-8``, after which discord.py treats the
     body as text and login fails.
     """
-    response = web.Response(status=status, body=json.dumps(document).encode())
-    response.headers["Content-Type"] = _JSON
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
+    return json_response(document, status, headers, charset=False)
 
 
 def _int_param(query: dict[str, str], name: str) -> int | None:
@@ -458,7 +430,7 @@ _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 # --- the fake ------------------------------------------------------------------------------
 
 
-class FakeDiscord(AsyncService):
+class FakeDiscord(FakePlatform[dict[str, Any]]):
     """Discord's REST API and gateway on 127.0.0.1 and a free port; see the module docstring.
 
     Privileged intents: ``message_content_allowed`` (default True, as the bridge needs it),
@@ -471,7 +443,13 @@ class FakeDiscord(AsyncService):
     RESUME opens or continues a session of that bot, and every bot is in every guild. The
     gateway helpers (``session``, ``wait_identified``, ``close_gateway``, ...) take
     ``bot_id``, which defaults to the first bot.
+
+    Message creations fail as scripted with :meth:`fail_next_posts` or the verbs of
+    :class:`~tests.fakes.base.FakePlatform` (``rate_limit_next``, ``fail_next``).
     """
+
+    _FAULT_METHOD = "POST /channels/{id}/messages"
+    _FAULT_KINDS = frozenset({"rate_limit", "fail"})
 
     def __init__(
         self,
@@ -490,6 +468,7 @@ class FakeDiscord(AsyncService):
         echo_own_messages: bool = True,
         zlib_stream: bool = False,
     ) -> None:
+        super().__init__()
         self.bots: list[FakeBot] = [
             FakeBot(
                 token=token,
@@ -528,8 +507,6 @@ class FakeDiscord(AsyncService):
         self.identified = asyncio.Event()
         self.session_start_total = 1000
 
-        self._post_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._faults: deque[_PostFault] = deque()
         self._current: dict[tuple[str, int], GatewaySession] = {}  # (bot id, shard id)
         self._channels: dict[str, _KnownChannel] = {}
         self._dm_by_user: dict[tuple[str, str], str] = {}  # (bot id, user id) -> channel
@@ -539,10 +516,6 @@ class FakeDiscord(AsyncService):
         self._bot_role_ids: dict[tuple[str, str], str] = {}  # (bot id, guild id) -> role
         self._joined_at = _now_iso()
         self._verify_key = secrets.token_hex(32)
-        self._changed = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
         self._index_guilds()
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Any]]] = [
             ("GET", re.compile(r"/users/@me"), self._get_me),
@@ -582,7 +555,7 @@ class FakeDiscord(AsyncService):
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self._started_port()}"
+        return self._local_url()
 
     @property
     def api_base_url(self) -> str:
@@ -592,31 +565,20 @@ class FakeDiscord(AsyncService):
     @property
     def gateway_url(self) -> str:
         """What ``DiscordWebSocket.DEFAULT_GATEWAY`` must be: ``ws://127.0.0.1:PORT/``."""
-        return f"ws://127.0.0.1:{self._started_port()}/"
+        return self._local_url("ws", "/")
 
-    def _started_port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeDiscord is not started")
-        return self._port
-
-    async def start(self) -> None:
-        app = web.Application()
+    def _add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._gateway)
         app.router.add_route("*", "/{tail:.*}", self._rest)
-        self._runner, self._port = await serve_on_loopback(app)
 
-    async def stop(self) -> None:
-        """Stop serving; cuts a post delay short and closes open gateway connections (1001)."""
-        self._stopping.set()
+    async def _close_connections(self) -> None:
+        """Close open gateway connections (1001)."""
         for conn in self.connections:
             if not conn.closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.ws.close(code=1001), 1.0)
                 if conn.transport is not None:
                     conn.transport.abort()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- bots ------------------------------------------------------------------------------
 
@@ -746,19 +708,8 @@ class FakeDiscord(AsyncService):
         author = self.bot_by_id(bot_id).id
         return [p for p in self.posts if p["author"]["id"] == author]
 
-    # The timeout parameters are the promised API: one call, one bound.
-    async def next_post(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
-        """The next message created through REST, by any bot (``post["author"]["id"]`` says
-        which); ``TimeoutError`` if none comes."""
-        return await asyncio.wait_for(self._post_queue.get(), timeout)
-
-    async def expect_no_post(self, within: float) -> None:
-        """Fail if a message is created in the next ``within`` seconds."""
-        try:
-            post = await asyncio.wait_for(self._post_queue.get(), within)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected message created: {post}")
+    def _describe_post(self, post: dict[str, Any]) -> str:
+        return f"unexpected message created: {post}"
 
     def identify_count(
         self, shard_id: int | None = None, *, bot_id: int | str | None = None
@@ -799,21 +750,6 @@ class FakeDiscord(AsyncService):
         """The ``s`` of the last dispatch of a shard's current session."""
         return self.session(shard_id, bot_id=bot_id).seq
 
-    async def wait_until(
-        self,
-        ready: Callable[[], bool],
-        timeout: float = 5.0,  # noqa: ASYNC109
-    ) -> None:
-        """Wait until ``ready()`` holds; it is re-checked whenever the fake's state changes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not ready():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
     async def wait_identified(
         self,
         shard_id: int = 0,
@@ -841,10 +777,6 @@ class FakeDiscord(AsyncService):
         and RESUMED sent)."""
         await self.wait_until(lambda: self.resume_count(shard_id, bot_id=bot_id) >= count, timeout)
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
     # --- REST faults -----------------------------------------------------------------------
 
     def fail_next_posts(
@@ -856,20 +788,15 @@ class FakeDiscord(AsyncService):
         with ``retry_after``), which discord.py waits out and retries; 5xx as a JSON error,
         which discord.py retries after 1, 3, 5... seconds; other 4xx as plain errors.
         """
-        self._faults.extend(_PostFault(status, retry_after, global_) for _ in range(count))
+        if status == 429:
+            self.rate_limit_next(count, retry_after=retry_after, global_=global_)
+        else:
+            self.fail_next(count, status)
 
     # --- the REST API ----------------------------------------------------------------------
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        record = DiscordRequest(
-            method=request.method,
-            path=request.path,
-            query=dict(request.query),
-            headers=CIMultiDict(request.headers),
-            body=body,
-            json=_parse_json(body) if body else None,
-        )
+        record = await DiscordRequest.read(request)
         self.requests.append(record)
         self._notify()
         try:
@@ -942,7 +869,7 @@ class FakeDiscord(AsyncService):
                 continue
             data = await part.read()
             if part.name == "payload_json":
-                parsed = _parse_json(bytes(data))
+                parsed = parse_json(bytes(data))
                 if not isinstance(parsed, dict):
                     raise _DiscordError(400, "The request body contains invalid JSON.", 50109)
                 payload = parsed
@@ -1041,11 +968,10 @@ class FakeDiscord(AsyncService):
     async def _create_message(
         self, request: web.Request, record: DiscordRequest, channel_id: str
     ) -> web.Response:
-        if self.post_delay_seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.post_delay_seconds)
-        if self._faults:
-            return self._fault_response(self._faults.popleft())
+        await self._pause(self.post_delay_seconds)
+        fault = self._next_fault()
+        if fault is not None:
+            return self._fault_response(fault)
         bot = self._acting(record)
         known = self._channel_for(record, channel_id)
         if known.type not in _TEXT_LIKE_TYPES:
@@ -1134,13 +1060,14 @@ class FakeDiscord(AsyncService):
             "message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message"
         )
 
-    def _fault_response(self, fault: _PostFault) -> web.Response:
-        if fault.status == 429:
-            headers = self._ratelimit_headers(remaining=0, reset_after=fault.retry_after)
+    def _fault_response(self, fault: Fault) -> web.Response:
+        if fault.kind == "rate_limit":
+            retry_after = 0.3 if fault.retry_after is None else fault.retry_after
+            headers = self._ratelimit_headers(remaining=0, reset_after=retry_after)
             headers.update(
                 {
                     "Via": "1.1 google",
-                    "Retry-After": str(max(1, int(-(-fault.retry_after // 1)))),
+                    "Retry-After": str(max(1, int(-(-retry_after // 1)))),
                     "X-RateLimit-Scope": "global" if fault.global_ else "user",
                 }
             )
@@ -1148,7 +1075,7 @@ class FakeDiscord(AsyncService):
                 headers["X-RateLimit-Global"] = "true"
             body = {
                 "message": "You are being rate limited.",
-                "retry_after": fault.retry_after,
+                "retry_after": retry_after,
                 "global": fault.global_,
             }
             return _json_response(body, 429, headers)
@@ -1156,8 +1083,9 @@ class FakeDiscord(AsyncService):
             return _json_response({"message": "Missing Permissions", "code": 50013}, 403)
         if fault.status == 404:
             return _json_response({"message": "Unknown Channel", "code": 10003}, 404)
-        message = f"{fault.status}: {_reason(fault.status)}"
-        return _json_response({"message": message, "code": 0}, fault.status)
+        status = fault.status or 500
+        message = f"{status}: {_reason(status)}"
+        return _json_response({"message": message, "code": 0}, status)
 
     def _ratelimit_headers(self, *, remaining: int, reset_after: float = 5.0) -> dict[str, str]:
         return {

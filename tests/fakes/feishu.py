@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import copy
 import hashlib
 import hmac
@@ -53,7 +52,6 @@ import re
 import secrets
 import time
 import uuid as uuid_module
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -63,7 +61,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from multidict import CIMultiDict
 
-from tests.fakes.server import AsyncService, serve_on_loopback
+from tests.fakes.base import FakePlatform, Fault, HttpRecord, abort, compact, json_response
 
 __all__ = [
     "CODE_APP_SECRET_INVALID",
@@ -150,7 +148,7 @@ _RATE_LIMIT_MESSAGES = {
     230020: "This operation triggers the frequency limit.",
     11232: "create message trigger rate limit",
 }
-_MSG_TYPES = frozenset(
+MSG_TYPES = frozenset(  # what a send or reply may create
     {
         "text",
         "post",
@@ -216,10 +214,6 @@ def signature(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
     return hashlib.sha256((timestamp + nonce + encrypt_key).encode() + body).hexdigest()
 
 
-def _compact(document: Any) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def _now_ms() -> str:
     return str(time.time_ns() // 1_000_000)
 
@@ -233,22 +227,14 @@ def _derived(prefix: str, seed: str, length: int) -> str:
 
 
 @dataclass(slots=True, kw_only=True)
-class FeishuRequest:
+class FeishuRequest(HttpRecord):
     """One Open API request as the fake received it, accepted or refused.
 
     ``code`` is the business code answered (0 for success, None when there was no JSON
     answer); ``response`` the JSON document answered.
     """
 
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: CIMultiDict[str]
-    body: bytes
-    json: Any
-    status: int = 0
     code: int | None = None
-    error: str | None = None
     response: Any = None
 
 
@@ -346,16 +332,6 @@ class _Token:
     expires_at: float  # time.monotonic()
 
 
-@dataclass(frozen=True, slots=True)
-class _SendFault:
-    kind: Literal["rate_limit", "fail", "drop"]
-    code: int = CODE_RATE_LIMITED
-    reset_seconds: float = 1.0
-    http_status: int = 400
-    body: bytes = b""
-    content_type: str = "text/html"
-
-
 class _FeishuError(Exception):
     """A refusal in Feishu's shape: HTTP ``status`` with ``{"code", "msg"}``."""
 
@@ -386,14 +362,21 @@ _Handler = Callable[[web.Request, FeishuRequest, tuple[str, ...]], Awaitable[web
 # --- the fake ----------------------------------------------------------------------------
 
 
-class FakeFeishu(AsyncService):
+class FakeFeishu(FakePlatform[SentMessage]):
     """Feishu's Open API and event delivery on 127.0.0.1 and a free port; see the module doc.
 
     ``encrypt_key`` None is plain mode: events go out as plain JSON without signature headers.
     The fixtures' two chats (group ``Team Standup`` and a p2p chat) and their human user are
     known from the start; more with :meth:`add_chat` and :meth:`add_user`, or by pushing
     events from them.
+
+    Sends and replies fail as scripted with the verbs of
+    :class:`~tests.fakes.base.FakePlatform` (``rate_limit_next``, ``fail_next``,
+    ``drop_next``) or their older names here.
     """
+
+    _FAULT_METHOD = "send"
+    _FAULT_KINDS = frozenset({"rate_limit", "fail", "drop"})
 
     def __init__(
         self,
@@ -407,6 +390,7 @@ class FakeFeishu(AsyncService):
         bot_name: str = DEFAULT_BOT_NAME,
         token_lifetime_seconds: float = 7200.0,
     ) -> None:
+        super().__init__()
         self.app_id = app_id
         self.app_secret = app_secret
         self.verification_token = verification_token
@@ -434,12 +418,6 @@ class FakeFeishu(AsyncService):
         self._p2p_by_user: dict[str, str] = {}
         self._messages: dict[str, dict[str, Any]] = {}
         self._uuids: dict[str, tuple[float, str]] = {}
-        self._faults: deque[_SendFault] = deque()
-        self._sent_queue: asyncio.Queue[SentMessage] = asyncio.Queue()
-        self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._port: int | None = None
         self._routes: list[tuple[str, re.Pattern[str], _Handler, bool]] = [
             ("POST", re.compile(r"/auth/v3/tenant_access_token/internal"), self._token, False),
             ("GET", re.compile(r"/bot/v3/info"), self._bot_info, True),
@@ -464,24 +442,10 @@ class FakeFeishu(AsyncService):
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``: the bridge appends ``/open-apis/...``."""
-        if self._port is None:
-            raise RuntimeError("FakeFeishu is not started")
-        return f"http://127.0.0.1:{self._port}"
+        return self._local_url()
 
-    async def start(self) -> None:
-        app = web.Application()
+    def _add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner, self._port = await serve_on_loopback(app)
-
-    async def stop(self) -> None:
-        """Stop serving; cuts scripted delays short and closes the pusher's session."""
-        self._stopping.set()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- the tenant ----------------------------------------------------------------------
 
@@ -663,21 +627,24 @@ class FakeFeishu(AsyncService):
     def rate_limit_next(
         self,
         count: int = 1,
-        code: int = CODE_RATE_LIMITED,
-        reset_seconds: float = 1,
-        http_status: int = 400,
+        *,
+        reset_seconds: float | None = None,
+        http_status: int | None = None,
+        **fault: Any,
     ) -> None:
         """The next ``count`` sends/replies are throttled and create nothing.
 
         HTTP 400 ``{"code": 99991400, "msg": "request trigger frequency limit"}`` with
         ``x-ogw-ratelimit-limit`` / ``x-ogw-ratelimit-reset`` (seconds), as Feishu's gateway
         answers; ``code`` 230020 / 11232 for the per-chat / tenant limits. ``http_status=429``
-        is the gateway-level throttle, with ``Retry-After`` as well.
+        is the gateway-level throttle, with ``Retry-After`` as well. ``reset_seconds`` and
+        ``http_status`` are Feishu's names for ``retry_after`` and ``status``.
         """
-        fault = _SendFault(
-            "rate_limit", code=code, reset_seconds=reset_seconds, http_status=http_status
-        )
-        self._faults.extend([fault] * count)
+        if reset_seconds is not None:
+            fault["retry_after"] = reset_seconds
+        if http_status is not None:
+            fault["status"] = http_status
+        super().rate_limit_next(count, **fault)
 
     def fail_next_sends(
         self,
@@ -688,29 +655,27 @@ class FakeFeishu(AsyncService):
         content_type: str = "text/html",
     ) -> None:
         """The next ``count`` sends/replies answer ``status`` (an HTML page) and create nothing."""
-        fault = _SendFault("fail", http_status=status, body=body, content_type=content_type)
-        self._faults.extend([fault] * count)
+        self.fail_next(count, status, body=body, content_type=content_type)
 
     def drop_next_sends(self, count: int = 1) -> None:
         """The next ``count`` sends/replies take effect but the connection is cut before the
         answer: the bridge cannot tell whether its message landed (the case ``uuid`` is for).
         """
-        self._faults.extend([_SendFault("drop")] * count)
+        self.drop_next(count)
 
     # --- waiting for sends ---------------------------------------------------------------
 
     # The timeout parameters are the API the tests were promised: one call, one bound.
     async def next_sent(self, timeout: float = 5.0) -> SentMessage:  # noqa: ASYNC109
-        """The next message the bridge created; ``TimeoutError`` if none comes in time."""
-        return await asyncio.wait_for(self._sent_queue.get(), timeout)
+        """:meth:`next_post`: the next message the bridge created."""
+        return await self.next_post(timeout)
 
     async def expect_nothing_sent(self, within: float) -> None:
-        """Fail if the bridge creates a message in the next ``within`` seconds."""
-        try:
-            sent = await asyncio.wait_for(self._sent_queue.get(), within)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected Feishu message: {sent.kind} {sent.content}")
+        """:meth:`expect_no_post`: fail if the bridge creates a message within ``within``."""
+        await self.expect_no_post(within)
+
+    def _describe_post(self, post: SentMessage) -> str:
+        return f"unexpected Feishu message: {post.kind} {post.content}"
 
     def requests_to(self, method: str, path_prefix: str) -> list[FeishuRequest]:
         """Recorded requests whose path starts with ``path_prefix`` (e.g. ``/open-apis/im``)."""
@@ -723,22 +688,14 @@ class FakeFeishu(AsyncService):
     # --- the Open API --------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        record = FeishuRequest(
-            method=request.method,
-            path=request.path,
-            query=dict(request.query),
-            headers=CIMultiDict(request.headers),
-            body=body,
-            json=_parse_json(body),
-        )
+        record = await FeishuRequest.read(request)
         self.requests.append(record)
         try:
             response = await self._route(request, record)
         except _Canned as canned:
             fault = canned.fault
             response = web.Response(
-                status=fault.http_status, body=fault.body, content_type=fault.content_type
+                status=canned.status, body=fault.body, content_type=fault.content_type
             )
         except _FeishuError as refused:
             document = {"code": refused.code, "msg": refused.msg}
@@ -904,20 +861,10 @@ class FakeFeishu(AsyncService):
         chat = self._receiving_chat(id_type, receive_id)
         thread_id = "omt_" + secrets.token_hex(8) if chat.chat_mode == "topic" else None
         message = self._create(chat.chat_id, msg_type, content, thread_id=thread_id)
-        sent = SentMessage(
-            kind="send",
-            message=copy.deepcopy(message),
-            chat_id=chat.chat_id,
-            msg_type=msg_type,
-            content=content,
-            receive_id=receive_id,
-            receive_id_type=id_type,
-            reply_to=None,
-            reply_in_thread=False,
-            uuid=uuid,
-            request=record,
+        checked = (msg_type, content, uuid)
+        return self._after_create(
+            request, record, fault, message, checked, receive_id=receive_id, receive_id_type=id_type
         )
-        return self._after_create(request, record, sent, uuid, fault)
 
     async def _reply(
         self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
@@ -951,27 +898,17 @@ class FakeFeishu(AsyncService):
             parent_id=parent_id,
             thread_id=thread_id,
         )
-        sent = SentMessage(
-            kind="reply",
-            message=copy.deepcopy(message),
-            chat_id=chat.chat_id,
-            msg_type=msg_type,
-            content=content,
-            receive_id=None,
-            receive_id_type=None,
-            reply_to=parent_id,
-            reply_in_thread=in_thread,
-            uuid=uuid,
-            request=record,
+        checked = (msg_type, content, uuid)
+        return self._after_create(
+            request, record, fault, message, checked, reply_to=parent_id, reply_in_thread=in_thread
         )
-        return self._after_create(request, record, sent, uuid, fault)
 
     def _check_message(self, body: dict[str, Any]) -> tuple[str, str, str | None]:
         """``msg_type``, ``content`` (a string holding JSON) and ``uuid``, checked like Feishu."""
         msg_type = body.get("msg_type")
         if not isinstance(msg_type, str) or not msg_type:
             raise _field_validation("msg_type is required")
-        if msg_type not in _MSG_TYPES:
+        if msg_type not in MSG_TYPES:
             raise _invalid_param("invalid msg_type")
         content = body.get("content")
         if content is None:
@@ -1006,22 +943,24 @@ class FakeFeishu(AsyncService):
             raise _field_validation(f"uuid must be a string of at most {MAX_UUID_CHARS} chars")
         return msg_type, content, uuid or None
 
-    async def _before_create(self, record: FeishuRequest) -> _SendFault | None:
+    async def _before_create(self, record: FeishuRequest) -> Fault | None:
         """Apply the scripted fault or delay of a send; a drop is returned for later."""
-        fault = self._faults.popleft() if self._faults else None
+        fault = self._next_fault()
         if fault is not None and fault.kind == "rate_limit":
-            reset = f"{fault.reset_seconds:g}"
+            reset_seconds = 1.0 if fault.retry_after is None else fault.retry_after
+            status = fault.status or 400
+            code = CODE_RATE_LIMITED if fault.code is None else fault.code
+            reset = f"{reset_seconds:g}"
             headers = {"x-ogw-ratelimit-limit": "50", "x-ogw-ratelimit-reset": reset}
-            if fault.http_status == 429:
-                headers["Retry-After"] = str(max(1, math.ceil(fault.reset_seconds)))
-            msg = _RATE_LIMIT_MESSAGES.get(fault.code, "request trigger frequency limit")
-            raise _FeishuError(fault.code, msg, status=fault.http_status, headers=headers)
+            if status == 429:
+                headers["Retry-After"] = str(max(1, math.ceil(reset_seconds)))
+            msg = _RATE_LIMIT_MESSAGES.get(code, "request trigger frequency limit")
+            raise _FeishuError(code, msg, status=status, headers=headers)
         if fault is not None and fault.kind == "fail":
-            record.error = f"http {fault.http_status}"
-            raise _Canned(fault)
-        if self.send_delay_seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.send_delay_seconds)
+            canned = _Canned(fault)
+            record.error = f"http {canned.status}"
+            raise canned
+        await self._pause(self.send_delay_seconds)
         return fault
 
     def _uuid_hit(self, uuid: str | None, record: FeishuRequest) -> dict[str, Any] | None:
@@ -1103,19 +1042,37 @@ class FakeFeishu(AsyncService):
         self,
         request: web.Request,
         record: FeishuRequest,
-        sent: SentMessage,
-        uuid: str | None,
-        fault: _SendFault | None,
+        fault: Fault | None,
+        message: dict[str, Any],
+        checked: tuple[str, str, str | None],
+        *,
+        receive_id: str | None = None,
+        receive_id_type: str | None = None,
+        reply_to: str | None = None,
+        reply_in_thread: bool = False,
     ) -> web.Response:
+        """Record a created message (a send, or with ``reply_to`` a reply) and answer it."""
+        msg_type, content, uuid = checked
+        sent = SentMessage(
+            kind="send" if reply_to is None else "reply",
+            message=copy.deepcopy(message),
+            chat_id=message["chat_id"],
+            msg_type=msg_type,
+            content=content,
+            receive_id=receive_id,
+            receive_id_type=receive_id_type,
+            reply_to=reply_to,
+            reply_in_thread=reply_in_thread,
+            uuid=uuid,
+            request=record,
+        )
         if uuid is not None:
             self._uuids[uuid] = (time.monotonic(), sent.message_id)
         self.sent.append(sent)
-        self._sent_queue.put_nowait(sent)
+        self._post_queue.put_nowait(sent)
         if fault is not None and fault.kind == "drop":
             record.error = "dropped"
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=200)
+            return abort(request)
         return self._ok(record, {"code": 0, "msg": "success", "data": copy.deepcopy(sent.message)})
 
     # --- event builders ------------------------------------------------------------------
@@ -1347,11 +1304,11 @@ class FakeFeishu(AsyncService):
         self.remember(document)
 
         encrypted = self.encrypt_key is not None if encrypt is None else encrypt
-        plaintext = _compact(document)
+        plaintext = compact(document)
         if encrypted:
             if self.encrypt_key is None:
                 raise ValueError("encrypt=True needs an encrypt_key")
-            body = _compact({"encrypt": _encrypt(self.encrypt_key, plaintext.decode())})
+            body = compact({"encrypt": _encrypt(self.encrypt_key, plaintext.decode())})
         else:
             body = plaintext
         headers = {"Content-Type": "application/json; charset=utf-8"}
@@ -1459,8 +1416,8 @@ class FakeFeishu(AsyncService):
 class _Canned(_FeishuError):
     """A scripted non-JSON failure (an HTML 5xx page from the gateway)."""
 
-    def __init__(self, fault: _SendFault) -> None:
-        super().__init__(0, "scripted failure", status=fault.http_status)
+    def __init__(self, fault: Fault) -> None:
+        super().__init__(0, "scripted failure", status=fault.status or 500)
         self.fault = fault
 
 
@@ -1470,16 +1427,7 @@ def _json_response(
     """JSON as Feishu sends it (``application/json; charset=utf-8``) with a log id."""
     all_headers = {"X-Tt-Logid": time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(9).upper()}
     all_headers.update(headers or {})
-    return web.json_response(document, status=status, headers=all_headers)
-
-
-def _parse_json(body: bytes) -> Any:
-    if not body:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
+    return json_response(document, status, all_headers)
 
 
 def _valid_post(decoded: dict[str, Any]) -> bool:

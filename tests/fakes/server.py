@@ -14,45 +14,16 @@ import contextlib
 import json
 from collections import deque
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.fakes.base import AsyncService, parse_json, serve_on_loopback
+
 __all__ = ["AsyncService", "Canned", "LocalServer", "RecordedRequest", "serve_on_loopback"]
 
 _ActionT = TypeVar("_ActionT")
-
-
-async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on 127.0.0.1 and a free port; the runner (to clean up) and the port."""
-    runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, int(runner.addresses[0][1])
-
-
-class AsyncService:
-    """``async with`` for every fake: it starts on entry and stops on exit."""
-
-    async def start(self) -> None:
-        raise NotImplementedError
-
-    async def stop(self) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -140,7 +111,7 @@ class LocalServer(AsyncService, Generic[_ActionT]):
             path=request.path,
             headers=CIMultiDict(request.headers),
             body=body,
-            json=_parse_json(body),
+            json=parse_json(body),
         )
         self.requests.append(record)
         if self.delay_seconds > 0:
@@ -153,10 +124,3 @@ class LocalServer(AsyncService, Generic[_ActionT]):
     def _respond(self, request: web.Request, record: RecordedRequest) -> web.Response:
         """Check the request and answer it; a refusal may set ``record.error``."""
         raise NotImplementedError
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None

@@ -29,7 +29,6 @@ Usage::
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -40,7 +39,6 @@ import re
 import secrets
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -50,7 +48,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, MultiDictProxy
 
-from tests.fakes.server import AsyncService, serve_on_loopback
+from tests.fakes.base import FakePlatform, Fault, abort, compact
 
 __all__ = [
     "DEFAULT_APP_ID",
@@ -561,17 +559,6 @@ class _Channel:
         return document
 
 
-@dataclass(slots=True)
-class _Fault:
-    kind: Literal["rate_limit", "fail", "error", "delay", "drop"]
-    retry_after: int = 1
-    status: int = 500
-    error: str = ""
-    seconds: float = 0.0
-    body: bytes = b""
-    content_type: str = "text/html"
-
-
 class _ApiError(Exception):
     def __init__(self, error: str) -> None:
         super().__init__(error)
@@ -611,14 +598,10 @@ def _same(given: str, secret: str) -> bool:
     return hmac.compare_digest(given.encode(), secret.encode())
 
 
-def _compact(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 # --- the fake ------------------------------------------------------------------------------
 
 
-class FakeSlack(AsyncService):
+class FakeSlack(FakePlatform[dict[str, Any]]):
     """Slack's Web API, Socket Mode and event delivery, on 127.0.0.1 and a free port.
 
     Strict on purpose: every call needs ``Authorization: Bearer`` with the right kind of token,
@@ -630,7 +613,13 @@ class FakeSlack(AsyncService):
     The constructor's bot (``bot_token``, ``bot_user_id``, ``bot_id``, ``app_id``) is the first
     of :attr:`bots`; :meth:`add_bot` adds more apps to the workspace. Socket Mode
     (``app_token``) belongs to the first app only.
+
+    Failures are injected per Web API method (``method=``, default ``chat.postMessage``) with
+    the verbs of :class:`~tests.fakes.base.FakePlatform`.
     """
+
+    _FAULT_METHOD = "chat.postMessage"
+    _FAULT_KINDS = frozenset({"rate_limit", "fail", "error", "delay", "drop"})
 
     def __init__(
         self,
@@ -643,6 +632,7 @@ class FakeSlack(AsyncService):
         team_id: str = DEFAULT_TEAM_ID,
         app_id: str = DEFAULT_APP_ID,
     ) -> None:
+        super().__init__()
         self.bot_token = bot_token
         self.signing_secret = signing_secret
         self.app_token = app_token
@@ -661,19 +651,12 @@ class FakeSlack(AsyncService):
         self.acks: dict[str, dict[str, Any]] = {}
         self.socket_connections = 0
 
-        self._post_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._channels: dict[str, _Channel] = {}
         self._users: dict[str, dict[str, Any]] = {}
         self._history: dict[str, list[dict[str, Any]]] = {}
-        self._faults: dict[str, deque[_Fault]] = {}
         self._more_bots: list[FakeBot] = []
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
-        self._changed = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._port: int | None = None
         self._methods: dict[str, _Handler] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
@@ -689,38 +672,23 @@ class FakeSlack(AsyncService):
     @property
     def api_url(self) -> str:
         """The ``base_url`` for ``AsyncWebClient``: ``http://127.0.0.1:PORT/api/``."""
-        return f"http://127.0.0.1:{self._started_port()}/api/"
+        return self._local_url(path="/api/")
 
     @property
     def socket_url(self) -> str:
         """Where Socket Mode connects, without the one-time ticket."""
-        return f"ws://127.0.0.1:{self._started_port()}/link"
+        return self._local_url("ws", "/link")
 
-    def _started_port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeSlack is not started")
-        return self._port
-
-    async def start(self) -> None:
-        app = web.Application()
+    def _add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/{method}", self._api, allow_head=False)
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/link", self._link)
         app.router.add_get("/link/", self._link)
-        self._runner, self._port = await serve_on_loopback(app)
 
-    async def stop(self) -> None:
-        """Stop serving; cuts scripted delays short and closes open sockets."""
-        self._stopping.set()
+    async def _close_connections(self) -> None:
         for ws in list(self._sockets):
             with contextlib.suppress(Exception):
                 await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- workspace -------------------------------------------------------------------------
 
@@ -859,62 +827,15 @@ class FakeSlack(AsyncService):
         """The recorded calls of one Web API method, in order."""
         return [call for call in self.calls if call.method == method]
 
-    # The timeout parameters are the API the tests were promised: one call, one bound.
-    async def next_post(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
-        """The next ``chat.postMessage`` the fake stored; ``TimeoutError`` if none comes."""
-        return await asyncio.wait_for(self._post_queue.get(), timeout)
-
-    async def expect_no_post(self, within: float) -> None:
-        """Fail if a ``chat.postMessage`` is stored in the next ``within`` seconds."""
-        try:
-            post = await asyncio.wait_for(self._post_queue.get(), within)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected chat.postMessage: {post}")
+    def _describe_post(self, post: dict[str, Any]) -> str:
+        return f"unexpected chat.postMessage: {post}"
 
     # --- scripting -------------------------------------------------------------------------
 
-    def _script(self, method: str, faults: list[_Fault]) -> None:
-        self._faults.setdefault(method, deque()).extend(faults)
-
-    def rate_limit_next(
-        self, n: int = 1, retry_after: int = 1, *, method: str = "chat.postMessage"
-    ) -> None:
-        """The next ``n`` calls answer HTTP 429, ``Retry-After``, ``{"error": "ratelimited"}``."""
-        self._script(method, [_Fault("rate_limit", retry_after=retry_after) for _ in range(n)])
-
-    def fail_next(
-        self,
-        n: int = 1,
-        status: int = 500,
-        *,
-        body: bytes = b"<html><body>Internal Server Error</body></html>",
-        content_type: str = "text/html",
-        method: str = "chat.postMessage",
-    ) -> None:
-        """The next ``n`` calls answer an HTTP error status (an HTML page by default)."""
-        faults = [
-            _Fault("fail", status=status, body=body, content_type=content_type) for _ in range(n)
-        ]
-        self._script(method, faults)
-
-    def error_next(
-        self, n: int = 1, error: str = "channel_not_found", *, method: str = "chat.postMessage"
-    ) -> None:
-        """The next ``n`` calls answer HTTP 200 ``{"ok": false, "error": error}``."""
-        self._script(method, [_Fault("error", error=error) for _ in range(n)])
-
-    def delay_next(self, n: int, seconds: float, *, method: str = "chat.postMessage") -> None:
-        """The next ``n`` calls are answered normally, ``seconds`` late (cut short by stop)."""
-        self._script(method, [_Fault("delay", seconds=seconds) for _ in range(n)])
-
     def accept_then_drop_next(self, n: int = 1, *, method: str = "chat.postMessage") -> None:
-        """The next ``n`` calls take effect (a post lands in the channel) but get no answer.
-
-        The connection is aborted instead, as when the network fails after Slack accepted a
-        message: the client cannot tell whether its post landed.
-        """
-        self._script(method, [_Fault("drop") for _ in range(n)])
+        """The next ``n`` calls take effect (a post lands in the channel) but get no answer:
+        :meth:`drop_next`, as when the network fails after Slack accepted a message."""
+        self.drop_next(n, method=method)
 
     # --- the Web API -----------------------------------------------------------------------
 
@@ -929,15 +850,14 @@ class FakeSlack(AsyncService):
             params=dict(request.query),
         )
         self.calls.append(call)
-        fault: _Fault | None = None
+        fault: Fault | None = None
         try:
             await self._read_body(request, call)
             handler = self._methods.get(method)
             if handler is None:
                 raise _ApiError("unknown_method")
             _CALLER.set(self._check_auth(request, method))
-            queue = self._faults.get(method)
-            fault = queue.popleft() if queue else None
+            fault = self._next_fault(method)
             if fault is not None and fault.kind != "drop":
                 early = await self._apply(fault, call)
                 if early is not None:
@@ -951,9 +871,7 @@ class FakeSlack(AsyncService):
         if fault is not None and fault.kind == "drop":
             call.status = 0
             call.error = "dropped"
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=200)
+            return abort(request)
         call.status = 200
         headers = {"x-oauth-scopes": self.scopes} if method == "auth.test" else None
         return web.json_response({"ok": True, **document}, headers=headers)
@@ -1002,23 +920,23 @@ class FakeSlack(AsyncService):
         """The bot the Web API call being served acts as (the first bot outside a call)."""
         return _CALLER.get() or self.bots[0]
 
-    async def _apply(self, fault: _Fault, call: ApiCall) -> web.Response | None:
+    async def _apply(self, fault: Fault, call: ApiCall) -> web.Response | None:
         if fault.kind == "delay":
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), fault.seconds)
+            await self._pause(fault.seconds)
             return None
         if fault.kind == "rate_limit":
             call.status, call.error = 429, "ratelimited"
             return web.json_response(
                 {"ok": False, "error": "ratelimited"},
                 status=429,
-                headers={"Retry-After": str(fault.retry_after)},
+                headers={"Retry-After": f"{fault.retry_after or 1:g}"},
             )
         if fault.kind == "error":
             call.status, call.error = 200, fault.error
             return web.json_response({"ok": False, "error": fault.error})
-        call.status, call.error = fault.status, f"http {fault.status}"
-        return web.Response(status=fault.status, body=fault.body, content_type=fault.content_type)
+        status = fault.status or 500
+        call.status, call.error = status, f"http {status}"
+        return web.Response(status=status, body=fault.body, content_type=fault.content_type)
 
     # --- methods ---------------------------------------------------------------------------
 
@@ -1336,7 +1254,7 @@ class FakeSlack(AsyncService):
                 not ws.closed for ws in self._sockets
             )
 
-        await self._wait_for(ready, timeout)
+        await self.wait_until(ready, timeout)
 
     async def push_socket_event(
         self, body: dict[str, Any], *, retry_attempt: int = 0, retry_reason: str = ""
@@ -1363,7 +1281,7 @@ class FakeSlack(AsyncService):
         timeout: float = 5.0,  # noqa: ASYNC109
     ) -> dict[str, Any]:
         """The client's acknowledgement ``{"envelope_id": ..., ["payload"]}``."""
-        await self._wait_for(lambda: envelope_id in self.acks, timeout)
+        await self.wait_until(lambda: envelope_id in self.acks, timeout)
         return self.acks[envelope_id]
 
     async def send_disconnect(self, reason: str = "refresh_requested") -> None:
@@ -1375,20 +1293,6 @@ class FakeSlack(AsyncService):
         }
         self.socket_sent.append(message)
         await self._open_socket().send_str(json.dumps(message))
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def _wait_for(self, ready: Callable[[], bool], seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while not ready():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
 
     # --- the event pusher ------------------------------------------------------------------
 
@@ -1449,7 +1353,7 @@ class FakeSlack(AsyncService):
         Network errors and ``TimeoutError`` (after ``deadline`` seconds) propagate.
         """
         self._remember_event(body)
-        raw = _compact(body)
+        raw = compact(body)
         stamp = str(timestamp if timestamp is not None else int(time.time()))
         signature = (
             raw_signature
@@ -1525,7 +1429,7 @@ class FakeSlack(AsyncService):
                     headers=CIMultiDict(),
                     elapsed=time.monotonic() - started,
                     retry_num=retry_num,
-                    request_body=_compact(body),
+                    request_body=compact(body),
                     request_headers={},
                     error=reason,
                 )

@@ -41,7 +41,7 @@ from tests.fakes.discord import (
     shard_for,
 )
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures"
 GOLDEN_MENTION = FIXTURE / "discord_message_create_guild_mention.json"
 WAIT = 5.0
 
@@ -111,7 +111,11 @@ class RecordingMixin:
     """Hooks a :class:`Recorder` into a client. ``before_identify_hook`` is overridden so a
     re-IDENTIFY (or a second shard) does not wait discord.py's default 5 seconds."""
 
-    recorder: Recorder
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("intents", message_content_intents())
+        options.setdefault("guild_ready_timeout", 0.1)
+        super().__init__(**options)  # the client's
+        self.recorder = Recorder()
 
     async def on_message(self, message: discord.Message) -> None:
         self.recorder.messages.put_nowait(message)
@@ -133,19 +137,11 @@ class RecordingMixin:
 
 
 class Bot(RecordingMixin, discord.Client):
-    def __init__(self, **options: Any) -> None:
-        options.setdefault("intents", message_content_intents())
-        options.setdefault("guild_ready_timeout", 0.1)
-        super().__init__(**options)
-        self.recorder = Recorder()
+    pass
 
 
 class ShardedBot(RecordingMixin, discord.AutoShardedClient):
-    def __init__(self, **options: Any) -> None:
-        options.setdefault("intents", message_content_intents())
-        options.setdefault("guild_ready_timeout", 0.1)
-        super().__init__(**options)
-        self.recorder = Recorder()
+    pass
 
 
 @contextlib.asynccontextmanager

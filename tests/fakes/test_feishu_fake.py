@@ -48,7 +48,7 @@ from tests.fakes.feishu import (
     signature,
 )
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HELLO_VECTOR = "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk="
 CHALLENGE_PLAINTEXT = (
     '{"challenge":"ajls384kdjx98XX","token":"vt_test_token","type":"url_verification"}'
@@ -454,6 +454,36 @@ async def test_failures_drops_and_delays(http: aiohttp.ClientSession, feishu: Fa
         async with http.post(url, json=retry, headers=headers) as response:
             assert response.status == 200
         assert loop.time() - started >= 0.3
+
+
+async def test_the_shared_fault_verbs_reach_sends_and_stay_strict(
+    http: aiohttp.ClientSession, feishu: FakeFeishu
+) -> None:
+    """The verbs of ``tests.fakes.base.FakePlatform`` script the same failures as the older
+    Feishu names, the next ``count`` sends only; a kind Feishu cannot answer is refused."""
+    async with asyncio.timeout(LIMIT):
+        token = await get_token(http, feishu)
+        url = f"{feishu.base_url}/open-apis/im/v1/messages?receive_id_type=chat_id"
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {"receive_id": DEFAULT_GROUP_CHAT_ID, **text_body("hi")}
+
+        feishu.fail_next(2, 503)
+        feishu.rate_limit_next(1, retry_after=3, status=429)
+        statuses = []
+        for _ in range(4):
+            async with http.post(url, json=body, headers=headers) as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    assert response.headers["x-ogw-ratelimit-reset"] == "3"
+                    assert response.headers["Retry-After"] == "3"
+                    assert (await response.json())["code"] == 99991400
+        assert statuses == [503, 503, 429, 200]
+        assert len(feishu.sent) == 1
+
+        with pytest.raises(ValueError, match="cannot inject a 'error' fault"):
+            feishu.error_next(1)
+        with pytest.raises(ValueError, match="cannot inject a 'delay' fault"):
+            feishu.delay_next(1, 0.1)
 
 
 async def test_chats_users_and_catch_all(http: aiohttp.ClientSession, feishu: FakeFeishu) -> None:

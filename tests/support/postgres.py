@@ -184,6 +184,15 @@ def ensure_postgres_installed() -> Path:
 # ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    """Who a child process runs as: None everywhere is ourselves."""
+
+    uid: int | None = None
+    gid: int | None = None
+    extra_groups: list[int] | None = None
+
+
 def _clean_env() -> dict[str, str]:
     """Environment without PG* variables, which would silently redirect the tools."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
@@ -211,6 +220,15 @@ class _Runner:
             raise PostgresClusterError(f"{name} not found in {self.bin_dir} or on PATH")
         return found
 
+    def _process_identity(self, *, as_server_user: bool) -> tuple[dict[str, str], _Identity]:
+        """The environment and the user a child runs with: the server user's when there is
+        one (and ``as_server_user``), else our own."""
+        env = _clean_env()
+        if not as_server_user or self.run_as is None:
+            return env, _Identity()
+        env.update(HOME=self.run_as.pw_dir, USER=self.run_as.pw_name, LOGNAME=self.run_as.pw_name)
+        return env, _Identity(self.run_as.pw_uid, self.run_as.pw_gid, [])
+
     def run(
         self,
         args: Sequence[str],
@@ -219,15 +237,7 @@ class _Runner:
         cwd: Path | None = None,
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
-        env = _clean_env()
-        user: int | None = None
-        group: int | None = None
-        extra_groups: list[int] | None = None
-        if as_server_user and self.run_as is not None:
-            user, group, extra_groups = self.run_as.pw_uid, self.run_as.pw_gid, []
-            env.update(
-                HOME=self.run_as.pw_dir, USER=self.run_as.pw_name, LOGNAME=self.run_as.pw_name
-            )
+        env, user = self._process_identity(as_server_user=as_server_user)
         try:
             return subprocess.run(
                 list(args),
@@ -237,9 +247,9 @@ class _Runner:
                 env=env,
                 # The server user must be able to stat its cwd (root's home is 0700).
                 cwd=cwd,
-                user=user,
-                group=group,
-                extra_groups=extra_groups,
+                user=user.uid,
+                group=user.gid,
+                extra_groups=user.extra_groups,
                 timeout=timeout,
                 check=False,
             )
@@ -253,15 +263,7 @@ class _Runner:
         and in containers whose PID 1 does not reap (like this sandbox) every stopped
         server would linger as a ``<defunct>`` zombie. We wait() for it in stop().
         """
-        env = _clean_env()
-        user: int | None = None
-        group: int | None = None
-        extra_groups: list[int] | None = None
-        if self.run_as is not None:
-            user, group, extra_groups = self.run_as.pw_uid, self.run_as.pw_gid, []
-            env.update(
-                HOME=self.run_as.pw_dir, USER=self.run_as.pw_name, LOGNAME=self.run_as.pw_name
-            )
+        env, user = self._process_identity(as_server_user=True)
         with log.open("ab") as log_handle:
             return subprocess.Popen(
                 list(args),
@@ -270,9 +272,9 @@ class _Runner:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=cwd,
-                user=user,
-                group=group,
-                extra_groups=extra_groups,
+                user=user.uid,
+                group=user.gid,
+                extra_groups=user.extra_groups,
                 # Like pg_ctl: a Ctrl-C aimed at pytest must not kill the server mid-teardown.
                 start_new_session=True,
             )

@@ -38,18 +38,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.http_exceptions import HttpProcessingError
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import func, select
 from yarl import URL
 
-from bridge.settings import HttpSettings
-from bridge.store.models import ChatMessage, ChatSession, Participant, SessionMember
 from tests.fakes.feishu import (
     DEFAULT_BOT_OPEN_ID,
     DEFAULT_ENCRYPT_KEY,
@@ -58,6 +54,7 @@ from tests.fakes.feishu import (
     DEFAULT_P2P_CHAT_ID,
     DEFAULT_USER_OPEN_ID,
     DEFAULT_VERIFICATION_TOKEN,
+    MSG_TYPES,
     FakeFeishu,
     decrypt,
     encrypt,
@@ -66,15 +63,20 @@ from tests.fakes.feishu import (
 from tests.support.fuzzing import (
     JSON_VALUES,
     MIB,
-    RAW_MARK,
+    FuzzEndpoint,
+    LogRecords,
+    Snapshot,
+    bridge_for,
+    capturing,
     compact,
     deep,
     fuzz_settings,
     garbled,
+    parsed,
     raw_json,
+    serialize,
     ten_megabytes,
 )
-from tests.support.harness import RunningBridge, make_settings, running_bridge
 
 ENCRYPT_KEY = DEFAULT_ENCRYPT_KEY
 AES_KEY = hashlib.sha256(ENCRYPT_KEY.encode()).digest()
@@ -136,19 +138,7 @@ def test_seal_is_feishus_encryption() -> None:
 # --- the app under test ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    participants: tuple[str, ...]
-    sessions: tuple[str, ...]
-    members: int
-    user_messages: tuple[tuple[Any, ...], ...]
-
-    def new_messages(self, before: Snapshot) -> list[tuple[Any, ...]]:
-        known = {row[0] for row in before.user_messages}
-        return [row for row in self.user_messages if row[0] not in known]
-
-
-class Problems(logging.Handler):
+class Problems(LogRecords):
     """ERROR records of aiohttp's server (an exception escaped a handler) and asyncio (a task
     failed unobserved), and any record of the Feishu channel with an exception or telling of a
     refusal with a 5xx."""
@@ -157,9 +147,8 @@ class Problems(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def wanted(self, record: logging.LogRecord) -> bool:
         fields = getattr(record, "fields", None)
         status = fields.get("status") if isinstance(fields, dict) else None
         refused_5xx = isinstance(status, int) and status >= 500
@@ -168,21 +157,14 @@ class Problems(logging.Handler):
         unparsed = record.exc_info is not None and isinstance(
             record.exc_info[1], HttpProcessingError
         )
-        if (record.levelno >= logging.ERROR or record.exc_info or refused_5xx) and not unparsed:
-            self.records.append(record)
+        return bool(record.levelno >= logging.ERROR or record.exc_info or refused_5xx) and (
+            not unparsed
+        )
 
 
 @dataclass
-class Endpoint:
-    bridge: RunningBridge
+class Endpoint(FuzzEndpoint):
     fake: FakeFeishu
-    http: aiohttp.ClientSession
-    problems: Problems
-    seen_problems: int = 0
-
-    @property
-    def url(self) -> str:
-        return self.bridge.url + PATH
 
     async def post(
         self,
@@ -224,37 +206,10 @@ class Endpoint:
         """``plain`` encrypted and signed exactly as Feishu does."""
         return await self.post_signed(sealed(plain))
 
-    async def snapshot(self) -> Snapshot:
-        async with self.bridge.sessions() as db:
-            participants = await db.scalars(
-                select(Participant.external_id)
-                .where(Participant.kind == "user")
-                .order_by(Participant.external_id)
-            )
-            sessions = await db.scalars(
-                select(ChatSession.external_conv_id).order_by(ChatSession.external_conv_id)
-            )
-            members = await db.scalar(select(func.count()).select_from(SessionMember))
-            rows = (
-                await db.execute(
-                    select(ChatMessage.id, ChatMessage.external_message_id, ChatMessage.content)
-                    .where(ChatMessage.role == "user")
-                    .order_by(ChatMessage.id)
-                )
-            ).all()
-        return Snapshot(
-            participants=tuple(participants),
-            sessions=tuple(sessions),
-            members=int(members or 0),
-            user_messages=tuple(tuple(row) for row in rows),
-        )
-
     def new_problems(self) -> list[str]:
-        fresh = self.problems.records[self.seen_problems :]
-        self.seen_problems = len(self.problems.records)
         return [
             f"{r.name}: {r.getMessage()} {getattr(r, 'fields', '')} {r.exc_info and r.exc_info[1]}"
-            for r in fresh
+            for r in self.log.fresh()
         ]
 
 
@@ -265,20 +220,11 @@ async def fake_feishu() -> AsyncIterator[FakeFeishu]:
 
 
 @pytest.fixture
-def problems() -> Iterator[Problems]:
-    handler = Problems()
-    loggers = [logging.getLogger(name) for name in Problems.LOGGERS]
-    channel_logger = logging.getLogger("channels.feishu")
-    level = channel_logger.level
-    channel_logger.setLevel(logging.INFO)  # feishu.refused is logged at INFO
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
+def problems() -> Iterator[LogRecords]:
+    # feishu.refused is logged at INFO
+    levels = {"channels.feishu": logging.INFO}
+    with capturing(Problems(), Problems.LOGGERS, levels=levels) as handler:
         yield handler
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
-        channel_logger.setLevel(level)
 
 
 async def assert_a_real_mention_is_stored(endpoint: Endpoint) -> None:
@@ -288,14 +234,14 @@ async def assert_a_real_mention_is_stored(endpoint: Endpoint) -> None:
     pushed = await endpoint.fake.push(endpoint.url, event)
     assert pushed.status == 200, pushed.body
     stored = (await endpoint.snapshot()).new_messages(before)
-    assert [row[1:] for row in stored] == [
+    assert [row[1:3] for row in stored] == [
         (event["event"]["message"]["message_id"], "still there?")
     ]
 
 
 @asynccontextmanager
 async def feishu_endpoint(
-    database_url: str, fake: FakeFeishu, problems: Problems, *, max_body_bytes: int | None = None
+    database_url: str, fake: FakeFeishu, problems: LogRecords, *, max_body_bytes: int | None = None
 ) -> AsyncIterator[Endpoint]:
     """The bridge with one agent on Feishu (Encrypt Key mode), and a client for it."""
     section = {
@@ -305,23 +251,18 @@ async def feishu_endpoint(
         "encrypt_key": ENCRYPT_KEY,
         "base_url": fake.base_url,
     }
-    settings = make_settings(database_url, agents=[{"slug": "assistant", "feishu": section}])
-    if max_body_bytes is not None:
-        http_settings = HttpSettings(port=0, max_body_bytes=max_body_bytes)
-        settings = settings.model_copy(update={"http": http_settings})
-    async with running_bridge(settings) as bridge, aiohttp.ClientSession() as http:
-        endpoint = Endpoint(bridge=bridge, fake=fake, http=http, problems=problems)
+    agent = {"slug": "assistant", "feishu": section}
+    async with bridge_for(database_url, agent, max_body_bytes=max_body_bytes) as (bridge, http):
+        endpoint = Endpoint(bridge=bridge, http=http, log=problems, path=PATH, fake=fake)
         yield endpoint
-        # Still serving after everything it was sent, and still storing what Feishu sends.
-        async with http.get(f"{bridge.url}/healthz") as response:
-            assert response.status == 200
+        # Still storing what Feishu sends after everything it was sent.
         await assert_a_real_mention_is_stored(endpoint)
         assert endpoint.new_problems() == []
 
 
 @pytest.fixture
 async def endpoint(
-    database_url: str, fake_feishu: FakeFeishu, problems: Problems
+    database_url: str, fake_feishu: FakeFeishu, problems: LogRecords
 ) -> AsyncIterator[Endpoint]:
     async with feishu_endpoint(database_url, fake_feishu, problems) as target:
         yield target
@@ -398,29 +339,10 @@ async def check(endpoint: Endpoint, before: Snapshot, status: int, document: Any
     assert [row[1] for row in stored] in ([], allowed.message_ids), shown
     assert all("\x00" not in row[2] for row in stored), shown
     assert set(after.sessions) - set(before.sessions) <= allowed.sessions, shown
-    assert set(after.participants) - set(before.participants) <= allowed.participants, shown
+    assert after.new_participants(before, "user") <= allowed.participants, shown
 
 
 # --- building requests -----------------------------------------------------------------------
-
-
-# Placeholder strings the serializer replaces with raw JSON: deeply nested arrays or objects,
-# and integers too long for Python's int() (json.dumps cannot write either).
-
-
-def serialize(document: Any, style: str = "compact") -> bytes:
-    """``ascii`` escapes lone surrogates (``\\ud800``: valid JSON, strings no database can
-    store); ``compact`` writes them as bytes that are no UTF-8."""
-    raw = json.dumps(document).encode() if style == "ascii" else compact(document)
-    return RAW_MARK.sub(lambda m: raw_json(m.group(1).decode(), int(m.group(2))), raw)
-
-
-def parsed(raw: bytes) -> Any:
-    """The JSON document ``raw`` holds, as the bridge would read it, or None."""
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return None
 
 
 ODD_STRINGS = st.sampled_from(
@@ -441,14 +363,7 @@ ODD_STRINGS = st.sampled_from(
         "@_user_1",
         "@_user_1 ",
         "@_user_99",
-        "text",
-        "post",
-        "image",
-        "file",
-        "audio",
-        "media",
-        "sticker",
-        "interactive",
+        *sorted(MSG_TYPES),
         "user",
         "app",
         "bot",
@@ -636,24 +551,8 @@ ID_VALUES = st.one_of(
     ODD_VALUES,
 )
 SENDER_TYPES = st.sampled_from(["user", "app", "bot", "USER", "", "anonymous", "system"])
-MESSAGE_TYPES = st.sampled_from(
-    [
-        "text",
-        "post",
-        "image",
-        "file",
-        "audio",
-        "media",
-        "sticker",
-        "interactive",
-        "share_chat",
-        "share_user",
-        "merge_forward",
-        "system",
-        "",
-        "TEXT",
-    ]
-)
+# The types a message may have (merge_forward is only ever received), and odd ones.
+MESSAGE_TYPES = st.sampled_from([*sorted(MSG_TYPES), "merge_forward", "", "TEXT"])
 POST_TAGS = st.sampled_from(["text", "md", "a", "at", "emotion", "img", "media", "code_block"])
 POST_ELEMENTS = st.one_of(
     ODD_VALUES,
@@ -912,8 +811,7 @@ async def test_bodies_that_are_no_encrypted_event_are_refused(
         st.sampled_from([b"application/json; charset=utf-8", b"text/plain", None]),
         label="content_type",
     )
-    before = await endpoint.snapshot()
-    status = await endpoint.post(raw, headers, content_type=content_type)
+    before, status = await endpoint.observe(endpoint.post(raw, headers, content_type=content_type))
     await check(endpoint, before, status, None)
     assert 400 <= status < 500
 
@@ -932,8 +830,7 @@ async def test_encrypted_signed_json_of_random_shapes(
         ),
         label="plaintext",
     )
-    before = await endpoint.snapshot()
-    status = await endpoint.post_event(plain)
+    before, status = await endpoint.observe(endpoint.post_event(plain))
     await check(endpoint, before, status, parsed(plain))
 
 
@@ -943,8 +840,7 @@ async def test_encrypted_signed_events_with_odd_fields(
     endpoint: Endpoint, data: st.DataObject
 ) -> None:
     plain = data.draw(event_variants(endpoint.fake), label="plaintext")
-    before = await endpoint.snapshot()
-    status = await endpoint.post_event(plain)
+    before, status = await endpoint.observe(endpoint.post_event(plain))
     await check(endpoint, before, status, parsed(plain))
 
 
@@ -954,8 +850,7 @@ async def test_encrypted_signed_events_with_odd_ids(
     endpoint: Endpoint, data: st.DataObject
 ) -> None:
     plain = data.draw(id_variants(endpoint.fake), label="plaintext")
-    before = await endpoint.snapshot()
-    status = await endpoint.post_event(plain)
+    before, status = await endpoint.observe(endpoint.post_event(plain))
     await check(endpoint, before, status, parsed(plain))
 
 
@@ -967,8 +862,7 @@ async def test_a_real_event_without_a_valid_signature_is_refused(
     plain = compact(endpoint.fake.message_event(text="signed?"))
     body = sealed(plain)
     headers, first_valid = data.draw(signature_headers(body), label="headers")
-    before = await endpoint.snapshot()
-    status = await endpoint.post(body, headers)
+    before, status = await endpoint.observe(endpoint.post(body, headers))
     await check(endpoint, before, status, json.loads(plain))
     if not first_valid:
         assert status == 401
@@ -1080,8 +974,7 @@ FOUND: dict[str, tuple[int, Callable[[FakeFeishu], tuple[bytes, Headers]]]] = {
 async def test_what_the_fuzzing_found_is_refused_or_stored_as_said(endpoint: Endpoint) -> None:
     for case, (expected, build) in sorted(FOUND.items()):  # one bridge for all: they are many
         body, headers = build(endpoint.fake)
-        before = await endpoint.snapshot()
-        status = await endpoint.post(body, headers)
+        before, status = await endpoint.observe(endpoint.post(body, headers))
         plain = body
         with contextlib.suppress(ValueError, RecursionError, KeyError, TypeError):
             plain = decrypt(ENCRYPT_KEY, json.loads(body)["encrypt"]).encode()
@@ -1105,7 +998,7 @@ async def test_real_events_still_get_through_after_fuzzing(endpoint: Endpoint) -
     assert pushed.status == 200 and pushed.json() == {"msg": "success"}
     stored = (await endpoint.snapshot()).new_messages(before)
     message_id = event["event"]["message"]["message_id"]
-    assert [row[1:] for row in stored] == [(message_id, "a real mention")]
+    assert [row[1:3] for row in stored] == [(message_id, "a real mention")]
     async with asyncio.timeout(10):  # the echo agent answers it (after the found cases)
         while (reply := await fake.next_sent(timeout=10)).reply_to != message_id:
             pass
@@ -1143,9 +1036,4 @@ async def test_the_body_limit_is_kept_for_encrypted_events(
     ) as endpoint:
         over = sealed(compact(fake_feishu.message_event(text="o" * 3000)))
         under = sealed(compact(fake_feishu.message_event(text="u" * 1000)))
-        assert len(under) < 4096 < len(over)
-        before = await endpoint.snapshot()
-        assert await endpoint.post_signed(over) == 413
-        assert await endpoint.snapshot() == before
-        assert await endpoint.post_signed(under) == 200
-        assert len((await endpoint.snapshot()).new_messages(before)) == 1
+        await endpoint.assert_body_limit(endpoint.post_signed, over, under, 4096)
