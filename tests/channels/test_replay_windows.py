@@ -77,19 +77,23 @@ async def test_a_feishu_event_signed_outside_five_minutes_is_refused(database_ur
             assert (await fake.next_sent(timeout=10)).text == f"{age} s off"
 
 
+def lark_headers(stamp: str, nonce: str, body: bytes) -> dict[str, str]:
+    """The headers Feishu signs a push with, for ``body`` at ``stamp``."""
+    return {
+        "Content-Type": "application/json",
+        "X-Lark-Request-Timestamp": stamp,
+        "X-Lark-Request-Nonce": nonce,
+        "X-Lark-Signature": signature(stamp, nonce, DEFAULT_ENCRYPT_KEY, body),
+    }
+
+
 async def test_the_window_is_checked_before_the_body_is_opened(database_url: str) -> None:
     """A stale signed request is refused for its age even when its body is garbage: the
     signature and the window decide, before any decryption or parsing work."""
     async with feishu_bridge(database_url) as (fake, bridge, url):
         body = json.dumps({"encrypt": encrypt(DEFAULT_ENCRYPT_KEY, "not json")}).encode()
         stamp, nonce = str(int(time.time()) - 3600), "n-stale"
-        headers = {
-            "Content-Type": "application/json",
-            "X-Lark-Request-Timestamp": stamp,
-            "X-Lark-Request-Nonce": nonce,
-            "X-Lark-Signature": signature(stamp, nonce, DEFAULT_ENCRYPT_KEY, body),
-        }
-        assert (await fake.push_raw(url, body, headers)).status == 401
+        assert (await fake.push_raw(url, body, lark_headers(stamp, nonce, body))).status == 401
         assert await bridge.messages() == []
 
 
@@ -168,13 +172,7 @@ async def test_deeply_nested_or_huge_json_to_feishu_is_refused(database_url: str
         now, nonce = str(int(time.time())), "n-deep"
         sealed = json.dumps({"encrypt": encrypt(DEFAULT_ENCRYPT_KEY, nested.decode())}).encode()
         for body in (nested, b'{"encrypt":' + nested + b"}", sealed):
-            headers = {
-                "Content-Type": "application/json",
-                "X-Lark-Request-Timestamp": now,
-                "X-Lark-Request-Nonce": nonce,
-                "X-Lark-Signature": signature(now, nonce, DEFAULT_ENCRYPT_KEY, body),
-            }
-            assert (await fake.push_raw(url, body, headers)).status == 400
+            assert (await fake.push_raw(url, body, lark_headers(now, nonce, body))).status == 400
         huge = b'{"encrypt":"' + b"A" * 2_000_000 + b'"}'
         assert (await fake.push_raw(url, huge, {"Content-Type": "application/json"})).status == 413
         assert await bridge.messages() == []

@@ -182,6 +182,15 @@ def is_message_event(body: Any, *, strict: bool) -> bool:
     )
 
 
+async def post_checked(
+    endpoint: Endpoint, raw: bytes, headers: CIMultiDict[str], content_type: str
+) -> int:
+    """Post ``raw`` as it is, :func:`check` what it did, and return the status."""
+    before, status = await endpoint.observe(endpoint.post(raw, headers, content_type=content_type))
+    await check(endpoint, before, status, raw)
+    return status
+
+
 async def check(
     endpoint: Endpoint, before: Snapshot, status: int, raw: bytes, *, strict: bool = True
 ) -> None:
@@ -444,9 +453,7 @@ async def test_unsigned_garbage_is_refused(endpoint: Endpoint, data: st.DataObje
     raw = data.draw(UNSIGNED_BODIES.flatmap(garbled), label="body")
     headers = data.draw(broken_auth_headers(raw), label="headers")
     content_type = data.draw(CONTENT_TYPES, label="content_type")
-    before, status = await endpoint.observe(endpoint.post(raw, headers, content_type=content_type))
-    await check(endpoint, before, status, raw)
-    assert 400 <= status < 500
+    assert 400 <= await post_checked(endpoint, raw, headers, content_type) < 500
 
 
 @given(data=st.data())
@@ -456,11 +463,7 @@ async def test_a_real_message_without_a_valid_signature_is_refused(
 ) -> None:
     raw = compact(dm_message())
     headers = data.draw(broken_auth_headers(raw), label="headers")
-    before, status = await endpoint.observe(
-        endpoint.post(raw, headers, content_type="application/json")
-    )
-    await check(endpoint, before, status, raw)
-    assert 400 <= status < 500
+    assert 400 <= await post_checked(endpoint, raw, headers, "application/json") < 500
 
 
 @given(data=st.data())
