@@ -435,8 +435,8 @@ class FeishuDriver(_Base):
     @asynccontextmanager
     async def bridge(self, database_url: str) -> AsyncIterator[RunningBridge]:
         async with self.fake as fake:
-            fake.add_user(DEFAULT_USER_OPEN_ID, DEFAULT_USER_NAME)
-            fake.add_chat(DEFAULT_GROUP_CHAT_ID, DEFAULT_GROUP_CHAT_NAME)
+            fake.add_user()
+            fake.add_chat()
             agents = [{"slug": "assistant", "feishu": feishu_section(fake)}]
             async with running_bridge(make_settings(database_url, agents=agents)) as bridge:
                 self._running, self.url = bridge, bridge.url + "/feishu/assistant/events"

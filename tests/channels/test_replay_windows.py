@@ -22,7 +22,7 @@ from bridge.store.models import ChatSession
 from tests.channels.feishu.test_channel import feishu_bridge
 from tests.channels.slack.test_channel import DM, HUMAN, SIGNING_SECRET, slack_bridge
 from tests.fakes import slack
-from tests.fakes.feishu import DEFAULT_ENCRYPT_KEY, encrypt, signature
+from tests.fakes.feishu import DEFAULT_ENCRYPT_KEY, encrypt, signed_headers
 from tests.fakes.slack import FakeSlack
 from tests.support.fuzzing import deep
 from tests.support.harness import RunningBridge
@@ -77,23 +77,15 @@ async def test_a_feishu_event_signed_outside_five_minutes_is_refused(database_ur
             assert (await fake.next_sent(timeout=10)).text == f"{age} s off"
 
 
-def lark_headers(stamp: str, nonce: str, body: bytes) -> dict[str, str]:
-    """The headers Feishu signs a push with, for ``body`` at ``stamp``."""
-    return {
-        "Content-Type": "application/json",
-        "X-Lark-Request-Timestamp": stamp,
-        "X-Lark-Request-Nonce": nonce,
-        "X-Lark-Signature": signature(stamp, nonce, DEFAULT_ENCRYPT_KEY, body),
-    }
-
-
 async def test_the_window_is_checked_before_the_body_is_opened(database_url: str) -> None:
     """A stale signed request is refused for its age even when its body is garbage: the
     signature and the window decide, before any decryption or parsing work."""
     async with feishu_bridge(database_url) as (fake, bridge, url):
         body = json.dumps({"encrypt": encrypt(DEFAULT_ENCRYPT_KEY, "not json")}).encode()
         stamp, nonce = str(int(time.time()) - 3600), "n-stale"
-        assert (await fake.push_raw(url, body, lark_headers(stamp, nonce, body))).status == 401
+        assert (
+            await fake.push_raw(url, body, signed_headers(body, timestamp=stamp, nonce=nonce))
+        ).status == 401
         assert await bridge.messages() == []
 
 
@@ -172,7 +164,9 @@ async def test_deeply_nested_or_huge_json_to_feishu_is_refused(database_url: str
         now, nonce = str(int(time.time())), "n-deep"
         sealed = json.dumps({"encrypt": encrypt(DEFAULT_ENCRYPT_KEY, nested.decode())}).encode()
         for body in (nested, b'{"encrypt":' + nested + b"}", sealed):
-            assert (await fake.push_raw(url, body, lark_headers(now, nonce, body))).status == 400
+            assert (
+                await fake.push_raw(url, body, signed_headers(body, timestamp=now, nonce=nonce))
+            ).status == 400
         huge = b'{"encrypt":"' + b"A" * 2_000_000 + b'"}'
         assert (await fake.push_raw(url, huge, {"Content-Type": "application/json"})).status == 413
         assert await bridge.messages() == []

@@ -25,8 +25,6 @@ from tests.fakes import slack
 from tests.fakes.discord import DEFAULT_USER_ID, FakeDiscord
 from tests.fakes.feishu import (
     DEFAULT_ENCRYPT_KEY,
-    DEFAULT_USER_NAME,
-    DEFAULT_USER_OPEN_ID,
     FakeFeishu,
 )
 from tests.fakes.slack import FakeSlack
@@ -126,7 +124,7 @@ async def discord_platform() -> AsyncIterator[Platform]:
 @asynccontextmanager
 async def feishu_platform() -> AsyncIterator[Platform]:
     async with FakeFeishu(encrypt_key=DEFAULT_ENCRYPT_KEY) as fake:
-        fake.add_user(DEFAULT_USER_OPEN_ID, DEFAULT_USER_NAME)
+        fake.add_user()
 
         async def ask(process: BridgeProcess) -> None:
             pushed = await fake.push(

@@ -214,6 +214,23 @@ def signature(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
     return hashlib.sha256((timestamp + nonce + encrypt_key).encode() + body).hexdigest()
 
 
+def signed_headers(
+    body: bytes,
+    *,
+    timestamp: str | None = None,
+    nonce: str = "n1",
+    encrypt_key: str = DEFAULT_ENCRYPT_KEY,
+) -> dict[str, str]:
+    """The headers Feishu sends a push with, signing ``body`` at ``timestamp`` (now)."""
+    stamp = timestamp if timestamp is not None else str(int(time.time()))
+    return {
+        "Content-Type": "application/json",
+        "X-Lark-Request-Timestamp": stamp,
+        "X-Lark-Request-Nonce": nonce,
+        "X-Lark-Signature": signature(stamp, nonce, encrypt_key, body),
+    }
+
+
 def _now_ms() -> str:
     return str(time.time_ns() // 1_000_000)
 
@@ -451,8 +468,8 @@ class FakeFeishu(FakePlatform[SentMessage]):
 
     def add_chat(
         self,
-        chat_id: str,
-        name: str = "",
+        chat_id: str = DEFAULT_GROUP_CHAT_ID,
+        name: str = DEFAULT_GROUP_CHAT_NAME,
         *,
         chat_mode: ChatMode = "group",
         chat_type: Literal["private", "public"] = "private",
@@ -488,8 +505,8 @@ class FakeFeishu(FakePlatform[SentMessage]):
 
     def add_user(
         self,
-        open_id: str,
-        name: str,
+        open_id: str = DEFAULT_USER_OPEN_ID,
+        name: str = DEFAULT_USER_NAME,
         *,
         en_name: str | None = None,
         union_id: str | None = None,
@@ -563,7 +580,7 @@ class FakeFeishu(FakePlatform[SentMessage]):
             if message.get("chat_type") == "p2p":
                 self.add_chat(chat_id, chat_mode="p2p", peer_open_id=open_id or None)
             else:
-                self.add_chat(chat_id)
+                self.add_chat(chat_id, "")
         message_id = str(message.get("message_id", ""))
         stored: dict[str, Any] = {"message_id": message_id}
         for key in ("root_id", "parent_id", "thread_id"):

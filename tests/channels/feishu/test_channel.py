@@ -5,7 +5,6 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,11 +19,8 @@ from tests.fakes.feishu import (
     DEFAULT_BOT_OPEN_ID,
     DEFAULT_ENCRYPT_KEY,
     DEFAULT_GROUP_CHAT_ID,
-    DEFAULT_GROUP_CHAT_NAME,
-    DEFAULT_USER_NAME,
-    DEFAULT_USER_OPEN_ID,
     FakeFeishu,
-    signature,
+    signed_headers,
 )
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 from tests.support.processes import wait_until
@@ -36,7 +32,7 @@ async def feishu_bridge(
     database_url: str, *, encrypt_key: str | None = DEFAULT_ENCRYPT_KEY, **fake_options: Any
 ) -> AsyncIterator[tuple[FakeFeishu, RunningBridge, str]]:
     async with FakeFeishu(encrypt_key=encrypt_key, **fake_options) as fake:
-        fake.add_user(DEFAULT_USER_OPEN_ID, DEFAULT_USER_NAME)
+        fake.add_user()  # the default user, who writes the fake's events
         settings = make_settings(
             database_url, agents=[{"slug": "assistant", "feishu": feishu_section(fake)}]
         )
@@ -68,7 +64,7 @@ async def test_the_url_check_is_answered_plain_and_encrypted(database_url: str) 
 
 async def test_other_peoples_mentions_are_stored_and_answered_by_name(database_url: str) -> None:
     async with feishu_bridge(database_url) as (fake, bridge, url):
-        fake.add_chat(DEFAULT_GROUP_CHAT_ID, DEFAULT_GROUP_CHAT_NAME)
+        fake.add_chat()  # the default group
         asked = fake.message_event(
             chat_type="group",
             text="@_user_2 what did @_user_1 say?",
@@ -109,7 +105,7 @@ async def test_a_bad_signature_token_or_body_is_refused_with_nothing_stored(
         assert (await fake.push(url, event, sign=False)).status == 401
         assert (await fake.push(url, event, verification_token="wrong")).status == 401
         undecryptable = b'{"encrypt":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}'
-        refused = await fake.push_raw(url, undecryptable, _signed_headers(undecryptable))
+        refused = await fake.push_raw(url, undecryptable, signed_headers(undecryptable))
         assert refused.status == 400
         assert (await fake.push_raw(url, b"not json", {})).status == 400
         # A genuine event after them is the first thing answered and stored.
@@ -117,16 +113,6 @@ async def test_a_bad_signature_token_or_body_is_refused_with_nothing_stored(
         assert (await fake.next_sent(timeout=10)).text == "genuine"
         assert await _stored(bridge) == [("user", "genuine"), ("assistant", "genuine")]
         assert [sent.text for sent in fake.sent] == ["genuine"]
-
-
-def _signed_headers(body: bytes) -> dict[str, str]:
-    stamp, nonce = str(int(time.time())), "n1"  # signed now: an old timestamp is refused
-    return {
-        "Content-Type": "application/json",
-        "X-Lark-Request-Timestamp": stamp,
-        "X-Lark-Request-Nonce": nonce,
-        "X-Lark-Signature": signature(stamp, nonce, DEFAULT_ENCRYPT_KEY, body),
-    }
 
 
 async def test_an_expired_or_refused_token_is_fetched_again(database_url: str) -> None:

@@ -12,8 +12,6 @@ from tests.channels.contract_drivers import feishu_section
 from tests.fakes.feishu import (
     DEFAULT_ENCRYPT_KEY,
     DEFAULT_P2P_CHAT_ID,
-    DEFAULT_USER_NAME,
-    DEFAULT_USER_OPEN_ID,
     FakeFeishu,
 )
 from tests.support.harness import RunningBridge, make_settings, running_bridge
@@ -39,7 +37,7 @@ async def test_a_reply_whose_answer_is_lost_is_retried_with_its_uuid_and_lands_o
     database_url: str,
 ) -> None:
     async with FakeFeishu(encrypt_key=DEFAULT_ENCRYPT_KEY) as fake:
-        fake.add_user(DEFAULT_USER_OPEN_ID, DEFAULT_USER_NAME)
+        fake.add_user()
         settings = make_settings(
             database_url,
             agents=[{"slug": "assistant", "feishu": feishu_section(fake)}],
