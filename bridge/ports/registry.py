@@ -105,9 +105,6 @@ class RunningChannels:
     def capabilities(self, name: str) -> Capabilities:
         return self._capabilities.get(name, NO_CAPABILITIES)
 
-    def is_configured(self, name: str, agent_slug: str) -> bool:
-        return any(c.plugin.name == name and c.agent.slug == agent_slug for c in self._configured)
-
     def get(self, name: str, agent_slug: str) -> Channel | None:
         return self._channels.get((name, agent_slug))
 
