@@ -31,7 +31,9 @@ def build_backend(agent: AgentSettings, *, http: aiohttp.ClientSession) -> Agent
     if agent.backend == "webhook":
         assert agent.webhook is not None
         return WebhookBackend(settings=agent.webhook, http=http)
-    return EchoBackend()
+    return EchoBackend(
+        chunk_chars=agent.echo_stream_chunk_chars, delay_ms=agent.echo_stream_delay_ms
+    )
 
 
 def settings_secrets(agent: AgentSettings) -> list[str]:

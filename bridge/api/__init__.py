@@ -33,6 +33,7 @@ async def _live(app: web.Application) -> AsyncIterator[None]:
         retention_hours=web_settings.event_retention_hours,
         send_timeout_seconds=web_settings.live_send_timeout_seconds,
         max_catch_up_events=web_settings.live_max_catch_up_events,
+        deltas=app[PIPELINE].deltas,
     )
     app[LIVE] = hub
     await hub.start()

@@ -37,6 +37,7 @@ from bridge.api.live_client import (
 from bridge.api.tokens import Caller, active_token_ids
 from bridge.api.views import members_of, messages_by_id, sessions_by_id
 from bridge.infra.logs import log_event
+from bridge.store.deltas import Delta, DeltaBus
 from bridge.store.feed import MAX_EVENT_ID, Change, ChangeFeed
 from bridge.store.wakeups import WorkSignals
 
@@ -67,8 +68,10 @@ class LiveHub:
         retention_hours: float,
         send_timeout_seconds: float = 5.0,
         max_catch_up_events: int = 5_000,
+        deltas: DeltaBus | None = None,
     ) -> None:
         self._sessions = sessions
+        self._deltas = deltas
         self._send_timeout = send_timeout_seconds
         self._max_catch_up = max_catch_up_events
         self._clients: set[LiveClient] = set()
@@ -89,8 +92,12 @@ class LiveHub:
 
     async def start(self) -> None:
         await self.feed.start()
+        if self._deltas is not None:
+            self._deltas.subscribe(self._publish_delta)
 
     async def stop(self) -> None:
+        if self._deltas is not None:
+            self._deltas.unsubscribe(self._publish_delta)
         await self.feed.stop()
         for client in list(self._connections):
             await client.finish()
@@ -143,6 +150,28 @@ class LiveHub:
         for client in list(self._clients):
             items = [e.item for e in events if _may_see(client.caller, e.session_id, members)]
             if items and not client.offer(items):
+                self.drop(client, TOO_SLOW, "too slow; reconnect and resume")
+
+    async def _publish_delta(self, delta: Delta) -> None:
+        """A reply's text so far, to the clients that may see its session; never stored,
+        never replayed (the stored reply follows as ``message.created``)."""
+        clients = [client for client in self._clients if not client.closing]
+        if not clients:
+            return
+        members: dict[int, set[int]] = {}
+        if any(not client.caller.is_admin for client in clients):
+            async with self._sessions() as db:
+                members = await members_of(db, [delta.session_id])
+        item = outgoing(
+            {
+                "type": "message.delta",
+                "session_id": delta.session_id,
+                "reply_to": delta.reply_to,
+                "text": delta.text,
+            }
+        )
+        for client in clients:
+            if _may_see(client.caller, delta.session_id, members) and not client.offer([item]):
                 self.drop(client, TOO_SLOW, "too slow; reconnect and resume")
 
     async def events(self, changes: Sequence[Change]) -> list[_Event]:

@@ -30,12 +30,14 @@ from bridge.flow.claims import (
     update_if_claimed,
 )
 from bridge.flow.history import Window, load_histories
+from bridge.flow.live import LiveReplies, draft_of
 from bridge.flow.outgoing import Outgoing, new_delivery_key, store_outgoing
 from bridge.flow.workers import WorkContext
 from bridge.infra.logs import log_event
 from bridge.infra.redact import failure, redact
 from bridge.ports.errors import UnknownAgent
 from bridge.ports.events import Sender, storable_text
+from bridge.ports.live import Draft
 from bridge.store.directory import AgentRecord
 from bridge.store.models import MESSAGES, PARTICIPANTS, SESSIONS, MessageState, utcnow
 from bridge.store.sessions import reset_context
@@ -58,6 +60,9 @@ def _load(claimed: FromClause) -> Select[Any]:
         m.attempts,
         m.chain_origin_id,
         m.chain_hops,
+        m.reply_key,
+        m.live_message_ids,
+        m.created_at,
         s.agent_id,
         s.external_conv_id,
         s.is_group,
@@ -84,6 +89,12 @@ class _Job:
     chain_origin_id: int
     """The human message (or direct ask) that started this chain; the reply shares it."""
     chain_hops: int
+    delivery_key: str
+    """The key the reply is delivered with: the message's ``reply_key``, so a live reply
+    already carries it."""
+    draft: Draft | None
+    """The reply as a live view sees it; None for a message stored before reply keys."""
+    asked_at: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,8 +133,10 @@ class Answerer:
         backends: Mapping[str, AgentBackend],
         asks: AgentAsks,
         ask_wait_seconds: float,
+        live: LiveReplies,
     ) -> None:
         self._asks = asks
+        self._live = live
         self._ask_wait_seconds = ask_wait_seconds
         self._store = context.store
         self._agents = context.agents
@@ -209,6 +222,9 @@ class Answerer:
             attempts=row.attempts,
             chain_origin_id=origin,
             chain_hops=row.chain_hops,
+            delivery_key=row.reply_key or new_delivery_key(),
+            draft=draft_of(row, agent_slug=agent.settings.slug),
+            asked_at=row.created_at.timestamp(),
         )
 
     async def run(self, job: _Job) -> None:
@@ -246,9 +262,15 @@ class Answerer:
 
     async def _ask_agent(self, job: _Job) -> _Outcome:
         backend = self._backends[job.agent.settings.slug]
+        live = job.draft and self._live.start(job.draft, asked_at=job.asked_at)
         try:
             async with asyncio.timeout(job.agent.settings.answer_timeout_seconds):
-                text = "".join([chunk async for chunk in backend.answer(job.request)])
+                chunks = []
+                async for chunk in backend.answer(job.request):
+                    chunks.append(chunk)
+                    if live:
+                        live.add(chunk)
+                text = "".join(chunks)
             if not text.strip():
                 raise AgentError(
                     "the agent returned an empty reply", reason="the agent gave an empty answer"
@@ -272,6 +294,9 @@ class Answerer:
                 state=MessageState.FAILED,
                 error=failure(reason, detail),
             )
+        finally:
+            if live:
+                await live.close()
         return _Outcome(text=storable_text(text), role="assistant", state=MessageState.ANSWERED)
 
     def _tools(self, agent: AgentRecord, row: Any, message_id: int, origin: int) -> AskTools | None:
@@ -350,7 +375,7 @@ class Answerer:
                         content=outcome.text,
                         channel=job.channel,
                         reply_target=job.reply_target,
-                        delivery_key=new_delivery_key(),
+                        delivery_key=job.delivery_key,
                         reply_to_message_id=job.message_id,
                         chain_origin_id=job.chain_origin_id,
                         chain_hops=job.chain_hops,

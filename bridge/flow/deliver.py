@@ -28,7 +28,7 @@ from bridge.infra.logs import log_event
 from bridge.infra.redact import config_secrets, redact
 from bridge.ports.contract import Channels
 from bridge.ports.errors import DeliveryError, UnknownAgent
-from bridge.ports.events import Reply
+from bridge.ports.events import Reply, ReplyOutcome
 from bridge.store.models import MESSAGES, SESSIONS, MessageState, utcnow
 
 logger = logging.getLogger(__name__)
@@ -64,11 +64,20 @@ def _load(claimed: FromClause) -> Select[Any]:
         sessions.agent_id,
         sessions.external_conv_id,
         asked.created_at.label("asked_at"),
+        asked.state.label("asked_state"),
+        asked.live_message_ids,
     ).select_from(
         claimed.join(SESSIONS, sessions.id == m.session_id).outerjoin(
             asked_table, asked.id == m.reply_to_message_id
         )
     )
+
+
+def _outcome(asked_state: str | None) -> ReplyOutcome | None:
+    """How answering the asked message ended, for its status reaction."""
+    if asked_state is None:
+        return None
+    return "failed" if asked_state == MessageState.FAILED else "answered"
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -147,6 +156,8 @@ class Deliverer:
                 reply_target=dict(row.reply_target or {}),
                 in_doubt=item.was_in_doubt,
                 attempt=row.attempts,
+                live_ids=tuple(row.live_message_ids or ()),
+                outcome=_outcome(row.asked_state),
             )
             attempts.append(_Attempt(reply=reply, asked_at=row.asked_at))
         return attempts

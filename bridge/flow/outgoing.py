@@ -8,19 +8,15 @@ storing it twice is a no-op that returns None.
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.store.messages import Writes, message_row
+from bridge.store.messages import Writes, message_row, new_delivery_key
 from bridge.store.models import MessageState
 from bridge.store.sessions import Activity, record_activities
 
-
-def new_delivery_key() -> str:
-    """Stable id of one reply's delivery; 24 characters fit Discord's 25-character nonce."""
-    return secrets.token_hex(12)
+__all__ = ["Outgoing", "new_delivery_key", "store_outgoing"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

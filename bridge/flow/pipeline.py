@@ -27,12 +27,14 @@ from bridge.flow.claims import release, renew
 from bridge.flow.deliver import Deliverer
 from bridge.flow.dispatch import Dispatcher
 from bridge.flow.ingest import Ingestor
+from bridge.flow.live import LiveReplies
 from bridge.flow.workers import WorkContext, WorkerPool
 from bridge.infra.logs import log_event
 from bridge.infra.metrics import Metrics
 from bridge.infra.tasks import cancel_and_wait
 from bridge.ports.contract import Channels
 from bridge.settings import Settings
+from bridge.store.deltas import DeltaBus
 from bridge.store.directory import AgentDirectory
 from bridge.store.engine import is_sqlite
 from bridge.store.messages import MessageStore
@@ -60,6 +62,8 @@ class Pipeline:
         self.worker_id = new_worker_id()
         self.signals = WorkSignals()
         self.store = MessageStore(sessions=sessions, signals=self.signals)
+        self.deltas = DeltaBus(engine=None if is_sqlite(engine) else engine)
+        """Reply text as it is written, for the live web clients of every process."""
         self._settings = settings.pipeline
         self._engine = engine
         self._sessions = sessions
@@ -89,6 +93,13 @@ class Pipeline:
                     backends=backends,
                     asks=self.asks,
                     ask_wait_seconds=settings.a2a.max_wait_seconds,
+                    live=LiveReplies(
+                        channels=channels,
+                        deltas=self.deltas,
+                        store=self.store,
+                        metrics=metrics,
+                        worker_id=self.worker_id,
+                    ),
                 ),
                 context=context,
                 concurrency=self._settings.answer_concurrency,
@@ -109,7 +120,9 @@ class Pipeline:
             None
             if is_sqlite(engine)
             else PostgresListener(
-                url=settings.database.url.get_secret_value(), signals=self.signals
+                url=settings.database.url.get_secret_value(),
+                signals=self.signals,
+                deltas=self.deltas,
             )
         )
         self._renewal: asyncio.Task[None] | None = None

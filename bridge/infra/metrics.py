@@ -75,6 +75,20 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2.5),
             registry=r,
         )
+        self.first_text = Histogram(
+            "bridge_first_text_seconds",
+            "From storing a user message to the first text of its reply shown on the platform",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.live_calls = Histogram(
+            "bridge_live_updates_per_reply",
+            "Platform calls that showed one reply while it was written (posts and edits)",
+            ["channel"],
+            buckets=(0, 1, 2, 5, 10, 20, 50, 100),
+            registry=r,
+        )
         self.pending = Gauge(
             "bridge_pending_work", "Messages waiting, by state", ["state"], registry=r
         )

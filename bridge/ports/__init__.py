@@ -15,6 +15,7 @@ from bridge.ports.contract import (
     WebhookChannel,
 )
 from bridge.ports.errors import DeliveryError, InvalidMessage, UnknownAgent
+from bridge.ports.live import Draft, LiveChannel, LiveReply
 from bridge.ports.events import (
     MAX_ID_LENGTH,
     Attachment,
@@ -24,6 +25,7 @@ from bridge.ports.events import (
     IngestResult,
     MessageEdit,
     Reply,
+    ReplyOutcome,
     Sender,
     storable_text,
 )
@@ -41,11 +43,15 @@ __all__ = [
     "ConversationChange",
     "DeliveryError",
     "Dispatch",
+    "Draft",
     "InboundMessage",
     "IngestResult",
     "InvalidMessage",
+    "LiveChannel",
+    "LiveReply",
     "MessageEdit",
     "Reply",
+    "ReplyOutcome",
     "Sender",
     "UnknownAgent",
     "WebhookChannel",

@@ -124,6 +124,9 @@ class ConversationChange:
     the last one applied to the session, so a redelivered, replayed or late event is a no-op."""
 
 
+ReplyOutcome = Literal["answered", "failed"]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     """A stored reply on its way out.
@@ -145,3 +148,10 @@ class Reply:
     mentions: Mapping[str, str] = field(default_factory=dict)
     """Agents the text mentions as ``@slug`` that are bots on this platform too: slug -> their
     platform user id. The channel renders each as a native mention (``bridge.mentions``)."""
+    live_ids: tuple[str, ...] = ()
+    """Platform messages a live reply started for this reply (``bridge.ports.live``), in part
+    order: the channel edits them into the final text (and removes any left over) instead of
+    posting those parts again."""
+    outcome: ReplyOutcome | None = None
+    """How answering the message this replies to ended, for its status reaction; None when
+    the reply answers no message of the platform's."""

@@ -15,6 +15,7 @@ process's own workers and feed are woken. Nothing is woken for a rolled-back tra
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -28,7 +29,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from bridge.store.engine import insert
 from bridge.store.feed import FEED, ChangeKind
-from bridge.store.models import CHANGES, MESSAGES, UTCDateTime, utcnow
+from bridge.store.models import CHANGES, MESSAGES, MessageState, UTCDateTime, utcnow
 from bridge.store.wakeups import NOTIFY_CHANNEL, WorkSignals
 
 MessageKey = tuple[int, str]
@@ -203,6 +204,11 @@ class MessageStore:
             self._signals.wake(kind)
 
 
+def new_delivery_key() -> str:
+    """Stable id of one reply's delivery; 24 characters fit Discord's 25-character nonce."""
+    return secrets.token_hex(12)
+
+
 def message_row(
     *,
     session_id: int,
@@ -236,6 +242,8 @@ def message_row(
         "delivery_key": delivery_key,
         "delivery_in_doubt": False,
         "platform_message_ids": [],
+        "reply_key": new_delivery_key() if state == MessageState.PENDING else None,
+        "live_message_ids": None,
         "chain_origin_id": chain_origin_id,
         "chain_hops": chain_hops,
         "created_at": now,

@@ -216,6 +216,12 @@ class ChatMessage(Base):
     delivery_key: Mapped[str | None] = mapped_column(String(32), unique=True)
     delivery_in_doubt: Mapped[bool] = mapped_column(Boolean, default=False)
     platform_message_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reply_key: Mapped[str | None] = mapped_column(String(32))
+    """For a message to answer: the delivery key its reply will carry, chosen when it is stored,
+    so a reply shown while it is written already has the key of its final delivery."""
+    live_message_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    """For a message being answered: the platform messages its streamed reply has started, in
+    part order; whoever delivers the final reply finishes these instead of posting again."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

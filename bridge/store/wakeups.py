@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from bridge.infra.logs import log_event
 from bridge.infra.tasks import cancel_and_wait
+from bridge.store.deltas import DELTA_CHANNEL, DeltaBus
 
 NOTIFY_CHANNEL = "bridge_work"
 logger = logging.getLogger(__name__)
@@ -62,24 +63,55 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
     )
 
 
-class PostgresListener:
-    """Keeps one LISTEN connection open, reconnecting after a server restart."""
+MAX_QUEUED_DELTAS = 1_000
+"""Delta payloads waiting for the hub, at most; beyond that they are dropped (a lost delta is
+harmless: the next carries the whole text)."""
 
-    def __init__(self, *, url: str, signals: WorkSignals, retry_seconds: float = 1.0) -> None:
+
+class PostgresListener:
+    """Keeps one LISTEN connection open, reconnecting after a server restart; also hands reply
+    deltas (``bridge.store.deltas``) to their bus."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        signals: WorkSignals,
+        deltas: DeltaBus | None = None,
+        retry_seconds: float = 1.0,
+    ) -> None:
         self._dsn = asyncpg_dsn(url)
         self._signals = signals
+        self._deltas = deltas
+        self._delta_payloads: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED_DELTAS)
         self._retry_seconds = retry_seconds
         self._task: asyncio.Task[None] | None = None
+        self._forward_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="bridge-pg-listener")
+        if self._deltas is not None:
+            self._forward_task = asyncio.create_task(
+                self._forward_deltas(), name="bridge-pg-deltas"
+            )
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
-        self._task = None
+        await cancel_and_wait(self._forward_task)
+        self._task = self._forward_task = None
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._signals.wake(payload)
+
+    def _on_delta(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._delta_payloads.put_nowait(payload)
+
+    async def _forward_deltas(self) -> None:
+        assert self._deltas is not None
+        while True:
+            payload = await self._delta_payloads.get()
+            await self._deltas.receive(payload)
 
     async def _run(self) -> None:
         while True:
@@ -89,6 +121,8 @@ class PostgresListener:
                 lost = asyncio.Event()
                 connection.add_termination_listener(_setter(lost))
                 await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                if self._deltas is not None:
+                    await connection.add_listener(DELTA_CHANNEL, self._on_delta)
                 # Anything stored while we were not listening is picked up now.
                 self._signals.wake_all()
                 await lost.wait()

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from bridge.ports import Capabilities, ChannelContext, ChannelPlugin, ChannelStatus
 from bridge.ports.errors import DeliveryError
 from bridge.ports.events import InboundMessage, IngestResult, Reply, Sender
+from bridge.ports.live import Draft, LiveReply
 
 NAME = "memory"
 
@@ -29,6 +30,9 @@ class MemoryChannelSettings(BaseModel):
 
     record_file: str | None = None
     """Append every delivered reply to this file as one JSON line."""
+    live: bool = False
+    """Show replies while they are written (recorded in ``MemoryChannel.shown``)."""
+    live_interval_seconds: float = 0.05
 
 
 class MemoryChannel:
@@ -45,6 +49,9 @@ class MemoryChannel:
         self._running = False
         self.send_delay_seconds = 0.0
         """How long each send takes, as a slow platform would."""
+        self.begun: list[Draft] = []
+        self.shown: list[tuple[int, str]] = []
+        """Each live text shown: (the message answered, the text so far)."""
 
     async def start(self) -> None:
         self._running = True
@@ -57,6 +64,10 @@ class MemoryChannel:
 
     def mention_id(self) -> str | None:
         return None
+
+    async def begin(self, draft: Draft) -> LiveReply:
+        self.begun.append(draft)
+        return _MemoryLive(channel=self, draft=draft)
 
     def fail_next(self, *errors: DeliveryError) -> None:
         self._failures.extend(errors)
@@ -107,6 +118,22 @@ class MemoryChannel:
             return await self._outbox.get()
 
 
+class _MemoryLive:
+    def __init__(self, *, channel: MemoryChannel, draft: Draft) -> None:
+        self._channel = channel
+        self._draft = draft
+        self.interval_seconds = channel._settings.live_interval_seconds
+
+    async def show(self, text: str) -> Sequence[str]:
+        if not self._channel._settings.live:
+            return self._draft.started
+        self._channel.shown.append((self._draft.reply_to, text))
+        return self._draft.started or (f"memory-live-{self._draft.reply_to}",)
+
+    async def close(self) -> None:
+        return None
+
+
 def _append_line(path: Path, record: dict[str, object]) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -115,6 +142,6 @@ def _append_line(path: Path, record: dict[str, object]) -> None:
 plugin = ChannelPlugin(
     name=NAME,
     settings_model=MemoryChannelSettings,
-    capabilities=Capabilities(shared_rooms=True, threads=True),
+    capabilities=Capabilities(shared_rooms=True, threads=True, streaming=True),
     create=MemoryChannel,
 )
