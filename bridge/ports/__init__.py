@@ -15,7 +15,6 @@ from bridge.ports.contract import (
     WebhookChannel,
 )
 from bridge.ports.errors import DeliveryError, InvalidMessage, UnknownAgent
-from bridge.ports.live import Draft, LiveChannel, LiveReply
 from bridge.ports.events import (
     MAX_ID_LENGTH,
     Attachment,
@@ -29,6 +28,7 @@ from bridge.ports.events import (
     Sender,
     storable_text,
 )
+from bridge.ports.live import Draft, LiveChannel, LiveReply
 
 __all__ = [
     "MAX_ID_LENGTH",
