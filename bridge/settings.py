@@ -192,6 +192,10 @@ class AgentSettings(BaseModel):
     history_chars: int = Field(default=12_000, ge=0)
     idle_reset_hours: float | None = Field(default=None, gt=0)
     echo_timeout_seconds: float = Field(default=10.0, gt=0)
+    echo_stream_chunk_chars: int = Field(default=0, ge=0)
+    """The echo backend yields its reply in pieces of this many characters; 0: all at once."""
+    echo_stream_delay_ms: int = Field(default=0, ge=0)
+    """The pause between the echo backend's pieces."""
     peers: list[str] = Field(default_factory=list)
     """The agents this one may address: direct asks, the ``ask_agent`` tool, hand-offs."""
     openai: OpenAIBackendSettings | None = None

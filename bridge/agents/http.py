@@ -1,5 +1,9 @@
 """The HTTP plumbing the backends share: one bounded POST, and safe error-message parts.
 
+:func:`open_reply` opens the POST and hands over its body to be read as it arrives (whole,
+or line by line for streamed answers), never buffering more than :data:`MAX_RESPONSE_BYTES`
+in all or :data:`MAX_LINE_BYTES` in one line; :func:`post_for_reply` reads it whole.
+
 Every failure becomes an :class:`AgentError` whose message starts ``"<label> backend: "``,
 names the request only by a redacted URL and quotes the upstream only through
 :func:`bridge.infra.redact.excerpt`, with every secret the request carried taken out (its
@@ -9,7 +13,8 @@ echoes its request shows nothing secret. Messages can go to logs and admins as t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from contextlib import aclosing, asynccontextmanager
 
 import aiohttp
 from yarl import URL
@@ -17,10 +22,24 @@ from yarl import URL
 from bridge.agents.base import UNUSABLE_ANSWER, AgentError
 from bridge.infra.redact import excerpt, header_secrets, redact, url_secrets
 
-__all__ = ["MAX_RESPONSE_BYTES", "display_url", "origin", "post_for_reply", "request_secrets"]
+__all__ = [
+    "BROKEN_ANSWER",
+    "MAX_LINE_BYTES",
+    "MAX_RESPONSE_BYTES",
+    "ReplyBody",
+    "display_url",
+    "open_reply",
+    "origin",
+    "post_for_reply",
+    "request_secrets",
+]
 
 # A reply is text for a chat message; anything far bigger is a broken or hostile server.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+MAX_LINE_BYTES = 1024 * 1024
+"""The longest line a streamed answer (server-sent events, NDJSON) may have."""
+
+BROKEN_ANSWER = "the agent's answer broke off"
 
 
 def request_secrets(
@@ -28,6 +47,153 @@ def request_secrets(
 ) -> tuple[str, ...]:
     """Everything secret a request carries: ``secrets``, credential headers, URL credentials."""
     return (*secrets, *header_secrets(headers), *url_secrets(url))
+
+
+class ReplyBody:
+    """The body of a 2xx answer, read as it arrives; ``content_type`` is its bare media type.
+
+    Reading raises AgentError when the body exceeds the limits, times out or breaks off.
+    """
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        *,
+        label: str,
+        shown_url: str,
+        timeout_seconds: float,
+        hidden: tuple[str, ...],
+    ) -> None:
+        self._response = response
+        self._label = label
+        self._shown_url = shown_url
+        self._timeout_seconds = timeout_seconds
+        self._hidden = hidden
+
+    @property
+    def content_type(self) -> str:
+        return self._response.content_type
+
+    async def read(self) -> bytes:
+        """The whole body, refusing to buffer more than MAX_RESPONSE_BYTES."""
+        chunks: list[bytes] = []
+        size = 0
+        async with aclosing(self._chunks()) as body:
+            async for chunk in body:
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise self._too_large()
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def lines(self) -> AsyncGenerator[bytes, None]:
+        """Each line as soon as it is complete, without its ``\n`` or ``\r\n``; a last line
+        without a newline too. At most MAX_LINE_BYTES a line, MAX_RESPONSE_BYTES in all."""
+        pending = bytearray()
+        size = 0
+        async with aclosing(self._chunks()) as body:
+            async for chunk in body:
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise self._too_large()
+                pending += chunk
+                while (end := pending.find(b"\n")) >= 0:
+                    line = bytes(pending[:end])
+                    del pending[: end + 1]
+                    if len(line) > MAX_LINE_BYTES:
+                        raise self._line_too_long()
+                    yield line.removesuffix(b"\r")
+                if len(pending) > MAX_LINE_BYTES:
+                    raise self._line_too_long()
+        if pending:
+            yield bytes(pending).removesuffix(b"\r")
+
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
+        iterator = self._response.content.iter_any().__aiter__()
+        while True:
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise self._timed_out() from None
+            except aiohttp.ClientError as error:
+                cause = redact(_describe(error), self._hidden)
+                raise AgentError(
+                    f"{self._label} backend: the answer from {self._shown_url} broke off: {cause}",
+                    reason=BROKEN_ANSWER,
+                ) from None
+            yield chunk
+
+    def _timed_out(self) -> AgentError:
+        return _timed_out(self._label, self._shown_url, self._timeout_seconds)
+
+    def _too_large(self) -> AgentError:
+        return AgentError(
+            f"{self._label} backend: response larger than {MAX_RESPONSE_BYTES} bytes",
+            reason=UNUSABLE_ANSWER,
+        )
+
+    def _line_too_long(self) -> AgentError:
+        return AgentError(
+            f"{self._label} backend: a line of the response is longer than {MAX_LINE_BYTES} bytes",
+            reason=UNUSABLE_ANSWER,
+        )
+
+
+@asynccontextmanager
+async def open_reply(
+    http: aiohttp.ClientSession,
+    *,
+    url: str,
+    shown_url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_seconds: float,
+    label: str,
+    secrets: Iterable[str] = (),
+) -> AsyncIterator[ReplyBody]:
+    """POST ``body`` to ``url`` and give the body of a 2xx answer, to read as it arrives.
+
+    ``timeout_seconds`` bounds the whole exchange, reading included. Raises AgentError on a
+    timeout, a connection or protocol error, a body larger than MAX_RESPONSE_BYTES or a
+    non-2xx status; messages show ``shown_url``, never ``url``, and never any of
+    :func:`request_secrets`.
+    """
+    hidden = request_secrets(url=url, headers=headers, secrets=secrets)
+    try:
+        async with http.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+            # A redirect would replay credentials to wherever it points, and aiohttp would
+            # turn the POST into a GET without the body: treat it as an error.
+            allow_redirects=False,
+        ) as response:
+            reply = ReplyBody(
+                response,
+                label=label,
+                shown_url=shown_url,
+                timeout_seconds=timeout_seconds,
+                hidden=hidden,
+            )
+            status = response.status
+            if not 200 <= status < 300:
+                raw = await reply.read()
+                raise AgentError(
+                    f"{label} backend: HTTP {status} from {shown_url}: "
+                    f"{excerpt(raw, secrets=hidden)}",
+                    reason=f"the agent did not answer (HTTP {status})",
+                )
+            yield reply
+    except TimeoutError:
+        raise _timed_out(label, shown_url, timeout_seconds) from None
+    except aiohttp.ClientError as error:
+        raise AgentError(
+            f"{label} backend: request to {shown_url} failed: {redact(_describe(error), hidden)}",
+            reason="the agent could not be reached",
+        ) from None
 
 
 async def post_for_reply(
@@ -41,40 +207,18 @@ async def post_for_reply(
     label: str,
     secrets: Iterable[str] = (),
 ) -> bytes:
-    """POST ``body`` to ``url`` and return the body of a 2xx answer.
-
-    Raises AgentError on a timeout, a connection or protocol error, a body larger than
-    MAX_RESPONSE_BYTES or a non-2xx status; messages show ``shown_url``, never ``url``, and
-    never any of :func:`request_secrets`.
-    """
-    hidden = request_secrets(url=url, headers=headers, secrets=secrets)
-    try:
-        async with http.post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-            # A redirect would replay credentials to wherever it points, and aiohttp would
-            # turn the POST into a GET without the body: treat it as an error.
-            allow_redirects=False,
-        ) as response:
-            status, raw = response.status, await _read_limited(response, label)
-    except TimeoutError:
-        raise AgentError(
-            f"{label} backend: no answer from {shown_url} within {timeout_seconds:g} s",
-            reason="the agent did not answer in time",
-        ) from None
-    except aiohttp.ClientError as error:
-        raise AgentError(
-            f"{label} backend: request to {shown_url} failed: {redact(_describe(error), hidden)}",
-            reason="the agent could not be reached",
-        ) from None
-    if not 200 <= status < 300:
-        raise AgentError(
-            f"{label} backend: HTTP {status} from {shown_url}: {excerpt(raw, secrets=hidden)}",
-            reason=f"the agent did not answer (HTTP {status})",
-        )
-    return raw
+    """POST ``body`` to ``url`` and return the body of a 2xx answer (see :func:`open_reply`)."""
+    async with open_reply(
+        http,
+        url=url,
+        shown_url=shown_url,
+        body=body,
+        headers=headers,
+        timeout_seconds=timeout_seconds,
+        label=label,
+        secrets=secrets,
+    ) as reply:
+        return await reply.read()
 
 
 def display_url(url: str) -> str:
@@ -93,19 +237,11 @@ def origin(url: str) -> str:
         return "(invalid URL)"
 
 
-async def _read_limited(response: aiohttp.ClientResponse, label: str) -> bytes:
-    """The body, refusing to buffer more than MAX_RESPONSE_BYTES."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise AgentError(
-                f"{label} backend: response larger than {MAX_RESPONSE_BYTES} bytes",
-                reason=UNUSABLE_ANSWER,
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _timed_out(label: str, shown_url: str, timeout_seconds: float) -> AgentError:
+    return AgentError(
+        f"{label} backend: no answer from {shown_url} within {timeout_seconds:g} s",
+        reason="the agent did not answer in time",
+    )
 
 
 def _describe(error: aiohttp.ClientError) -> str:

@@ -12,29 +12,59 @@ model is asked again; at most :data:`MAX_TOOL_ROUNDS` responses may call tools, 
 last request with ``"tool_choice": "none"`` makes the model answer in text. A call the
 bridge cannot run (unknown tool, arguments that are not JSON or lack a field, an agent that
 is not a peer) is answered with a tool result starting ``"Error: "`` that says what to do
-instead, so the model can correct itself; it never raises. Only the final text is yielded.
-Without peers the request body is exactly the plain completion it has always been.
+instead, so the model can correct itself; it never raises. Without peers the request body is
+the plain completion it has always been, plus the streaming options.
+
+Every request streams (``"stream": true`` with ``"stream_options": {"include_usage": true}``):
+the server-sent ``data:`` events are read as they arrive and each content delta is yielded at
+once; tool calls are put together from their ``delta.tool_calls`` fragments, by ``index``.
+The text of each response is stripped (leading whitespace dropped, trailing whitespace held
+back until more text follows), and the texts of successive responses are joined by a blank
+line: text the model writes beside its tool calls has already reached the user. The last
+response must have text. A stream that ends with neither a ``finish_reason`` nor
+``data: [DONE]``, breaks off, or carries an event that is not a chunk is an AgentError, even
+after some text was yielded. A server that ignores ``stream`` and answers one JSON
+completion is read as before. ``usage``, when the server sends it, is logged as the
+``agent usage`` event (one per response).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
 import aiohttp
 
-from bridge.agents.base import UNUSABLE_ANSWER, AgentError, AgentRequest, AgentTools, PeerAgent
-from bridge.agents.http import MAX_RESPONSE_BYTES, display_url, post_for_reply, request_secrets
-from bridge.infra.redact import excerpt
+from bridge.agents.base import AgentError, AgentRequest, AgentTools, PeerAgent
+from bridge.agents.http import (
+    MAX_RESPONSE_BYTES,
+    ReplyBody,
+    display_url,
+    open_reply,
+    request_secrets,
+)
+from bridge.agents.openai_stream import (
+    MAX_TOOL_ROUNDS,
+    ModelTurn,
+    StreamedText,
+    StreamedTurn,
+    ToolCall,
+    no_text,
+    parse_turn,
+    read_turn,
+)
+from bridge.infra.logs import log_event
 from bridge.settings import OpenAIBackendSettings
 
 __all__ = [
     "ASK_AGENT",
     "MAX_RESPONSE_BYTES",
     "MAX_TOOL_ROUNDS",
+    "STREAM_OPTIONS",
     "ModelTurn",
     "OpenAIBackend",
     "ToolCall",
@@ -47,25 +77,10 @@ __all__ = [
 ]
 
 ASK_AGENT = "ask_agent"
-MAX_TOOL_ROUNDS = 4
-"""How many responses in one answer may call tools; the request after that offers none."""
+STREAM_OPTIONS: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+"""Added to every request body: stream the answer, and end the stream with the usage."""
 
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """One entry of ``message.tool_calls``; ``arguments`` is the JSON text the model wrote."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class ModelTurn:
-    """``choices[0].message``: its text (``None`` when null) and its tool calls, if any."""
-
-    content: str | None
-    tool_calls: tuple[ToolCall, ...] = ()
+logger = logging.getLogger(__name__)
 
 
 def build_messages(request: AgentRequest) -> list[dict[str, str]]:
@@ -204,7 +219,7 @@ class OpenAIBackend:
         self._shown_url = display_url(self._url)
 
     async def answer(self, request: AgentRequest) -> AsyncIterator[str]:
-        """Yield the final text as one chunk; raise AgentError on any failure.
+        """Yield the text as it streams in; raise AgentError on any failure.
 
         With peers, tool calls are run between requests (see the module docstring). If the
         last request, which allows no tool calls, still gets no text back, that is an
@@ -215,15 +230,31 @@ class OpenAIBackend:
         secrets = request_secrets(url=self._url, headers=headers)
         tools = request.tools if request.tools is not None and request.tools.peers else None
         exchange: list[dict[str, Any]] = []
+        text = StreamedText()
         for round_number in range(MAX_TOOL_ROUNDS + 1):
             final = tools is None or round_number == MAX_TOOL_ROUNDS
-            payload = build_payload(self._settings, request, exchange=exchange, final=final)
-            turn = parse_turn(await self._post(headers, secrets, payload), secrets=secrets)
-            if final or tools is None or not turn.tool_calls:
-                yield _final_text(turn, out_of_rounds=tools is not None and final)
+            payload = {
+                **build_payload(self._settings, request, exchange=exchange, final=final),
+                **STREAM_OPTIONS,
+            }
+            text.next_response()
+            turn = StreamedTurn()
+            async with (
+                self._open(headers, secrets, payload) as reply,
+                aclosing(read_turn(reply, turn, secrets)) as deltas,
+            ):
+                async for delta in deltas:
+                    if shown := text.feed(delta):
+                        yield shown
+            if turn.usage is not None:
+                self._log_usage(request, turn.usage)
+            model_turn = turn.model_turn(secrets)
+            if final or tools is None or not model_turn.tool_calls:
+                if not text.response_had_text:
+                    raise no_text(model_turn, out_of_rounds=tools is not None and final)
                 return
-            exchange.append(assistant_message(turn))
-            for call in turn.tool_calls:
+            exchange.append(assistant_message(model_turn))
+            for call in model_turn.tool_calls:
                 result = await run_tool_call(call, tools)
                 exchange.append({"role": "tool", "tool_call_id": call.id, "content": result})
 
@@ -235,13 +266,13 @@ class OpenAIBackend:
         return {
             "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",
-            "Accept": "application/json",
+            "Accept": "text/event-stream, application/json",
         }
 
-    async def _post(
+    def _open(
         self, headers: dict[str, str], secrets: Iterable[str], payload: dict[str, Any]
-    ) -> bytes:
-        return await post_for_reply(
+    ) -> AbstractAsyncContextManager[ReplyBody]:
+        return open_reply(
             self._http,
             url=self._url,
             shown_url=self._shown_url,
@@ -250,6 +281,22 @@ class OpenAIBackend:
             timeout_seconds=self._settings.timeout_seconds,
             label="openai",
             secrets=secrets,
+        )
+
+    def _log_usage(self, request: AgentRequest, usage: dict[str, Any]) -> None:
+        counts = {
+            key: value
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens")
+            if isinstance(value := usage.get(key), int) and not isinstance(value, bool)
+        }
+        log_event(
+            logger,
+            "agent usage",
+            agent=request.agent_slug,
+            session_id=request.session_id,
+            message_id=request.message_id,
+            model=self._settings.model,
+            **counts,
         )
 
     def _api_key(self) -> str:
@@ -262,73 +309,3 @@ class OpenAIBackend:
                 reason="the agent is not set up correctly",
             )
         return key
-
-
-def parse_turn(raw: bytes, *, secrets: Iterable[str] = ()) -> ModelTurn:
-    """``choices[0].message`` of a response body: its content and its tool calls.
-
-    Raises AgentError when the body is not JSON, has no message, or the content or a tool
-    call has the wrong shape. A missing or empty ``tool_calls`` means none. Error messages
-    quote the body without ``secrets`` (what the request carried).
-    """
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        shown = excerpt(raw, secrets=secrets)
-        raise AgentError(
-            f"openai backend: response is not JSON: {shown}", reason=UNUSABLE_ANSWER
-        ) from None
-    try:
-        message = data["choices"][0]["message"]
-    except (KeyError, IndexError, TypeError):
-        message = None
-    if not isinstance(message, dict):
-        shown = excerpt(raw, secrets=secrets)
-        raise AgentError(
-            f"openai backend: response has no choices[0].message: {shown}",
-            reason=UNUSABLE_ANSWER,
-        )
-    content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        raise AgentError(
-            f"openai backend: choices[0].message.content is {type(content).__name__}, not text",
-            reason=UNUSABLE_ANSWER,
-        )
-    calls = message.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise AgentError(
-            "openai backend: choices[0].message.tool_calls is not a list", reason=UNUSABLE_ANSWER
-        )
-    return ModelTurn(
-        content=content, tool_calls=tuple(_parse_call(call, secrets) for call in calls)
-    )
-
-
-def _parse_call(call: Any, secrets: Iterable[str]) -> ToolCall:
-    """One tool call; arguments given as a JSON value rather than as text are re-encoded."""
-    if isinstance(call, dict) and isinstance(call.get("function"), dict):
-        call_id, function = call.get("id"), call["function"]
-        name, arguments = function.get("name"), function.get("arguments", "")
-        if isinstance(call_id, str) and call_id and isinstance(name, str):
-            if not isinstance(arguments, str):
-                arguments = json.dumps(arguments, ensure_ascii=False)
-            return ToolCall(id=call_id, name=name, arguments=arguments)
-    shown = excerpt(json.dumps(call, ensure_ascii=False), secrets=secrets)
-    raise AgentError(
-        f"openai backend: a tool call has no id or function name: {shown}", reason=UNUSABLE_ANSWER
-    )
-
-
-def _final_text(turn: ModelTurn, *, out_of_rounds: bool) -> str:
-    """The text to yield: the content, stripped, which must not be empty."""
-    if turn.content is not None and turn.content.strip():
-        return turn.content.strip()
-    if out_of_rounds and turn.tool_calls:
-        raise AgentError(
-            f"openai backend: the model gave no text, only more tool calls, after "
-            f"{MAX_TOOL_ROUNDS} rounds of tool calls",
-            reason="the agent gave no answer",
-        )
-    raise AgentError(
-        "openai backend: the model returned an empty reply", reason="the agent gave an empty answer"
-    )

@@ -6,7 +6,13 @@ The request is signed so the receiver can prove it came from this bridge and is 
 A receiver should recompute it with :func:`sign`, compare in constant time and refuse
 timestamps more than five minutes away from its own clock.
 
-The receiver answers 2xx with ``{"reply": "<text>"}``.
+The receiver answers 2xx with ``{"reply": "<text>"}``, or streams its reply as
+``Content-Type: application/x-ndjson``: one JSON object per line, ``{"delta": "<text>"}`` for
+each piece of the reply and ``{"done": true}`` last (blank lines are skipped). Each delta is
+yielded as its line arrives (the reply stripped as a whole: leading whitespace dropped,
+trailing whitespace held back until more text follows). A stream that breaks off, has a line
+that is not JSON or is neither a delta nor done, or ends without ``{"done": true}`` is an
+AgentError, even after some deltas were yielded; so is one with no text at all.
 """
 
 from __future__ import annotations
@@ -15,18 +21,27 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from contextlib import aclosing
 from typing import Any
 
 import aiohttp
 
 from bridge.agents.base import UNUSABLE_ANSWER, AgentError, AgentRequest
-from bridge.agents.http import MAX_RESPONSE_BYTES, origin, post_for_reply, request_secrets
+from bridge.agents.http import (
+    BROKEN_ANSWER,
+    MAX_RESPONSE_BYTES,
+    ReplyBody,
+    open_reply,
+    origin,
+    request_secrets,
+)
 from bridge.infra.redact import excerpt
 from bridge.settings import WebhookBackendSettings
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
+    "NDJSON_TYPES",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "WebhookBackend",
@@ -36,6 +51,8 @@ __all__ = [
 
 TIMESTAMP_HEADER = "X-Bridge-Timestamp"
 SIGNATURE_HEADER = "X-Bridge-Signature"
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson"})
+"""The content types of a streamed reply."""
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -84,20 +101,21 @@ class WebhookBackend:
         self._shown_url = origin(self._url)
 
     async def answer(self, request: AgentRequest) -> AsyncIterator[str]:
-        """Yield the receiver's reply as one chunk; raise AgentError on any failure."""
+        """Yield the receiver's reply, as it streams in when it streams; raise AgentError on
+        any failure."""
         # Serialized once: the signature covers exactly the bytes that go on the wire.
         body = json.dumps(build_body(request), ensure_ascii=False, separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         secret = self._settings.secret.get_secret_value()
         headers = {
             "Content-Type": "application/json",
-            "Accept": "application/json",
+            "Accept": "application/json, application/x-ndjson",
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(secret.encode(), timestamp, body),
         }
         # The receiver may echo any of these in an error: none of them may reach a message.
         secrets = request_secrets(url=self._url, headers=headers, secrets=[secret])
-        raw = await post_for_reply(
+        async with open_reply(
             self._http,
             url=self._url,
             shown_url=self._shown_url,
@@ -106,8 +124,13 @@ class WebhookBackend:
             timeout_seconds=self._settings.timeout_seconds,
             label="webhook",
             secrets=secrets,
-        )
-        yield _parse_reply(raw, secrets)
+        ) as reply:
+            if reply.content_type not in NDJSON_TYPES:
+                yield _parse_reply(await reply.read(), secrets)
+                return
+            async with aclosing(_stream_reply(reply, secrets)) as deltas:
+                async for delta in deltas:
+                    yield delta
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP session is owned and closed by the app."""
@@ -139,3 +162,56 @@ def _parse_reply(raw: bytes, secrets: Iterable[str]) -> str:
             'webhook backend: "reply" is empty', reason="the agent gave an empty answer"
         )
     return reply.strip()
+
+
+async def _stream_reply(reply: ReplyBody, secrets: Iterable[str]) -> AsyncGenerator[str, None]:
+    """The deltas of an NDJSON reply, stripped as one text; stops at ``{"done": true}``."""
+    started = False
+    held = ""
+    async with aclosing(reply.lines()) as lines:
+        async for line in lines:
+            if not line.strip():
+                continue
+            delta = _parse_line(line, secrets)
+            if delta is None:
+                if not started:
+                    raise AgentError(
+                        "webhook backend: the streamed reply is empty",
+                        reason="the agent gave an empty answer",
+                    )
+                return
+            if not started:
+                delta = delta.lstrip()
+                started = bool(delta)
+            kept = delta.rstrip()
+            if kept:
+                yield held + kept
+                held = delta[len(kept) :]
+            else:
+                held += delta
+    raise AgentError(
+        'webhook backend: the streamed reply ended without {"done": true}', reason=BROKEN_ANSWER
+    )
+
+
+def _parse_line(line: bytes, secrets: Iterable[str]) -> str | None:
+    """A delta's text, or None for ``{"done": true}``; anything else raises AgentError."""
+    try:
+        data = json.loads(line)
+    except (ValueError, RecursionError):
+        shown = excerpt(line, secrets=secrets)
+        raise AgentError(
+            f"webhook backend: a streamed line is not JSON: {shown}", reason=UNUSABLE_ANSWER
+        ) from None
+    if isinstance(data, dict):
+        delta = data.get("delta")
+        if isinstance(delta, str) and set(data) == {"delta"}:
+            return delta
+        if data == {"done": True}:
+            return None
+    shown = excerpt(line, secrets=secrets)
+    raise AgentError(
+        f'webhook backend: a streamed line is neither {{"delta": "<text>"}} nor '
+        f'{{"done": true}}: {shown}',
+        reason=UNUSABLE_ANSWER,
+    )

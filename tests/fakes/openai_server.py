@@ -26,6 +26,19 @@ A scripted tool call is only given to a request that allows one (``tools`` sent 
 test does not wait for the delay at teardown. When the script is empty the answer is
 ``default_reply``.
 
+A request with ``"stream": true`` gets the same scripted answer as server-sent events, as
+OpenAI streams it: ``chat.completion.chunk`` events (a first one with the role and empty
+content, the content in deltas of ``chunk_chars`` characters, each tool call as a first
+fragment with its id and name and then its arguments in pieces of ``chunk_chars``), one with
+the ``finish_reason``, one with ``usage`` when ``stream_options.include_usage`` is set, then
+``data: [DONE]``. :meth:`add_chunks` scripts the exact content deltas. ``release``, when set
+to an event, holds the stream back after its first non-empty content delta until the test
+sets it; ``events_sent`` counts the events written so far. :meth:`break_stream_next` cuts the
+connection of the next streamed answer after N events, :meth:`end_stream_next` ends it
+cleanly but early (no ``finish_reason``, no ``[DONE]``). Canned answers (:meth:`raw_next`,
+:meth:`garbage_next`, :meth:`stream_body_next`) and errors are answered as they are,
+streamed request or not.
+
 Usage::
 
     async with FakeOpenAIServer(api_key="sk-test") as fake:
@@ -34,19 +47,21 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 from tests.fakes.server import Canned, LocalServer, RecordedRequest
 
-__all__ = ["FakeOpenAIServer", "RecordedRequest", "ScriptedCall"]
+__all__ = ["Cut", "EventStream", "FakeOpenAIServer", "RecordedRequest", "ScriptedCall"]
 
 _MESSAGE_KEYS: Mapping[str, frozenset[str]] = {
     "system": frozenset({"role", "content", "name"}),
@@ -67,6 +82,7 @@ _REQUEST_KEYS = frozenset(
         "stop",
         "user",
         "stream",
+        "stream_options",
         "presence_penalty",
         "frequency_penalty",
         "seed",
@@ -93,6 +109,17 @@ class ScriptedCall:
 @dataclass(frozen=True, slots=True)
 class _Reply:
     content: str | None
+    chunks: tuple[str, ...] | None = None
+    """The exact content deltas when streamed; None splits ``content`` by ``chunk_chars``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """The next streamed answer stops after ``after`` events: ``abort`` cuts the connection,
+    ``end`` finishes the body cleanly without the rest."""
+
+    after: int
+    how: Literal["abort", "end"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +141,68 @@ class _EchoRequest:
 
 
 _Action = _Reply | _ToolCalls | _Error | _EchoRequest
+
+
+class EventStream(web.Response):
+    """An answer written piece by piece after the fake has recorded it: ``parts`` in order,
+    ``pause`` between them, holding after part ``hold_after`` until ``release`` is set, and
+    stopping after ``cut.after`` parts when ``cut`` is set. ``sent`` counts the parts written.
+
+    :meth:`LocalServer._respond` returns it like any answer; the fake's ``_handle`` then
+    calls :meth:`send`.
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[bytes],
+        *,
+        content_type: str,
+        pause: float = 0.0,
+        hold_after: int | None = None,
+        release: asyncio.Event | None = None,
+        cut: Cut | None = None,
+    ) -> None:
+        super().__init__(status=200, content_type=content_type)
+        self.parts = tuple(parts)
+        self.pause = pause
+        self.hold_after = hold_after
+        self.release = release
+        self.cut = cut
+        self.sent = 0
+
+    async def send(self, request: web.Request, stopping: asyncio.Event) -> None:
+        self.enable_chunked_encoding()
+        await self.prepare(request)
+        for number, part in enumerate(self.parts):
+            if self.cut is not None and number == self.cut.after:
+                if self.cut.how == "abort":
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return
+                break
+            if number and self.pause > 0:
+                await _until(stopping, self.pause)
+            await self.write(part)
+            self.sent += 1
+            if number == self.hold_after and self.release is not None:
+                await _until(stopping, None, also=self.release)
+        await self.write_eof()
+
+
+async def _until(
+    stopping: asyncio.Event, seconds: float | None, *, also: asyncio.Event | None = None
+) -> None:
+    """Wait ``seconds`` (forever when None) or until ``also`` is set, cut short by ``stopping``."""
+    waiters = [asyncio.ensure_future(stopping.wait())]
+    if also is not None:
+        waiters.append(asyncio.ensure_future(also.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
 
 
 class _Rejected(Exception):
@@ -140,12 +229,39 @@ class FakeOpenAIServer(LocalServer[_Action]):
         self.default_reply = default_reply
         self._ids = itertools.count(1)
         self._call_ids = itertools.count(1)
+        self.chunk_chars = 4
+        """How many characters each streamed content delta or arguments piece carries."""
+        self.chunk_delay_seconds = 0.0
+        """The pause between streamed events (cut short by :meth:`stop`)."""
+        self.release: asyncio.Event | None = None
+        """When set, a stream holds after its first non-empty content delta until it is set."""
+        self.usage: dict[str, int] = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        self.streams: list[EventStream] = []
+        """Every streamed answer, in order; ``sent`` tells how far each has got."""
+        self._cuts: list[Cut] = []
 
     # --- scripting -------------------------------------------------------------------------
 
     def add_reply(self, *contents: str | None) -> None:
         """Queue canned completions; ``None`` answers ``"content": null``."""
         self._script.extend(_Reply(content) for content in contents)
+
+    def add_chunks(self, *chunks: str) -> None:
+        """Queue one completion whose content, when streamed, comes in exactly these deltas."""
+        self._script.append(_Reply("".join(chunks), chunks))
+
+    def stream_body_next(self, body: bytes) -> None:
+        """The next accepted call answers this ``text/event-stream`` body as it is."""
+        self._script.append(Canned(200, body, "text/event-stream"))
+
+    def break_stream_next(self, *, after: int) -> None:
+        """The next streamed answer cuts its connection after ``after`` events."""
+        self._cuts.append(Cut(after, "abort"))
+
+    def end_stream_next(self, *, after: int) -> None:
+        """The next streamed answer ends its body cleanly after ``after`` events, without the
+        rest (``finish_reason``, usage, ``[DONE]``)."""
+        self._cuts.append(Cut(after, "end"))
 
     def add_tool_calls(
         self,
@@ -203,6 +319,12 @@ class FakeOpenAIServer(LocalServer[_Action]):
 
     # --- the endpoint ----------------------------------------------------------------------
 
+    async def _handle(self, request: web.Request) -> web.Response:
+        response = await super()._handle(request)
+        if isinstance(response, EventStream):
+            await response.send(request, self._stopping)
+        return response
+
     def _respond(self, request: web.Request, record: RecordedRequest) -> web.Response:
         try:
             self._check(request, record)
@@ -257,6 +379,8 @@ class FakeOpenAIServer(LocalServer[_Action]):
                 return _error_response(500, record.error)
             message["tool_calls"] = list(action.calls)
             finish_reason = "tool_calls"
+        if data.get("stream") is True:
+            return self._stream(data, action, finish_reason)
         return web.json_response(
             {
                 "id": f"chatcmpl-fake-{next(self._ids)}",
@@ -270,9 +394,71 @@ class FakeOpenAIServer(LocalServer[_Action]):
                         "finish_reason": finish_reason,
                     }
                 ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                "usage": dict(self.usage),
             }
         )
+
+    def _stream(
+        self, data: dict[str, Any], action: _Reply | _ToolCalls, finish_reason: str
+    ) -> EventStream:
+        """The answer as OpenAI streams it (see the module docstring)."""
+        base = {
+            "id": f"chatcmpl-fake-{next(self._ids)}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": data["model"],
+        }
+
+        def event(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            return {**base, "choices": [choice]}
+
+        content = action.content
+        scripted = action.chunks if isinstance(action, _Reply) else None
+        chunks: Sequence[str] = self._split(content or "") if scripted is None else scripted
+        calls = action.calls if isinstance(action, _ToolCalls) else ()
+        first: dict[str, Any] = {
+            "role": "assistant",
+            "content": "" if content is not None else None,
+        }
+        events = [event(first)]
+        events.extend(event({"content": chunk}) for chunk in chunks if content is not None)
+        hold_after = next((number for number, chunk in enumerate(chunks, start=1) if chunk), None)
+        for index, call in enumerate(calls):
+            function = call["function"]
+            opening = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": function["name"], "arguments": ""},
+            }
+            events.append(event({"tool_calls": [opening]}))
+            events.extend(
+                event({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                for piece in self._split(function["arguments"])
+            )
+        events.append(event({}, finish_reason))
+        options = data.get("stream_options") or {}
+        if options.get("include_usage"):
+            events.append({**base, "choices": [], "usage": dict(self.usage)})
+        parts = [f"data: {json.dumps(item)}\n\n".encode() for item in events]
+        parts.append(b"data: [DONE]\n\n")
+        stream = EventStream(
+            parts,
+            content_type="text/event-stream",
+            pause=self.chunk_delay_seconds,
+            hold_after=hold_after if content is not None else None,
+            release=self.release,
+            cut=self._cuts.pop(0) if self._cuts else None,
+        )
+        self.streams.append(stream)
+        return stream
+
+    def _split(self, text: str) -> list[str]:
+        size = self.chunk_chars
+        if size <= 0 or not text:
+            return [text] if text else []
+        return [text[start : start + size] for start in range(0, len(text), size)]
 
 
 def _check_messages(messages: Any) -> None:
@@ -449,8 +635,21 @@ def _check_options(data: dict[str, Any]) -> None:
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
     ):
         raise _Rejected(400, "max_tokens must be a positive integer.")
-    if data.get("stream"):
-        raise _Rejected(400, "This fake does not stream.")
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _Rejected(400, "'stream' must be a boolean.")
+    options = data.get("stream_options")
+    if options is not None:
+        if not stream:
+            raise _Rejected(
+                400, "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+            )
+        if (
+            not isinstance(options, dict)
+            or set(options) - {"include_usage"}
+            or not isinstance(options.get("include_usage", False), bool)
+        ):
+            raise _Rejected(400, "Invalid 'stream_options': expected {'include_usage': bool}.")
 
 
 def _echo_response(request: web.Request, status: int) -> web.Response:

@@ -11,7 +11,10 @@ Scriptable, first in first out, one scripted answer per accepted request:
 :meth:`add_reply` (``{"reply": text}``), :meth:`fail_next` (an error status),
 :meth:`garbage_next` (a non-JSON body), :meth:`raw_next` (any JSON document),
 :meth:`echo_request_next` (an error whose body repeats the request's headers and query, as
-careless receivers do).
+careless receivers do), :meth:`add_stream` (the reply streamed as NDJSON deltas, with pauses,
+held after the first delta until ``release`` is set, optionally without ``{"done": true}``
+or cut off), :meth:`add_lines` (NDJSON-typed lines exactly as given, to stream broken ones).
+``streams`` keeps every streamed answer, whose ``sent`` counts the lines written so far.
 ``delay_seconds`` holds every answer back and is cut short by :meth:`stop`. With an empty
 script the answer is ``reply_with(body)`` when set, else ``{"reply": "echo: <message text>"}``.
 
@@ -23,16 +26,18 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 from bridge.agents.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from tests.fakes.openai_server import Cut, EventStream
 from tests.fakes.server import Canned, LocalServer, RecordedRequest
 
 __all__ = ["FakeWebhookAgent", "RecordedRequest"]
@@ -70,7 +75,14 @@ class _EchoRequest:
     status: int
 
 
-class FakeWebhookAgent(LocalServer[_EchoRequest]):
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    lines: tuple[bytes, ...]
+    pause: float
+    cut: Cut | None
+
+
+class FakeWebhookAgent(LocalServer[_EchoRequest | _Stream]):
     """An aiohttp server on 127.0.0.1 and a free port; ``url`` is the webhook URL."""
 
     def __init__(
@@ -87,6 +99,9 @@ class FakeWebhookAgent(LocalServer[_EchoRequest]):
         self.reply_with: Callable[[dict[str, Any]], str] | None = None
         """Computes the answer from the request body when nothing is scripted (an agent
         with behaviour of its own, such as one that always mentions another)."""
+        self.release: asyncio.Event | None = None
+        """When set, a streamed answer holds after its first line until it is set."""
+        self.streams: list[EventStream] = []
 
     # --- scripting -------------------------------------------------------------------------
 
@@ -94,6 +109,40 @@ class FakeWebhookAgent(LocalServer[_EchoRequest]):
         """Queue canned ``{"reply": ...}`` answers."""
         for reply in replies:
             self.raw_next({"reply": reply})
+
+    def add_stream(
+        self,
+        *deltas: str,
+        pause_seconds: float = 0.0,
+        done: bool = True,
+        cut: Literal["abort", "end"] | None = None,
+        cut_after: int = 0,
+    ) -> None:
+        """Queue one reply streamed as NDJSON: ``{"delta": d}`` per delta, then
+        ``{"done": true}`` unless ``done`` is false, ``pause_seconds`` between lines (cut
+        short by :meth:`stop`). ``cut`` stops after ``cut_after`` lines: ``"abort"`` cuts the
+        connection, ``"end"`` ends the body cleanly."""
+        lines = [json.dumps({"delta": delta}).encode() for delta in deltas]
+        if done:
+            lines.append(b'{"done": true}')
+        self.add_lines(*lines, pause_seconds=pause_seconds, cut=cut, cut_after=cut_after)
+
+    def add_lines(
+        self,
+        *lines: bytes,
+        pause_seconds: float = 0.0,
+        cut: Literal["abort", "end"] | None = None,
+        cut_after: int = 0,
+    ) -> None:
+        """Queue one ``application/x-ndjson`` answer of exactly these lines (each ended by
+        a newline); see :meth:`add_stream` for the options."""
+        self._script.append(
+            _Stream(
+                tuple(line + b"\n" for line in lines),
+                pause_seconds,
+                cut=None if cut is None else Cut(cut_after, cut),
+            )
+        )
 
     def fail_next(self, count: int = 1, *, status: int = 500, error: str = "agent crashed") -> None:
         """The next ``count`` accepted calls answer ``status`` with ``{"error": ...}``."""
@@ -112,6 +161,12 @@ class FakeWebhookAgent(LocalServer[_EchoRequest]):
         self._script.extend(_EchoRequest(status) for _ in range(count))
 
     # --- the endpoint ----------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        response = await super()._handle(request)
+        if isinstance(response, EventStream):
+            await response.send(request, self._stopping)
+        return response
 
     def _respond(self, request: web.Request, record: RecordedRequest) -> web.Response:
         try:
@@ -151,6 +206,17 @@ class FakeWebhookAgent(LocalServer[_EchoRequest]):
                 },
                 status=action.status,
             )
+        if isinstance(action, _Stream):
+            stream = EventStream(
+                action.lines,
+                content_type="application/x-ndjson",
+                pause=action.pause,
+                hold_after=0,
+                release=self.release,
+                cut=action.cut,
+            )
+            self.streams.append(stream)
+            return stream
         if action is not None:
             return action.response()
         if self.reply_with is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +14,7 @@ import aiohttp
 import pytest
 
 from bridge.agents.base import AgentError, AgentRequest, AgentTools, HistoryMessage, PeerAgent
+from bridge.agents.http import BROKEN_ANSWER
 from bridge.agents.openai import MAX_TOOL_ROUNDS, OpenAIBackend, build_payload
 from bridge.ports.events import Sender
 from bridge.settings import OpenAIBackendSettings
@@ -101,6 +104,8 @@ async def test_system_prompt_history_and_message_arrive_in_order(
             {"role": "system", "content": "You are a helpful assistant."},
             *expected_turns,
         ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
     }
 
 
@@ -333,6 +338,8 @@ async def test_no_tools_are_offered_when_there_are_no_peers(
             {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "What is 2 + 2?"},
         ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
     }
 
 
@@ -440,7 +447,8 @@ async def test_several_calls_in_one_message_are_all_answered_in_order(
     tools = RecordingTools(answers={"alice": "A", "bob": "B"})
     backend = make_backend(fake, http)
 
-    assert await collect(backend, with_tools(tools)) == "Both answered."
+    # The text beside the calls has streamed to the user already; the answer follows it.
+    assert await collect(backend, with_tools(tools)) == "Let me ask around.\n\nBoth answered."
 
     assert tools.asks == [("bob", "First?"), ("alice", "Third?")]
     results = tool_results(fake.requests[1])
@@ -729,3 +737,198 @@ async def test_the_fake_checks_function_calling_like_the_real_api(
     else:
         assert error in document["error"]["message"]
         assert document["error"]["type"] == "invalid_request_error"
+
+
+# --- streaming --------------------------------------------------------------------------------
+
+
+async def test_chunks_are_yielded_as_the_stream_arrives(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    fake.release = asyncio.Event()
+    fake.add_reply("Hello streaming world")
+    answer = make_backend(fake, http).answer(agent_request())
+
+    # The fake holds the rest of the stream until the first chunk has reached the test.
+    first = await asyncio.wait_for(anext(answer), 5)
+    (stream,) = fake.streams
+    assert first == "Hell"
+    assert stream.sent == 2  # the role event and the first delta; the rest is held back
+    fake.release.set()
+    rest = [chunk async for chunk in answer]
+
+    assert rest == ["o st", "ream", "ing", " worl", "d"]  # trailing spaces wait for more text
+    assert stream.sent == len(stream.parts)
+    assert fake.requests[0].json["stream"] is True
+
+
+async def test_the_stream_joins_to_the_stripped_text(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    fake.add_chunks("", "  \n", " Hi", " ", " ", "there ", "\n", "", "again", "  \n ")
+
+    chunks = [chunk async for chunk in make_backend(fake, http).answer(agent_request())]
+
+    assert "".join(chunks) == "Hi  there \nagain"
+    assert chunks[0] == "Hi"
+
+
+@pytest.mark.parametrize(
+    ("cut", "after", "before_error", "detail"),
+    [
+        ("abort", 3, ["abcd", "efgh"], "broke off"),
+        ("end", 3, ["abcd", "efgh"], "no finish_reason"),
+        ("end", 1, [], "no finish_reason"),
+    ],
+)
+async def test_a_broken_stream_is_an_agent_error_after_what_it_yielded(
+    fake: FakeOpenAIServer,
+    http: aiohttp.ClientSession,
+    cut: str,
+    after: int,
+    before_error: list[str],
+    detail: str,
+) -> None:
+    fake.add_reply("abcdefghijkl")
+    if cut == "abort":
+        fake.break_stream_next(after=after)
+    else:
+        fake.end_stream_next(after=after)
+    chunks: list[str] = []
+
+    with pytest.raises(AgentError, match=detail) as caught:
+        async for chunk in make_backend(fake, http).answer(agent_request()):
+            chunks.append(chunk)
+
+    assert chunks == before_error
+    assert caught.value.reason == BROKEN_ANSWER
+
+
+async def test_a_finish_reason_without_done_is_a_complete_answer(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    fake.add_reply("abcd")
+    fake.end_stream_next(after=3)  # role, "abcd", the finish_reason; no usage, no [DONE]
+
+    assert await collect(make_backend(fake, http), agent_request()) == "abcd"
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"data: {not json\n\n", "not JSON"),
+        (b'data: {"choices": [{"index": 0, "delta": {"content": 5}}]}\n\n', "not text"),
+        (b'data: {"choices": {"index": 0}}\n\n', "not a list"),
+        (
+            b'data: {"error": {"message": "overloaded, key sk-test-0123456789"}}\n\n',
+            "reported an error",
+        ),
+    ],
+)
+async def test_an_unusable_stream_event_is_an_agent_error_that_hides_the_key(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession, body: bytes, detail: str
+) -> None:
+    fake.stream_body_next(b": keep-alive comment\n\n" + body + b"data: [DONE]\n\n")
+
+    with pytest.raises(AgentError, match=detail) as caught:
+        await collect(make_backend(fake, http), agent_request())
+    assert API_KEY not in str(caught.value)
+
+
+async def test_multi_line_events_and_other_fields_are_read_as_sse(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    chunk = {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}
+    encoded = json.dumps(chunk, indent=1).replace("\n", "\r\ndata: ").encode()
+    fake.stream_body_next(b"event: message\r\nid: 1\r\ndata: " + encoded + b"\r\n\r\ndata:[DONE]")
+
+    assert await collect(make_backend(fake, http), agent_request()) == "Hi"
+
+
+async def test_a_server_that_ignores_stream_is_read_as_one_completion(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    fake.raw_next({"choices": [{"message": {"role": "assistant", "content": " Whole. "}}]})
+
+    assert await collect(make_backend(fake, http), agent_request()) == "Whole."
+
+
+async def test_streamed_tool_calls_are_put_together_and_run(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession
+) -> None:
+    fake.chunk_chars = 1  # every character of the arguments in its own fragment
+    first, second = fake.add_tool_calls(
+        ScriptedCall("ask_agent", {"agent": "bob", "text": "Can you build it?"}),
+        ScriptedCall("ask_agent", {"agent": "alice", "text": "And you?"}),
+    )
+    fake.add_chunks("Bob ", "says ", "yes.")
+    tools = RecordingTools(answers={"bob": "Yes we can!", "alice": "Me too."})
+
+    chunks = [c async for c in make_backend(fake, http).answer(with_tools(tools))]
+
+    assert chunks == ["Bob", " says", " yes."]
+    assert tools.asks == [("bob", "Can you build it?"), ("alice", "And you?")]
+    assert len(fake.streams[0].parts) > 40
+    assistant = fake.requests[1].json["messages"][-3]
+    assert assistant["content"] is None
+    assert [call["function"]["arguments"] for call in assistant["tool_calls"]] == [
+        json.dumps({"agent": "bob", "text": "Can you build it?"}),
+        json.dumps({"agent": "alice", "text": "And you?"}),
+    ]
+    assert tool_results(fake.requests[1]) == [(first, "Yes we can!"), (second, "Me too.")]
+    assert all(request.json["stream"] is True for request in fake.requests)
+
+
+async def test_usage_is_logged_for_each_response(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.usage = {"prompt_tokens": 31, "completion_tokens": 7, "total_tokens": 38}
+    fake.add_ask("bob", "?")
+    fake.add_reply("Done.")
+    caplog.set_level(logging.INFO, logger="bridge.agents.openai")
+
+    await collect(make_backend(fake, http), with_tools(RecordingTools()))
+
+    usage = [getattr(r, "fields", None) for r in caplog.records if r.getMessage() == "agent usage"]
+    expected = {
+        "agent": "helper",
+        "session_id": 7,
+        "message_id": 42,
+        "model": "gpt-test",
+        "prompt_tokens": 31,
+        "completion_tokens": 7,
+        "total_tokens": 38,
+    }
+    assert usage == [expected, expected]
+
+
+async def test_no_usage_is_logged_when_the_server_sends_none(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.add_reply("abcd")
+    fake.end_stream_next(after=3)
+    caplog.set_level(logging.INFO, logger="bridge.agents.openai")
+
+    await collect(make_backend(fake, http), agent_request())
+
+    assert [r for r in caplog.records if r.getMessage() == "agent usage"] == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ({"stream_options": {"include_usage": True}}, "only allowed when 'stream' is enabled"),
+        ({"stream": "yes"}, "'stream' must be a boolean"),
+        ({"stream": True, "stream_options": {"include_usage": 1}}, "stream_options"),
+        ({"stream": True, "stream_options": {"other": True}}, "stream_options"),
+    ],
+)
+async def test_the_fake_checks_the_stream_options_like_the_real_api(
+    fake: FakeOpenAIServer, http: aiohttp.ClientSession, extra: dict[str, Any], error: str
+) -> None:
+    body = {"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], **extra}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with http.post(fake.url + "/chat/completions", json=body, headers=headers) as response:
+        assert response.status == 400
+        document = await response.json()
+    assert error in document["error"]["message"]

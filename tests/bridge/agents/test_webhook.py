@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import json
@@ -13,7 +14,8 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bridge.agents.base import AgentError, AgentRequest, HistoryMessage
+from bridge.agents.base import UNUSABLE_ANSWER, AgentError, AgentRequest, HistoryMessage
+from bridge.agents.http import BROKEN_ANSWER, MAX_LINE_BYTES, MAX_RESPONSE_BYTES
 from bridge.agents.webhook import WebhookBackend, sign
 from bridge.ports.events import Sender
 from bridge.settings import WebhookBackendSettings
@@ -217,3 +219,115 @@ async def test_answer_is_an_async_generator_and_aclose_leaves_the_session_open(
 
     assert not http.closed
     assert await collect(backend, make_request(text="x")) == "echo: x"
+
+
+# --- streamed replies (NDJSON) ---------------------------------------------------------------
+
+
+async def test_ndjson_deltas_are_yielded_as_they_arrive(
+    fake: FakeWebhookAgent, http: aiohttp.ClientSession
+) -> None:
+    fake.release = asyncio.Event()
+    fake.add_stream("Hel", "lo ", "world")
+    answer = make_backend(http, fake.url).answer(make_request())
+
+    # The fake holds the rest of the stream until the first delta has reached the test.
+    first = await asyncio.wait_for(anext(answer), 5)
+    (stream,) = fake.streams
+    assert first == "Hel"
+    assert stream.sent == 1
+    fake.release.set()
+    rest = [chunk async for chunk in answer]
+
+    assert rest == ["lo", " world"]
+    assert stream.sent == 4
+    assert fake.requests[0].error is None
+
+
+async def test_ndjson_with_pauses_and_blank_lines_joins_to_the_stripped_reply(
+    fake: FakeWebhookAgent, http: aiohttp.ClientSession
+) -> None:
+    fake.add_lines(
+        b'{"delta": "  "}',
+        b'{"delta": " pong"}',
+        b"",
+        b'{"delta": " \\u2713 "}',
+        b'{"delta": ""}',
+        b'{"delta": "  "}',
+        b'{"delta": "done\\n"}',
+        b'{"done": true}',
+        pause_seconds=0.01,
+    )
+
+    assert await collect(make_backend(http, fake.url), make_request()) == "pong ✓   done"
+
+
+@pytest.mark.parametrize(
+    ("script", "before_error", "detail", "reason"),
+    [
+        (
+            {"deltas": ("a", "b", "c"), "cut": "abort", "cut_after": 2},
+            ["a", "b"],
+            "broke off",
+            BROKEN_ANSWER,
+        ),
+        ({"deltas": ("a", "b"), "done": False}, ["a", "b"], "without", BROKEN_ANSWER),
+        ({"deltas": ("a", "b"), "cut": "end", "cut_after": 1}, ["a"], "without", BROKEN_ANSWER),
+        ({"lines": (b'{"delta": "a"}', b"{oops")}, ["a"], "not JSON", UNUSABLE_ANSWER),
+        ({"lines": (b'{"delta": "a"}', b'{"text": "b"}')}, ["a"], "neither", UNUSABLE_ANSWER),
+        ({"lines": (b'{"delta": 5}',)}, [], "neither", UNUSABLE_ANSWER),
+        ({"lines": (b'{"done": false}',)}, [], "neither", UNUSABLE_ANSWER),
+        ({"lines": (b'["a"]',)}, [], "neither", UNUSABLE_ANSWER),
+        ({"lines": (b'{"delta": "  "}', b'{"done": true}')}, [], "empty", None),
+    ],
+)
+async def test_a_broken_ndjson_stream_is_an_agent_error(
+    fake: FakeWebhookAgent,
+    http: aiohttp.ClientSession,
+    script: dict[str, Any],
+    before_error: list[str],
+    detail: str,
+    reason: str | None,
+) -> None:
+    if "lines" in script:
+        fake.add_lines(*script.pop("lines"))
+    else:
+        fake.add_stream(*script.pop("deltas"), **script)
+    chunks: list[str] = []
+
+    with pytest.raises(AgentError, match=detail) as caught:
+        async for chunk in make_backend(http, fake.url).answer(make_request()):
+            chunks.append(chunk)
+
+    assert chunks == before_error
+    assert caught.value.reason == (reason or "the agent gave an empty answer")
+
+
+async def test_an_ndjson_line_quoting_the_secret_is_shown_redacted(
+    fake: FakeWebhookAgent, http: aiohttp.ClientSession
+) -> None:
+    fake.add_lines(f"oops, secret {SECRET}".encode())
+
+    with pytest.raises(AgentError, match="not JSON") as caught:
+        await collect(make_backend(http, fake.url), make_request())
+    assert SECRET not in str(caught.value)
+
+
+async def test_an_overlong_ndjson_line_is_an_agent_error(
+    fake: FakeWebhookAgent, http: aiohttp.ClientSession
+) -> None:
+    fake.add_lines(b'{"delta": "' + b"x" * (MAX_LINE_BYTES + 1) + b'"}', b'{"done": true}')
+
+    with pytest.raises(AgentError, match="longer than") as caught:
+        await collect(make_backend(http, fake.url), make_request())
+    assert caught.value.reason == UNUSABLE_ANSWER
+
+
+async def test_an_oversized_ndjson_stream_is_an_agent_error(
+    fake: FakeWebhookAgent, http: aiohttp.ClientSession
+) -> None:
+    line = json.dumps({"delta": "x" * 1000}).encode()
+    fake.add_lines(*[line] * (MAX_RESPONSE_BYTES // len(line) + 2), b'{"done": true}')
+
+    with pytest.raises(AgentError, match="larger than"):
+        await collect(make_backend(http, fake.url), make_request())

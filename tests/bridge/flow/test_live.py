@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from bridge.store.models import ChatMessage, MessageState
 from tests.bridge.flow.test_pipeline import memory_bridge
-from tests.support.harness import make_settings
+from tests.fakes.webhook_agent import FakeWebhookAgent
+from tests.support.harness import WEBHOOK_SECRET, make_settings, webhook_agent_config
 
 TEXT = "the quick brown fox jumps over the lazy dog " * 3
 
@@ -76,3 +77,25 @@ async def test_a_channel_that_does_not_show_live_gets_no_calls(database_url: str
         assert reply.live_ids == ()
         stored = await bridge.reply_to(result.message_id, state=MessageState.DELIVERED)
         assert stored.content == TEXT
+
+
+async def test_an_agent_failing_mid_stream_ends_with_the_apology(database_url: str) -> None:
+    """The live message showed part of a reply; the final delivery replaces it with the apology,
+    marked failed (for the status reaction), and nothing half-written is stored as a reply."""
+    async with FakeWebhookAgent(secret=WEBHOOK_SECRET) as agent:
+        agent.add_stream(
+            "Half of ", "an answer ", "never finished", cut="abort", cut_after=2, pause_seconds=0.1
+        )
+        config = webhook_agent_config(agent, memory={"live": True, "live_interval_seconds": 0.02})
+        settings = make_settings(database_url, agents=[config])
+        async with memory_bridge(settings) as (bridge, memory):
+            result = await memory.receive("question")
+            reply = await memory.next_sent()
+            shown = [text for message, text in memory.shown if message == result.message_id]
+            assert shown and shown[0].startswith("Half of")
+            assert reply.text == settings.pipeline.apology_text
+            assert reply.outcome == "failed"
+            assert reply.live_ids == (f"memory-live-{result.message_id}",)
+            user, answer = await bridge.messages(result.session_id)
+            assert user.state == MessageState.FAILED
+            assert (answer.role, answer.content) == ("system", settings.pipeline.apology_text)
