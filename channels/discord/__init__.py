@@ -14,6 +14,8 @@ from channels.discord.settings import DiscordChannelSettings
 plugin = ChannelPlugin(
     name="discord",
     settings_model=DiscordChannelSettings,
-    capabilities=Capabilities(shared_rooms=True, threads=True, max_reply_chars=PART_LIMIT),
+    capabilities=Capabilities(
+        shared_rooms=True, threads=True, max_reply_chars=PART_LIMIT, streaming=True
+    ),
     create=DiscordChannel,
 )

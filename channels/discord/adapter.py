@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import discord
@@ -23,8 +23,9 @@ from bridge.infra.logs import log_event
 from bridge.ports.contract import ChannelContext, ChannelStatus
 from bridge.ports.errors import DeliveryError, InvalidMessage
 from bridge.ports.events import Attachment, MessageEdit, Reply
+from bridge.ports.live import Draft, LiveReply
 from channels.discord.inbound import CHANNEL, Ignored, SeenMessage, classify, without_bot_mention
-from channels.discord.outbound import delivery_error, part_nonce, reply_parts
+from channels.discord.live import DONE, WORKING, DiscordLiveReply, deliver, react
 from channels.discord.settings import DiscordChannelSettings
 
 logger = logging.getLogger(__name__)
@@ -298,41 +299,51 @@ class DiscordChannel:
 
     # --- outbound ------------------------------------------------------------------------
 
-    async def send(self, reply: Reply) -> Sequence[str]:
+    def _messageable(self, target: Mapping[str, str]) -> discord.PartialMessageable:
         client = self._client
         if client is None or client.is_closed() or client.user is None:
             raise DeliveryError("the Discord client is not connected yet", retry_after=5.0)
-        target = reply.reply_target
-        channel_id = target["channel_id"]
         guild_id = int(target["guild_id"]) if target.get("guild_id") else None
-        channel = client.get_partial_messageable(int(channel_id), guild_id=guild_id)
-        ids: list[str] = []
-        try:
-            for index, part in enumerate(reply_parts(reply.text, reply.mentions)):
-                reference = None
-                if index == 0 and target.get("message_id"):
-                    reference = discord.MessageReference(
-                        message_id=int(target["message_id"]),
-                        channel_id=int(channel_id),
-                        guild_id=guild_id,
-                        fail_if_not_exists=False,
-                    )
-                sent = await channel.send(
-                    part,
-                    reference=reference,  # type: ignore[arg-type]
-                    nonce=part_nonce(reply.delivery_key, index),
-                    # Users (so the mentioned agents' bots) are notified; the person replied
-                    # to is not pinged by the reply itself.
-                    allowed_mentions=discord.AllowedMentions(replied_user=False),
+        return client.get_partial_messageable(int(target["channel_id"]), guild_id=guild_id)
+
+    def _own_user(self) -> discord.ClientUser | None:
+        return self._client.user if self._client is not None else None
+
+    async def begin(self, draft: Draft) -> LiveReply:
+        """👀 on the user's message (best effort) and the live reply (see :mod:`.live`)."""
+        target = draft.reply_target
+        channel_id = target.get("channel_id", "")
+        if self._settings.status_reactions and channel_id:
+            with contextlib.suppress(DeliveryError):
+                await react(
+                    self._messageable(target),
+                    target,
+                    own=self._own_user(),
+                    add=WORKING,
+                    agent=self._agent.slug,
                 )
-                ids.append(str(sent.id))
-        except Exception as error:
-            failure = delivery_error(error)
-            if ids:  # some parts are out: the retry's nonces keep them from doubling
-                failure.in_doubt = True
-            raise failure from error
+        return DiscordLiveReply(
+            channel_of=lambda: self._messageable(target),
+            draft=draft,
+            streaming=self._settings.streaming == "edit",
+            on_text=lambda: self._stop_typing(channel_id),
+        )
+
+    async def send(self, reply: Reply) -> Sequence[str]:
+        channel = self._messageable(reply.reply_target)
+        try:
+            ids = await deliver(channel, reply)
         finally:
-            self._stop_typing(channel_id)
+            self._stop_typing(reply.reply_target["channel_id"])
+        if reply.outcome is not None and self._settings.status_reactions:
+            await react(
+                channel,
+                reply.reply_target,
+                own=self._own_user(),
+                add=DONE[reply.outcome],
+                remove=WORKING,
+                agent=self._agent.slug,
+            )
         return ids
 
 

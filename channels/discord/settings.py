@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
@@ -21,6 +23,11 @@ class DiscordChannelSettings(BaseModel):
     shard_count: int | None = Field(default=None, ge=1, le=10_000)
     restart_max_seconds: float = Field(default=60.0, gt=0)
     """Longest wait between restarts of a crashed or disconnected client."""
+    streaming: Literal["edit", "off"] = "edit"
+    """``edit``: post the reply with its first text and edit it as the agent writes (about
+    once a second, a new message every 2,000 characters); ``off``: post it once, when done."""
+    status_reactions: bool = True
+    """React on the user's message: 👀 while the agent works, then ✅ answered or ❌ failed."""
 
     @model_validator(mode="after")
     def _shards_fit(self) -> DiscordChannelSettings:

@@ -52,7 +52,10 @@ import json
 import re
 import secrets
 import time
+import unicodedata
+import urllib.parse
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,10 +65,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.base import FakePlatform, Fault, HttpRecord, json_response, parse_json
+from tests.fakes.base import FakePlatform, Fault, HttpRecord, abort, json_response, parse_json
 
 __all__ = [
     "API_VERSION",
+    "CREATE_METHOD",
     "DEFAULT_APPLICATION_ID",
     "DEFAULT_BOT_ID",
     "DEFAULT_BOT_NAME",
@@ -76,6 +80,7 @@ __all__ = [
     "DEFAULT_TOKEN",
     "DEFAULT_USER_ID",
     "DEFAULT_USER_NAME",
+    "EDIT_METHOD",
     "INTENT_DIRECT_MESSAGES",
     "INTENT_GUILDS",
     "INTENT_GUILD_MEMBERS",
@@ -83,6 +88,7 @@ __all__ = [
     "INTENT_GUILD_PRESENCES",
     "INTENT_MESSAGE_CONTENT",
     "MAX_CONTENT_CHARS",
+    "MAX_DISTINCT_REACTIONS",
     "DiscordRequest",
     "FakeBot",
     "FakeChannel",
@@ -113,6 +119,13 @@ DEFAULT_THREAD_ID = "1300000000000000003"
 MAX_CONTENT_CHARS = 2000
 NONCE_WINDOW_SECONDS = 300.0
 MAX_NONCE_CHARS = 25
+MAX_DISTINCT_REACTIONS = 20
+DEFAULT_EDIT_RATE_LIMIT = (5, 5.0)
+"""Edits per channel bucket and window (seconds). Discord publishes no number; this is the
+folklore "5 per 5 s per channel" (reference §1.2), configurable per fake."""
+CREATE_METHOD = "POST /channels/{id}/messages"
+EDIT_METHOD = "PATCH /channels/{id}/messages/{id}"
+"""``method=`` for the injection verbs: message creations (the default) or edits."""
 
 INTENT_GUILDS = 1 << 0
 INTENT_GUILD_MEMBERS = 1 << 1
@@ -145,6 +158,8 @@ _EVERYONE_PERMISSIONS = (
 )
 _BOT_ROLE_PERMISSIONS = _EVERYONE_PERMISSIONS | (1 << 13)  # + MANAGE_MESSAGES
 
+_CREATE_BUCKET = "f4kebucket0messages"
+_EDIT_BUCKET = "f4kebucket1edits"
 _THREAD_TYPES = (10, 11, 12)
 _TEXT_LIKE_TYPES = (0, 1, 2, 3, 5, 10, 11, 12, 13)  # channels that take messages
 _DM_TYPE = 1
@@ -448,8 +463,8 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
     :class:`~tests.fakes.base.FakePlatform` (``rate_limit_next``, ``fail_next``).
     """
 
-    _FAULT_METHOD = "POST /channels/{id}/messages"
-    _FAULT_KINDS = frozenset({"rate_limit", "fail"})
+    _FAULT_METHOD = CREATE_METHOD
+    _FAULT_KINDS = frozenset({"rate_limit", "fail", "delay", "drop"})
 
     def __init__(
         self,
@@ -467,6 +482,7 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         recommended_shards: int = 1,
         echo_own_messages: bool = True,
         zlib_stream: bool = False,
+        edit_rate_limit: tuple[int, float] | None = DEFAULT_EDIT_RATE_LIMIT,
     ) -> None:
         super().__init__()
         self.bots: list[FakeBot] = [
@@ -488,6 +504,10 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         # Scriptable at any time: stop answering heartbeats (a "zombie" connection).
         self.ack_heartbeats = True
         self.post_delay_seconds = 0.0
+        # (edits, seconds) per channel bucket, or None for no limit; scriptable at any time.
+        self.edit_rate_limit = edit_rate_limit
+        # Custom emoji a reaction may use as ``name:id``: id -> name.
+        self.custom_emojis: dict[str, str] = {}
 
         self.guilds: list[FakeGuild] = list(guilds) if guilds is not None else [_default_guild()]
         self.users: dict[str, FakeUser] = {self.bot.id: self.bot}
@@ -498,6 +518,10 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         self.requests: list[DiscordRequest] = []
         self.posts: list[dict[str, Any]] = []
         self.typing: list[str] = []
+        self.edits: list[dict[str, Any]] = []
+        # (channel id, message id) -> emoji -> ids of the users who reacted with it
+        self.reactions: dict[tuple[str, str], dict[str, list[str]]] = {}
+        self.reaction_log: list[tuple[str, str, str, str]] = []
         self.nonce_hits: list[dict[str, Any]] = []
         self.connections: list[GatewayConnection] = []
         self.sessions: dict[str, GatewaySession] = {}
@@ -513,6 +537,7 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         self._messages: dict[str, dict[str, dict[str, Any]]] = {}
         # (author bot id, channel id, nonce) -> (when, message id)
         self._nonces: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._edit_times: dict[str, deque[float]] = {}  # channel id -> recent edits
         self._bot_role_ids: dict[tuple[str, str], str] = {}  # (bot id, guild id) -> role
         self._joined_at = _now_iso()
         self._verify_key = secrets.token_hex(32)
@@ -531,6 +556,16 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
             ("PATCH", re.compile(r"/channels/(\d+)/messages/(\d+)"), self._edit_message),
             ("DELETE", re.compile(r"/channels/(\d+)/messages/(\d+)"), self._delete_message),
             ("POST", re.compile(r"/channels/(\d+)/typing"), self._trigger_typing),
+            (
+                "PUT",
+                re.compile(r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me"),
+                self._add_reaction,
+            ),
+            (
+                "DELETE",
+                re.compile(r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me"),
+                self._remove_reaction,
+            ),
         ]
 
     def _index_guilds(self) -> None:
@@ -969,9 +1004,32 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         self, request: web.Request, record: DiscordRequest, channel_id: str
     ) -> web.Response:
         await self._pause(self.post_delay_seconds)
-        fault = self._next_fault()
-        if fault is not None:
-            return self._fault_response(fault)
+        return await self._with_fault(
+            request, self._next_fault(), lambda: self._create_now(request, record, channel_id)
+        )
+
+    async def _with_fault(
+        self,
+        request: web.Request,
+        fault: Fault | None,
+        handle: Callable[[], Any],
+        *,
+        bucket: str = _CREATE_BUCKET,
+    ) -> web.Response:
+        """Answer ``fault`` (a 429 or an error: no effect), or handle the request: ``delay``
+        late, ``drop`` with its effect but no answer."""
+        if fault is not None and fault.kind in ("rate_limit", "fail"):
+            return self._fault_response(fault, bucket=bucket)
+        if fault is not None and fault.kind == "delay":
+            await self._pause(fault.seconds)
+        response: web.Response = await handle()
+        if fault is not None and fault.kind == "drop":
+            return abort(request)
+        return response
+
+    async def _create_now(
+        self, request: web.Request, record: DiscordRequest, channel_id: str
+    ) -> web.Response:
         bot = self._acting(record)
         known = self._channel_for(record, channel_id)
         if known.type not in _TEXT_LIKE_TYPES:
@@ -1060,10 +1118,11 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
             "message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message"
         )
 
-    def _fault_response(self, fault: Fault) -> web.Response:
+    def _fault_response(self, fault: Fault, *, bucket: str = _CREATE_BUCKET) -> web.Response:
         if fault.kind == "rate_limit":
             retry_after = 0.3 if fault.retry_after is None else fault.retry_after
             headers = self._ratelimit_headers(remaining=0, reset_after=retry_after)
+            headers["X-RateLimit-Bucket"] = bucket
             headers.update(
                 {
                     "Via": "1.1 google",
@@ -1089,7 +1148,7 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
 
     def _ratelimit_headers(self, *, remaining: int, reset_after: float = 5.0) -> dict[str, str]:
         return {
-            "X-RateLimit-Bucket": "f4kebucket0messages",
+            "X-RateLimit-Bucket": _CREATE_BUCKET,
             "X-RateLimit-Limit": "5",
             "X-RateLimit-Remaining": str(remaining),
             "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
@@ -1134,6 +1193,50 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
     async def _edit_message(
         self, request: web.Request, record: DiscordRequest, channel_id: str, message_id: str
     ) -> web.Response:
+        throttled = self._edit_throttled(channel_id)
+        if throttled is not None:
+            return self._fault_response(
+                Fault("rate_limit", retry_after=throttled), bucket=_EDIT_BUCKET
+            )
+        return await self._with_fault(
+            request,
+            self._next_fault(EDIT_METHOD),
+            lambda: self._edit_now(request, record, channel_id, message_id),
+            bucket=_EDIT_BUCKET,
+        )
+
+    def _edit_throttled(self, channel_id: str) -> float | None:
+        """Seconds until the channel's edit bucket takes another edit; None when it does now
+        (the edit is counted)."""
+        if self.edit_rate_limit is None:
+            return None
+        count, window = self.edit_rate_limit
+        now = time.monotonic()
+        recent = self._edit_times.setdefault(channel_id, deque())
+        while recent and now - recent[0] >= window:
+            recent.popleft()
+        if len(recent) >= count:
+            return max(0.001, recent[0] + window - now)
+        recent.append(now)
+        return None
+
+    def _edit_headers(self, channel_id: str) -> dict[str, str]:
+        """The edit bucket's ``X-RateLimit-*`` as it stands after an edit."""
+        if self.edit_rate_limit is None:
+            return {}
+        count, window = self.edit_rate_limit
+        recent = self._edit_times.get(channel_id) or deque([time.monotonic()])
+        reset_after = max(0.0, recent[0] + window - time.monotonic())
+        headers = self._ratelimit_headers(
+            remaining=max(0, count - len(recent)), reset_after=reset_after
+        )
+        headers["X-RateLimit-Bucket"] = _EDIT_BUCKET
+        headers["X-RateLimit-Limit"] = str(count)
+        return headers
+
+    async def _edit_now(
+        self, request: web.Request, record: DiscordRequest, channel_id: str, message_id: str
+    ) -> web.Response:
         self._channel_for(record, channel_id)
         found = self._messages.get(channel_id, {}).get(message_id)
         if found is None:
@@ -1157,7 +1260,82 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
             embeds=payload.get("embeds"),
             components=payload.get("components"),
         )
-        return _json_response(self._rest_form(updated))
+        self.edits.append(
+            {
+                "channel_id": channel_id,
+                "message_id": message_id,
+                "content": updated["content"],
+                "bot_id": record.bot_id,
+            }
+        )
+        self._notify()
+        return _json_response(self._rest_form(updated), headers=self._edit_headers(channel_id))
+
+    # --- reactions -------------------------------------------------------------------------
+
+    def _reaction_target(
+        self, request: web.Request, record: DiscordRequest, channel_id: str, message_id: str
+    ) -> str:
+        """The reacted emoji, percent-decoded, after the checks Discord makes: a known message
+        and a percent-encoded unicode emoji or ``name:id`` of a known custom one (10014)."""
+        self._channel_for(record, channel_id)
+        if message_id not in self._messages.get(channel_id, {}):
+            raise _unknown_message()
+        raw = request.raw_path.split("?", 1)[0].rstrip("/").split("/")[-2]
+        emoji = urllib.parse.unquote(raw)
+        if not raw.isascii() or not _known_emoji(emoji, self.custom_emojis):
+            raise _DiscordError(400, "Unknown Emoji", 10014)
+        return emoji
+
+    async def _add_reaction(
+        self,
+        request: web.Request,
+        record: DiscordRequest,
+        channel_id: str,
+        message_id: str,
+        _emoji: str,
+    ) -> web.Response:
+        emoji = self._reaction_target(request, record, channel_id, message_id)
+        on_message = self.reactions.setdefault((channel_id, message_id), {})
+        if emoji not in on_message and len(on_message) >= MAX_DISTINCT_REACTIONS:
+            raise _DiscordError(400, "Maximum number of reactions reached (20)", 30010)
+        users = on_message.setdefault(emoji, [])
+        if record.bot_id not in users:  # adding it again changes nothing
+            users.append(str(record.bot_id))
+        self.reaction_log.append(("add", message_id, emoji, str(record.bot_id)))
+        self._notify()
+        return web.Response(status=204)
+
+    async def _remove_reaction(
+        self,
+        request: web.Request,
+        record: DiscordRequest,
+        channel_id: str,
+        message_id: str,
+        _emoji: str,
+    ) -> web.Response:
+        emoji = self._reaction_target(request, record, channel_id, message_id)
+        on_message = self.reactions.get((channel_id, message_id), {})
+        users = on_message.get(emoji, [])
+        if record.bot_id in users:
+            users.remove(str(record.bot_id))
+            if not users:
+                del on_message[emoji]
+        self.reaction_log.append(("remove", message_id, emoji, str(record.bot_id)))
+        self._notify()
+        return web.Response(status=204)
+
+    def reactions_on(
+        self, channel_id: str, message_id: str, *, bot_id: int | str | None = None
+    ) -> list[str]:
+        """The emoji a bot (default the first) has on a message now, in the order added."""
+        user = self.bot_by_id(bot_id).id
+        on_message = self.reactions.get((str(channel_id), str(message_id)), {})
+        return [emoji for emoji, users in on_message.items() if user in users]
+
+    def edits_of(self, message_id: str) -> list[str]:
+        """Every content a message was edited to over REST, in order."""
+        return [e["content"] for e in self.edits if e["message_id"] == str(message_id)]
 
     async def _delete_message(
         self, request: web.Request, record: DiscordRequest, channel_id: str, message_id: str
@@ -2091,6 +2269,22 @@ def _replied_user_mentioned(payload: dict[str, Any]) -> bool:
     if not isinstance(allowed, dict):
         return True
     return bool(allowed.get("replied_user", False))
+
+
+_EMOJI_JOINERS = frozenset("\u200d\ufe0f\ufe0e\u20e3")
+
+
+def _known_emoji(emoji: str, custom: dict[str, str]) -> bool:
+    """A unicode emoji (symbols, with joiners, variation selectors, skin tones and keycaps),
+    or ``name:id`` of a known custom emoji."""
+    name, _, emoji_id = emoji.partition(":")
+    if emoji_id:
+        return custom.get(emoji_id) == name
+    symbols = [c for c in emoji if unicodedata.category(c) in ("So", "Sk") or c == "\u20e3"]
+    return bool(symbols) and all(
+        c in _EMOJI_JOINERS or c in "0123456789#*" or unicodedata.category(c) in ("So", "Sk")
+        for c in emoji
+    )
 
 
 def _default_guild() -> FakeGuild:

@@ -32,6 +32,7 @@ from tests.fakes.discord import (
     DEFAULT_THREAD_ID,
     DEFAULT_TOKEN,
     DEFAULT_USER_ID,
+    EDIT_METHOD,
     INTENT_GUILD_MESSAGES,
     INTENT_GUILDS,
     INTENT_MESSAGE_CONTENT,
@@ -819,3 +820,128 @@ async def test_raw_gateway_identify_and_resume_are_per_bot(fake: FakeDiscord) ->
         (DEFAULT_BOT_ID, False),
         (PEER_ID, True),
     ]
+
+
+# --- live replies: edits, reactions, rate limits ---------------------------------------------
+
+
+async def test_edits_are_checked_recorded_and_answered_with_the_message(
+    fake: FakeDiscord,
+) -> None:
+    client = Bot()
+    async with running(client):
+        channel = await text_channel(client)
+        own = await channel.send("draft")
+        edited = await own.edit(content="draft, longer")
+        assert edited.id == own.id and edited.content == "draft, longer"
+        assert fake.edits_of(str(own.id)) == ["draft, longer"]
+        with pytest.raises(discord.HTTPException) as too_long:
+            await own.edit(content="x" * 2001)
+        assert too_long.value.status == 400 and too_long.value.code == 50035
+        gone = channel.get_partial_message(42)
+        with pytest.raises(discord.NotFound) as unknown:
+            await gone.edit(content="x")
+        assert unknown.value.code == 10008
+        theirs = await fake.send_message(content="not yours", dispatch=False)
+        with pytest.raises(discord.Forbidden) as foreign:
+            await channel.get_partial_message(int(theirs["id"])).edit(content="x")
+        assert foreign.value.code == 50005
+        # Only the edits that took effect are recorded, with their content.
+        assert [e["content"] for e in fake.edits] == ["draft, longer"]
+        assert fake.messages(DEFAULT_CHANNEL_ID)[0]["content"] == "draft, longer"
+
+
+async def test_an_edit_over_the_bucket_is_a_429_discord_py_waits_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with FakeDiscord(edit_rate_limit=(2, 0.4)) as fake:
+        redirect(monkeypatch, fake)
+        async with aiohttp.ClientSession() as http:
+            good = {"Authorization": f"Bot {DEFAULT_TOKEN}"}
+            # In the thread: buckets are per channel, the client's below is another's.
+            async with http.post(
+                f"{fake.api_base_url}/channels/{DEFAULT_THREAD_ID}/messages",
+                headers=good,
+                json={"content": "live"},
+            ) as response:
+                message_id = (await response.json())["id"]
+            url = f"{fake.api_base_url}/channels/{DEFAULT_THREAD_ID}/messages/{message_id}"
+            answers = []
+            for text in ("one", "two", "three"):
+                async with http.patch(url, headers=good, json={"content": text}) as response:
+                    answers.append((response.status, dict(response.headers), await response.json()))
+        (ok, first_headers, _), (_, second_headers, _), (throttled, headers, body) = answers
+        assert ok == 200 and first_headers["X-RateLimit-Remaining"] == "1"
+        assert second_headers["X-RateLimit-Remaining"] == "0"
+        assert throttled == 429
+        assert headers["Via"] and headers["X-RateLimit-Scope"] == "user"
+        assert body["global"] is False and 0 < body["retry_after"] <= 0.4
+        assert fake.edits_of(message_id) == ["one", "two"]  # the throttled one took no effect
+
+        # discord.py reads the bucket's headers and waits instead of meeting the 429; an
+        # injected one it waits out and retries.
+        client = Bot()
+        async with running(client):
+            channel = await text_channel(client)
+            own = await channel.send("live")
+            fake.rate_limit_next(1, retry_after=0.2, method=EDIT_METHOD)
+            for text in ("a", "b", "c", "d"):
+                own = await own.edit(content=text)
+            edits = fake.requests_to("PATCH", rf"/api/v10/channels/\d+/messages/{own.id}")
+            assert [r.status for r in edits] == [429, 200, 200, 200, 200]
+            assert fake.edits_of(str(own.id)) == ["a", "b", "c", "d"]
+
+
+async def test_injected_faults_work_on_edits(fake: FakeDiscord) -> None:
+    client = Bot()
+    async with running(client):
+        channel = await text_channel(client)
+        own = await channel.send("live")
+        fake.fail_next(1, 403, method=EDIT_METHOD)
+        with pytest.raises(discord.Forbidden):
+            await own.edit(content="refused")
+        fake.drop_next(1, method=EDIT_METHOD)
+        with pytest.raises(aiohttp.ClientError):
+            await own.edit(content="landed unanswered")
+        assert fake.edits_of(str(own.id)) == ["landed unanswered"]
+
+
+async def test_reactions_are_percent_decoded_idempotent_and_bounded(fake: FakeDiscord) -> None:
+    client = Bot()
+    async with running(client):
+        channel = await text_channel(client)
+        asked = await fake.send_message(content="react to me", dispatch=False)
+        message = channel.get_partial_message(int(asked["id"]))
+        await message.add_reaction("👀")
+        await message.add_reaction("👀")  # again: no change
+        [put, _] = fake.requests_to("PUT", r".*/reactions/.*/@me")
+        assert put.status == 204 and put.path.endswith("/reactions/👀/@me")  # decoded
+        assert fake.reactions_on(DEFAULT_CHANNEL_ID, asked["id"]) == ["👀"]
+        assert fake.reactions[(DEFAULT_CHANNEL_ID, asked["id"])]["👀"] == [DEFAULT_BOT_ID]
+        assert client.user is not None
+        await message.remove_reaction("👀", client.user)
+        await message.add_reaction("✅")
+        assert fake.reactions_on(DEFAULT_CHANNEL_ID, asked["id"]) == ["✅"]
+        with pytest.raises(discord.HTTPException) as unknown:
+            await message.add_reaction("notanemoji")
+        assert unknown.value.code == 10014
+        fake.custom_emojis["123"] = "party"
+        await message.add_reaction("party:123")
+        with pytest.raises(discord.NotFound) as gone:
+            await channel.get_partial_message(42).add_reaction("👀")
+        assert gone.value.code == 10008
+        digits = [f"{n}\N{COMBINING ENCLOSING KEYCAP}" for n in range(10)]
+        for emoji in ["🍎", "🍐", "🍊", "🍋", "🍌", "🍉", "🍇", "🍓", *digits]:
+            await message.add_reaction(emoji)
+        assert len(fake.reactions_on(DEFAULT_CHANNEL_ID, asked["id"])) == 20
+        with pytest.raises(discord.HTTPException) as full:
+            await message.add_reaction("🍒")
+        assert full.value.code == 30010
+        await message.add_reaction("🍎")  # an existing one is still fine
+    async with aiohttp.ClientSession() as http:
+        raw = f"{fake.api_base_url}/channels/{DEFAULT_CHANNEL_ID}/messages/{asked['id']}"
+        good = {"Authorization": f"Bot {DEFAULT_TOKEN}"}
+        async with http.put(
+            yarl.URL(f"{raw}/reactions/%E2%9C%85/@me", encoded=True), headers=good
+        ) as response:
+            assert response.status == 204
