@@ -14,7 +14,11 @@ plugin = ChannelPlugin(
     name="slack",
     settings_model=SlackChannelSettings,
     capabilities=Capabilities(
-        shared_rooms=True, threads=True, max_reply_chars=PART_LIMIT, webhook=True
+        shared_rooms=True,
+        threads=True,
+        max_reply_chars=PART_LIMIT,
+        webhook=True,
+        streaming=True,
     ),
     create=SlackChannel,
 )

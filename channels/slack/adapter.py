@@ -34,19 +34,15 @@ from bridge.infra.logs import log_event
 from bridge.ports.contract import ChannelContext, ChannelStatus
 from bridge.ports.errors import DeliveryError, InvalidMessage, UnknownAgent
 from bridge.ports.events import InboundMessage, Reply, Sender
+from bridge.ports.live import Draft, LiveReply
 from channels.names import NameLookup
+from channels.slack.calls import SlackCalls
+from channels.slack.final import FinalDelivery
 from channels.slack.inbound import BotIdentity, Ignored, Rules, classify
-from channels.slack.outbound import (
-    api_error,
-    history_query,
-    post_arguments,
-    posted_parts,
-    reply_parts,
-)
+from channels.slack.live import SlackLive, StatusShown
 from channels.slack.settings import SlackChannelSettings
 
 logger = logging.getLogger(__name__)
-MAX_LOOKUP_PAGES = 50
 
 
 def _bolt_request(raw: bytes, request: web.Request, signing_secret: str | None) -> AsyncBoltRequest:
@@ -119,6 +115,8 @@ class SlackChannel:
         self._bolt: AsyncApp | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._identity: BotIdentity | None = None
+        self._status: StatusShown | None = None
+        self._final: FinalDelivery | None = None
         self._problem = "not started"
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -138,12 +136,20 @@ class SlackChannel:
             auth = await self._client.auth_test()
         except SlackApiError as error:
             self._identity = None  # a restart under a revoked token must not keep the old id
+            self._final = None
             self._problem = f"auth.test failed: {error.response.get('error')}; check bot_token"
             raise RuntimeError(self._problem) from None
         self._identity = BotIdentity(
             user_id=str(auth["user_id"]),
             bot_id=str(auth.get("bot_id") or ""),
             team_id=str(auth.get("team_id") or ""),
+        )
+        self._status = StatusShown(calls=SlackCalls(self._client), agent=self._agent.slug)
+        self._final = FinalDelivery(
+            client=self._client,
+            identity=self._identity,
+            settings=self._settings,
+            status=self._status,
         )
         self._bolt = self._build_bolt()
         if self._settings.app_token is not None:
@@ -317,70 +323,28 @@ class SlackChannel:
     # --- outbound ----------------------------------------------------------------------------
 
     async def send(self, reply: Reply) -> Sequence[str]:
-        if self._client is None or self._identity is None:
+        if self._final is None:
             raise DeliveryError("slack channel is not running")
-        channel = reply.reply_target["channel"]
-        thread_ts = reply.reply_target.get("thread_ts") or None
-        parts = reply_parts(reply.text, reply.mentions)
-        landed = (
-            await self._already_posted(reply, thread_ts, parts=len(parts)) if reply.in_doubt else {}
-        )
-        ids: list[str] = []
-        for index, part in enumerate(parts):
-            if index in landed:
-                ids.append(landed[index])
-                continue
-            arguments = post_arguments(
-                channel=channel,
-                thread_ts=thread_ts,
-                text=part,
-                delivery_key=reply.delivery_key,
-                part=index,
-            )
-            try:
-                response = await self._client.chat_postMessage(**arguments)
-            except SlackApiError as error:
-                raise api_error(error, posted_before=bool(ids)) from None
-            except (aiohttp.ClientError, TimeoutError) as error:
-                raise DeliveryError(f"slack chat.postMessage: {error!r}", in_doubt=True) from None
-            ids.append(str(response["ts"]))
-        return ids
+        return await self._final.send(reply)
 
-    async def _already_posted(
-        self, reply: Reply, thread_ts: str | None, *, parts: int
-    ) -> dict[int, str]:
-        """The parts of an in-doubt delivery that Slack already has, found by their metadata:
-        every page from the asked message on (a reply is never older), until all are found."""
-        assert self._client is not None and self._identity is not None
-        query = history_query(reply.reply_target)
-        landed: dict[int, str] = {}
-        cursor: str | None = None
-        for _page in range(MAX_LOOKUP_PAGES):
-            try:
-                if thread_ts:
-                    found = await self._client.conversations_replies(
-                        ts=thread_ts, cursor=cursor, **query
-                    )
-                else:
-                    found = await self._client.conversations_history(cursor=cursor, **query)
-            except SlackApiError as error:
-                raise api_error(error, posted_before=True) from None
-            except (aiohttp.ClientError, TimeoutError) as error:
-                raise DeliveryError(
-                    f"slack lookup before resend: {error!r}", in_doubt=True
-                ) from None
-            landed.update(
-                posted_parts(
-                    found.get("messages") or [],
-                    bot_id=self._identity.bot_id,
-                    delivery_key=reply.delivery_key,
-                )
+    async def begin(self, draft: Draft) -> LiveReply:
+        """👀 on the message answered and the thread's "is thinking…", then the live reply
+        (:mod:`channels.slack.live`). Raises nothing but ``CancelledError``."""
+        settings = self._settings
+        if self._client is None or self._status is None or self._identity is None:
+            return SlackLive(
+                calls=SlackCalls(AsyncWebClient()), draft=draft, streaming="off", team=""
             )
-            cursor = (found.get("response_metadata") or {}).get("next_cursor") or None
-            if cursor is None or len(landed) >= parts:
-                break
-        log_event(logger, "slack.in_doubt_checked", message=reply.message_id, found=len(landed))
-        return landed
+        await self._status.on_it(
+            draft, reactions=settings.status_reactions, streaming=settings.streaming
+        )
+        team = draft.external_conv_id.split(":")[1] if draft.external_conv_id.count(":") else ""
+        return SlackLive(
+            calls=SlackCalls(self._client),
+            draft=draft,
+            streaming=settings.streaming,
+            team=team or self._identity.team_id,
+        )
 
 
 async def _none() -> None:

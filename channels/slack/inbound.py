@@ -166,6 +166,8 @@ def classify(
             "channel": channel,
             "thread_ts": where.reply_thread_ts or "",
             "message_ts": ts,
+            # Whom a native stream is for (``recipient_user_id``).
+            "user": user,
         },
         only_if_engaged=follow_up,
     )

@@ -1,13 +1,18 @@
-"""Reply -> ``chat.postMessage`` calls, and Slack's answers -> delivery errors. Pure.
+"""Reply -> message arguments, and Slack's answers -> delivery errors. Pure.
 
 Slack has no idempotency key, so every part of a reply carries the bridge's delivery key in its
 message ``metadata``; a delivery that may already have landed is looked up by it first.
 Another agent's ``@slug`` in the text becomes a native ``<@U…>`` mention, which is what makes
 Slack notify that agent's bot (``app_mention``).
+
+A part is sent as a ``markdown`` block (Slack renders standard Markdown there) with its
+mrkdwn rendering as ``text``, the fallback notifications and old clients show.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,10 +20,14 @@ from slack_sdk.errors import SlackApiError
 
 from bridge.a2a.mentions import render_mentions
 from bridge.ports.errors import DeliveryError
+from channels.slack.mrkdwn import to_mrkdwn
 from channels.text_split import split_text
 
 PART_LIMIT = 3900
 METADATA_EVENT = "bridge_delivery"
+FALLBACK_LIMIT = 4000
+"""``chat.update`` refuses a longer ``text`` (``msg_too_long``); the block holds the whole part."""
+NATIVE_MENTION = re.compile(r"<@[UW][A-Z0-9]+>")
 
 # ok:false errors that no retry can fix.
 PERMANENT_ERRORS = frozenset(
@@ -58,16 +67,47 @@ def reply_parts(
     return split_text(rendered, limit=limit) or [rendered]
 
 
+def fallback_text(part: str) -> str:
+    """``part`` as mrkdwn, at most :data:`FALLBACK_LIMIT` characters. Native mentions
+    (``<@U…>``) are kept as they are: escaped, they would notify no one."""
+    mentions: list[str] = []
+
+    def hold(match: re.Match[str]) -> str:
+        mentions.append(match.group(0))
+        return f"{marker}{len(mentions) - 1}x"
+
+    marker = f"slackmention{secrets.token_hex(6)}n"
+    text = to_mrkdwn(NATIVE_MENTION.sub(hold, part))
+    if mentions:
+        text = re.sub(marker + r"(\d+)x", lambda m: mentions[int(m.group(1))], text)
+    if len(text) <= FALLBACK_LIMIT:
+        return text
+    cut = text[: FALLBACK_LIMIT - 1]
+    # Never end inside an entity (&amp;) or a <link|label>: Slack would show it broken.
+    cut = re.sub(r"(&[a-z]*|<[^>]*)$", "", cut)
+    return cut + "…"
+
+
+def message_arguments(part: str) -> dict[str, Any]:
+    """What a post or an edit of one part says: the Markdown block and its fallback."""
+    return {"text": fallback_text(part), "blocks": [{"type": "markdown", "text": part}]}
+
+
+def delivery_metadata(delivery_key: str, part: int) -> dict[str, Any]:
+    """The metadata that lets an in-doubt delivery find this part again."""
+    return {
+        "event_type": METADATA_EVENT,
+        "event_payload": {"delivery_id": delivery_key, "part": part},
+    }
+
+
 def post_arguments(
     *, channel: str, thread_ts: str | None, text: str, delivery_key: str, part: int
 ) -> dict[str, Any]:
     arguments: dict[str, Any] = {
         "channel": channel,
-        "text": text,
-        "metadata": {
-            "event_type": METADATA_EVENT,
-            "event_payload": {"delivery_id": delivery_key, "part": part},
-        },
+        **message_arguments(text),
+        "metadata": delivery_metadata(delivery_key, part),
     }
     if thread_ts:
         arguments["thread_ts"] = thread_ts
@@ -105,7 +145,12 @@ def posted_parts(
 
 
 def delivery_error(
-    *, status: int, error: str | None, retry_after: str | None, posted_before: bool
+    *,
+    status: int,
+    error: str | None,
+    retry_after: str | None,
+    posted_before: bool,
+    method: str = "chat.postMessage",
 ) -> DeliveryError:
     """Map a failed call to the pipeline's terms.
 
@@ -114,7 +159,7 @@ def delivery_error(
     ``posted_before``: earlier parts of this reply went out, so the next attempt must look first.
     """
     code = error or f"HTTP {status}"
-    message = f"slack chat.postMessage: {code}"
+    message = f"slack {method}: {code}"
     if status == 429 or code == "ratelimited":
         seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
         return DeliveryError(message, retry_after=seconds, in_doubt=posted_before)
@@ -123,11 +168,21 @@ def delivery_error(
     return DeliveryError(message, permanent=code in PERMANENT_ERRORS, in_doubt=posted_before)
 
 
-def api_error(error: SlackApiError, *, posted_before: bool) -> DeliveryError:
+def api_error(
+    error: SlackApiError, *, posted_before: bool, method: str = "chat.postMessage"
+) -> DeliveryError:
     """:func:`delivery_error` for the Web API's failed answer."""
     return delivery_error(
         status=error.response.status_code,
         error=error.response.get("error"),
         retry_after=error.response.headers.get("Retry-After"),
         posted_before=posted_before,
+        method=method,
     )
+
+
+def error_code(error: SlackApiError) -> str:
+    """Slack's error string of a failed call (``ratelimited`` for a 429)."""
+    if error.response.status_code == 429:
+        return "ratelimited"
+    return str(error.response.get("error") or f"HTTP {error.response.status_code}")

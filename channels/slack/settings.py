@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+Streaming = Literal["native", "update", "off"]
 
 
 class SlackChannelSettings(BaseModel):
@@ -21,6 +25,12 @@ class SlackChannelSettings(BaseModel):
     """How long user and channel names from ``users.info`` / ``conversations.info`` are kept."""
     lookup_timeout_seconds: float = Field(default=1.5, gt=0)
     """Longest wait for those names before a message is stored without them."""
+    streaming: Streaming = "native"
+    """How a reply shows while it is written: ``native`` streams it (``chat.startStream``, in
+    the thread of the message it answers), ``update`` posts it and edits it as it grows,
+    ``off`` posts the finished reply only."""
+    status_reactions: bool = True
+    """React to the message being answered: 👀 while on it, then ✅ (answered) or ❌ (failed)."""
 
     @model_validator(mode="after")
     def _signing_secret_for_http(self) -> SlackChannelSettings:

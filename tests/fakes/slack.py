@@ -14,6 +14,12 @@ Three parts, all matching the protocol facts in the shared platform reference (�
   a delivery by its ``metadata``, and records every call. One workspace may hold several bots
   (Slack apps, :meth:`FakeSlack.add_bot`): each call acts as the bot whose token it carries,
   so agents that are bots in the same workspace can mention each other.
+* **Live replies** (shared reference §1.1 and §2.1): ``chat.startStream`` /
+  ``chat.appendStream`` / ``chat.stopStream`` with a state machine per ``(channel, ts)``
+  (streaming -> stopped), ``chat.update`` (refused while streaming, text ≤ 4,000),
+  ``chat.delete``, ``reactions.add`` / ``reactions.remove`` and
+  ``assistant.threads.setStatus``; per-method token buckets (:meth:`FakeSlack.limit_rates`,
+  off unless a test turns them on) answer 429 + ``Retry-After`` like Slack's tiers.
 * **The event pusher** (:meth:`FakeSlack.push_event`, :meth:`FakeSlack.deliver`): signs and
   posts events to the service the way Slack does, including Slack's redelivery with
   ``X-Slack-Retry-Num`` when the service is slow or fails.
@@ -35,6 +41,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import re
 import secrets
 import time
@@ -57,7 +64,11 @@ __all__ = [
     "DEFAULT_CHANNEL",
     "DEFAULT_TEAM_ID",
     "DEFAULT_USER",
+    "KNOWN_EMOJI",
+    "MAX_MARKDOWN_CHARS",
     "MAX_TEXT_CHARS",
+    "MAX_UPDATE_CHARS",
+    "TIERS",
     "ApiCall",
     "FakeBot",
     "FakeSlack",
@@ -83,6 +94,39 @@ DEFAULT_USER = "U0HUMAN001"
 VERIFICATION_TOKEN = "XXYYZZ"
 # chat.postMessage refuses longer text with msg_too_long.
 MAX_TEXT_CHARS = 40_000
+# chat.update refuses a longer text with msg_too_long.
+MAX_UPDATE_CHARS = 4_000
+# markdown_text of a stream call, and the markdown blocks of one message, at most.
+MAX_MARKDOWN_CHARS = 12_000
+MAX_BLOCKS = 50
+TIERS: dict[str, tuple[int, float]] = {
+    "chat.startStream": (20, 60.0),
+    "chat.stopStream": (20, 60.0),
+    "chat.appendStream": (100, 60.0),
+    "chat.update": (50, 60.0),
+    "chat.delete": (50, 60.0),
+    "reactions.add": (50, 60.0),
+    "reactions.remove": (20, 60.0),
+}
+"""Slack's tiers per method (calls per period, seconds): Tier 2 start/stop, Tier 4 append,
+Tier 3 update/delete/reactions.add, Tier 2 reactions.remove."""
+KNOWN_EMOJI = frozenset(
+    {
+        "eyes",
+        "white_check_mark",
+        "heavy_check_mark",
+        "x",
+        "warning",
+        "hourglass_flowing_sand",
+        "thinking_face",
+        "robot_face",
+        "+1",
+        "thumbsup",
+        "tada",
+    }
+)
+"""The emoji names ``reactions.add`` knows; any other is ``invalid_name``."""
+StreamState = Literal["streaming", "stopped"]
 
 ChannelType = Literal["channel", "group", "im", "mpim"]
 _CHANNEL_TYPES: tuple[str, ...] = ("channel", "group", "im", "mpim")
@@ -559,6 +603,26 @@ class _Channel:
         return document
 
 
+@dataclass(slots=True)
+class _Bucket:
+    """A token bucket: ``capacity`` calls at once, refilled at ``capacity / period`` a second."""
+
+    capacity: int
+    period: float
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> float:
+        """0 when a call may go now (and takes its token), else the seconds until one may."""
+        rate = self.capacity / self.period
+        self.tokens = min(float(self.capacity), self.tokens + (now - self.updated) * rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / rate
+
+
 class _ApiError(Exception):
     def __init__(self, error: str) -> None:
         super().__init__(error)
@@ -592,6 +656,64 @@ def _json_param(value: Any, error: str) -> Any:
         except ValueError:
             raise _ApiError(error) from None
     return value
+
+
+def _markdown_chunks(params: dict[str, Any]) -> str | None:
+    """The text a stream call adds: ``markdown_text`` and/or ``markdown_text`` chunks (what
+    slack_sdk's helper sends); None when the call carries none."""
+    texts: list[str] = []
+    markdown = params.get("markdown_text")
+    if markdown is not None:
+        if not isinstance(markdown, str):
+            raise _ApiError("invalid_arguments")
+        texts.append(markdown)
+    chunks = _json_param(params.get("chunks"), "invalid_chunks")
+    if chunks is not None:
+        if not isinstance(chunks, list):
+            raise _ApiError("invalid_chunks")
+        for chunk in chunks:
+            if not isinstance(chunk, dict) or not isinstance(chunk.get("type"), str):
+                raise _ApiError("invalid_chunks")
+            if chunk["type"] == "markdown_text":
+                if not isinstance(chunk.get("text"), str):
+                    raise _ApiError("invalid_chunks")
+                texts.append(chunk["text"])
+    if any(len(text) > MAX_MARKDOWN_CHARS for text in texts):
+        raise _ApiError("msg_too_long")
+    return "".join(texts) if texts else None
+
+
+def _checked_blocks(value: Any) -> list[dict[str, Any]] | None:
+    """Blocks as Slack checks them: a list of typed objects, at most 50, ``markdown`` blocks
+    with text of at most 12,000 characters in all."""
+    blocks = _json_param(value, "invalid_blocks")
+    if blocks is None:
+        return None
+    if not isinstance(blocks, list) or not all(
+        isinstance(block, dict) and isinstance(block.get("type"), str) for block in blocks
+    ):
+        raise _ApiError("invalid_blocks")
+    if len(blocks) > MAX_BLOCKS:
+        raise _ApiError("msg_blocks_too_many")
+    markdown = [block for block in blocks if block["type"] == "markdown"]
+    if not all(isinstance(block.get("text"), str) and block["text"] for block in markdown):
+        raise _ApiError("invalid_blocks")
+    if sum(len(block["text"]) for block in markdown) > MAX_MARKDOWN_CHARS:
+        raise _ApiError("msg_blocks_too_long")
+    return blocks
+
+
+def _checked_metadata(value: Any) -> dict[str, Any] | None:
+    metadata = _json_param(value, "invalid_metadata_format")
+    if metadata is not None and not (
+        isinstance(metadata, dict)
+        and isinstance(metadata.get("event_type"), str)
+        and isinstance(metadata.get("event_payload"), dict)
+    ):
+        raise _ApiError("invalid_metadata_format")
+    if metadata is None:
+        return None
+    return {"event_type": metadata["event_type"], "event_payload": metadata["event_payload"]}
 
 
 def _same(given: str, secret: str) -> bool:
@@ -657,9 +779,24 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         self._more_bots: list[FakeBot] = []
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
+        self.streams: dict[tuple[str, str], StreamState] = {}
+        """The state of every streamed message, by ``(channel, ts)``."""
+        self.reactions: set[tuple[str, str, str, str]] = set()
+        """Reactions present now: ``(channel, ts, name, user)``."""
+        self.statuses: list[dict[str, Any]] = []
+        """Every assistant thread status set: ``{"channel_id", "thread_ts", "status"}``."""
+        self._buckets: dict[str, _Bucket] = {}
         self._methods: dict[str, _Handler] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
+            "chat.startStream": self._chat_start_stream,
+            "chat.appendStream": self._chat_append_stream,
+            "chat.stopStream": self._chat_stop_stream,
+            "chat.update": self._chat_update,
+            "chat.delete": self._chat_delete,
+            "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
+            "assistant.threads.setStatus": self._assistant_threads_set_status,
             "conversations.info": self._conversations_info,
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
@@ -832,6 +969,18 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
 
     # --- scripting -------------------------------------------------------------------------
 
+    def limit_rates(self, limits: Mapping[str, tuple[int, float]] | None = None) -> None:
+        """Throttle methods as Slack's tiers do: ``method -> (calls, per seconds)``, a token
+        bucket each (default :data:`TIERS`); a call past its bucket gets 429 + Retry-After.
+        Off until called (tests that do not test rate limits are not slowed)."""
+        now = time.monotonic()
+        for method, (capacity, period) in (TIERS if limits is None else limits).items():
+            self._buckets[method] = _Bucket(capacity, period, float(capacity), now)
+
+    def reactions_on(self, channel: str, ts: str) -> set[str]:
+        """The emoji names on one message now."""
+        return {name for c, t, name, _user in self.reactions if (c, t) == (channel, ts)}
+
     def accept_then_drop_next(self, n: int = 1, *, method: str = "chat.postMessage") -> None:
         """The next ``n`` calls take effect (a post lands in the channel) but get no answer:
         :meth:`drop_next`, as when the network fails after Slack accepted a message."""
@@ -862,6 +1011,11 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
                 early = await self._apply(fault, call)
                 if early is not None:
                     return early
+            bucket = self._buckets.get(method)
+            wait = bucket.take(time.monotonic()) if bucket is not None else 0.0
+            if wait > 0:
+                throttled = Fault("rate_limit", retry_after=float(math.ceil(wait)))
+                return cast(web.Response, await self._apply(throttled, call))
             document = handler(call.params)
         except _ApiError as refused:
             call.error = refused.error
@@ -957,45 +1111,19 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         text = params.get("text")
         if text is not None and not isinstance(text, str):
             text = str(text)
-        blocks = _json_param(params.get("blocks"), "invalid_blocks")
+        blocks = _checked_blocks(params.get("blocks"))
         attachments = _json_param(params.get("attachments"), "invalid_attachments")
+        if params.get("markdown_text") and (text or blocks):
+            raise _ApiError("markdown_text_conflict")
         if not text and not blocks and not attachments and not params.get("markdown_text"):
             raise _ApiError("no_text")
         if text is not None and len(text) > MAX_TEXT_CHARS:
             raise _ApiError("msg_too_long")
-        metadata = _json_param(params.get("metadata"), "invalid_metadata_format")
-        if metadata is not None and not (
-            isinstance(metadata, dict)
-            and isinstance(metadata.get("event_type"), str)
-            and isinstance(metadata.get("event_payload"), dict)
-        ):
-            raise _ApiError("invalid_metadata_format")
-        thread_ts = params.get("thread_ts") or None
-        thread_known = None
-        if thread_ts is not None:
-            thread_ts = str(thread_ts)
-            parent = self._find(channel.id, thread_ts)
-            thread_known = parent is not None
-            if parent is not None and parent.get("thread_ts") not in (None, parent["ts"]):
-                thread_ts = str(parent["thread_ts"])  # a reply's ts means its thread
-        ts = new_ts()
+        metadata = _checked_metadata(params.get("metadata"))
+        thread_ts, thread_known = self._thread_of(channel.id, params.get("thread_ts"))
         bot = self._caller()
-        stored: dict[str, Any] = {
-            "user": bot.user_id,
-            "type": "message",
-            "ts": ts,
-            "bot_id": bot.bot_id,
-            "app_id": bot.app_id,
-            "text": text or "",
-            "team": self.team_id,
-            "bot_profile": {
-                "id": bot.bot_id,
-                "app_id": bot.app_id,
-                "name": bot.name,
-                "team_id": self.team_id,
-                "deleted": False,
-            },
-        }
+        stored = self._bot_message(bot, text or "", thread_ts)
+        ts = stored["ts"]
         if blocks:
             stored["blocks"] = blocks
         if attachments:
@@ -1005,10 +1133,7 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
             if _truthy(params.get("reply_broadcast")):
                 stored["subtype"] = "thread_broadcast"
         if metadata is not None:
-            stored["metadata"] = {
-                "event_type": metadata["event_type"],
-                "event_payload": metadata["event_payload"],
-            }
+            stored["metadata"] = metadata
         self._store(channel.id, stored)
         post = {
             "channel": channel.id,
@@ -1029,6 +1154,201 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         self._post_queue.put_nowait(post)
         self._notify()
         return {"channel": channel.id, "ts": ts, "message": dict(stored)}
+
+    def _thread_of(self, channel: str, thread_ts: Any) -> tuple[str | None, bool | None]:
+        """The thread a message posted with ``thread_ts`` joins (a reply's ts means its
+        thread) and whether that thread's message is known; (None, None) for no thread."""
+        if not thread_ts:
+            return None, None
+        thread = str(thread_ts)
+        parent = self._find(channel, thread)
+        if parent is not None and parent.get("thread_ts") not in (None, parent["ts"]):
+            thread = str(parent["thread_ts"])
+        return thread, parent is not None
+
+    def _bot_message(self, bot: FakeBot, text: str, thread_ts: str | None) -> dict[str, Any]:
+        """A new message of ``bot``, as history shows it."""
+        stored: dict[str, Any] = {
+            "user": bot.user_id,
+            "type": "message",
+            "ts": new_ts(),
+            "bot_id": bot.bot_id,
+            "app_id": bot.app_id,
+            "text": text,
+            "team": self.team_id,
+            "bot_profile": {
+                "id": bot.bot_id,
+                "app_id": bot.app_id,
+                "name": bot.name,
+                "team_id": self.team_id,
+                "deleted": False,
+            },
+        }
+        if thread_ts is not None:
+            stored["thread_ts"] = thread_ts
+        return stored
+
+    def _own_message(
+        self, params: dict[str, Any], *, not_owned: str
+    ) -> tuple[_Channel, dict[str, Any]]:
+        """The caller's message at ``params["ts"]``: ``message_not_found`` if there is none,
+        ``not_owned`` if another app (or a human) wrote it."""
+        channel = self._channel(params.get("channel"))
+        found = self._find(channel.id, str(params.get("ts") or ""))
+        if found is None:
+            raise _ApiError("message_not_found")
+        if found.get("bot_id") != self._caller().bot_id:
+            raise _ApiError(not_owned)
+        return channel, found
+
+    def _chat_start_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params.get("channel"))
+        if not params.get("thread_ts"):
+            raise _ApiError("invalid_arguments")  # streams are replies to a user's message
+        # Slack asks for both even in DMs (the reference's community note): always required.
+        team, user = params.get("recipient_team_id"), params.get("recipient_user_id")
+        if not team:
+            raise _ApiError("missing_recipient_team_id")
+        if not user:
+            raise _ApiError("missing_recipient_user_id")
+        if team != self.team_id:
+            raise _ApiError("team_not_found")
+        bot_users = {bot.user_id for bot in self.bots}
+        if user not in self._users and user != channel.user and user not in bot_users:
+            raise _ApiError("user_not_found")
+        text = _markdown_chunks(params) or ""
+        thread_ts, known = self._thread_of(channel.id, params.get("thread_ts"))
+        if not known:
+            raise _ApiError("message_not_found")
+        stored = self._bot_message(self._caller(), text, thread_ts)
+        self._store(channel.id, stored)
+        self.streams[(channel.id, stored["ts"])] = "streaming"
+        self._notify()
+        return {"channel": channel.id, "ts": stored["ts"]}
+
+    def _streaming(self, params: dict[str, Any]) -> tuple[_Channel, dict[str, Any]]:
+        channel, found = self._own_message(params, not_owned="message_not_owned_by_app")
+        if self.streams.get((channel.id, found["ts"])) != "streaming":
+            raise _ApiError("message_not_in_streaming_state")
+        return channel, found
+
+    def _chat_append_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, found = self._streaming(params)
+        text = _markdown_chunks(params)
+        if not text:
+            raise _ApiError("no_text")
+        found["text"] = found.get("text", "") + text
+        self._notify()
+        return {"channel": channel.id, "ts": found["ts"]}
+
+    def _chat_stop_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, found = self._streaming(params)
+        text = _markdown_chunks(params)
+        blocks = _checked_blocks(params.get("blocks"))
+        metadata = _checked_metadata(params.get("metadata"))
+        found["text"] = found.get("text", "") + (text or "")
+        if blocks:
+            found["blocks"] = blocks
+        if metadata is not None:
+            found["metadata"] = metadata
+        self.streams[(channel.id, found["ts"])] = "stopped"
+        self._notify()
+        return {"channel": channel.id, "ts": found["ts"], "message": dict(found)}
+
+    def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, found = self._own_message(params, not_owned="cant_update_message")
+        if self.streams.get((channel.id, found["ts"])) == "streaming":
+            raise _ApiError("streaming_state_conflict")
+        text = params.get("text")
+        if text is not None and not isinstance(text, str):
+            text = str(text)
+        blocks = _checked_blocks(params.get("blocks"))
+        markdown = params.get("markdown_text")
+        if markdown and (text or blocks):
+            raise _ApiError("markdown_text_conflict")
+        if not text and not blocks and not markdown:
+            raise _ApiError("no_text")
+        if text is not None and len(text) > MAX_UPDATE_CHARS:
+            raise _ApiError("msg_too_long")
+        if isinstance(markdown, str) and len(markdown) > MAX_MARKDOWN_CHARS:
+            raise _ApiError("msg_too_long")
+        metadata = _checked_metadata(params.get("metadata"))
+        found["text"] = text or (markdown if isinstance(markdown, str) else "") or ""
+        if blocks:
+            found["blocks"] = blocks
+        else:
+            found.pop("blocks", None)
+        if metadata is not None:
+            found["metadata"] = metadata
+        found["edited"] = {"user": self._caller().user_id, "ts": new_ts()}
+        self._notify()
+        return {"channel": channel.id, "ts": found["ts"], "text": found["text"]}
+
+    def _chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, found = self._own_message(params, not_owned="cant_delete_message")
+        history = self._history.get(channel.id, [])
+        self._history[channel.id] = [item for item in history if item is not found]
+        self.streams.pop((channel.id, found["ts"]), None)
+        self._notify()
+        return {"channel": channel.id, "ts": found["ts"]}
+
+    def _reaction(self, params: dict[str, Any]) -> tuple[str, str, str, str]:
+        for key in ("channel", "timestamp", "name"):
+            if not params.get(key):
+                raise _ApiError("no_item_specified" if key != "name" else "invalid_name")
+        channel = self._channel(params.get("channel"))
+        ts, name = str(params["timestamp"]), str(params["name"])
+        if self._find(channel.id, ts) is None:
+            raise _ApiError("message_not_found")
+        if name not in KNOWN_EMOJI:
+            raise _ApiError("invalid_name")
+        return channel.id, ts, name, self._caller().user_id
+
+    def _reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = self._reaction(params)
+        if key in self.reactions:
+            raise _ApiError("already_reacted")
+        self.reactions.add(key)
+        self._refresh_reactions(key[0], key[1])
+        return {}
+
+    def _reactions_remove(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = self._reaction(params)
+        if key not in self.reactions:
+            raise _ApiError("no_reaction")
+        self.reactions.discard(key)
+        self._refresh_reactions(key[0], key[1])
+        return {}
+
+    def _refresh_reactions(self, channel: str, ts: str) -> None:
+        """The message's ``reactions`` field, as history shows it."""
+        found = self._find(channel, ts)
+        if found is not None:
+            by_name: dict[str, list[str]] = {}
+            for c, t, name, user in sorted(self.reactions):
+                if (c, t) == (channel, ts):
+                    by_name.setdefault(name, []).append(user)
+            reactions = [
+                {"name": name, "users": users, "count": len(users)}
+                for name, users in by_name.items()
+            ]
+            if reactions:
+                found["reactions"] = reactions
+            else:
+                found.pop("reactions", None)
+        self._notify()
+
+    def _assistant_threads_set_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params.get("channel_id"))
+        thread_ts = str(params.get("thread_ts") or "")
+        if not thread_ts or self._find(channel.id, thread_ts) is None:
+            raise _ApiError("invalid_thread_ts")
+        status = params.get("status")
+        if not isinstance(status, str):
+            raise _ApiError("invalid_arguments")
+        self.statuses.append({"channel_id": channel.id, "thread_ts": thread_ts, "status": status})
+        self._notify()
+        return {}
 
     def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"channel": self._channel(params.get("channel")).info()}

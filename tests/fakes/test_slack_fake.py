@@ -862,3 +862,119 @@ async def test_a_bots_mention_reaches_the_other_app_through_real_bolt(
     ]
     if bolt_client.session is not None:
         await bolt_client.session.close()
+
+
+# --- live replies: streams, edits, reactions, status, tiers --------------------------------
+
+
+async def _api_error(call: Awaitable[Any]) -> str:
+    with pytest.raises(SlackApiError) as refused:
+        await call
+    return str(refused.value.response["error"])
+
+
+async def test_streams_follow_their_state_machine(slack: FakeSlack, client: AsyncWebClient) -> None:
+    slack.add_user("U0HUMAN001", "ada")
+    root = slack.add_message(CHANNEL, text="question")["ts"]
+    start = {"channel": CHANNEL, "thread_ts": root, "recipient_team_id": slack.team_id}
+    assert await _api_error(client.chat_startStream(**start)) == "missing_recipient_user_id"
+    start["recipient_user_id"] = "U0HUMAN001"
+    del start["recipient_team_id"]
+    assert await _api_error(client.chat_startStream(**start)) == "missing_recipient_team_id"
+    start["recipient_team_id"] = slack.team_id
+    too_long = "x" * 12_001
+    assert await _api_error(client.chat_startStream(**start, markdown_text=too_long)) == (
+        "msg_too_long"
+    )
+    ts = (await client.chat_startStream(**start, markdown_text="Hel"))["ts"]
+    assert slack.streams == {(CHANNEL, ts): "streaming"}
+    await client.chat_appendStream(channel=CHANNEL, ts=ts, markdown_text="lo")
+    # slack_sdk's helper sends chunks instead of markdown_text: both are text.
+    await client.chat_appendStream(
+        channel=CHANNEL, ts=ts, chunks=[{"type": "markdown_text", "text": " there"}]
+    )
+    update = client.chat_update(channel=CHANNEL, ts=ts, text="edited")
+    assert await _api_error(update) == "streaming_state_conflict"
+    await client.chat_stopStream(channel=CHANNEL, ts=ts, markdown_text="!")
+    assert slack.streams == {(CHANNEL, ts): "stopped"}
+    [streamed] = [m for m in slack.messages(CHANNEL) if m["ts"] == ts]
+    assert (streamed["text"], streamed["thread_ts"]) == ("Hello there!", root)
+    append = client.chat_appendStream(channel=CHANNEL, ts=ts, markdown_text="more")
+    assert await _api_error(append) == "message_not_in_streaming_state"
+    stop = client.chat_stopStream(channel=CHANNEL, ts=ts)
+    assert await _api_error(stop) == "message_not_in_streaming_state"
+    unknown = client.chat_appendStream(channel=CHANNEL, ts="1.000001", markdown_text="x")
+    assert await _api_error(unknown) == "message_not_found"
+
+
+async def test_update_checks_length_blocks_and_owner_and_history_shows_it(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    ts = (await client.chat_postMessage(channel=CHANNEL, text="first"))["ts"]
+    long_update = client.chat_update(channel=CHANNEL, ts=ts, text="x" * 4001)
+    assert await _api_error(long_update) == "msg_too_long"
+    big_block = [{"type": "markdown", "text": "y" * 12_001}]
+    too_big = client.chat_update(channel=CHANNEL, ts=ts, text="ok", blocks=big_block)
+    assert await _api_error(too_big) == "msg_blocks_too_long"
+    human = slack.add_message(CHANNEL, text="mine")["ts"]
+    foreign = client.chat_update(channel=CHANNEL, ts=human, text="hijack")
+    assert await _api_error(foreign) == "cant_update_message"
+    gone = client.chat_update(channel=CHANNEL, ts="1.000001", text="x")
+    assert await _api_error(gone) == "message_not_found"
+    await client.chat_update(
+        channel=CHANNEL,
+        ts=ts,
+        text="x" * 4000,
+        blocks=[{"type": "markdown", "text": "**final**"}],
+        metadata=DELIVERY,
+    )
+    history = await client.conversations_history(channel=CHANNEL, include_all_metadata=True)
+    [final] = [m for m in history["messages"] if m["ts"] == ts]
+    assert final["text"] == "x" * 4000
+    assert final["blocks"] == [{"type": "markdown", "text": "**final**"}]
+    assert final["metadata"] == DELIVERY
+    await client.chat_delete(channel=CHANNEL, ts=ts)
+    assert await _api_error(client.chat_delete(channel=CHANNEL, ts=ts)) == "message_not_found"
+
+
+async def test_reactions_and_status_are_strict(slack: FakeSlack, client: AsyncWebClient) -> None:
+    ts = slack.add_message(CHANNEL, text="hi")["ts"]
+    await client.reactions_add(channel=CHANNEL, timestamp=ts, name="eyes")
+    again = client.reactions_add(channel=CHANNEL, timestamp=ts, name="eyes")
+    assert await _api_error(again) == "already_reacted"
+    odd = client.reactions_add(channel=CHANNEL, timestamp=ts, name="no_such_emoji")
+    assert await _api_error(odd) == "invalid_name"
+    assert slack.reactions_on(CHANNEL, ts) == {"eyes"}
+    await client.reactions_remove(channel=CHANNEL, timestamp=ts, name="eyes")
+    absent = client.reactions_remove(channel=CHANNEL, timestamp=ts, name="eyes")
+    assert await _api_error(absent) == "no_reaction"
+    nowhere = client.reactions_add(channel=CHANNEL, timestamp="1.000001", name="eyes")
+    assert await _api_error(nowhere) == "message_not_found"
+    await client.assistant_threads_setStatus(channel_id=CHANNEL, thread_ts=ts, status="busy")
+    assert slack.statuses == [{"channel_id": CHANNEL, "thread_ts": ts, "status": "busy"}]
+    bad = client.assistant_threads_setStatus(channel_id=CHANNEL, thread_ts="1.0", status="x")
+    assert await _api_error(bad) == "invalid_thread_ts"
+
+
+async def test_tiers_throttle_with_retry_after_and_injection_works_on_new_methods(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    ts = (await client.chat_postMessage(channel=CHANNEL, text="a"))["ts"]
+    slack.limit_rates({"chat.update": (2, 60.0)})
+    await client.chat_update(channel=CHANNEL, ts=ts, text="b")
+    await client.chat_update(channel=CHANNEL, ts=ts, text="c")
+    with pytest.raises(SlackApiError) as throttled:
+        await client.chat_update(channel=CHANNEL, ts=ts, text="d")
+    assert throttled.value.response.status_code == 429
+    assert throttled.value.response["error"] == "ratelimited"
+    assert int(throttled.value.response.headers["Retry-After"]) >= 1
+    assert [m["text"] for m in slack.messages(CHANNEL)] == ["c"]
+    slack.error_next(1, "missing_scope", method="chat.startStream")
+    start = client.chat_startStream(
+        channel=CHANNEL, thread_ts=ts, recipient_team_id=slack.team_id, recipient_user_id="U1"
+    )
+    assert await _api_error(start) == "missing_scope"
+    slack.rate_limit_next(1, retry_after=3, method="reactions.add")
+    with pytest.raises(SlackApiError) as limited:
+        await client.reactions_add(channel=CHANNEL, timestamp=ts, name="eyes")
+    assert limited.value.response.headers["Retry-After"] == "3"

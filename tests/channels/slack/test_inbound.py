@@ -57,7 +57,8 @@ def test_conversation_ids_follow_the_documented_formats() -> None:
     assert isinstance(top, InboundMessage)
     assert (top.external_conv_id, top.parent_conv_id) == ("slack:T1:C1:100.1", "slack:T1:C1")
     assert (
-        top.reply_target == {"channel": "C1", "thread_ts": "100.1", "message_ts": "100.1"}
+        top.reply_target
+        == {"channel": "C1", "thread_ts": "100.1", "message_ts": "100.1", "user": "U1"}
         and top.text == "hi"
     )
     assert isinstance(reply, InboundMessage) and reply.only_if_engaged
