@@ -1,7 +1,8 @@
 "use strict";
 // The bridge's chat page: plain DOM code, no framework and no build step, so it can be served
 // straight from the package. It talks to /api/v1 with fetch and keeps itself current through
-// one WebSocket. User-supplied text only ever goes into the page through textContent.
+// one WebSocket. User-supplied text only ever goes into the page through textContent, except
+// agents' replies, which are Markdown: see renderMarkdown (marked, then DOMPurify).
 
 const API = "/api/v1";
 const TOKEN_KEY = "bridge.token";
@@ -88,6 +89,83 @@ function markSeen(session) {
   if ((state.seen[session.id] ?? -1) === session.message_count) return;
   state.seen[session.id] = session.message_count;
   localStorage.setItem(SEEN_KEY, JSON.stringify(state.seen));
+}
+
+// ---------------------------------------------------------------------------------------
+// Markdown
+// ---------------------------------------------------------------------------------------
+
+// Agents answer in Markdown. marked (vendor/marked.umd.js) turns it into HTML in which raw
+// HTML from the reply is escaped into text and links are only http(s)/mailto; DOMPurify
+// (vendor/purify.min.js) then keeps only the elements and attributes below, so no script,
+// event handler, style or frame can come out of a reply whatever marked produced.
+const SAFE_HREF = /^(?:https?:|mailto:)/i;
+const MARKDOWN_TAGS = [
+  "p", "br", "hr", "strong", "em", "del", "s", "code", "pre", "blockquote",
+  "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "a",
+  "table", "thead", "tbody", "tr", "th", "td",
+];
+const PURIFY = {
+  ALLOWED_TAGS: MARKDOWN_TAGS,
+  ALLOWED_ATTR: ["href", "title", "rel", "target", "align", "start"],
+  ALLOWED_URI_REGEXP: SAFE_HREF,
+  ALLOW_DATA_ATTR: false,
+  ALLOW_ARIA_ATTR: false,
+  KEEP_CONTENT: true, // a dropped element's text stays, as text
+  RETURN_DOM_FRAGMENT: true, // nodes, not a string: nothing is parsed again after cleaning
+};
+
+const escapeHtml = (text) =>
+  text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/** The href if it is an absolute http(s) or mailto URL, else null. */
+function safeHref(href) {
+  const value = String(href ?? "").trim();
+  if (!SAFE_HREF.test(value)) return null;
+  try {
+    return SAFE_HREF.test(new URL(value).protocol) ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+const markdown = new marked.Marked({
+  gfm: true, // tables, ~~strike~~, bare URLs become links
+  breaks: false, // a single newline stays a newline in the text; CSS shows it (pre-wrap)
+  async: false,
+  renderer: {
+    // Raw HTML in a reply (block or inline) is shown as the text it is.
+    html: ({ text }) => escapeHtml(text),
+    link({ href, title, tokens }) {
+      const label = this.parser.parseInline(tokens);
+      const url = safeHref(href);
+      if (url === null) return label; // javascript:, data:, relative...: the label only
+      const titled = title ? ` title="${escapeHtml(title)}"` : "";
+      return `<a href="${escapeHtml(url)}"${titled} rel="noopener noreferrer" target="_blank">${label}</a>`;
+    },
+    // No images from replies: the alt text, as a link when the source is a web address.
+    image({ href, text }) {
+      const url = safeHref(href);
+      const alt = escapeHtml(text || "image");
+      return url === null
+        ? alt
+        : `<a href="${escapeHtml(url)}" rel="noopener noreferrer" target="_blank">${alt}</a>`;
+    },
+  },
+});
+
+// Whatever survives in an <a>, it opens apart from this page (which holds the token).
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A") {
+    node.setAttribute("rel", "noopener noreferrer");
+    node.setAttribute("target", "_blank");
+  }
+});
+
+/** ``text`` as Markdown, as a fragment of harmless nodes. */
+function renderMarkdown(text) {
+  // Trimmed: no stray newline text at the ends (the text of a one-line reply is just it).
+  return DOMPurify.sanitize(markdown.parse(String(text ?? "")).trim(), PURIFY);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -369,6 +447,9 @@ async function onFrame(frame) {
     case "message.updated":
       applyMessage(frame.message, frame.type === "message.created");
       break;
+    case "message.delta": // a reply's whole text so far, before it is stored
+      applyDelta(frame);
+      break;
     case "session.updated":
       applySession(frame.session);
       break;
@@ -394,6 +475,20 @@ function applyMessage(message, created) {
   }
   sortSessions();
   renderSessions();
+}
+
+/** Show a reply as it is being written: a draft bubble after the message it answers, until
+ *  the stored reply (``reply_to`` the same message) arrives. Deltas are not stored or
+ *  replayed, so one for a chat that is not open is simply dropped. */
+function applyDelta(frame) {
+  const open = state.open;
+  if (!open || open.id !== frame.session_id || typeof frame.text !== "string") return;
+  const answered = [...open.messages.values()].some(
+    (m) => m.role !== "user" && m.reply_to === frame.reply_to,
+  );
+  if (answered) return; // a late delta after the reply itself
+  open.drafts.set(frame.reply_to, frame.text);
+  upsertMessages([]);
 }
 
 /** A session we have not listed got a message: fetch it so it can appear in the list. */
@@ -563,6 +658,7 @@ async function openSession(id) {
     messages: new Map(),
     cursor: null,
     touched: new Set(), // ids updated live while history loads: history must not undo them
+    drafts: new Map(), // message id -> the text so far of the reply to it (message.delta)
   };
   state.open = open;
   $("empty-state").hidden = true;
@@ -636,13 +732,31 @@ function upsertMessages(messages, { scroll = "auto" } = {}) {
   const box = $("messages");
   const follow = scroll === "bottom" || (scroll === "auto" && isNearBottom());
   const fromBottom = box.scrollHeight - box.scrollTop;
-  for (const message of messages) open.messages.set(message.id, message);
+  for (const message of messages) {
+    open.messages.set(message.id, message);
+    // The stored reply replaces its draft; so does the end of the wait without one.
+    if (message.role !== "user") open.drafts.delete(message.reply_to);
+    else if (message.state === "failed") open.drafts.delete(message.id);
+  }
   const sorted = [...open.messages.values()]
     .filter((m) => !m.deleted_at)
     .sort((a, b) => a.id - b.id);
-  const items = sorted.map(messageElement);
-  // While the agent works on an answer, show it "typing" where its reply will appear.
-  if (sorted.some(isAwaitingReply)) items.push(typingElement());
+  const items = [];
+  for (const message of sorted) {
+    items.push(messageElement(message));
+    if (open.drafts.has(message.id)) items.push(draftElement(message.id, open.drafts.get(message.id)));
+  }
+  // Drafts for messages not loaded (yet) go last.
+  const shown = new Set(sorted.map((m) => m.id));
+  for (const [replyTo, text] of open.drafts) {
+    if (!shown.has(replyTo)) items.push(draftElement(replyTo, text));
+  }
+  // While the agent works on an answer and nothing of it has come yet, show it "thinking"
+  // where its reply will appear.
+  const answered = new Set(sorted.filter((m) => m.role !== "user").map((m) => m.reply_to));
+  if (sorted.some((m) => isAwaitingReply(m) && !open.drafts.has(m.id) && !answered.has(m.id))) {
+    items.push(typingElement());
+  }
   $("message-list").replaceChildren(...items);
   $("load-older").hidden = !open.cursor;
   if (follow) box.scrollTop = box.scrollHeight;
@@ -663,8 +777,35 @@ function typingElement() {
       { className: "message-head" },
       el("span", { className: "sender", textContent: agentSlug() }),
     ),
-    el("div", { className: "content thinking", textContent: "…" }),
+    el("div", { className: "content thinking", textContent: "thinking…" }),
   );
+}
+
+/** The reply to message ``replyTo`` as written so far (no id yet: it is not stored). */
+function draftElement(replyTo, text) {
+  return el(
+    "li",
+    {
+      className: "message role-assistant draft",
+      title: "being written",
+      dataset: { role: "assistant", draftFor: String(replyTo) },
+    },
+    el(
+      "div",
+      { className: "message-head" },
+      el("span", { className: "sender", textContent: agentSlug() }),
+      el("span", { className: "status thinking", textContent: "writing…" }),
+    ),
+    el("div", { className: "content markdown" }, renderMarkdown(text)),
+  );
+}
+
+/** Agents write Markdown; people's own messages are shown exactly as typed. */
+function messageContent(message) {
+  if (message.role === "assistant" || message.sender?.kind === "agent") {
+    return el("div", { className: "content markdown" }, renderMarkdown(message.content));
+  }
+  return el("div", { className: "content", textContent: message.content });
 }
 
 function messageElement(message) {
@@ -728,7 +869,7 @@ function messageElement(message) {
       }),
       status,
     ),
-    el("div", { className: "content", textContent: message.content }),
+    messageContent(message),
   );
 }
 
