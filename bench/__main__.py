@@ -34,6 +34,7 @@ from bench.scenarios import (
     steady_run,
     two_process_run,
 )
+from bench.streaming import streaming_run
 from tests.support.postgres import PostgresCluster, ensure_postgres_installed
 
 RESULTS = Path(__file__).with_name("results")
@@ -58,6 +59,7 @@ async def run(sizes: Sizes, *, work: Path) -> dict[str, Any]:
             results.update(await memory_run(sizes, work=work, cluster=cluster, fake=fake))
             results.update(await two_process_run(sizes, work=work, cluster=cluster, fake=fake))
             results.update(await sqlite_run(sizes, work=work, fake=fake))
+        results.update(await streaming_run(sizes, work=work, cluster=cluster))
     finally:
         cluster.close()
     results["load_after"] = os.getloadavg()

@@ -67,6 +67,14 @@ TARGETS: Sequence[Target] = (
         ("two_process_burst", "pg_burst"),
     ),
     Target("history of 100,000 messages / empty", "history_ratio", "<=", 1.2),
+    Target(
+        "streamed reply: first text p50",
+        "streaming.first_text_p50_ms",
+        "<=",
+        300,
+        ("streaming",),
+        " ms",
+    ),
     Target("peak RSS", "rss_peak_mb", "<=", 250, unit=" MB"),
     Target("RSS end / half-way", "rss_end_over_half", "<=", 1.1),
 )
@@ -76,6 +84,7 @@ BURST_NAMES = {
     "baseline_burst": "the baseline's burst",
     "sqlite_burst": "the bridge's SQLite burst",
     "two_process_burst": "the two-process burst",
+    "streaming": "the streaming run",
 }
 
 
@@ -193,6 +202,20 @@ def behind(results: dict[str, Any]) -> list[str]:
         (
             f"SQLite bridge burst ({sizes['sqlite_messages']:,} events)",
             rate(results["sqlite_burst"]["throughput"]),
+        ),
+        (
+            f"streamed replies ({results['streaming']['messages']} at"
+            f" {results['streaming']['rate']:g}/s, {results['streaming']['chunks']} chunks"
+            f" {results['streaming']['chunk_delay_ms']} ms apart): first text p50 / p99,"
+            " complete p50",
+            f"{_number(results['streaming']['first_text_p50_ms'])} /"
+            f" {_number(results['streaming']['first_text_p99_ms'])} /"
+            f" {_number(results['streaming']['complete_p50_ms'])} ms",
+        ),
+        (
+            "Slack calls per streamed reply: p50 / max",
+            f"{results['streaming']['calls_per_reply_p50']:g} /"
+            f" {results['streaming']['calls_per_reply_max']:g}",
         ),
         (
             f"half load ({results['half_load_rate']:,.0f} msg/s): ack p50 / e2e p50",

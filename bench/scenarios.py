@@ -62,6 +62,9 @@ class Sizes:
     two_process_messages: int = 6_000
     sqlite_messages: int = 5_000
     smaller_within: float = 150.0
+    # The streaming run: replies streamed in 20 chunks 50 ms apart, offered at this rate.
+    streaming_messages: int = 100
+    streaming_rate: float = 10.0
 
 
 SMOKE = Sizes(
@@ -80,6 +83,8 @@ SMOKE = Sizes(
     two_process_messages=200,
     sqlite_messages=200,
     smaller_within=30.0,
+    streaming_messages=10,
+    streaming_rate=5.0,
 )
 
 
@@ -101,6 +106,10 @@ def bridge_config(path: Path, *, database_url: str, fake: TimedSlack) -> Path:
                         "bot_token": BOT_TOKEN,
                         "signing_secret": SIGNING_SECRET,
                         "api_base_url": fake.api_url,
+                        # Throughput is measured like for like with the baseline, which
+                        # neither streams nor reacts; the streaming run measures those.
+                        "streaming": "off",
+                        "status_reactions": False,
                     },
                 }
             ],

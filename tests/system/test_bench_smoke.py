@@ -44,6 +44,7 @@ ISSUE_ROWS = (
     "SQLite burst / its aiosqlite floor",
     "two processes on PostgreSQL / one",
     "history of 100,000 messages / empty",
+    "streamed reply: first text p50",
     "peak RSS",
     "RSS end / half-way",
 )
@@ -70,6 +71,12 @@ def test_bench_smoke_prints_and_writes_every_figure(tmp_path: Path) -> None:
     # CPU is read from /proc for the bridge and the baseline over their bursts.
     assert figures["pg_burst"]["cpu_ms_per_message"] > 0
     assert figures["baseline_burst"]["cpu_ms_per_message"] > 0
+    streaming = figures["streaming"]
+    assert streaming["complete"], streaming
+    assert streaming["first_text_p50_ms"] > 0
+    # Chunks are coalesced: a reply of 20 chunks costs fewer calls than it has chunks, status
+    # reactions included.
+    assert 0 < streaming["calls_per_reply_max"] < streaming["chunks"], streaming
     assert figures["half_load_failures"] == 0 and figures["half_load_unanswered"] == 0
     assert [row["figure"] for row in figures["verdicts"]] == list(ISSUE_ROWS)
     for row in ISSUE_ROWS:
