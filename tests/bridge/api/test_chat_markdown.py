@@ -5,8 +5,9 @@ user's own bubble shows the text exactly as typed, the reply shows it formatted 
 DOMPurify; vendored under bridge/api/static/vendor/). Attempted script and event handlers in
 the reply must stay text.
 
-``message.delta`` frames are not sent by the server yet; the page-only test feeds the page's
-own live socket (routed through Playwright to the real server) with frames it writes itself.
+One test streams end to end (the echo agent in chunks, the server's ``message.delta``
+frames); the page-only one feeds the page's own live socket (routed through Playwright to the
+real server) with frames it writes itself, to pin down the "thinking…" state and late deltas.
 """
 
 from __future__ import annotations
@@ -197,3 +198,41 @@ async def test_page_only_delta_frames_grow_a_draft_until_the_reply(database_url:
             "data-state", "answered"
         )
         await expect(draft).to_have_count(0)
+
+
+# Records, from now on, every text the draft bubble shows.
+WATCH_DRAFTS = """() => {
+  window.drafts = [];
+  new MutationObserver(() => {
+    const draft = document.querySelector("#messages .draft .content");
+    const text = draft ? draft.textContent.trim() : "";
+    if (text && window.drafts[window.drafts.length - 1] !== text) window.drafts.push(text);
+  }).observe(document.querySelector("#messages"),
+             { childList: true, subtree: true, characterData: true });
+}"""
+
+
+async def test_a_streamed_reply_grows_on_the_page_before_it_is_complete(
+    database_url: str,
+) -> None:
+    """End to end: the echo agent streams in chunks, the server sends delta frames, the page
+    shows the reply growing, then the stored reply in its place."""
+    agent = {"slug": "assistant", "echo_stream_chunk_chars": 12, "echo_stream_delay_ms": 80}
+    text = " ".join(f"word{n}" for n in range(40))
+    async with (
+        running_bridge(make_settings(database_url, agents=[agent])) as bridge,
+        chromium() as browser,
+        page_on(bridge, browser, DESKTOP) as page,
+    ):
+        await signed_in(page)
+        await new_chat(page, "Streaming")
+        await page.evaluate(WATCH_DRAFTS)
+        await send_text(page, text)
+        answer = page.locator("#messages [data-message-id][data-role=assistant] .content")
+        await expect(answer).to_have_text(text)
+        await expect(page.locator("#messages .draft")).to_have_count(0)
+        drafts: list[str] = await page.evaluate("window.drafts")
+        assert len(drafts) >= 2, drafts
+        assert drafts[0] != text and len(drafts[0]) < len(text)
+        assert all(text.startswith(draft) for draft in drafts), drafts
+        assert [len(d) for d in drafts] == sorted(len(d) for d in drafts)
