@@ -2,7 +2,7 @@
 
 :func:`open_reply` opens the POST and hands over its body to be read as it arrives (whole,
 or line by line for streamed answers), never buffering more than :data:`MAX_RESPONSE_BYTES`
-in all or :data:`MAX_LINE_BYTES` in one line; :func:`post_for_reply` reads it whole.
+in all or :data:`MAX_LINE_BYTES` in one line.
 
 Every failure becomes an :class:`AgentError` whose message starts ``"<label> backend: "``,
 names the request only by a redacted URL and quotes the upstream only through
@@ -13,8 +13,10 @@ echoes its request shows nothing secret. Messages can go to logs and admins as t
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing, asynccontextmanager
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -30,7 +32,6 @@ __all__ = [
     "display_url",
     "open_reply",
     "origin",
-    "post_for_reply",
     "request_secrets",
 ]
 
@@ -196,29 +197,15 @@ async def open_reply(
         ) from None
 
 
-async def post_for_reply(
-    http: aiohttp.ClientSession,
-    *,
-    url: str,
-    shown_url: str,
-    body: bytes,
-    headers: dict[str, str],
-    timeout_seconds: float,
-    label: str,
-    secrets: Iterable[str] = (),
-) -> bytes:
-    """POST ``body`` to ``url`` and return the body of a 2xx answer (see :func:`open_reply`)."""
-    async with open_reply(
-        http,
-        url=url,
-        shown_url=shown_url,
-        body=body,
-        headers=headers,
-        timeout_seconds=timeout_seconds,
-        label=label,
-        secrets=secrets,
-    ) as reply:
-        return await reply.read()
+def parse_json(raw: bytes | str, *, label: str, what: str, secrets: Iterable[str]) -> Any:
+    """``raw`` as JSON; an AgentError quoting it (without ``secrets``) when it is not."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        shown = excerpt(raw, secrets=secrets)
+        raise AgentError(
+            f"{label} backend: {what} is not JSON: {shown}", reason=UNUSABLE_ANSWER
+        ) from None
 
 
 def display_url(url: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.agents.base import UNUSABLE_ANSWER, AgentError
-from bridge.agents.http import BROKEN_ANSWER, ReplyBody
+from bridge.agents.http import BROKEN_ANSWER, ReplyBody, parse_json
 from bridge.infra.redact import excerpt
 
 MAX_TOOL_ROUNDS = 4
@@ -44,13 +44,7 @@ def parse_turn(raw: bytes, *, secrets: Iterable[str] = ()) -> ModelTurn:
     call has the wrong shape. A missing or empty ``tool_calls`` means none. Error messages
     quote the body without ``secrets`` (what the request carried).
     """
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        shown = excerpt(raw, secrets=secrets)
-        raise AgentError(
-            f"openai backend: response is not JSON: {shown}", reason=UNUSABLE_ANSWER
-        ) from None
+    data = parse_json(raw, label="openai", what="response", secrets=secrets)
     try:
         message = data["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):

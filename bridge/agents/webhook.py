@@ -34,6 +34,7 @@ from bridge.agents.http import (
     ReplyBody,
     open_reply,
     origin,
+    parse_json,
     request_secrets,
 )
 from bridge.infra.redact import excerpt
@@ -139,13 +140,7 @@ class WebhookBackend:
 
 def _parse_reply(raw: bytes, secrets: Iterable[str]) -> str:
     """The ``reply`` field, which must be a non-empty string."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        shown = excerpt(raw, secrets=secrets)
-        raise AgentError(
-            f"webhook backend: response is not JSON: {shown}", reason=UNUSABLE_ANSWER
-        ) from None
+    data = parse_json(raw, label="webhook", what="response", secrets=secrets)
     if not isinstance(data, dict) or "reply" not in data:
         shown = excerpt(raw, secrets=secrets)
         raise AgentError(
@@ -196,13 +191,7 @@ async def _stream_reply(reply: ReplyBody, secrets: Iterable[str]) -> AsyncGenera
 
 def _parse_line(line: bytes, secrets: Iterable[str]) -> str | None:
     """A delta's text, or None for ``{"done": true}``; anything else raises AgentError."""
-    try:
-        data = json.loads(line)
-    except (ValueError, RecursionError):
-        shown = excerpt(line, secrets=secrets)
-        raise AgentError(
-            f"webhook backend: a streamed line is not JSON: {shown}", reason=UNUSABLE_ANSWER
-        ) from None
+    data = parse_json(line, label="webhook", what="a streamed line", secrets=secrets)
     if isinstance(data, dict):
         delta = data.get("delta")
         if isinstance(delta, str) and set(data) == {"delta"}:
