@@ -1,5 +1,6 @@
 """The Feishu/Lark channel: the encrypted event webhook, p2p and group chats, topic threads,
-and replies through the Open API with the project's own aiohttp client.
+and replies through the Open API with the project's own aiohttp client: streamed in CardKit
+cards while they are written, Markdown posts otherwise, with status reactions.
 
 Loaded through the ``bridge.channels`` entry point only when an agent has ``[agents.feishu]``.
 """
@@ -15,7 +16,11 @@ plugin = ChannelPlugin(
     name="feishu",
     settings_model=FeishuChannelSettings,
     capabilities=Capabilities(
-        shared_rooms=True, threads=True, max_reply_chars=PART_LIMIT, webhook=True
+        shared_rooms=True,
+        threads=True,
+        max_reply_chars=PART_LIMIT,
+        webhook=True,
+        streaming=True,
     ),
     create=FeishuChannel,
 )

@@ -27,13 +27,15 @@ from bridge.infra.tasks import cancel_and_wait
 from bridge.ports.contract import ChannelContext, ChannelStatus
 from bridge.ports.errors import DeliveryError, InvalidMessage
 from bridge.ports.events import MAX_ID_LENGTH, ConversationChange, Reply, storable_text
-from channels.feishu.client import INVALID_TOKEN_CODES, FeishuClient, FeishuError
+from bridge.ports.live import Draft, LiveReply
+from channels.feishu.client import FeishuClient, FeishuError
 from channels.feishu.crypto import (
     UndecryptableEvent,
     decrypt,
     signature_matches,
     timestamp_is_fresh,
 )
+from channels.feishu.final import deliver, mark_on_it, mark_outcome
 from channels.feishu.inbound import (
     CHANNEL,
     Ignored,
@@ -44,7 +46,7 @@ from channels.feishu.inbound import (
     read_message,
     to_inbound,
 )
-from channels.feishu.outbound import reply_parts
+from channels.feishu.live import CardStreams, FeishuLiveReply
 from channels.feishu.settings import FeishuChannelSettings
 from channels.names import NameLookup
 
@@ -76,6 +78,7 @@ class FeishuChannel:
         self._dispatch = context.dispatch
         self._http: aiohttp.ClientSession | None = None
         self._client: FeishuClient | None = None
+        self._streams: CardStreams | None = None
         self._bot_open_id: str | None = None
         self._identity_lock = asyncio.Lock()
         self._identity_task: asyncio.Task[None] | None = None
@@ -99,6 +102,7 @@ class FeishuChannel:
             app_secret=self._settings.app_secret.get_secret_value(),
             timeout_seconds=self._settings.request_timeout_seconds,
         )
+        self._streams = CardStreams(client=self._client)
         self._problem = "the bot's identity is not fetched yet"
         # In the background, so a slow Open API holds up no other channel's start, yet
         # mention_id() knows the id soon after; an event that comes first waits for the same
@@ -327,33 +331,30 @@ class FeishuChannel:
 
     # --- outbound ------------------------------------------------------------------------
 
+    async def begin(self, draft: Draft) -> LiveReply:
+        """Status ``OnIt`` on the message being answered, and the live reply (cards unless
+        streaming is off)."""
+        client, streams = self._client, self._streams
+        if client is not None and self._settings.status_reactions:
+            message_id = draft.reply_target.get("message_id")
+            if message_id:
+                await mark_on_it(client=client, message_id=message_id, agent=self._agent.slug)
+        card_mode = self._settings.streaming == "card"
+        return FeishuLiveReply(streams=streams if card_mode else None, draft=draft)
+
     async def send(self, reply: Reply) -> Sequence[str]:
-        if self._client is None:
+        if self._client is None or self._streams is None:
             raise DeliveryError("the Feishu channel is not started", retry_after=5.0)
-        target = reply.reply_target
-        ids: list[str] = []
-        try:
-            parts = reply_parts(reply.text, reply.mentions)
-            for index, part in enumerate(parts):
-                ids.append(
-                    await self._client.reply_text(
-                        message_id=target["message_id"],
-                        text=part,
-                        in_thread=bool(target.get("in_thread")),
-                        uuid=f"{reply.delivery_key}-{index}",
-                    )
-                )
-        except FeishuError as error:
-            raise DeliveryError(
-                str(error),
-                retry_after=error.retry_after,
-                # Sent parts (or a lost answer) are safe to repeat: the uuid dedups for an hour.
-                in_doubt=error.in_doubt or bool(ids),
-                permanent=error.code is not None
-                and error.code not in INVALID_TOKEN_CODES
-                and error.retry_after is None
-                and not ids,
-            ) from error
+        ids = await deliver(client=self._client, streams=self._streams, reply=reply)
+        message_id = reply.reply_target.get("message_id")
+        if reply.outcome is not None and message_id and self._settings.status_reactions:
+            await mark_outcome(
+                client=self._client,
+                message_id=message_id,
+                outcome=reply.outcome,
+                app_id=self._settings.app_id,
+                agent=self._agent.slug,
+            )
         return ids
 
 

@@ -18,6 +18,8 @@ TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 INVALID_TOKEN_CODES = frozenset({99991661, 99991663, 99991664, 99991665, 99991668})
 RATE_LIMIT_CODES = frozenset({99991400, 230020, 11232})
 REFRESH_EARLY_SECONDS = 600.0
+MESSAGES = "/open-apis/im/v1/messages"
+CARDS = "/open-apis/cardkit/v1/cards"
 
 
 class FeishuError(Exception):
@@ -177,16 +179,71 @@ class FeishuClient:
         name = body.get("data", {}).get("user", {}).get("name")
         return str(name) if name else None
 
-    async def reply_text(self, *, message_id: str, text: str, in_thread: bool, uuid: str) -> str:
-        """``uuid`` makes a repeat within an hour return the first reply instead of a second."""
+    async def reply(
+        self,
+        *,
+        message_id: str,
+        msg_type: str,
+        content: dict[str, Any],
+        in_thread: bool,
+        uuid: str,
+    ) -> dict[str, Any]:
+        """The created message (or, for a ``uuid`` already used within the hour, the message
+        that first used it: a repeat never creates a second one)."""
         payload: dict[str, Any] = {
-            "msg_type": "text",
-            "content": json.dumps({"text": text}, ensure_ascii=False),
+            "msg_type": msg_type,
+            "content": json.dumps(content, ensure_ascii=False),
             "uuid": uuid,
         }
         if in_thread:
             payload["reply_in_thread"] = True
         body = await self.call(
-            "POST", f"/open-apis/im/v1/messages/{quote(message_id, safe='')}/reply", payload=payload
+            "POST", f"{MESSAGES}/{quote(message_id, safe='')}/reply", payload=payload
         )
-        return str(body["data"]["message_id"])
+        return dict(body["data"])
+
+    async def message(self, message_id: str) -> dict[str, Any]:
+        body = await self.call("GET", f"{MESSAGES}/{quote(message_id, safe='')}")
+        items = body.get("data", {}).get("items") or [{}]
+        return dict(items[0])
+
+    async def delete_message(self, message_id: str) -> None:
+        await self.call("DELETE", f"{MESSAGES}/{quote(message_id, safe='')}")
+
+    async def create_card(self, card: dict[str, Any]) -> str:
+        payload = {"type": "card_json", "data": json.dumps(card, ensure_ascii=False)}
+        body = await self.call("POST", CARDS, payload=payload)
+        return str(body["data"]["card_id"])
+
+    async def card_text(self, card_id: str, element_id: str, text: str, sequence: int) -> None:
+        """The element shows ``text`` (the whole text, never a delta)."""
+        path = f"{CARDS}/{quote(card_id, safe='')}/elements/{quote(element_id, safe='')}/content"
+        await self.call("PUT", path, payload={"content": text, "sequence": sequence})
+
+    async def card_settings(self, card_id: str, config: dict[str, Any], sequence: int) -> None:
+        settings = json.dumps({"config": config}, ensure_ascii=False)
+        path = f"{CARDS}/{quote(card_id, safe='')}/settings"
+        await self.call("PATCH", path, payload={"settings": settings, "sequence": sequence})
+
+    async def add_reaction(self, message_id: str, emoji_type: str) -> str:
+        payload = {"reaction_type": {"emoji_type": emoji_type}}
+        path = f"{MESSAGES}/{quote(message_id, safe='')}/reactions"
+        body = await self.call("POST", path, payload=payload)
+        return str(body["data"]["reaction_id"])
+
+    async def reactions(self, message_id: str, *, pages: int = 4) -> list[dict[str, Any]]:
+        """The message's reactions (the first ``pages`` pages of 50)."""
+        path = f"{MESSAGES}/{quote(message_id, safe='')}/reactions"
+        found: list[dict[str, Any]] = []
+        params = {"page_size": "50"}
+        for _ in range(pages):
+            data = (await self.call("GET", path, params=params)).get("data", {})
+            found.extend(item for item in data.get("items") or [] if isinstance(item, dict))
+            if not data.get("has_more") or not data.get("page_token"):
+                break
+            params = {"page_size": "50", "page_token": str(data["page_token"])}
+        return found
+
+    async def delete_reaction(self, message_id: str, reaction_id: str) -> None:
+        path = f"{MESSAGES}/{quote(message_id, safe='')}/reactions/{quote(reaction_id, safe='')}"
+        await self.call("DELETE", path)

@@ -1,14 +1,16 @@
-"""Reply text as Feishu text messages: ``@slug`` mentions of peer agents rendered as native
-``<at user_id="ou_…">name</at>`` tags, then split into parts (pure: no I/O).
+"""Reply text as Feishu messages: ``@slug`` mentions of peer agents rendered as native
+``<at user_id="ou_…">name</at>`` tags, then split into parts, each a Markdown post (the
+``md`` tag) or the Markdown element of a streaming card (pure: no I/O).
 
-The ``content`` JSON itself is built by :meth:`FeishuClient.reply_text` with ``json.dumps``,
-which escapes the quotes of a tag like any other character, so the text here is plain text.
+The ``content`` JSON itself is built by :class:`FeishuClient` with ``json.dumps``, which
+escapes the quotes of a tag like any other character, so the text here is plain text.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from bridge.a2a.mentions import render_mentions
 from channels.text_split import split_text
@@ -49,3 +51,44 @@ def reply_parts(
 def _render(text: str, mentions: Mapping[str, str], opening: str) -> str:
     usable = {slug: oid for slug, oid in mentions.items() if SAFE_OPEN_ID.fullmatch(oid)}
     return render_mentions(text, usable, lambda slug, open_id: f'{opening}"{open_id}">{slug}</at>')
+
+
+ELEMENT_ID = "reply"
+"""The ``element_id`` of the card's one Markdown element (Feishu allows 20 characters)."""
+SUMMARY_CHARS = 60
+_AT_TAG = re.compile(r'<at user_id="([A-Za-z0-9_-]{1,128})">[^<]*</at>')
+
+
+def post_content(part: str) -> dict[str, Any]:
+    """A post whose one paragraph is a ``md`` tag: Feishu renders its Markdown (links, lists,
+    bold, code blocks) and its ``<at user_id>`` mentions; HTML is not rendered."""
+    return {"zh_cn": {"content": [[{"tag": "md", "text": part}]]}}
+
+
+def card_markdown(part: str) -> str:
+    """A part as the card's Markdown element shows it: the same Markdown, with each
+    ``<at user_id="ou_…">name</at>`` in the card's own mention syntax ``<at id=ou_…></at>``."""
+    return _AT_TAG.sub(lambda match: f"<at id={match.group(1)}></at>", part)
+
+
+def summary(part: str) -> str:
+    """The chat list's preview of a card: the start of its first line."""
+    first = part.strip().split("\n", 1)[0]
+    return first if len(first) <= SUMMARY_CHARS else first[: SUMMARY_CHARS - 1] + "…"
+
+
+def streaming_card(part: str) -> dict[str, Any]:
+    """A card JSON 2.0 in streaming mode whose Markdown element shows ``part`` so far."""
+    return {
+        "schema": "2.0",
+        "config": {
+            "streaming_mode": True,
+            "update_multi": True,
+            "summary": {"content": summary(part)},
+        },
+        "body": {
+            "elements": [
+                {"tag": "markdown", "element_id": ELEMENT_ID, "content": card_markdown(part)}
+            ]
+        },
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
@@ -23,3 +25,10 @@ class FeishuChannelSettings(BaseModel):
     lookup_timeout_seconds: float = Field(default=1.5, gt=0)
     """Longest wait for a user's or chat's name before a message is stored without it."""
     names_cache_hours: float = Field(default=24.0, gt=0)
+    streaming: Literal["card", "off"] = "card"
+    """``card``: a reply appears while it is written, in a CardKit streaming card (one per
+    part) that the final delivery finishes with the exact text; ``off``: each part is posted
+    once, finished, as a Markdown post."""
+    status_reactions: bool = True
+    """Mark the message being answered with ``OnIt``, then ``DONE`` (answered) or
+    ``CrossMark`` (failed)."""

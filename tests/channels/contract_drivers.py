@@ -500,7 +500,7 @@ class FeishuDriver(_Base):
         self.fake.rate_limit_next(1, reset_seconds=retry_after)
 
     def post_statuses(self) -> list[int]:
-        return [r.status for r in self.fake.requests_to("POST", "/open-apis/im/v1/messages")]
+        return [r.status for r in self.fake.message_creates()]
 
     def dm_conversation(self, said: Said) -> Conversation:
         return Conversation(f"feishu:{said.place}", None, None)

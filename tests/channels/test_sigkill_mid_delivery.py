@@ -147,8 +147,7 @@ async def feishu_platform() -> AsyncIterator[Platform]:
             hold_next_post=hold,
             stored_posts=lambda: [sent.text for sent in fake.sent],
             idempotency_keys=lambda: [
-                str(request.json["uuid"])
-                for request in fake.requests_to("POST", "/open-apis/im/v1/messages")
+                str(request.json["uuid"]) for request in fake.message_creates()
             ],
         )
 

@@ -52,8 +52,9 @@ import re
 import secrets
 import time
 import uuid as uuid_module
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -142,6 +143,40 @@ CODE_CONTENT_TOO_LONG = 230025
 CODE_CHAT_NOT_FOUND = 232006
 CODE_CHAT_OPERATOR_OUT = 232011
 CODE_USER_NO_AUTHORITY = 41050
+
+# CardKit (the reference's "Strict fake (Feishu streaming)").
+CODE_CARD_PARAM = 10002
+CODE_CARD_NOT_FOUND = 200740
+CODE_CARD_EXPIRED = 200750
+CODE_STREAMING_TIMEOUT = 200850
+CODE_CARD_TOO_BIG = 200860
+CODE_UPDATE_MULTI_FALSE = 300302
+CODE_STREAMING_CLOSED = 300309
+CODE_ELEMENT_NOT_TEXT = 300310
+CODE_UPDATE_ELEMENT_FAILED = 300313
+CODE_SEQUENCE_NOT_INCREASING = 300317
+# Sending a card entity a second time: Feishu's code is not documented (UNCONFIRMED).
+CODE_CARD_ALREADY_SENT = 230099
+CODE_REACTION_TYPE_INVALID = 231001
+CODE_REACTION_NO_PERMISSION = 231002
+CODE_REACTION_MESSAGE_NOT_FOUND = 231003
+CODE_MESSAGE_NO_PERMISSION = 230027
+CARD_OPS_PER_SECOND = 10
+CARD_STREAMING_SECONDS = 600.0
+CARD_LIFETIME_SECONDS = 14 * 86400.0
+MAX_CARD_CONTENT_CHARS = 100_000
+MAX_CARD_BYTES = 30 * 1024
+MAX_CARD_IDS = 20
+# A subset of the official, case-sensitive emoji_type names (185 in all).
+EMOJI_TYPES = frozenset(
+    {
+        "OnIt", "Typing", "OneSecond", "Get", "DONE", "CheckMark", "CrossMark", "THUMBSUP",
+        "OK", "ERROR", "THINKING", "LGTM", "Yes", "No", "SMILE", "HEART", "APPLAUSE",
+        "MUSCLE", "FINGERHEART", "JIAYI",
+    }
+)  # fmt: skip
+POST_TAGS = frozenset({"text", "a", "at", "img", "media", "emotion", "hr", "code_block", "md"})
+POST_LOCALES = frozenset({"zh_cn", "en_us", "ja_jp"})
 
 _RATE_LIMIT_MESSAGES = {
     CODE_RATE_LIMITED: "request trigger frequency limit",
@@ -270,6 +305,8 @@ class SentMessage:
     reply_in_thread: bool
     uuid: str | None
     request: FeishuRequest
+    card_text: Callable[[], str | None] | None = None
+    """The current text of the card a card message shows (set by the fake)."""
 
     @property
     def message_id(self) -> str:
@@ -287,9 +324,15 @@ class SentMessage:
 
     @property
     def text(self) -> str | None:
-        """The text of a ``text`` message, else None."""
-        data = self.data
-        return str(data["text"]) if self.msg_type == "text" else None
+        """The text of a ``text`` message, the text of a post's ``md``/``text`` tags (joined),
+        the current text of a streaming card's element; else None."""
+        if self.msg_type == "text":
+            return str(self.data["text"])
+        if self.msg_type == "post":
+            return post_text(self.data)
+        if self.msg_type == "interactive" and self.card_text is not None:
+            return self.card_text()
+        return None
 
     @property
     def mentions(self) -> list[tuple[str, str]]:
@@ -343,6 +386,33 @@ class FeishuChat:
     peer_open_id: str | None = None  # the human of a p2p chat
 
 
+@dataclass(slots=True, kw_only=True)
+class FeishuCard:
+    """A CardKit card entity: its JSON, streaming state, last sequence, the message that
+    sent it (once), and every text its first text element showed, in order."""
+
+    card_id: str
+    document: dict[str, Any]
+    elements: dict[str, dict[str, Any]]
+    streaming: bool
+    created_at: float
+    enabled_at: float
+    last_sequence: int = 0
+    message_id: str | None = None
+    history: list[str] = field(default_factory=list)
+    settings_log: list[bool] = field(default_factory=list)
+    """Each ``streaming_mode`` set through the settings endpoint, in order."""
+    operations: deque[float] = field(default_factory=deque)
+    throttled: int = 0
+
+    def text(self) -> str:
+        """What the card's first text element shows now."""
+        for element in self.elements.values():
+            if element.get("tag") in ("markdown", "plain_text"):
+                return str(element.get("content", ""))
+        return ""
+
+
 @dataclass(slots=True)
 class _Token:
     value: str
@@ -393,7 +463,7 @@ class FakeFeishu(FakePlatform[SentMessage]):
     """
 
     _FAULT_METHOD = "send"
-    _FAULT_KINDS = frozenset({"rate_limit", "fail", "drop"})
+    _FAULT_KINDS = frozenset({"rate_limit", "fail", "drop", "delay"})
 
     def __init__(
         self,
@@ -435,6 +505,11 @@ class FakeFeishu(FakePlatform[SentMessage]):
         self._p2p_by_user: dict[str, str] = {}
         self._messages: dict[str, dict[str, Any]] = {}
         self._uuids: dict[str, tuple[float, str]] = {}
+        self.cards: dict[str, FeishuCard] = {}
+        self.deleted: list[str] = []
+        self._reactions: dict[str, list[dict[str, Any]]] = {}
+        self.reaction_log: list[tuple[str, str, str]] = []
+        """``(added|deleted, message_id, emoji_type)`` in order."""
         self._routes: list[tuple[str, re.Pattern[str], _Handler, bool]] = [
             ("POST", re.compile(r"/auth/v3/tenant_access_token/internal"), self._token, False),
             ("GET", re.compile(r"/bot/v3/info"), self._bot_info, True),
@@ -443,6 +518,23 @@ class FakeFeishu(FakePlatform[SentMessage]):
             ("POST", re.compile(r"/im/v1/messages"), self._send, True),
             ("POST", re.compile(r"/im/v1/messages/([^/]+)/reply"), self._reply, True),
             ("GET", re.compile(r"/im/v1/messages/([^/]+)"), self._get_message, True),
+            ("DELETE", re.compile(r"/im/v1/messages/([^/]+)"), self._delete_message, True),
+            ("POST", re.compile(r"/im/v1/messages/([^/]+)/reactions"), self._add_reaction, True),
+            ("GET", re.compile(r"/im/v1/messages/([^/]+)/reactions"), self._list_reactions, True),
+            (
+                "DELETE",
+                re.compile(r"/im/v1/messages/([^/]+)/reactions/([^/]+)"),
+                self._delete_reaction,
+                True,
+            ),
+            ("POST", re.compile(r"/cardkit/v1/cards"), self._create_card, True),
+            (
+                "PUT",
+                re.compile(r"/cardkit/v1/cards/([^/]+)/elements/([^/]+)/content"),
+                self._card_content,
+                True,
+            ),
+            ("PATCH", re.compile(r"/cardkit/v1/cards/([^/]+)/settings"), self._card_settings, True),
         ]
 
         self.add_user(
@@ -702,6 +794,14 @@ class FakeFeishu(FakePlatform[SentMessage]):
             if record.method == method and record.path.startswith(path_prefix)
         ]
 
+    def message_creates(self) -> list[FeishuRequest]:
+        """The requests that create a message (sends and replies), without reactions."""
+        return [
+            record
+            for record in self.requests_to("POST", "/open-apis/im/v1/messages")
+            if record.path == "/open-apis/im/v1/messages" or record.path.endswith("/reply")
+        ]
+
     # --- the Open API --------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -854,11 +954,280 @@ class FakeFeishu(FakePlatform[SentMessage]):
         self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
     ) -> web.Response:
         (message_id,) = groups
+        await self._scripted(record, "message.get")
         stored = self._messages.get(message_id)
         if stored is None:
             raise _FeishuError(CODE_MESSAGE_NOT_FOUND, "The message is not found.")
         document = {"code": 0, "msg": "success", "data": {"items": [copy.deepcopy(stored)]}}
         return self._ok(record, document)
+
+    async def _delete_message(
+        self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
+    ) -> web.Response:
+        """Recall one of the app's own messages."""
+        (message_id,) = groups
+        fault = await self._scripted(record, "message.delete")
+        stored = self._messages.get(message_id)
+        if stored is None or stored.get("deleted"):
+            raise _FeishuError(CODE_MESSAGE_NOT_FOUND, "The message is not found.")
+        if stored["sender"].get("id") != self.app_id:
+            raise _FeishuError(CODE_MESSAGE_NO_PERMISSION, "No permission to recall.")
+        stored["deleted"] = True
+        self.deleted.append(message_id)
+        return self._answer(request, record, fault, {})
+
+    # --- reactions -----------------------------------------------------------------------
+
+    def reactions_on(self, message_id: str) -> list[str]:
+        """The emoji_type of each reaction a message has now, in the order they were added."""
+        return [r["reaction_type"]["emoji_type"] for r in self._reactions.get(message_id, [])]
+
+    def add_user_reaction(self, message_id: str, emoji_type: str, open_id: str) -> None:
+        """A user reacts (the bot may not delete it)."""
+        operator = {"operator_id": open_id, "operator_type": "user"}
+        self._reactions.setdefault(message_id, []).append(self._reaction(emoji_type, operator))
+
+    def _reaction(self, emoji_type: str, operator: dict[str, str]) -> dict[str, Any]:
+        return {
+            "reaction_id": "ZCaCIjUBVVWSrm5L-" + secrets.token_hex(12),
+            "operator": operator,
+            "action_time": _now_ms(),
+            "reaction_type": {"emoji_type": emoji_type},
+        }
+
+    def _reactable(self, message_id: str) -> dict[str, Any]:
+        stored = self._messages.get(message_id)
+        if stored is None or stored.get("deleted"):
+            raise _FeishuError(CODE_REACTION_MESSAGE_NOT_FOUND, "message not found")
+        return stored
+
+    async def _add_reaction(
+        self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
+    ) -> web.Response:
+        (message_id,) = groups
+        body = self._json_body(record)
+        kind = body.get("reaction_type")
+        if not isinstance(kind, dict):
+            raise _FeishuError(
+                CODE_INVALID_PARAM_TYPE, "Invalid parameter type in json: reaction_type"
+            )
+        emoji_type = kind.get("emoji_type")
+        if not isinstance(emoji_type, str) or emoji_type not in EMOJI_TYPES:
+            raise _FeishuError(CODE_REACTION_TYPE_INVALID, "reaction type is invalid")
+        fault = await self._scripted(record, "reaction.create")
+        self._reactable(message_id)
+        operator = {"operator_id": self.app_id, "operator_type": "app"}
+        found = self._reactions.setdefault(message_id, [])
+        # The same emoji again by the same app: the existing reaction (UNCONFIRMED at Feishu).
+        for existing in found:
+            if existing["operator"] == operator and existing["reaction_type"] == kind:
+                return self._answer(request, record, fault, copy.deepcopy(existing))
+        reaction = self._reaction(emoji_type, operator)
+        found.append(reaction)
+        self.reaction_log.append(("added", message_id, emoji_type))
+        return self._answer(request, record, fault, copy.deepcopy(reaction))
+
+    async def _list_reactions(
+        self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
+    ) -> web.Response:
+        (message_id,) = groups
+        wanted = request.query.get("reaction_type")
+        if wanted is not None and wanted not in EMOJI_TYPES:
+            raise _FeishuError(CODE_REACTION_TYPE_INVALID, "reaction type is invalid")
+        try:
+            size = int(request.query.get("page_size", "20"))
+            start = int(request.query.get("page_token") or "0")
+        except ValueError:
+            raise _field_validation("page_size/page_token") from None
+        if not 1 <= size <= 50 or start < 0:
+            raise _field_validation("page_size must be 1..50")
+        fault = await self._scripted(record, "reaction.list")
+        self._reactable(message_id)
+        items = [
+            r
+            for r in self._reactions.get(message_id, [])
+            if wanted is None or r["reaction_type"]["emoji_type"] == wanted
+        ]
+        page = items[start : start + size]
+        more = start + size < len(items)
+        data = {
+            "items": copy.deepcopy(page),
+            "has_more": more,
+            "page_token": str(start + size) if more else "",
+        }
+        return self._answer(request, record, fault, data)
+
+    async def _delete_reaction(
+        self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
+    ) -> web.Response:
+        message_id, reaction_id = groups
+        fault = await self._scripted(record, "reaction.delete")
+        self._reactable(message_id)
+        found = self._reactions.get(message_id, [])
+        reaction = next((r for r in found if r["reaction_id"] == reaction_id), None)
+        if reaction is None:  # the code is UNCONFIRMED (231003-family)
+            raise _FeishuError(CODE_REACTION_MESSAGE_NOT_FOUND, "reaction not found")
+        if reaction["operator"] != {"operator_id": self.app_id, "operator_type": "app"}:
+            raise _FeishuError(CODE_REACTION_NO_PERMISSION, "no permission")
+        found.remove(reaction)
+        emoji_type = reaction["reaction_type"]["emoji_type"]
+        self.reaction_log.append(("deleted", message_id, emoji_type))
+        return self._answer(request, record, fault, copy.deepcopy(reaction))
+
+    # --- CardKit -------------------------------------------------------------------------
+
+    def card(self, card_id: str) -> FeishuCard:
+        """A created card; ``KeyError`` otherwise."""
+        return self.cards[card_id]
+
+    def card_of(self, message_id: str) -> FeishuCard:
+        """The card a card message shows; ``KeyError`` if it shows none."""
+        return next(card for card in self.cards.values() if card.message_id == message_id)
+
+    def _card(self, card_id: str) -> FeishuCard:
+        card = self.cards.get(card_id)
+        if card is None:
+            raise _FeishuError(CODE_CARD_NOT_FOUND, "card entity not found")
+        if time.monotonic() - card.created_at > CARD_LIFETIME_SECONDS:
+            raise _FeishuError(CODE_CARD_EXPIRED, "card entity expired")
+        return card
+
+    def _card_operation(self, card: FeishuCard) -> None:
+        """Count one operation on the card: more than 10 within a second is throttled."""
+        now = time.monotonic()
+        while card.operations and now - card.operations[0] >= 1.0:
+            card.operations.popleft()
+        if len(card.operations) >= CARD_OPS_PER_SECOND:
+            reset = max(0.05, 1.0 - (now - card.operations[0]))
+            card.throttled += 1
+            headers = {"x-ogw-ratelimit-limit": "10", "x-ogw-ratelimit-reset": f"{reset:.3f}"}
+            raise _FeishuError(
+                CODE_RATE_LIMITED, "request trigger frequency limit", status=429, headers=headers
+            )
+        card.operations.append(now)
+
+    def _sequence(self, card: FeishuCard, body: dict[str, Any]) -> int:
+        sequence = body.get("sequence")
+        if not isinstance(sequence, int) or isinstance(sequence, bool):
+            raise _FeishuError(CODE_CARD_PARAM, "sequence must be an integer")
+        if not 1 <= sequence <= 2**31 - 1:
+            raise _FeishuError(CODE_CARD_PARAM, "sequence must be a positive int32")
+        if sequence <= card.last_sequence:
+            raise _FeishuError(CODE_SEQUENCE_NOT_INCREASING, "sequence number compare failed")
+        return sequence
+
+    def _still_streaming(self, card: FeishuCard) -> None:
+        if card.streaming and time.monotonic() - card.enabled_at > CARD_STREAMING_SECONDS:
+            card.streaming = False
+            raise _FeishuError(CODE_STREAMING_TIMEOUT, "streaming mode timed out")
+        if not card.streaming:
+            raise _FeishuError(CODE_STREAMING_CLOSED, "card streaming is closed")
+
+    async def _create_card(
+        self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
+    ) -> web.Response:
+        body = self._json_body(record)
+        if body.get("type") != "card_json":
+            raise _FeishuError(CODE_CARD_PARAM, "type must be card_json")
+        data = body.get("data")
+        if not isinstance(data, str):
+            raise _FeishuError(CODE_INVALID_PARAM_TYPE, "Invalid parameter type in json: data")
+        if len(data.encode()) > MAX_CARD_BYTES:
+            raise _FeishuError(CODE_CARD_TOO_BIG, "card content exceeds 30 KB")
+        try:
+            document = json.loads(data)
+        except ValueError:
+            raise _FeishuError(CODE_CARD_PARAM, "data is not JSON") from None
+        elements = _check_card(document)
+        fault = await self._scripted(record, "card.create")
+        card_id = "7" + "".join(secrets.choice("0123456789") for _ in range(18))
+        now = time.monotonic()
+        card = FeishuCard(
+            card_id=card_id,
+            document=document,
+            elements=elements,
+            streaming=True,
+            created_at=now,
+            enabled_at=now,
+        )
+        card.history.append(card.text())
+        self.cards[card_id] = card
+        return self._answer(request, record, fault, {"card_id": card_id})
+
+    async def _card_content(
+        self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
+    ) -> web.Response:
+        card_id, element_id = groups
+        body = self._json_body(record)
+        content = body.get("content")
+        if not isinstance(content, str) or not 1 <= len(content) <= MAX_CARD_CONTENT_CHARS:
+            raise _FeishuError(CODE_CARD_PARAM, "content must be 1 to 100,000 characters")
+        uuid = body.get("uuid")
+        if uuid is not None and (not isinstance(uuid, str) or len(uuid) > 64):
+            raise _FeishuError(CODE_CARD_PARAM, "uuid must be at most 64 characters")
+        fault = await self._scripted(record, "card.content")
+        card = self._card(card_id)
+        self._card_operation(card)
+        sequence = self._sequence(card, body)
+        self._still_streaming(card)
+        element = card.elements.get(element_id)
+        if element is None:
+            raise _FeishuError(CODE_UPDATE_ELEMENT_FAILED, "element not found")
+        if element.get("tag") not in ("markdown", "plain_text"):
+            raise _FeishuError(CODE_ELEMENT_NOT_TEXT, "element is not a text element")
+        card.last_sequence = sequence
+        element["content"] = content
+        card.history.append(card.text())
+        return self._answer(request, record, fault, {})
+
+    async def _card_settings(
+        self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
+    ) -> web.Response:
+        (card_id,) = groups
+        body = self._json_body(record)
+        raw = body.get("settings")
+        if not isinstance(raw, str):
+            raise _FeishuError(CODE_INVALID_PARAM_TYPE, "Invalid parameter type in json: settings")
+        try:
+            settings = json.loads(raw)
+        except ValueError:
+            raise _FeishuError(CODE_CARD_PARAM, "settings is not JSON") from None
+        config = settings.get("config") if isinstance(settings, dict) else None
+        if not isinstance(config, dict):
+            raise _FeishuError(CODE_CARD_PARAM, "settings.config is required")
+        streaming = config.get("streaming_mode")
+        if streaming is not None and not isinstance(streaming, bool):
+            raise _FeishuError(CODE_CARD_PARAM, "streaming_mode must be a boolean")
+        if config.get("update_multi") is False:
+            raise _FeishuError(CODE_UPDATE_MULTI_FALSE, "update_multi must be true")
+        fault = await self._scripted(record, "card.settings")
+        card = self._card(card_id)
+        self._card_operation(card)
+        card.last_sequence = self._sequence(card, body)
+        if streaming is not None:
+            if streaming and not card.streaming:
+                card.enabled_at = time.monotonic()
+            card.streaming = streaming
+            card.settings_log.append(streaming)
+        card_config = card.document.setdefault("config", {})
+        card_config.update(config)
+        return self._answer(request, record, fault, {})
+
+    def _card_to_send(self, msg_type: str, content: str) -> FeishuCard | None:
+        """The card entity a card message sends; each is sent only once."""
+        if msg_type != "interactive":
+            return None
+        decoded = json.loads(content)
+        if decoded.get("type") != "card":
+            return None
+        data = decoded.get("data")
+        card_id = data.get("card_id") if isinstance(data, dict) else None
+        if not isinstance(card_id, str):
+            raise _invalid_param("card_id is required")
+        card = self._card(card_id)
+        if card.message_id is not None:
+            raise _FeishuError(CODE_CARD_ALREADY_SENT, "ErrCode: 200380; card already sent")
+        return card
 
     async def _send(
         self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
@@ -876,8 +1245,11 @@ class FakeFeishu(FakePlatform[SentMessage]):
         if hit is not None:
             return self._ok(record, {"code": 0, "msg": "success", "data": hit})
         chat = self._receiving_chat(id_type, receive_id)
+        card = self._card_to_send(msg_type, content)
         thread_id = "omt_" + secrets.token_hex(8) if chat.chat_mode == "topic" else None
         message = self._create(chat.chat_id, msg_type, content, thread_id=thread_id)
+        if card is not None:
+            card.message_id = message["message_id"]
         checked = (msg_type, content, uuid)
         return self._after_create(
             request, record, fault, message, checked, receive_id=receive_id, receive_id_type=id_type
@@ -902,6 +1274,7 @@ class FakeFeishu(FakePlatform[SentMessage]):
         chat = self._chats[parent["chat_id"]]
         if not chat.bot_member:
             raise _FeishuError(CODE_BOT_NOT_IN_CHAT, "The bot can not be outside the group.")
+        card = self._card_to_send(msg_type, content)
         # A reply to a message already in a thread stays in it, reply_in_thread or not.
         thread_id = parent.get("thread_id")
         if thread_id is None and in_thread:
@@ -915,6 +1288,8 @@ class FakeFeishu(FakePlatform[SentMessage]):
             parent_id=parent_id,
             thread_id=thread_id,
         )
+        if card is not None:
+            card.message_id = message["message_id"]
         checked = (msg_type, content, uuid)
         return self._after_create(
             request, record, fault, message, checked, reply_to=parent_id, reply_in_thread=in_thread
@@ -962,7 +1337,16 @@ class FakeFeishu(FakePlatform[SentMessage]):
 
     async def _before_create(self, record: FeishuRequest) -> Fault | None:
         """Apply the scripted fault or delay of a send; a drop is returned for later."""
-        fault = self._next_fault()
+        fault = await self._scripted(record, "send")
+        await self._pause(self.send_delay_seconds)
+        return fault
+
+    async def _scripted(self, record: FeishuRequest, method: str) -> Fault | None:
+        """Apply the next scripted fault of ``method`` (``send`` for sends and replies,
+        ``card.create``, ``card.content``, ``card.settings``, ``reaction.create``,
+        ``reaction.list``, ``reaction.delete``, ``message.get``, ``message.delete``): a
+        rate limit or failure is raised, a delay waited out, a drop returned for later."""
+        fault = self._next_fault(method)
         if fault is not None and fault.kind == "rate_limit":
             reset_seconds = 1.0 if fault.retry_after is None else fault.retry_after
             status = fault.status or 400
@@ -977,8 +1361,20 @@ class FakeFeishu(FakePlatform[SentMessage]):
             canned = _Canned(fault)
             record.error = f"http {canned.status}"
             raise canned
-        await self._pause(self.send_delay_seconds)
+        if fault is not None and fault.kind == "delay":
+            await self._pause(fault.seconds)
+            return None
         return fault
+
+    def _answer(
+        self, request: web.Request, record: FeishuRequest, fault: Fault | None, data: Any
+    ) -> web.Response:
+        """Success (the effect already happened), or a cut connection for a scripted drop."""
+        self._notify()
+        if fault is not None and fault.kind == "drop":
+            record.error = "dropped"
+            return abort(request)
+        return self._ok(record, {"code": 0, "msg": "success", "data": data})
 
     def _uuid_hit(self, uuid: str | None, record: FeishuRequest) -> dict[str, Any] | None:
         if uuid is None:
@@ -1082,15 +1478,23 @@ class FakeFeishu(FakePlatform[SentMessage]):
             reply_in_thread=reply_in_thread,
             uuid=uuid,
             request=record,
+            card_text=self._card_text_of(sent_id := str(message["message_id"])),
         )
         if uuid is not None:
-            self._uuids[uuid] = (time.monotonic(), sent.message_id)
+            self._uuids[uuid] = (time.monotonic(), sent_id)
         self.sent.append(sent)
         self._post_queue.put_nowait(sent)
         if fault is not None and fault.kind == "drop":
             record.error = "dropped"
             return abort(request)
         return self._ok(record, {"code": 0, "msg": "success", "data": copy.deepcopy(sent.message)})
+
+    def _card_text_of(self, message_id: str) -> Callable[[], str | None]:
+        def text() -> str | None:
+            card = next((c for c in self.cards.values() if c.message_id == message_id), None)
+            return card.text() if card is not None else None
+
+        return text
 
     # --- event builders ------------------------------------------------------------------
 
@@ -1448,26 +1852,89 @@ def _json_response(
 
 
 def _valid_post(decoded: dict[str, Any]) -> bool:
-    """A post is ``{locale: {"title", "content": [[...]]}}``, optionally under ``"post"``."""
+    """A post is ``{locale: {"title"?, "content": [[tag, ...], ...]}}`` (optionally under
+    ``"post"``), locales ``zh_cn``/``en_us``/``ja_jp``, each tag a known one; ``md`` and
+    ``text`` carry a string ``text``."""
     locales = decoded.get("post", decoded)
-    if not isinstance(locales, dict) or not locales:
+    if not isinstance(locales, dict) or not locales or not set(locales) <= POST_LOCALES:
         return False
-    return all(
-        isinstance(value, dict) and isinstance(value.get("content"), list)
-        for value in locales.values()
-    )
+    for value in locales.values():
+        rows = value.get("content") if isinstance(value, dict) else None
+        if not isinstance(rows, list) or not rows:
+            return False
+        for row in rows:
+            if not isinstance(row, list):
+                return False
+            for tag in row:
+                if not isinstance(tag, dict) or tag.get("tag") not in POST_TAGS:
+                    return False
+                if tag["tag"] in ("md", "text") and not isinstance(tag.get("text"), str):
+                    return False
+    return True
+
+
+def _check_card(document: Any) -> dict[str, dict[str, Any]]:
+    """A streaming card JSON 2.0: its elements by ``element_id``; refused like CardKit."""
+    if not isinstance(document, dict) or document.get("schema") != "2.0":
+        raise _FeishuError(CODE_CARD_PARAM, "card JSON must be schema 2.0")
+    config = document.get("config")
+    if not isinstance(config, dict) or config.get("streaming_mode") is not True:
+        raise _FeishuError(CODE_CARD_PARAM, "config.streaming_mode must be true")
+    if config.get("update_multi") is False:
+        raise _FeishuError(CODE_UPDATE_MULTI_FALSE, "update_multi must be true")
+    body = document.get("body")
+    elements = body.get("elements") if isinstance(body, dict) else None
+    if not isinstance(elements, list):
+        raise _FeishuError(CODE_CARD_PARAM, "body.elements is required")
+    found: dict[str, dict[str, Any]] = {}
+    for element in elements:
+        if not isinstance(element, dict) or not isinstance(element.get("tag"), str):
+            raise _FeishuError(CODE_CARD_PARAM, "every element needs a tag")
+        element_id = element.get("element_id")
+        if element_id is None:
+            continue
+        if not isinstance(element_id, str) or not 1 <= len(element_id) <= MAX_CARD_IDS:
+            raise _FeishuError(CODE_CARD_PARAM, "element_id must be 1 to 20 characters")
+        if element_id in found:
+            raise _FeishuError(CODE_CARD_PARAM, "element_id must be unique")
+        content = element.get("content", "")
+        if not isinstance(content, str) or len(content) > MAX_CARD_CONTENT_CHARS:
+            raise _FeishuError(CODE_CARD_PARAM, "content must be at most 100,000 characters")
+        found[element_id] = element
+    return found
 
 
 _AT = re.compile(r'<at user_id="([^"]*)">([^<]*)</at>')
+
+
+def post_text(decoded: dict[str, Any]) -> str | None:
+    """The text of a post's first locale: its ``md`` and ``text`` tags, a line per row."""
+    locales = decoded.get("post", decoded)
+    for value in locales.values() if isinstance(locales, dict) else ():
+        rows = value.get("content") if isinstance(value, dict) else None
+        if isinstance(rows, list):
+            return "\n".join(
+                "".join(
+                    str(tag.get("text", ""))
+                    for tag in row
+                    if isinstance(tag, dict) and tag.get("tag") in ("md", "text")
+                )
+                for row in rows
+                if isinstance(row, list)
+            )
+    return None
 
 
 def _at_mentions(
     content: str, msg_type: str, users: Mapping[str, dict[str, Any]], tenant_key: str
 ) -> list[dict[str, Any]]:
     """The ``mentions`` Feishu lists for ``<at user_id="ou_...">`` tags in sent text."""
-    if msg_type != "text":
+    if msg_type == "text":
+        text = str(json.loads(content).get("text", ""))
+    elif msg_type == "post":
+        text = post_text(json.loads(content)) or ""
+    else:
         return []
-    text = str(json.loads(content).get("text", ""))
     mentions: list[dict[str, Any]] = []
     for match in _AT.finditer(text):
         open_id, name = match.group(1), match.group(2)

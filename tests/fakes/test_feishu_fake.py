@@ -482,8 +482,12 @@ async def test_the_shared_fault_verbs_reach_sends_and_stay_strict(
 
         with pytest.raises(ValueError, match="cannot inject a 'error' fault"):
             feishu.error_next(1)
-        with pytest.raises(ValueError, match="cannot inject a 'delay' fault"):
-            feishu.delay_next(1, 0.1)
+        feishu.delay_next(1, 0.3)  # answered normally, late
+        started = asyncio.get_running_loop().time()
+        async with http.post(url, json=body, headers=headers) as response:
+            assert response.status == 200
+        assert asyncio.get_running_loop().time() - started >= 0.3
+        assert len(feishu.sent) == 2
 
 
 async def test_chats_users_and_catch_all(http: aiohttp.ClientSession, feishu: FakeFeishu) -> None:
