@@ -262,13 +262,13 @@ class Answerer:
 
     async def _ask_agent(self, job: _Job) -> _Outcome:
         backend = self._backends[job.agent.settings.slug]
-        live = job.draft and self._live.start(job.draft, asked_at=job.asked_at)
+        live = self._live.start(job.draft, asked_at=job.asked_at) if job.draft else None
         try:
             async with asyncio.timeout(job.agent.settings.answer_timeout_seconds):
-                chunks = []
+                chunks: list[str] = []
                 async for chunk in backend.answer(job.request):
                     chunks.append(chunk)
-                    if live:
+                    if live is not None:
                         live.add(chunk)
                 text = "".join(chunks)
             if not text.strip():
@@ -295,7 +295,7 @@ class Answerer:
                 error=failure(reason, detail),
             )
         finally:
-            if live:
+            if live is not None:
                 await live.close()
         return _Outcome(text=storable_text(text), role="assistant", state=MessageState.ANSWERED)
 

@@ -100,8 +100,8 @@ class LiveShow:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        except Exception:  # logged by _run
-            pass
+        except Exception as error:  # not expected: _run logs what it knows of
+            self._log("live.failed", error)
         if self._reply is not None:
             with contextlib.suppress(Exception):
                 await self._reply.close()
@@ -149,7 +149,11 @@ class LiveShow:
             self.calls += 1
             shown = text
             if tuple(ids) != self._recorded:
-                await self._record(ids)
+                try:
+                    await self._record(ids)
+                except Exception as error:  # the final delivery still goes out, unaided
+                    self._log("live.record_failed", error)
+                    return
                 self._recorded = tuple(ids)
             await self._pause(self._reply.interval_seconds)
             if self._text() != shown:
