@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from bridge.appkeys import CHANNELS
+from bridge.appkeys import CHANNELS, SETTINGS
 from bridge.ports.events import Reply
 from bridge.store.models import MessageState
 from tests.channels.contract_drivers import feishu_section
 from tests.fakes.feishu import FakeFeishu, post_text
-from tests.support.harness import RunningBridge, make_settings, running_bridge
+from tests.fakes.webhook_agent import FakeWebhookAgent
+from tests.support.harness import WEBHOOK_SECRET, RunningBridge, make_settings, running_bridge
 
 STREAM = {"echo_stream_chunk_chars": 40, "echo_stream_delay_ms": 120}
 
@@ -99,6 +100,41 @@ async def test_a_rate_limit_on_a_card_edit_still_ends_complete(database_url: str
         assert len(throttled) == 2
         [sent] = fake.sent
         assert sent.text == text and fake.card_of(sent.message_id).streaming is False
+
+
+async def test_an_agent_failing_mid_stream_ends_with_the_apology_and_a_cross(
+    database_url: str,
+) -> None:
+    async with FakeWebhookAgent(secret=WEBHOOK_SECRET) as agent:
+        agent.add_stream(
+            "Half of ", "an answer ", "never finished", cut="abort", cut_after=2, pause_seconds=1.5
+        )
+        webhook = {
+            "backend": "webhook",
+            "webhook": {"url": agent.url, "secret": WEBHOOK_SECRET, "timeout_seconds": 10},
+        }
+        async with live_bridge(database_url, agent=webhook) as (fake, bridge, url):
+            asked = await _ask(fake, url, "question")
+            reply = await _delivered(bridge)
+            apology = bridge.app[SETTINGS].pipeline.apology_text
+            [sent] = fake.sent
+            assert sent.msg_type == "interactive" and sent.reply_to == asked
+            card = fake.card_of(sent.message_id)
+            # The partial answer was shown live before the agent failed, never the rest.
+            *before, last = card.history
+            assert before[0] == "Half of"  # the card was created with the first delta
+            assert set(before) <= {"Half of", "Half of an answer"}
+            # Then the same card shows exactly the apology, and streaming is closed.
+            assert last == apology and card.text() == apology and sent.text == apology
+            assert card.streaming is False and card.settings_log[-1] is False
+            assert len(fake.message_creates()) == 1 and fake.deleted == []
+            assert reply.platform_message_ids == [sent.message_id]
+            assert fake.reaction_log == [
+                ("added", asked, "OnIt"),
+                ("deleted", asked, "OnIt"),
+                ("added", asked, "CrossMark"),
+            ]
+            assert fake.reactions_on(asked) == ["CrossMark"]
 
 
 async def test_streaming_off_posts_once_as_markdown_with_no_edits(database_url: str) -> None:
