@@ -32,8 +32,9 @@ APPEND_INTERVAL_SECONDS = 1.0
 """Between two calls that only append or edit: ``chat.appendStream`` is Tier 4 (100/min), so
 one reply uses 60 of them a minute and a second reply streaming at once still fits."""
 STREAM_INTERVAL_SECONDS = 3.0
-"""After a call that started or stopped a stream: ``chat.startStream`` and
-``chat.stopStream`` are Tier 2 (20/min); one every 3 s keeps a long reply within them."""
+"""After a call that stopped a part's stream (and started the next): ``chat.startStream`` and
+``chat.stopStream`` are Tier 2 (20/min); one every 3 s keeps a long reply within them. The
+first start of a reply is followed by appends, paced as those."""
 UPDATE_INTERVAL_SECONDS = 1.2
 """``update`` mode edits with ``chat.update``, Tier 3 (50/min): one every 1.2 s."""
 
@@ -155,7 +156,10 @@ class SlackLive:
             self._ids.append(ts)
             self._shown.append(parts[index])
             self._open = True
-            self.interval_seconds = STREAM_INTERVAL_SECONDS
+            # The next call appends (Tier 4); only a part that follows a stopped one paces
+            # for the Tier 2 start and stop it cost.
+            if index > 0:
+                self.interval_seconds = STREAM_INTERVAL_SECONDS
 
     async def _edit(self, parts: list[str]) -> None:
         for index, part in enumerate(parts):
