@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridge.access.settings import AccessSettings, LimitSettings
 from bridge.infra.redact import redacted_url
 
 BACKENDS = ("echo", "openai", "webhook")
@@ -198,6 +199,10 @@ class AgentSettings(BaseModel):
     """The pause between the echo backend's pieces."""
     peers: list[str] = Field(default_factory=list)
     """The agents this one may address: direct asks, the ``ask_agent`` tool, hand-offs."""
+    access: AccessSettings = Field(default_factory=AccessSettings)
+    """Who may talk to the agent (README, "Access and limits")."""
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    """How much they may, counted in the database across processes."""
     openai: OpenAIBackendSettings | None = None
     webhook: WebhookBackendSettings | None = None
 

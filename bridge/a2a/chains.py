@@ -21,7 +21,9 @@ from bridge.settings import A2ASettings
 from bridge.store.directory import AgentRecord
 from bridge.store.models import MESSAGES, SESSIONS, UTCDateTime, utcnow
 
-StopReason = Literal["not_a_peer", "self", "max_hops", "max_turns_per_hour", "repeated_text"]
+StopReason = Literal[
+    "not_a_peer", "self", "max_hops", "max_turns_per_hour", "repeated_text", "refused"
+]
 
 
 class ChainStopped(Exception):

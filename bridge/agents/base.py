@@ -7,7 +7,7 @@ changing the interface; today the pipeline joins the chunks.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from bridge.ports.events import Sender
@@ -57,6 +57,25 @@ class AgentTools(Protocol):
     async def ask(self, *, agent: str, text: str) -> str: ...
 
 
+class UsageMeter:
+    """Where a backend records the model tokens one answer cost (every model call of it,
+    tool rounds included), for token budgets and the usage API."""
+
+    __slots__ = ("input_tokens", "output_tokens")
+
+    def __init__(self) -> None:
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+    def add(self, *, input_tokens: int = 0, output_tokens: int = 0) -> None:
+        self.input_tokens += max(0, input_tokens)
+        self.output_tokens += max(0, output_tokens)
+
+    @property
+    def reported(self) -> bool:
+        return bool(self.input_tokens or self.output_tokens)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentRequest:
     """Everything a backend may use to answer one message.
@@ -78,6 +97,8 @@ class AgentRequest:
     history: tuple[HistoryMessage, ...]
     tools: AgentTools | None = None
     """Set when the agent has peers; backends that support tool calls offer ``ask_agent``."""
+    usage: UsageMeter = field(default_factory=UsageMeter)
+    """Filled by the backend as it answers, when its upstream reports usage."""
 
 
 class AgentBackend(Protocol):

@@ -24,8 +24,8 @@ line: text the model writes beside its tool calls has already reached the user. 
 response must have text. A stream that ends with neither a ``finish_reason`` nor
 ``data: [DONE]``, breaks off, or carries an event that is not a chunk is an AgentError, even
 after some text was yielded. A server that ignores ``stream`` and answers one JSON
-completion is read as before. ``usage``, when the server sends it, is logged as the
-``agent usage`` event (one per response).
+completion is read as before. ``usage``, when the server sends it, is recorded on the request
+(token budgets, the usage API) and logged as the ``agent usage`` event (one per response).
 """
 
 from __future__ import annotations
@@ -289,6 +289,10 @@ class OpenAIBackend:
             for key in ("prompt_tokens", "completion_tokens", "total_tokens")
             if isinstance(value := usage.get(key), int) and not isinstance(value, bool)
         }
+        request.usage.add(
+            input_tokens=counts.get("prompt_tokens", 0),
+            output_tokens=counts.get("completion_tokens", 0),
+        )
         log_event(
             logger,
             "agent usage",

@@ -13,6 +13,10 @@ yielded as its line arrives (the reply stripped as a whole: leading whitespace d
 trailing whitespace held back until more text follows). A stream that breaks off, has a line
 that is not JSON or is neither a delta nor done, or ends without ``{"done": true}`` is an
 AgentError, even after some deltas were yielded; so is one with no text at all.
+
+Either form may report what the answer cost, for token budgets and the usage API:
+``"usage": {"input_tokens": N, "output_tokens": M}`` beside ``reply``, or on the done line
+(``{"done": true, "usage": {...}}``). A malformed ``usage`` is logged and ignored.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
@@ -37,6 +42,7 @@ from bridge.agents.http import (
     parse_json,
     request_secrets,
 )
+from bridge.infra.logs import log_event
 from bridge.infra.redact import excerpt
 from bridge.settings import WebhookBackendSettings
 
@@ -54,6 +60,8 @@ TIMESTAMP_HEADER = "X-Bridge-Timestamp"
 SIGNATURE_HEADER = "X-Bridge-Signature"
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson"})
 """The content types of a streamed reply."""
+
+logger = logging.getLogger(__name__)
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -127,9 +135,9 @@ class WebhookBackend:
             secrets=secrets,
         ) as reply:
             if reply.content_type not in NDJSON_TYPES:
-                yield _parse_reply(await reply.read(), secrets)
+                yield _parse_reply(await reply.read(), secrets, request)
                 return
-            async with aclosing(_stream_reply(reply, secrets)) as deltas:
+            async with aclosing(_stream_reply(reply, secrets, request)) as deltas:
                 async for delta in deltas:
                     yield delta
 
@@ -138,8 +146,27 @@ class WebhookBackend:
         return None
 
 
-def _parse_reply(raw: bytes, secrets: Iterable[str]) -> str:
-    """The ``reply`` field, which must be a non-empty string."""
+def _record_usage(request: AgentRequest, usage: object) -> None:
+    """Add a reported ``usage`` object to the request's meter; log and skip a malformed one."""
+    counts = usage if isinstance(usage, dict) else {}
+    values = [counts.get(key, 0) for key in ("input_tokens", "output_tokens")]
+    if set(counts) - {"input_tokens", "output_tokens"} or not all(
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0 for value in values
+    ):
+        log_event(
+            logger,
+            "webhook.usage_ignored",
+            level=logging.WARNING,
+            agent=request.agent_slug,
+            message_id=request.message_id,
+            reason='"usage" must be {"input_tokens": N, "output_tokens": M} (whole numbers)',
+        )
+        return
+    request.usage.add(input_tokens=values[0], output_tokens=values[1])
+
+
+def _parse_reply(raw: bytes, secrets: Iterable[str], request: AgentRequest) -> str:
+    """The ``reply`` field, which must be a non-empty string (and ``usage``, if any)."""
     data = parse_json(raw, label="webhook", what="response", secrets=secrets)
     if not isinstance(data, dict) or "reply" not in data:
         shown = excerpt(raw, secrets=secrets)
@@ -156,10 +183,14 @@ def _parse_reply(raw: bytes, secrets: Iterable[str]) -> str:
         raise AgentError(
             'webhook backend: "reply" is empty', reason="the agent gave an empty answer"
         )
+    if "usage" in data:
+        _record_usage(request, data["usage"])
     return reply.strip()
 
 
-async def _stream_reply(reply: ReplyBody, secrets: Iterable[str]) -> AsyncGenerator[str, None]:
+async def _stream_reply(
+    reply: ReplyBody, secrets: Iterable[str], request: AgentRequest
+) -> AsyncGenerator[str, None]:
     """The deltas of an NDJSON reply, stripped as one text; stops at ``{"done": true}``."""
     started = False
     held = ""
@@ -167,7 +198,7 @@ async def _stream_reply(reply: ReplyBody, secrets: Iterable[str]) -> AsyncGenera
         async for line in lines:
             if not line.strip():
                 continue
-            delta = _parse_line(line, secrets)
+            delta = _parse_line(line, secrets, request)
             if delta is None:
                 if not started:
                     raise AgentError(
@@ -189,14 +220,17 @@ async def _stream_reply(reply: ReplyBody, secrets: Iterable[str]) -> AsyncGenera
     )
 
 
-def _parse_line(line: bytes, secrets: Iterable[str]) -> str | None:
-    """A delta's text, or None for ``{"done": true}``; anything else raises AgentError."""
+def _parse_line(line: bytes, secrets: Iterable[str], request: AgentRequest) -> str | None:
+    """A delta's text, or None for ``{"done": true}`` (with its ``usage``, if any); anything
+    else raises AgentError."""
     data = parse_json(line, label="webhook", what="a streamed line", secrets=secrets)
     if isinstance(data, dict):
         delta = data.get("delta")
         if isinstance(delta, str) and set(data) == {"delta"}:
             return delta
-        if data == {"done": True}:
+        if data.get("done") is True and set(data) <= {"done", "usage"}:
+            if "usage" in data:
+                _record_usage(request, data["usage"])
             return None
     shown = excerpt(line, secrets=secrets)
     raise AgentError(

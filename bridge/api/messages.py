@@ -6,6 +6,7 @@ import uuid
 
 from aiohttp import web
 
+from bridge.access.gate import REFUSED_TEXT
 from bridge.api.cursors import message_cursor, path_id, read_message_cursor
 from bridge.api.errors import ApiError, not_found
 from bridge.api.http import caller_of, read_body, read_query, respond
@@ -14,8 +15,21 @@ from bridge.api.views import find_session, message_query, message_view, messages
 from bridge.api.web_message import web_message
 from bridge.appkeys import CHANNELS, PIPELINE, SESSIONS, SETTINGS
 from bridge.ports.errors import InvalidMessage
-from bridge.ports.events import WEB_CHANNEL
+from bridge.ports.events import WEB_CHANNEL, IngestResult
+from bridge.settings import AgentSettings
 from bridge.store.models import ChatMessage
+
+
+def refused_error(result: IngestResult, agent: AgentSettings) -> ApiError:
+    """403, telling the caller no more than the agent's ``denied_text`` (or, when pairing, the
+    code it has just been given); nothing was stored."""
+    if result.refused == "pairing":
+        return ApiError(
+            403,
+            "pairing_required",
+            result.notice or "waiting for the operator to approve your pairing code",
+        )
+    return ApiError(403, "refused", agent.access.denied_text or REFUSED_TEXT)
 
 
 async def list_messages(request: web.Request) -> web.Response:
@@ -73,6 +87,8 @@ async def post_message(request: web.Request) -> web.Response:
         result = await request.config_dict[PIPELINE].ingest(message)
     except InvalidMessage as error:
         raise ApiError(422, "invalid", f"text: {error}") from None
+    if result.refused is not None:
+        raise refused_error(result, request.config_dict[SETTINGS].agent(session.agent))
     async with request.config_dict[SESSIONS]() as db:
         stored = (await messages_by_id(db, [result.message_id]))[result.message_id]
     return respond(stored, status=202)

@@ -19,7 +19,14 @@ from sqlalchemy import FromClause, Select, select
 
 from bridge.a2a.asks import AgentAsks, AskContext, AskTools
 from bridge.agents import settings_secrets
-from bridge.agents.base import NO_ANSWER, AgentBackend, AgentError, AgentRequest, HistoryMessage
+from bridge.agents.base import (
+    NO_ANSWER,
+    AgentBackend,
+    AgentError,
+    AgentRequest,
+    HistoryMessage,
+    UsageMeter,
+)
 from bridge.flow.batching import GroupCommit
 from bridge.flow.claims import (
     ANSWER,
@@ -104,6 +111,8 @@ class _Outcome:
     state: str
     error: str | None = None
     reset: bool = False
+    usage: UsageMeter | None = None
+    """The tokens answering cost, when the backend reported them."""
 
 
 def _failure_of(error: Exception, job: _Job) -> tuple[str, str]:
@@ -118,6 +127,13 @@ def _failure_of(error: Exception, job: _Job) -> tuple[str, str]:
     else:
         reason, detail = NO_ANSWER, f"{type(error).__name__}: {error}"
     return reason, redact(detail, settings_secrets(job.agent.settings))
+
+
+def _tokens(usage: UsageMeter | None) -> dict[str, int]:
+    """The token columns of an answered message, when its answer reported usage."""
+    if usage is None:
+        return {}
+    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
 
 
 class Answerer:
@@ -293,11 +309,27 @@ class Answerer:
                 role="system",
                 state=MessageState.FAILED,
                 error=failure(reason, detail),
+                usage=self._spent(job),
             )
         finally:
             if live is not None:
                 await live.close()
-        return _Outcome(text=storable_text(text), role="assistant", state=MessageState.ANSWERED)
+        return _Outcome(
+            text=storable_text(text),
+            role="assistant",
+            state=MessageState.ANSWERED,
+            usage=self._spent(job),
+        )
+
+    def _spent(self, job: _Job) -> UsageMeter | None:
+        """The answer's reported usage (also when it failed: the tokens were spent)."""
+        usage = job.request.usage
+        if not usage.reported:
+            return None
+        slug = job.agent.settings.slug
+        self._metrics.tokens.labels(slug, "input").inc(usage.input_tokens)
+        self._metrics.tokens.labels(slug, "output").inc(usage.output_tokens)
+        return usage
 
     def _tools(self, agent: AgentRecord, row: Any, message_id: int, origin: int) -> AskTools | None:
         """Agents with peers may ask them while answering (the ``ask_agent`` tool)."""
@@ -351,6 +383,7 @@ class Answerer:
                             "claim_expires_at": None,
                             "attempts": job.attempts + 1,
                             "updated_at": writes.now,
+                            **_tokens(outcome.usage),
                         },
                     )
                     for job, outcome in batch

@@ -77,7 +77,9 @@ def _outcome(asked_state: str | None) -> ReplyOutcome | None:
     """How answering the asked message ended, for its status reaction."""
     if asked_state is None:
         return None
-    return "failed" if asked_state == MessageState.FAILED else "answered"
+    if asked_state == MessageState.FAILED:
+        return "failed"
+    return "answered" if asked_state == MessageState.ANSWERED else None
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.agents.base import HistoryMessage
-from bridge.store.models import MESSAGES, PARTICIPANTS
+from bridge.store.models import MESSAGES, PARTICIPANTS, MessageState
 
 
 @cache
@@ -29,6 +29,7 @@ def _window() -> Select[Any]:
             position < bindparam("before"),
             position >= bindparam("start"),
             m.role.in_(("user", "assistant")),
+            m.state != MessageState.LIMITED,
             m.deleted_at.is_(None),
         )
         .order_by(position.desc(), m.id.desc())
@@ -49,7 +50,7 @@ async def load_history(
     order (a reply right after what it answers: ``coalesce(reply_to_message_id, id)``),
     oldest first, at most ``max_messages`` of them and ``max_chars`` characters in all.
     Bridge notes (role ``system``: apologies, reset confirmations) are not the agent's words
-    and are left out, as are deleted messages.
+    and are left out, as are deleted messages and those a limit stopped.
     One range scan of the position index, however long the session."""
     if max_messages == 0 or max_chars == 0:
         return ()
@@ -92,6 +93,7 @@ _LATERAL = text(
           AND coalesce(m.reply_to_message_id, m.id) < b.message_id
           AND coalesce(m.reply_to_message_id, m.id) >= b.start_id
           AND m.role IN ('user', 'assistant')
+          AND m.state <> 'limited'
           AND m.deleted_at IS NULL
         ORDER BY coalesce(m.reply_to_message_id, m.id) DESC, m.id DESC
         LIMIT b.max_rows

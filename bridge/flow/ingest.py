@@ -10,36 +10,28 @@ its batch committed, so an acknowledged message is never lost.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-
-from sqlalchemy import bindparam, select, tuple_
 
 from bridge.a2a.chains import ChainStopped, Hop, check_budget
+from bridge.access.gate import AccessGate
+from bridge.access.limits import LimitCheck, check_limits
 from bridge.flow.batching import GroupCommit
-from bridge.flow.claims import ANSWER
+from bridge.flow.ingest_rows import Inbound, engaged_sessions, insert_messages, senders_of
 from bridge.infra.logs import log_event
 from bridge.infra.metrics import Metrics
 from bridge.ports.contract import Capabilities
 from bridge.ports.errors import InvalidMessage
 from bridge.ports.events import MAX_ID_LENGTH, InboundMessage, IngestResult, storable_text
 from bridge.settings import A2ASettings
-from bridge.store.directory import AgentDirectory, AgentRecord
-from bridge.store.messages import MessageStore, Writes, message_row
-from bridge.store.models import SESSIONS, MessageState
+from bridge.store.directory import AgentDirectory
+from bridge.store.messages import MessageStore, Writes
 from bridge.store.sessions import (
-    Activity,
     NewSession,
-    ParticipantKey,
     SessionKey,
     SessionRef,
     add_members,
-    find_or_create_participants,
     find_or_create_sessions,
-    idle_expired,
-    record_activities,
 )
 
 logger = logging.getLogger(__name__)
@@ -66,24 +58,6 @@ def _validate(message: InboundMessage) -> None:
         raise InvalidMessage("the message has neither text nor attachments")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Inbound:
-    """A validated message with the agents it involves (``from_agent``: a chain's sender)."""
-
-    message: InboundMessage
-    agent: AgentRecord
-    from_agent: AgentRecord | None
-
-    @property
-    def session_key(self) -> SessionKey:
-        return (self.agent.id, self.message.external_conv_id)
-
-    @property
-    def sender_key(self) -> ParticipantKey:
-        sender = self.message.sender
-        return (sender.kind, self.message.channel, sender.external_id)
-
-
 IGNORED = IngestResult(session_id=0, message_id=0, duplicate=False, ignored=True)
 
 
@@ -96,14 +70,17 @@ class Ingestor:
         metrics: Metrics,
         budget: A2ASettings,
         capabilities: Callable[[str], Capabilities],
+        notify: Callable[[InboundMessage, str], None] | None = None,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self._store = store
+        self._gate = AccessGate(metrics=metrics)
+        self._notify = notify
         self._capabilities = capabilities
         self._budget = budget
         self._agents = agents
         self._metrics = metrics
-        self._batches: GroupCommit[_Inbound, IngestResult] = GroupCommit(
+        self._batches: GroupCommit[Inbound, IngestResult] = GroupCommit(
             name="ingest",
             write=self._write_batch,
             max_batch=max_batch,
@@ -113,11 +90,12 @@ class Ingestor:
 
     async def __call__(self, message: InboundMessage) -> IngestResult:
         """Store ``message``; returns once it is durable (or known to be a duplicate).
-        Raises InvalidMessage, UnknownAgent or ChainStopped; nothing is stored then."""
+        Raises InvalidMessage, UnknownAgent or ChainStopped; nothing is stored then. A message
+        the agent's access settings refuse is not stored either (``refused`` says why)."""
         _validate(message)
         agent = self._agents.get(message.agent_slug)
         chain = message.chain
-        item = _Inbound(
+        item = Inbound(
             message=message,
             agent=agent,
             from_agent=None if chain is None else self._agents.get(chain.from_agent),
@@ -133,18 +111,22 @@ class Ingestor:
     async def stop(self) -> None:
         await self._batches.stop()
 
-    async def _write_batch(self, items: Sequence[_Inbound]) -> list[IngestResult | BaseException]:
+    async def _write_batch(self, items: Sequence[Inbound]) -> list[IngestResult | BaseException]:
         results: list[IngestResult | BaseException] = [IGNORED] * len(items)
         async with self._store.write() as writes:
-            engaged = await _engaged(writes, items)
+            checked = await self._gate.check(writes, items)
+            engaged = await engaged_sessions(writes, items)
             stored = []
             for index, item in enumerate(items):
+                if (refused := checked[index]) is not None:
+                    results[index] = refused
+                    continue
                 if item.message.only_if_engaged and item.session_key not in engaged:
                     continue
                 stored.append(index)
                 engaged.add(item.session_key)  # created or revived by this message
             batch = [items[index] for index in stored]
-            senders = await _senders(writes, batch)
+            senders = await senders_of(writes, batch)
             sessions = await self._sessions(writes, batch, senders)
             for item in batch:
                 if item.from_agent is not None:
@@ -156,10 +138,30 @@ class Ingestor:
                     for index, item in enumerate(batch)
                 ),
             )
+            limited = await check_limits(
+                writes.db,
+                [
+                    None
+                    if item.from_agent is not None
+                    else LimitCheck(
+                        agent_id=item.agent.id,
+                        participant_id=senders[index],
+                        session_id=sessions[item.session_key].id,
+                        limits=item.agent.settings.limits,
+                    )
+                    for index, item in enumerate(batch)
+                ],
+                now=writes.now,
+            )
             for index, result in zip(
-                stored, await _insert(writes, batch, senders, sessions), strict=True
+                stored,
+                await insert_messages(writes, batch, senders, sessions, limited),
+                strict=True,
             ):
                 results[index] = result
+        for item, outcome in zip(items, results, strict=True):
+            if isinstance(outcome, IngestResult) and outcome.notice and self._notify is not None:
+                self._notify(item.message, outcome.notice)
         try:
             self._report(items, results)
         except Exception:  # committed: a failed log line must not make the batch be retried
@@ -167,7 +169,7 @@ class Ingestor:
         return results
 
     async def _sessions(
-        self, writes: Writes, batch: Sequence[_Inbound], senders: Sequence[int]
+        self, writes: Writes, batch: Sequence[Inbound], senders: Sequence[int]
     ) -> dict[SessionKey, SessionRef]:
         """Every session of the batch (and the parents of threads), created where missing;
         a session takes its descriptive columns from its first message in the batch."""
@@ -209,7 +211,7 @@ class Ingestor:
         return await find_or_create_sessions(writes.db, wanted) if wanted else {}
 
     def _report(
-        self, items: Sequence[_Inbound], results: Sequence[IngestResult | BaseException]
+        self, items: Sequence[Inbound], results: Sequence[IngestResult | BaseException]
     ) -> None:
         for item, result in zip(items, results, strict=True):
             message = item.message
@@ -223,6 +225,8 @@ class Ingestor:
                     agent=message.agent_slug,
                     conversation=message.external_conv_id,
                 )
+            elif result.refused is not None:
+                continue  # logged and counted by the access gate
             elif result.duplicate:
                 self._metrics.duplicates.labels(message.channel).inc()
                 log_event(
@@ -235,6 +239,8 @@ class Ingestor:
                 )
             else:
                 self._metrics.ingested.labels(message.channel).inc()
+                if result.limited is not None:
+                    self._metrics.limited.labels(message.agent_slug, result.limited).inc()
                 if message.chain is not None:
                     self._metrics.a2a_messages.labels(message.channel).inc()
                 log_event(
@@ -249,7 +255,7 @@ class Ingestor:
                     hops=message.chain.hops if message.chain else None,
                 )
 
-    async def _check_chain(self, writes: Writes, item: _Inbound, session: SessionRef) -> None:
+    async def _check_chain(self, writes: Writes, item: Inbound, session: SessionRef) -> None:
         """Raise ChainStopped (counted and logged) when the budgets forbid this hop; a hop
         already stored (a repeated hand-off) is let through, to be found a duplicate."""
         message, sender = item.message, item.from_agent
@@ -280,105 +286,3 @@ class Ingestor:
                 reason=stopped.reason,
             )
             raise
-
-
-async def _engaged(writes: Writes, items: Sequence[_Inbound]) -> set[SessionKey]:
-    """Of the conversations that ``only_if_engaged`` messages need, those the agent is in."""
-    wanted = {item.session_key for item in items if item.message.only_if_engaged}
-    if not wanted:
-        return set()
-    s = SESSIONS.c
-    found = await writes.db.execute(
-        select(s.agent_id, s.external_conv_id).where(
-            tuple_(s.agent_id, s.external_conv_id).in_(bindparam("keys", expanding=True)),
-            s.deleted_at.is_(None),
-        ),
-        {"keys": sorted(wanted)},
-    )
-    return {(row.agent_id, row.external_conv_id) for row in found}
-
-
-async def _senders(writes: Writes, batch: Sequence[_Inbound]) -> list[int]:
-    """Each message's sender participant: the asking agent's own for a chain, else found or
-    created from the sender the channel saw (its latest display name in the batch wins)."""
-    wanted: dict[ParticipantKey, str | None] = {}
-    for item in batch:
-        if item.from_agent is None:
-            name = item.message.sender.display_name
-            if name or item.sender_key not in wanted:
-                wanted[item.sender_key] = name
-    found = await find_or_create_participants(writes.db, wanted) if wanted else {}
-    return [
-        item.from_agent.participant_id if item.from_agent is not None else found[item.sender_key]
-        for item in batch
-    ]
-
-
-async def _insert(
-    writes: Writes,
-    batch: Sequence[_Inbound],
-    senders: Sequence[int],
-    sessions: dict[SessionKey, SessionRef],
-) -> list[IngestResult]:
-    """The messages as *pending*, in one statement; a message already stored (or repeated
-    within the batch) is a duplicate with the stored id. Counts them on their sessions,
-    starting an idle session's context afresh at its first new message."""
-    rows = []
-    for index, item in enumerate(batch):
-        message, chain = item.message, item.message.chain
-        rows.append(
-            message_row(
-                session_id=sessions[item.session_key].id,
-                sender_participant_id=senders[index],
-                role="user",
-                content=storable_text(message.text),
-                channel=message.channel,
-                reply_target=dict(message.reply_target),
-                state=MessageState.PENDING,
-                now=writes.now,
-                external_message_id=message.external_message_id or None,
-                attachments=[asdict(a) for a in message.attachments],
-                chain_origin_id=chain.origin_message_id if chain else None,
-                chain_hops=chain.hops if chain else 0,
-            )
-        )
-    ids = await writes.insert_messages(rows)
-    duplicates = [
-        (row["session_id"], row["external_message_id"])
-        for row, message_id in zip(rows, ids, strict=True)
-        if message_id is None
-    ]
-    existing = await writes.existing_messages(duplicates)
-    activities: dict[int, Activity] = {}
-    results = []
-    for item, row, message_id in zip(batch, rows, ids, strict=True):
-        session_id = row["session_id"]
-        if message_id is None:
-            stored = existing[(session_id, row["external_message_id"])]
-            results.append(IngestResult(session_id=session_id, message_id=stored, duplicate=True))
-            continue
-        writes.changed("message.created", session_id, message_id)
-        results.append(IngestResult(session_id=session_id, message_id=message_id, duplicate=False))
-        earlier = activities.get(session_id)
-        if earlier is None:
-            ref = sessions[item.session_key]
-            fresh = idle_expired(
-                ref.last_message_at, item.agent.settings.idle_reset_hours, writes.now
-            )
-            activities[session_id] = Activity(
-                session_id=session_id,
-                added=1,
-                inbound=True,
-                group_name=item.message.group_name,
-                context_from_message_id=message_id if fresh else None,
-            )
-        else:
-            activities[session_id] = dataclasses.replace(
-                earlier,
-                added=earlier.added + 1,
-                group_name=item.message.group_name or earlier.group_name,
-            )
-    if activities:
-        writes.wake(ANSWER.name)
-        await record_activities(writes.db, activities.values(), now=writes.now)
-    return results

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridge.a2a.asks import AgentAsks
 from bridge.a2a.handoff import HandOffs
+from bridge.access.notices import Notices
 from bridge.agents.base import AgentBackend
 from bridge.flow.answer import Answerer
 from bridge.flow.changes import ChangeApplier
@@ -67,12 +68,14 @@ class Pipeline:
         self._settings = settings.pipeline
         self._engine = engine
         self._sessions = sessions
+        self._notices = Notices(channels=channels)
         self.ingest = Ingestor(
             store=self.store,
             agents=agents,
             metrics=metrics,
             budget=settings.a2a,
             capabilities=channels.capabilities,
+            notify=self._notices.send,
         )
         self.dispatch = Dispatcher(
             ingest=self.ingest, changes=ChangeApplier(store=self.store, agents=agents)
@@ -148,6 +151,7 @@ class Pipeline:
         grace = self._settings.shutdown_grace_seconds
         await asyncio.gather(*(pool.stop(grace_seconds=grace) for pool in self._pools))
         await self.ingest.stop()
+        await self._notices.stop()
         await cancel_and_wait(self._renewal)
         self._renewal = None
         if self._listener is not None:

@@ -89,6 +89,24 @@ class Metrics:
             buckets=(0, 1, 2, 5, 10, 20, 50, 100),
             registry=r,
         )
+        self.refused = Counter(
+            "bridge_refused",
+            "Inbound messages refused by an agent's access settings (not stored)",
+            ["agent", "reason"],
+            registry=r,
+        )
+        self.limited = Counter(
+            "bridge_limited",
+            "User messages stored but not answered: over a rate limit or token budget",
+            ["agent", "limit"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "bridge_model_tokens",
+            "Model tokens answering messages cost, as the backends reported them",
+            ["agent", "kind"],
+            registry=r,
+        )
         self.pending = Gauge(
             "bridge_pending_work", "Messages waiting, by state", ["state"], registry=r
         )

@@ -87,12 +87,24 @@ class InboundMessage:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IngestResult:
-    """``ignored``: not stored because ``only_if_engaged`` found no conversation (the ids are 0)."""
+    """``ignored``: not stored because ``only_if_engaged`` found no conversation (the ids are 0).
+    ``refused``: not stored because the agent's access settings refuse it (the ids are 0); the
+    reason is for logs, never for the sender, who may be told ``notice`` at most.
+    ``limited``: stored but not answered, over a rate limit or token budget."""
 
     session_id: int
     message_id: int
     duplicate: bool
     ignored: bool = False
+    refused: str | None = None
+    notice: str | None = None
+    limited: str | None = None
+    """The limit that stopped it (``user_messages_per_hour`` …)."""
+
+    @property
+    def to_answer(self) -> bool:
+        """Newly stored and waiting for the agent (a channel may show it is working on it)."""
+        return not (self.duplicate or self.ignored or self.refused or self.limited)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -225,6 +225,7 @@ def message_row(
     delivery_key: str | None = None,
     chain_origin_id: int | None = None,
     chain_hops: int = 0,
+    last_error: str | None = None,
 ) -> dict[str, Any]:
     """Every column of a new message row, so every row of one insert has the same shape."""
     return {
@@ -239,6 +240,7 @@ def message_row(
         "attachments": attachments or [],
         "state": state,
         "attempts": 0,
+        "last_error": last_error,
         "delivery_key": delivery_key,
         "delivery_in_doubt": False,
         "platform_message_ids": [],

@@ -157,6 +157,8 @@ class MessageState:
     DELIVERED = "delivered"
     FAILED = "failed"
     RECORDED = "recorded"
+    LIMITED = "limited"
+    """A user message over a rate limit or token budget: kept in the history, never answered."""
 
 
 def _work_queue_indexes(kind: str, waiting: str, working: str) -> tuple[Index, Index]:
@@ -233,6 +235,10 @@ class ChatMessage(Base):
     chain_hops: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """How many agent-to-agent hand-offs led to this message (0: a human's message and the
     first answer to it)."""
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    """For an answered message: the model tokens answering it cost, as the backend reported
+    them (None: the backend reports no usage). Token budgets sum these."""
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiToken(Base):
@@ -247,6 +253,63 @@ class ApiToken(Base):
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AccessGrant(Base):
+    """An identity approved for an agent by pairing (``bridge access approve``): it counts as
+    listed in the agent's ``access.allow``."""
+
+    __tablename__ = "access_grants"
+    __table_args__ = (UniqueConstraint("agent_id", "identity"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    identity: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PairingCode(Base):
+    """The one-time code an unknown user got in a DM; one live code per identity and agent."""
+
+    __tablename__ = "pairing_codes"
+    __table_args__ = (UniqueConstraint("agent_id", "identity"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    identity: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Refusal(Base):
+    """Refused messages are not stored: they are counted here, per hour, for the usage API."""
+
+    __tablename__ = "refusals"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "identity", "external_conv_id", "reason", "hour"),
+        Index(None, "agent_id", "hour"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    identity: Mapped[str] = mapped_column(String(300))
+    external_conv_id: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(32))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class AccessNotice(Base):
+    """A refused user was told ``denied_text`` on that UTC day: at most once a day."""
+
+    __tablename__ = "access_notices"
+
+    agent_id: Mapped[int] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    identity: Mapped[str] = mapped_column(String(300), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
 
 
 class ChangeEvent(Base):
@@ -270,3 +333,7 @@ SESSIONS = cast(Table, ChatSession.__table__)
 PARTICIPANTS = cast(Table, Participant.__table__)
 MEMBERS = cast(Table, SessionMember.__table__)
 CHANGES = cast(Table, ChangeEvent.__table__)
+GRANTS = cast(Table, AccessGrant.__table__)
+PAIRING_CODES = cast(Table, PairingCode.__table__)
+REFUSALS = cast(Table, Refusal.__table__)
+NOTICES = cast(Table, AccessNotice.__table__)

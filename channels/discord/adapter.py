@@ -248,7 +248,7 @@ class DiscordChannel:
                     )
                     return
                 await asyncio.sleep(wait)
-        if result is not None and not result.duplicate and not result.ignored:
+        if result is not None and result.to_answer:
             self._start_typing(message.channel)
 
     async def _on_raw_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
