@@ -12,21 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import FromClause, Select, select
-
 from bridge.a2a.asks import AgentAsks, AskContext, AskTools
-from bridge.agents import settings_secrets
 from bridge.agents.base import (
-    NO_ANSWER,
     AgentBackend,
     AgentError,
     AgentRequest,
     HistoryMessage,
     UsageMeter,
 )
+from bridge.flow.answer_job import Job, Outcome, failure_of, load_claimed, tokens_of
 from bridge.flow.batching import GroupCommit
 from bridge.flow.claims import (
     ANSWER,
@@ -41,99 +37,17 @@ from bridge.flow.live import LiveReplies, draft_of
 from bridge.flow.outgoing import Outgoing, new_delivery_key, store_outgoing
 from bridge.flow.workers import WorkContext
 from bridge.infra.logs import log_event
-from bridge.infra.redact import failure, redact
+from bridge.infra.redact import failure
 from bridge.ports.errors import UnknownAgent
 from bridge.ports.events import Sender, storable_text
-from bridge.ports.live import Draft
 from bridge.store.directory import AgentRecord
-from bridge.store.models import MESSAGES, PARTICIPANTS, SESSIONS, MessageState, utcnow
+from bridge.store.models import MESSAGES, MessageState, utcnow
 from bridge.store.sessions import reset_context
 
 logger = logging.getLogger(__name__)
 RESET_COMMAND = "/reset"
 MAX_BATCH = 256
 """Replies stored in one transaction at most."""
-
-
-def _load(claimed: FromClause) -> Select[Any]:
-    """What answering needs of each claimed user message: it, its session and its sender."""
-    m, s, p = claimed.c, SESSIONS.c, PARTICIPANTS.c
-    return select(
-        m.id,
-        m.content,
-        m.channel,
-        m.reply_target,
-        m.session_id,
-        m.attempts,
-        m.chain_origin_id,
-        m.chain_hops,
-        m.reply_key,
-        m.live_message_ids,
-        m.created_at,
-        s.agent_id,
-        s.external_conv_id,
-        s.is_group,
-        s.group_name,
-        s.context_from_message_id,
-        p.external_id,
-        p.display_name,
-        p.kind,
-    ).select_from(
-        claimed.join(SESSIONS, s.id == m.session_id).outerjoin(
-            PARTICIPANTS, p.id == m.sender_participant_id
-        )
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Job:
-    message_id: int
-    agent: AgentRecord
-    request: AgentRequest
-    channel: str
-    reply_target: dict[str, str]
-    attempts: int
-    chain_origin_id: int
-    """The human message (or direct ask) that started this chain; the reply shares it."""
-    chain_hops: int
-    delivery_key: str
-    """The key the reply is delivered with: the message's ``reply_key``, so a live reply
-    already carries it."""
-    draft: Draft | None
-    """The reply as a live view sees it; None for a message stored before reply keys."""
-    asked_at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Outcome:
-    text: str
-    role: str
-    state: str
-    error: str | None = None
-    reset: bool = False
-    usage: UsageMeter | None = None
-    """The tokens answering cost, when the backend reported them."""
-
-
-def _failure_of(error: Exception, job: _Job) -> tuple[str, str]:
-    """The short reason a user may see and the detail for admins and the log, redacted of
-    every secret the agent's settings hold (backends already redact what they quote; this
-    also covers exceptions they did not anticipate)."""
-    if isinstance(error, AgentError):
-        reason, detail = error.reason, str(error)
-    elif isinstance(error, TimeoutError):
-        reason = "the agent did not answer in time"
-        detail = f"timed out after {job.agent.settings.answer_timeout_seconds:g} s"
-    else:
-        reason, detail = NO_ANSWER, f"{type(error).__name__}: {error}"
-    return reason, redact(detail, settings_secrets(job.agent.settings))
-
-
-def _tokens(usage: UsageMeter | None) -> dict[str, int]:
-    """The token columns of an answered message, when its answer reported usage."""
-    if usage is None:
-        return {}
-    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
 
 
 class Answerer:
@@ -160,7 +74,7 @@ class Answerer:
         self._metrics = context.metrics
         self._settings = context.settings
         self._worker_id = context.worker_id
-        self._replies: GroupCommit[tuple[_Job, _Outcome], int | None] = GroupCommit(
+        self._replies: GroupCommit[tuple[Job, Outcome], int | None] = GroupCommit(
             name="replies",
             write=self._store_batch,
             max_batch=MAX_BATCH,
@@ -171,7 +85,7 @@ class Answerer:
     async def stop(self) -> None:
         await self._replies.stop()
 
-    async def claim(self, limit: int) -> list[_Job]:
+    async def claim(self, limit: int) -> list[Job]:
         """Claim up to ``limit`` pending messages (one per session) and load their histories
         in one query; a message whose agent left the config is abandoned."""
         async with self._store.sessions() as db, db.begin():
@@ -181,7 +95,7 @@ class Answerer:
                 worker_id=self._worker_id,
                 limit=limit,
                 ttl_seconds=self._settings.claim_ttl_seconds,
-                load=_load,
+                load=load_claimed,
             )
             rows: list[tuple[Any, AgentRecord]] = []
             unknown: list[tuple[int, str]] = []
@@ -207,7 +121,7 @@ class Answerer:
             await self._abandon(message_id, failure("the agent is no longer configured", reason))
         return [self._job(row, agent, histories[row.id]) for row, agent in rows]
 
-    def _job(self, row: Any, agent: AgentRecord, history: tuple[HistoryMessage, ...]) -> _Job:
+    def _job(self, row: Any, agent: AgentRecord, history: tuple[HistoryMessage, ...]) -> Job:
         message_id = int(row.id)
         origin = row.chain_origin_id or message_id  # a human message starts its own chain
         request = AgentRequest(
@@ -229,7 +143,7 @@ class Answerer:
             history=history,
             tools=self._tools(agent, row, message_id, origin),
         )
-        return _Job(
+        return Job(
             message_id=message_id,
             agent=agent,
             request=request,
@@ -243,9 +157,9 @@ class Answerer:
             asked_at=row.created_at.timestamp(),
         )
 
-    async def run(self, job: _Job) -> None:
+    async def run(self, job: Job) -> None:
         if job.request.text.strip().lower() == RESET_COMMAND:
-            outcome = _Outcome(
+            outcome = Outcome(
                 text=self._settings.reset_text,
                 role="system",
                 state=MessageState.ANSWERED,
@@ -276,7 +190,7 @@ class Answerer:
             outcome=outcome.state,
         )
 
-    async def _ask_agent(self, job: _Job) -> _Outcome:
+    async def _ask_agent(self, job: Job) -> Outcome:
         backend = self._backends[job.agent.settings.slug]
         live = self._live.start(job.draft, asked_at=job.asked_at) if job.draft else None
         try:
@@ -292,7 +206,7 @@ class Answerer:
                     "the agent returned an empty reply", reason="the agent gave an empty answer"
                 )
         except Exception as error:
-            reason, detail = _failure_of(error, job)
+            reason, detail = failure_of(error, job)
             log_event(
                 logger,
                 "agent.failed",
@@ -304,7 +218,7 @@ class Answerer:
                 detail=detail,
             )
             self._metrics.failed.labels(job.channel, "agent").inc()
-            return _Outcome(
+            return Outcome(
                 text=self._settings.apology_text,
                 role="system",
                 state=MessageState.FAILED,
@@ -314,14 +228,14 @@ class Answerer:
         finally:
             if live is not None:
                 await live.close()
-        return _Outcome(
+        return Outcome(
             text=storable_text(text),
             role="assistant",
             state=MessageState.ANSWERED,
             usage=self._spent(job),
         )
 
-    def _spent(self, job: _Job) -> UsageMeter | None:
+    def _spent(self, job: Job) -> UsageMeter | None:
         """The answer's reported usage (also when it failed: the tokens were spent)."""
         usage = job.request.usage
         if not usage.reported:
@@ -364,7 +278,7 @@ class Answerer:
                 writes.changed("message.updated", session_id, message_id)
         log_event(logger, "answer.abandoned", level=logging.ERROR, message=message_id, error=error)
 
-    async def _store_batch(self, batch: Sequence[tuple[_Job, _Outcome]]) -> list[int | None]:
+    async def _store_batch(self, batch: Sequence[tuple[Job, Outcome]]) -> list[int | None]:
         """Mark the user messages answered and store their replies *to deliver*, in one
         transaction, for the claims this worker still holds; the reply id of each (None:
         the claim was lost, nothing stored for it)."""
@@ -383,7 +297,7 @@ class Answerer:
                             "claim_expires_at": None,
                             "attempts": job.attempts + 1,
                             "updated_at": writes.now,
-                            **_tokens(outcome.usage),
+                            **tokens_of(outcome.usage),
                         },
                     )
                     for job, outcome in batch

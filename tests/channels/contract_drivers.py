@@ -74,6 +74,8 @@ class Driver(Protocol):
     name: ClassVar[str]
     human_id: ClassVar[str]
     human_name: ClassVar[str]
+    other_id: ClassVar[str]
+    """A second person, for tests where who speaks matters (access, limits)."""
     part_limit: ClassVar[int]
     part_joiner: ClassVar[str]
     rate_limited_status: ClassVar[int]
@@ -82,13 +84,37 @@ class Driver(Protocol):
     @property
     def running(self) -> RunningBridge: ...
 
-    def bridge(self, database_url: str) -> AbstractAsyncContextManager[RunningBridge]: ...
+    def bridge(
+        self, database_url: str, **agent: Any
+    ) -> AbstractAsyncContextManager[RunningBridge]:
+        """Start the fake and the bridge; ``agent``: more settings of the agent (``access``,
+        ``limits``, ...)."""
+        ...
 
-    async def user_says_in_dm(self, text: str) -> Said: ...
+    async def user_says_in_dm(self, text: str, *, user: str | None = None) -> Said:
+        """``user`` (default :attr:`human_id`) writes to the bot in their own DM."""
+        ...
 
     async def user_says_in_group(
-        self, text: str, *, mention: bool, thread: str | None = None
-    ) -> Said: ...
+        self,
+        text: str,
+        *,
+        mention: bool,
+        thread: str | None = None,
+        user: str | None = None,
+        other_group: bool = False,
+    ) -> Said:
+        """In the group (``other_group``: a second group the bot is also in)."""
+        ...
+
+    def identity(self, user: str | None = None) -> str:
+        """How ``allow`` and ``deny`` name ``user`` (default :attr:`human_id`)."""
+        ...
+
+    def group_id(self, *, other_group: bool = False) -> str:
+        """The group's conversation id, as ``[agents.access] conversations`` lists it (its
+        threads lie under it)."""
+        ...
 
     def new_thread(self) -> str: ...
 
