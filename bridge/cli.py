@@ -1,4 +1,4 @@
-"""The ``bridge`` command: serve, migrate, token create / revoke.
+"""The ``bridge`` command: serve, migrate, token create / revoke, access approve / list / revoke.
 
 Every expected failure (bad config, unreachable or out-of-date database) is one line on
 stderr and a non-zero exit, never a traceback.
@@ -19,6 +19,7 @@ from typing import TypeVar
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from bridge.api.access import AccessError, approve_code, list_grants, revoke_grant
 from bridge.api.tokens import TokenError, create_token, revoke_token
 from bridge.app import build_app
 from bridge.infra.logs import configure_logging, log_event
@@ -55,6 +56,19 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="may see every session")
     revoke = token_commands.add_parser("revoke", parents=[common], help="revoke a token")
     revoke.add_argument("name")
+    access = commands.add_parser("access", help="manage pairing approvals")
+    access_commands = access.add_subparsers(dest="access_command", required=True)
+    approve = access_commands.add_parser(
+        "approve", parents=[common], help="approve a pairing code a person got in a DM"
+    )
+    approve.add_argument("code")
+    listing = access_commands.add_parser(
+        "list", parents=[common], help="the identities approved for an agent"
+    )
+    listing.add_argument("agent")
+    withdraw = access_commands.add_parser("revoke", parents=[common], help="revoke an approval")
+    withdraw.add_argument("agent")
+    withdraw.add_argument("identity")
     return parser
 
 
@@ -115,6 +129,27 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _access(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(engine):  # type: ignore[no-untyped-def]
+        await require_head(engine)
+        sessions = session_factory(engine)
+        if args.access_command == "approve":
+            approved = await approve_code(sessions, args.code)
+            return [f"approved {approved.identity} for {approved.agent}"]
+        if args.access_command == "list":
+            found = await list_grants(sessions, args.agent)
+            return [
+                f"{grant.identity}\t{grant.created_at.isoformat(timespec='seconds')}"
+                for grant in found
+            ] or [f"no identity is approved for {args.agent}"]
+        await revoke_grant(sessions, args.agent, args.identity)
+        return [f"revoked {args.identity} for {args.agent}"]
+
+    for line in asyncio.run(_with_database(settings, run)):
+        print(line)
+    return 0
+
+
 def _tune_garbage_collector() -> None:
     """Everything built at start (modules, settings, compiled statements) lives as long as the
     process: frozen, the collector stops scanning it again and again; and collecting the
@@ -169,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate(settings)
         if args.command == "token":
             return _token(args, settings)
+        if args.command == "access":
+            return _access(args, settings)
         return _serve(args, settings)
     except ConfigError as error:
         print(f"bridge: config error: {error}", file=sys.stderr)
         return 2
-    except (CommandFailed, SchemaOutOfDate, TokenError) as error:
+    except (AccessError, CommandFailed, SchemaOutOfDate, TokenError) as error:
         print(f"bridge: {error}", file=sys.stderr)
         return 1

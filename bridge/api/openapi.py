@@ -10,6 +10,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from bridge.access.settings import IDENTITY_PATTERN
+from bridge.api.access_models import SLUG_PATTERN
 from bridge.api.cursors import MAX_ID
 from bridge.api.models import ErrorBody, LiveEvent, SessionOut
 from bridge.api.routes import PREFIX, ROUTES, Route
@@ -35,14 +37,28 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
             }
         )
-    if "{to}" in route.path:
+    for name, description in (
+        ("to", "The asked agent's slug."),
+        ("agent", "The agent's slug."),
+    ):
+        if "{" + name + "}" in route.path:
+            parameters.append(
+                {
+                    "name": name,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": SLUG_PATTERN},
+                    "description": description,
+                }
+            )
+    if "{identity}" in route.path:
         parameters.append(
             {
-                "name": "to",
+                "name": "identity",
                 "in": "path",
                 "required": True,
-                "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
-                "description": "The asked agent's slug.",
+                "schema": {"type": "string", "pattern": IDENTITY_PATTERN.pattern},
+                "description": "`{channel}:{user id}` (URL-encoded), e.g. `web:alice`.",
             }
         )
     if route.query is not None:
@@ -99,10 +115,12 @@ def _operation(route: Route) -> dict[str, Any]:
             responses[str(status)] = {"description": "OK", "content": _json(route.response)}
         if links := _links(route):
             responses[str(route.status)]["links"] = links
-    else:
+    elif route.websocket:
         responses[str(route.status)] = {
             "description": "Switching to the WebSocket protocol; frames are LiveEvent objects."
         }
+    else:
+        responses[str(route.status)] = {"description": "Done (no body)"}
     errors = set(route.errors) | ({401} if not route.public else set())
     for status in sorted(errors):
         responses[str(status)] = {"description": "Error", "content": _json(ErrorBody)}

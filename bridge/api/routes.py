@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from bridge.api import asks, auth, live, messages, sessions
+from bridge.api import access, asks, auth, live, messages, sessions, usage
+from bridge.api.access_models import ApproveCode, Approved, GrantList, UsageQuery, UsageReport
 from bridge.api.errors import Handler
 from bridge.api.models import (
     AgentList,
@@ -75,6 +76,42 @@ ROUTES = (
         body=AskAgent,
         query=AskQuery,
         errors=(400, 403, 404, 409, 413, 422, 429),
+    ),
+    Route(
+        method="POST",
+        path="/access/approve",
+        handler=access.approve_pairing,
+        summary="Approve a pairing code (admin): its person may then talk to the agent",
+        response=Approved,
+        body=ApproveCode,
+        errors=(400, 403, 404, 410, 413, 422),
+    ),
+    Route(
+        method="GET",
+        path="/agents/{agent}/access",
+        handler=access.list_access,
+        summary="The identities approved for an agent by pairing (admin)",
+        response=GrantList,
+        errors=(403, 404),
+    ),
+    Route(
+        method="DELETE",
+        path="/agents/{agent}/access/{identity}",
+        handler=access.revoke_access,
+        summary="Revoke an approval (admin); the person must pair again",
+        response=None,
+        status=204,
+        errors=(403, 404),
+    ),
+    Route(
+        method="GET",
+        path="/usage",
+        handler=usage.get_usage,
+        summary="Messages answered, failed, limited and refused, and tokens, per user or"
+        " conversation (admin)",
+        response=UsageReport,
+        query=UsageQuery,
+        errors=(403, 422),
     ),
     Route(
         method="GET",

@@ -23,16 +23,20 @@ from tests.fakes.discord import (
     DEFAULT_GUILD_ID,
     DEFAULT_THREAD_ID,
     DEFAULT_USER_ID,
+    FakeChannel,
     FakeDiscord,
+    FakeGuild,
 )
+from tests.fakes.discord import DEFAULT_USER_NAME as DISCORD_USER_NAME
 from tests.fakes.feishu import (
     DEFAULT_ENCRYPT_KEY,
     DEFAULT_GROUP_CHAT_ID,
     DEFAULT_GROUP_CHAT_NAME,
-    DEFAULT_USER_NAME,
+    DEFAULT_P2P_CHAT_ID,
     DEFAULT_USER_OPEN_ID,
     FakeFeishu,
 )
+from tests.fakes.feishu import DEFAULT_USER_NAME as FEISHU_USER_NAME
 from tests.fakes.slack import FakeSlack
 from tests.support.discord import discord_section
 from tests.support.harness import RunningBridge, make_settings, running_bridge
@@ -84,9 +88,7 @@ class Driver(Protocol):
     @property
     def running(self) -> RunningBridge: ...
 
-    def bridge(
-        self, database_url: str, **agent: Any
-    ) -> AbstractAsyncContextManager[RunningBridge]:
+    def bridge(self, database_url: str, **agent: Any) -> AbstractAsyncContextManager[RunningBridge]:
         """Start the fake and the bridge; ``agent``: more settings of the agent (``access``,
         ``limits``, ...)."""
         ...
@@ -166,7 +168,11 @@ SLACK_SIGNING_SECRET = "slack-signing-secret"
 SLACK_CHANNEL = "C0CHAN0001"
 SLACK_DM = "D0DM000001"
 SLACK_HUMAN = "U0HUMAN001"
+SLACK_OTHER_CHANNEL = "C0CHAN0002"
+SLACK_OTHER_HUMAN = "U0HUMAN002"
+SLACK_OTHER_DM = "D0DM000002"
 SLACK_TEAM = slack.DEFAULT_TEAM_ID
+SLACK_DMS = {SLACK_HUMAN: SLACK_DM, SLACK_OTHER_HUMAN: SLACK_OTHER_DM}
 
 
 def slack_section(fake: FakeSlack, **extra: Any) -> dict[str, Any]:
@@ -185,6 +191,7 @@ class SlackDriver(_Base):
     name: ClassVar[str] = "slack"
     human_id: ClassVar[str] = SLACK_HUMAN
     human_name: ClassVar[str] = "Ada"
+    other_id: ClassVar[str] = SLACK_OTHER_HUMAN
     part_limit: ClassVar[int] = 3900
     part_joiner: ClassVar[str] = "\n\n"  # split at paragraphs
     rate_limited_status: ClassVar[int] = 429
@@ -195,12 +202,15 @@ class SlackDriver(_Base):
         self.url = ""
 
     @asynccontextmanager
-    async def bridge(self, database_url: str) -> AsyncIterator[RunningBridge]:
+    async def bridge(self, database_url: str, **agent: Any) -> AsyncIterator[RunningBridge]:
         async with self.fake as fake:
             fake.add_channel(SLACK_CHANNEL, "general")
+            fake.add_channel(SLACK_OTHER_CHANNEL, "random")
             fake.add_channel(SLACK_DM, is_im=True, user=SLACK_HUMAN)
+            fake.add_channel(SLACK_OTHER_DM, is_im=True, user=SLACK_OTHER_HUMAN)
             fake.add_user(SLACK_HUMAN, "ada", "Ada")
-            agents = [{"slug": "assistant", "slack": slack_section(fake)}]
+            fake.add_user(SLACK_OTHER_HUMAN, "bob", "Bob")
+            agents = [{"slug": "assistant", "slack": slack_section(fake), **agent}]
             async with running_bridge(make_settings(database_url, agents=agents)) as bridge:
                 self._running, self.url = bridge, f"{bridge.url}/slack/assistant/events"
                 yield bridge
@@ -208,25 +218,37 @@ class SlackDriver(_Base):
     async def _push(self, event: dict[str, Any], **options: Any) -> None:
         assert (await self.fake.push_event(self.url, event, **options)).status == 200
 
-    async def user_says_in_dm(self, text: str) -> Said:
-        event = slack.message(channel=SLACK_DM, user=SLACK_HUMAN, text=text)
+    async def user_says_in_dm(self, text: str, *, user: str | None = None) -> Said:
+        user = user or SLACK_HUMAN
+        dm = SLACK_DMS[user]
+        event = slack.message(channel=dm, user=user, text=text)
         await self._push(event)
-        return Said(event["event"]["ts"], SLACK_DM, event)
+        return Said(event["event"]["ts"], dm, event)
 
     async def user_says_in_group(
-        self, text: str, *, mention: bool, thread: str | None = None
+        self,
+        text: str,
+        *,
+        mention: bool,
+        thread: str | None = None,
+        user: str | None = None,
+        other_group: bool = False,
     ) -> Said:
+        user = user or SLACK_HUMAN
+        channel = SLACK_OTHER_CHANNEL if other_group else SLACK_CHANNEL
         if mention:
             mentioned = f"<@{self.fake.bot_user_id}> {text}"
-            event = slack.app_mention(
-                channel=SLACK_CHANNEL, user=SLACK_HUMAN, text=mentioned, thread_ts=thread
-            )
+            event = slack.app_mention(channel=channel, user=user, text=mentioned, thread_ts=thread)
         else:
-            event = slack.message(
-                channel=SLACK_CHANNEL, user=SLACK_HUMAN, text=text, thread_ts=thread
-            )
+            event = slack.message(channel=channel, user=user, text=text, thread_ts=thread)
         await self._push(event)
-        return Said(event["event"]["ts"], SLACK_CHANNEL, event)
+        return Said(event["event"]["ts"], channel, event)
+
+    def identity(self, user: str | None = None) -> str:
+        return f"slack:{user or SLACK_HUMAN}"
+
+    def group_id(self, *, other_group: bool = False) -> str:
+        return f"slack:{SLACK_TEAM}:{SLACK_OTHER_CHANNEL if other_group else SLACK_CHANNEL}"
 
     def new_thread(self) -> str:
         return slack.new_ts()
@@ -283,16 +305,18 @@ class SlackDriver(_Base):
 
     def group_conversation(self, said: Said) -> Conversation:
         # With thread replies (the default) a mention opens a thread: the thread is the session.
-        return self.thread_conversation(said.message_id)
+        return self.thread_conversation(said.message_id, channel=said.place)
 
-    def thread_conversation(self, thread: str) -> Conversation:
-        base = f"slack:{SLACK_TEAM}:{SLACK_CHANNEL}"
-        return Conversation(f"{base}:{thread}", base, "#general")
+    def thread_conversation(self, thread: str, *, channel: str = SLACK_CHANNEL) -> Conversation:
+        base = f"slack:{SLACK_TEAM}:{channel}"
+        name = "#random" if channel == SLACK_OTHER_CHANNEL else "#general"
+        return Conversation(f"{base}:{thread}", base, name)
 
     def assert_answers(self, post: Post, said: Said) -> None:
         """In a DM the reply is not threaded; in a channel it is in the message's thread."""
         event = said.raw["event"]
-        expected = None if said.place == SLACK_DM else event.get("thread_ts") or event["ts"]
+        in_dm = said.place in SLACK_DMS.values()
+        expected = None if in_dm else event.get("thread_ts") or event["ts"]
         assert post.raw.get("thread_ts") == expected
         assert post.raw["metadata"]["event_type"] == "bridge_delivery"
 
@@ -306,6 +330,10 @@ class SlackDriver(_Base):
 # --- Discord -------------------------------------------------------------------------------
 
 MESSAGES_PATH = r"/api/v10/channels/\d+/messages"
+DISCORD_OTHER_CHANNEL_ID = "1300000000000000004"
+DISCORD_OTHER_USER_ID = "1200000000000000003"
+DISCORD_NAMES = {DEFAULT_USER_ID: DISCORD_USER_NAME, DISCORD_OTHER_USER_ID: "bob"}
+DISCORD_GROUPS = {DEFAULT_CHANNEL_ID: "general", DISCORD_OTHER_CHANNEL_ID: "random"}
 
 
 class DiscordDriver(_Base):
@@ -314,34 +342,69 @@ class DiscordDriver(_Base):
     name: ClassVar[str] = "discord"
     human_id: ClassVar[str] = DEFAULT_USER_ID
     human_name: ClassVar[str] = "Alice"
+    other_id: ClassVar[str] = DISCORD_OTHER_USER_ID
     part_limit: ClassVar[int] = 2000
     part_joiner: ClassVar[str] = "\n"  # split at lines
     rate_limited_status: ClassVar[int] = 429
     attempts_after_a_rate_limit: ClassVar[int] = 1  # discord.py waits a 429 out itself
 
     def __init__(self) -> None:
-        self.fake = FakeDiscord()
+        # The fake's default guild, plus a second text channel for tests that need two groups.
+        guild = FakeGuild(
+            DEFAULT_GUILD_ID,
+            "Test Guild",
+            channels=[FakeChannel(id, name) for id, name in DISCORD_GROUPS.items()],
+            threads=[
+                FakeChannel(DEFAULT_THREAD_ID, "a-thread", type=11, parent_id=DEFAULT_CHANNEL_ID)
+            ],
+        )
+        self.fake = FakeDiscord(guilds=[guild])
+        self.fake.add_user(DISCORD_OTHER_USER_ID, DISCORD_NAMES[DISCORD_OTHER_USER_ID])
 
     @asynccontextmanager
-    async def bridge(self, database_url: str) -> AsyncIterator[RunningBridge]:
+    async def bridge(self, database_url: str, **agent: Any) -> AsyncIterator[RunningBridge]:
         async with self.fake as fake:
-            agents = [{"slug": "assistant", "discord": discord_section(fake)}]
+            agents = [{"slug": "assistant", "discord": discord_section(fake), **agent}]
             async with running_bridge(make_settings(database_url, agents=agents)) as bridge:
                 await fake.wait_identified(timeout=10)
                 self._running = bridge
                 yield bridge
 
-    async def user_says_in_dm(self, text: str) -> Said:
-        dm = self.fake.create_dm_channel(DEFAULT_USER_ID)
-        sent = await self.fake.send_message(channel_id=dm, content=text)
+    async def user_says_in_dm(self, text: str, *, user: str | None = None) -> Said:
+        user = user or DEFAULT_USER_ID
+        dm = self.fake.create_dm_channel(user)
+        sent = await self.fake.send_message(
+            channel_id=dm, content=text, author_id=user, author_name=DISCORD_NAMES[user]
+        )
         return Said(sent["id"], dm, sent)
 
     async def user_says_in_group(
-        self, text: str, *, mention: bool, thread: str | None = None
+        self,
+        text: str,
+        *,
+        mention: bool,
+        thread: str | None = None,
+        user: str | None = None,
+        other_group: bool = False,
     ) -> Said:
-        channel = thread or DEFAULT_CHANNEL_ID
-        sent = await self.fake.send_message(channel_id=channel, content=text, mentions_bot=mention)
+        assert not (thread and other_group), "the fake's thread is under the first channel"
+        user = user or DEFAULT_USER_ID
+        channel = thread or (DISCORD_OTHER_CHANNEL_ID if other_group else DEFAULT_CHANNEL_ID)
+        sent = await self.fake.send_message(
+            channel_id=channel,
+            content=text,
+            mentions_bot=mention,
+            author_id=user,
+            author_name=DISCORD_NAMES[user],
+        )
         return Said(sent["id"], channel, sent)
+
+    def identity(self, user: str | None = None) -> str:
+        return f"discord:{user or DEFAULT_USER_ID}"
+
+    def group_id(self, *, other_group: bool = False) -> str:
+        channel = DISCORD_OTHER_CHANNEL_ID if other_group else DEFAULT_CHANNEL_ID
+        return f"discord:{DEFAULT_GUILD_ID}:{channel}"
 
     def new_thread(self) -> str:
         return DEFAULT_THREAD_ID
@@ -396,11 +459,12 @@ class DiscordDriver(_Base):
         return [r.status for r in self.fake.requests_to("POST", MESSAGES_PATH)]
 
     def dm_conversation(self, said: Said) -> Conversation:
-        return Conversation(f"discord:dm:{DEFAULT_USER_ID}", None, None)
+        return Conversation(f"discord:dm:{said.raw['author']['id']}", None, None)
 
     def group_conversation(self, said: Said) -> Conversation:
+        name = DISCORD_GROUPS[said.place]
         return Conversation(
-            f"discord:{DEFAULT_GUILD_ID}:{said.place}", None, "#general in Test Guild"
+            f"discord:{DEFAULT_GUILD_ID}:{said.place}", None, f"#{name} in Test Guild"
         )
 
     def thread_conversation(self, thread: str) -> Conversation:
@@ -427,6 +491,17 @@ class DiscordDriver(_Base):
 # --- Feishu --------------------------------------------------------------------------------
 
 _thread_ids = itertools.count(1)
+FEISHU_OTHER_OPEN_ID = "ou_0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b02"
+FEISHU_OTHER_P2P_CHAT_ID = "oc_0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b02"
+FEISHU_OTHER_GROUP_CHAT_ID = "oc_5ad11d72b830411d72b836c21"
+FEISHU_DMS = {
+    DEFAULT_USER_OPEN_ID: DEFAULT_P2P_CHAT_ID,
+    FEISHU_OTHER_OPEN_ID: FEISHU_OTHER_P2P_CHAT_ID,
+}
+FEISHU_GROUPS = {
+    DEFAULT_GROUP_CHAT_ID: DEFAULT_GROUP_CHAT_NAME,
+    FEISHU_OTHER_GROUP_CHAT_ID: "Design Review",
+}
 
 
 def feishu_section(fake: FakeFeishu, **extra: Any) -> dict[str, Any]:
@@ -448,7 +523,8 @@ class FeishuDriver(_Base):
 
     name: ClassVar[str] = "feishu"
     human_id: ClassVar[str] = DEFAULT_USER_OPEN_ID
-    human_name: ClassVar[str] = DEFAULT_USER_NAME
+    human_name: ClassVar[str] = FEISHU_USER_NAME
+    other_id: ClassVar[str] = FEISHU_OTHER_OPEN_ID
     part_limit: ClassVar[int] = 8000
     part_joiner: ClassVar[str] = "\n\n"
     rate_limited_status: ClassVar[int] = 400  # Feishu throttles with 400 and code 99991400
@@ -459,11 +535,13 @@ class FeishuDriver(_Base):
         self.url = ""
 
     @asynccontextmanager
-    async def bridge(self, database_url: str) -> AsyncIterator[RunningBridge]:
+    async def bridge(self, database_url: str, **agent: Any) -> AsyncIterator[RunningBridge]:
         async with self.fake as fake:
             fake.add_user()
-            fake.add_chat()
-            agents = [{"slug": "assistant", "feishu": feishu_section(fake)}]
+            fake.add_user(FEISHU_OTHER_OPEN_ID, "Bob Li")
+            for chat_id, name in FEISHU_GROUPS.items():
+                fake.add_chat(chat_id, name)
+            agents = [{"slug": "assistant", "feishu": feishu_section(fake), **agent}]
             async with running_bridge(make_settings(database_url, agents=agents)) as bridge:
                 self._running, self.url = bridge, bridge.url + "/feishu/assistant/events"
                 yield bridge
@@ -474,16 +552,35 @@ class FeishuDriver(_Base):
         message = event["event"]["message"]
         return Said(message["message_id"], message["chat_id"], (event, pushed))
 
-    async def user_says_in_dm(self, text: str) -> Said:
-        return await self._push(self.fake.message_event(text=text))
+    async def user_says_in_dm(self, text: str, *, user: str | None = None) -> Said:
+        user = user or DEFAULT_USER_OPEN_ID
+        event = self.fake.message_event(text=text, chat_id=FEISHU_DMS[user], sender_open_id=user)
+        return await self._push(event)
 
     async def user_says_in_group(
-        self, text: str, *, mention: bool, thread: str | None = None
+        self,
+        text: str,
+        *,
+        mention: bool,
+        thread: str | None = None,
+        user: str | None = None,
+        other_group: bool = False,
     ) -> Said:
         event = self.fake.message_event(
-            chat_type="group", text=text, mention_bot=mention, thread_id=thread
+            chat_id=FEISHU_OTHER_GROUP_CHAT_ID if other_group else DEFAULT_GROUP_CHAT_ID,
+            chat_type="group",
+            text=text,
+            mention_bot=mention,
+            thread_id=thread,
+            sender_open_id=user or DEFAULT_USER_OPEN_ID,
         )
         return await self._push(event)
+
+    def identity(self, user: str | None = None) -> str:
+        return f"feishu:{user or DEFAULT_USER_OPEN_ID}"
+
+    def group_id(self, *, other_group: bool = False) -> str:
+        return f"feishu:{FEISHU_OTHER_GROUP_CHAT_ID if other_group else DEFAULT_GROUP_CHAT_ID}"
 
     def new_thread(self) -> str:
         return f"omt_contract{next(_thread_ids):08d}"
@@ -532,7 +629,7 @@ class FeishuDriver(_Base):
         return Conversation(f"feishu:{said.place}", None, None)
 
     def group_conversation(self, said: Said) -> Conversation:
-        return Conversation(f"feishu:{said.place}", None, DEFAULT_GROUP_CHAT_NAME)
+        return Conversation(f"feishu:{said.place}", None, FEISHU_GROUPS[said.place])
 
     def thread_conversation(self, thread: str) -> Conversation:
         parent = f"feishu:{DEFAULT_GROUP_CHAT_ID}"
