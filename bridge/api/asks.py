@@ -16,7 +16,7 @@ from bridge.appkeys import AGENTS, CHANNELS, PIPELINE, SESSIONS, SETTINGS
 from bridge.ports.errors import InvalidMessage, UnknownAgent
 from bridge.ports.events import AGENT_CHANNEL
 
-_STOPPED_STATUS = {"not_a_peer": 403, "self": 422}
+_STOPPED_STATUS = {"not_a_peer": 403, "self": 422, "refused": 403}
 """Refusals by configuration; every budget refusal is 429."""
 
 
