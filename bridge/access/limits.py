@@ -103,14 +103,14 @@ def _conversation_counts() -> Select[Any]:
     )
 
 
-async def _lock(db: AsyncSession, checks: Iterable[LimitCheck]) -> None:
+async def lock_counted(db: AsyncSession, checks: Iterable[LimitCheck | None]) -> None:
     """Serialize the transactions storing messages of the same people and conversations
     (participants first, then sessions, each in id order: no two transactions wait on each
-    other in a circle)."""
-    if db.get_bind().dialect.name == "sqlite":
+    other in a circle). Call before anything is counted, duplicates included."""
+    counted = [check for check in checks if check is not None and check.limits.any]
+    if not counted or db.get_bind().dialect.name == "sqlite":
         return
-    checks = list(checks)
-    people = sorted({check.participant_id for check in checks})
+    people = sorted({check.participant_id for check in counted})
     await db.execute(
         select(PARTICIPANTS.c.id)
         .where(PARTICIPANTS.c.id.in_(people))
@@ -118,7 +118,7 @@ async def _lock(db: AsyncSession, checks: Iterable[LimitCheck]) -> None:
         .with_for_update()
     )
     conversations = sorted(
-        {check.session_id for check in checks if check.limits.conversation_messages_per_minute}
+        {check.session_id for check in counted if check.limits.conversation_messages_per_minute}
     )
     if conversations:
         await db.execute(
@@ -142,11 +142,10 @@ async def check_limits(
     db: AsyncSession, checks: list[LimitCheck | None], *, now: datetime
 ) -> list[Limited | None]:
     """For each message (None: not subject to limits), whether a limit stops it. Messages of
-    one batch count against each other in order."""
-    wanted = [check for check in checks if check is not None and check.limits.any]
-    if not wanted:
+    one batch count against each other in order. The rows must be locked
+    (:func:`lock_counted`) in this transaction first."""
+    if all(check is None or not check.limits.any for check in checks):
         return [None] * len(checks)
-    await _lock(db, wanted)
     windows: dict[tuple[Any, ...], _Window] = {}
 
     async def user_window(check: LimitCheck, kind: LimitKind, since: datetime) -> _Window:

@@ -203,13 +203,22 @@ class StreamedTurn:
             parts.arguments.append(arguments)
 
 
+def _usage_of(raw: bytes) -> dict[str, Any] | None:
+    """The ``usage`` object of a whole (non-streamed) completion, already known to be JSON."""
+    data = json.loads(raw)
+    usage = data.get("usage") if isinstance(data, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
 async def read_turn(
     reply: ReplyBody, turn: StreamedTurn, secrets: Iterable[str]
 ) -> AsyncGenerator[str, None]:
     """Read one response into ``turn``, yielding each content delta as it arrives."""
     if reply.content_type != "text/event-stream":
-        whole = parse_turn(await reply.read(), secrets=secrets)
+        raw = await reply.read()
+        whole = parse_turn(raw, secrets=secrets)
         turn.whole = whole
+        turn.usage = _usage_of(raw)
         turn.finish_reason = "stop"
         if whole.content is not None:
             yield whole.content

@@ -148,11 +148,16 @@ class WebhookBackend:
 
 def _record_usage(request: AgentRequest, usage: object) -> None:
     """Add a reported ``usage`` object to the request's meter; log and skip a malformed one."""
-    counts = usage if isinstance(usage, dict) else {}
+    if usage is None:
+        return
+    counts: dict[str, object] = usage if isinstance(usage, dict) else {"": usage}
     values = [counts.get(key, 0) for key in ("input_tokens", "output_tokens")]
-    if set(counts) - {"input_tokens", "output_tokens"} or not all(
-        isinstance(value, int) and not isinstance(value, bool) and value >= 0 for value in values
-    ):
+    tokens = [
+        value
+        for value in values
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    ]
+    if set(counts) - {"input_tokens", "output_tokens"} or len(tokens) != len(values):
         log_event(
             logger,
             "webhook.usage_ignored",
@@ -162,7 +167,7 @@ def _record_usage(request: AgentRequest, usage: object) -> None:
             reason='"usage" must be {"input_tokens": N, "output_tokens": M} (whole numbers)',
         )
         return
-    request.usage.add(input_tokens=values[0], output_tokens=values[1])
+    request.usage.add(input_tokens=tokens[0], output_tokens=tokens[1])
 
 
 def _parse_reply(raw: bytes, secrets: Iterable[str], request: AgentRequest) -> str:

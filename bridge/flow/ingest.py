@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from bridge.a2a.chains import ChainStopped, Hop, check_budget
 from bridge.access.gate import AccessGate
-from bridge.access.limits import LimitCheck, check_limits
+from bridge.access.limits import LimitCheck, check_limits, lock_counted
 from bridge.flow.batching import GroupCommit
 from bridge.flow.ingest_rows import Inbound, engaged_sessions, insert_messages, senders_of
 from bridge.infra.logs import log_event
@@ -139,19 +139,7 @@ class Ingestor:
                 ),
             )
             limited = await check_limits(
-                writes.db,
-                [
-                    None
-                    if item.from_agent is not None
-                    else LimitCheck(
-                        agent_id=item.agent.id,
-                        participant_id=senders[index],
-                        session_id=sessions[item.session_key].id,
-                        limits=item.agent.settings.limits,
-                    )
-                    for index, item in enumerate(batch)
-                ],
-                now=writes.now,
+                writes.db, await _limit_checks(writes, batch, senders, sessions), now=writes.now
             )
             for index, result in zip(
                 stored,
@@ -286,3 +274,45 @@ class Ingestor:
                 reason=stopped.reason,
             )
             raise
+
+
+async def _limit_checks(
+    writes: Writes,
+    batch: Sequence[Inbound],
+    senders: Sequence[int],
+    sessions: dict[SessionKey, SessionRef],
+) -> list[LimitCheck | None]:
+    """What each message of the batch is checked against: nothing for an agent's message, for
+    an agent without limits, or for a message already stored (or repeated in the batch), which
+    will turn out a duplicate and must not count."""
+    checks: list[LimitCheck | None] = []
+    for index, item in enumerate(batch):
+        limits = item.agent.settings.limits
+        if item.from_agent is not None or not limits.any:
+            checks.append(None)
+            continue
+        checks.append(
+            LimitCheck(
+                agent_id=item.agent.id,
+                participant_id=senders[index],
+                session_id=sessions[item.session_key].id,
+                limits=limits,
+            )
+        )
+    await lock_counted(writes.db, checks)
+    keys = [
+        (check.session_id, item.message.external_message_id)
+        for check, item in zip(checks, batch, strict=True)
+        if check is not None and item.message.external_message_id
+    ]
+    if not keys:
+        return checks
+    seen = set(await writes.existing_messages(keys))
+    for index, (check, item) in enumerate(zip(checks, batch, strict=True)):
+        key = (check.session_id, item.message.external_message_id) if check else None
+        if key is None or not key[1]:
+            continue
+        if key in seen:
+            checks[index] = None
+        seen.add(key)
+    return checks

@@ -48,9 +48,8 @@ async def settled(bridge: RunningBridge, *, answered: int) -> list[ChatMessage]:
 
     async def done() -> bool:
         stored = await bridge.messages()
-        return (
-            sum(m.state == MessageState.ANSWERED for m in stored) >= answered
-            and not any(m.state in UNFINISHED for m in stored)
+        return sum(m.state == MessageState.ANSWERED for m in stored) >= answered and not any(
+            m.state in UNFINISHED for m in stored
         )
 
     await wait_until(done, within=15, what=f"{answered} answers and nothing left to deliver")
@@ -96,7 +95,7 @@ async def test_three_an_hour_answers_three_of_five_and_notes_once(database_url: 
         assert note.reply_to_message_id == results[3].message_id
         assert note.state == MessageState.DELIVERED
         replies = [m for m in stored if m.role == "assistant"]
-        assert sorted(m.reply_to_message_id for m in replies) == [
+        assert sorted(m.reply_to_message_id or 0 for m in replies) == [
             r.message_id for r in results[:3]
         ]
         # On the platform: three answers and the one note, nothing else.
@@ -136,7 +135,7 @@ async def test_a_busy_group_is_limited_per_minute_whoever_writes(database_url: s
         database_url, agents=[limited_agent(conversation_messages_per_minute=2)]
     )
     async with memory_bridge(settings) as (bridge, memory):
-        in_group = {"conversation": GROUP, "is_group": True}
+        in_group: dict[str, Any] = {"conversation": GROUP, "is_group": True}
         one = await memory.receive("one", message_id="g1", sender="user-1", **in_group)
         two = await memory.receive("two", message_id="g2", sender="user-2", **in_group)
         three = await memory.receive("three", message_id="g3", sender="user-2", **in_group)
@@ -163,7 +162,7 @@ async def test_limited_messages_are_left_out_of_the_history(
     agent = limited_agent(webhook_agent_config(webhook_agent), user_messages_per_hour=1)
     settings = make_settings(database_url, agents=[agent])
     async with memory_bridge(settings) as (bridge, memory):
-        in_group = {"conversation": GROUP, "is_group": True}
+        in_group: dict[str, Any] = {"conversation": GROUP, "is_group": True}
         first = await memory.receive("first", message_id="h1", sender="user-1", **in_group)
         await settled(bridge, answered=1)
         limited = await memory.receive("secret", message_id="h2", sender="user-1", **in_group)

@@ -49,7 +49,7 @@ def test_open_answers_everyone_in_dms_and_groups() -> None:
 
 @pytest.mark.parametrize("is_group", [False, True])
 def test_deny_wins_over_allow_and_open(is_group: bool) -> None:
-    policy = {"dm": "allowlist", "groups": "allowlist"}
+    policy: dict[str, Any] = {"dm": "allowlist", "groups": "allowlist"}
     assert decide(is_group=is_group, allow=[ALICE], deny=[ALICE], **policy) == "denied"
     assert decide(is_group=is_group, deny=[ALICE]) == "denied"
     # Also over a pairing approval and over the conversation filter.
@@ -95,11 +95,11 @@ def test_the_conversation_filter_matches_whole_segments_and_the_parent(
 
 
 def test_the_conversation_filter_comes_before_the_policies() -> None:
-    outside = {"conversation": "slack:T1:C2", "conversations": ["slack:T1:C1"]}
+    outside: dict[str, Any] = {"conversation": "slack:T1:C2", "conversations": ["slack:T1:C1"]}
     assert decide(allow=[ALICE], dm="allowlist", **outside) == "conversation"
     assert decide(dm="off", **outside) == "conversation"
     assert decide(dm="pairing", **outside) == "conversation"
-    inside = {"conversation": "slack:T1:C1", "conversations": ["slack:T1:C1"]}
+    inside: dict[str, Any] = {"conversation": "slack:T1:C1", "conversations": ["slack:T1:C1"]}
     assert decide(dm="off", **inside) == "dm_off"
     assert decide(dm="pairing", **inside) == "pairing"
 
