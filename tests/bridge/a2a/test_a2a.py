@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import pytest
 from sqlalchemy import func, select
 
@@ -19,6 +18,7 @@ from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.api import ApiClient, api_clients
 from tests.support.harness import WEBHOOK_SECRET, RunningBridge, make_settings, running_bridge
+from tests.support.metrics import metric
 from tests.support.processes import wait_until
 
 GROUP = "memory:group-1"
@@ -41,15 +41,6 @@ async def admin_bridge(
         api_clients(bridge.url, bridge.sessions, "ops", admin="ops") as clients,
     ):
         yield bridge, clients["ops"]
-
-
-async def metric(bridge: RunningBridge, line_start: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"{bridge.url}/metrics") as response:
-        text = await response.text()
-    for line in text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def count_messages(bridge: RunningBridge) -> int:

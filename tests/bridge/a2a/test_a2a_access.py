@@ -7,7 +7,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from bridge.store.models import Agent, ChatSession
-from tests.bridge.a2a.test_a2a import GROUP, admin_bridge, count_messages, metric, pair
+from tests.bridge.a2a.test_a2a import GROUP, admin_bridge, count_messages, pair
+from tests.support.metrics import metric
 from tests.support.processes import wait_until
 
 

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 from sqlalchemy import update
 
 from bridge.access.limits import limit_error
@@ -19,6 +18,7 @@ from bridge.store.models import ChatMessage, MessageState
 from channels.memory import MemoryChannel
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.harness import RunningBridge, make_settings, running_bridge, webhook_agent_config
+from tests.support.metrics import metric
 from tests.support.processes import wait_until
 
 LIMITED_TEXT = "Easy there: try again later."
@@ -54,15 +54,6 @@ async def settled(bridge: RunningBridge, *, answered: int) -> list[ChatMessage]:
 
     await wait_until(done, within=15, what=f"{answered} answers and nothing left to deliver")
     return await bridge.messages()
-
-
-async def metric(bridge: RunningBridge, line_start: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"{bridge.url}/metrics") as response:
-        text = await response.text()
-    for line in text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def notes(stored: list[ChatMessage]) -> list[ChatMessage]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from bridge.access.limits import limit_error
@@ -15,6 +14,7 @@ from bridge.store.models import ChatMessage, MessageState
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.harness import RunningBridge, make_settings, running_bridge, webhook_agent_config
+from tests.support.metrics import metric
 from tests.support.processes import wait_until
 
 KEY_ENV = "BRIDGE_TEST_BUDGET_OPENAI_KEY"
@@ -44,15 +44,6 @@ async def finished(bridge: RunningBridge, message_id: int) -> ChatMessage:
     await bridge.reply_to(message_id, state=MessageState.DELIVERED)
     (message,) = [m for m in await bridge.messages() if m.id == message_id]
     return message
-
-
-async def metric(bridge: RunningBridge, line_start: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"{bridge.url}/metrics") as response:
-        text = await response.text()
-    for line in text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def test_an_openai_agent_stops_answering_once_the_day_budget_is_reached(
