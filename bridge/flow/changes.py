@@ -11,7 +11,8 @@ import logging
 from sqlalchemy import or_, select, update
 
 from bridge.infra.logs import log_event
-from bridge.ports.events import ConversationChange, MessageEdit
+from bridge.ports.errors import InvalidMessage
+from bridge.ports.events import MAX_ID_LENGTH, ConversationChange, MessageEdit
 from bridge.store.directory import AgentDirectory
 from bridge.store.messages import MessageStore
 from bridge.store.models import ChatMessage, ChatSession, utcnow
@@ -72,7 +73,12 @@ class ChangeApplier:
         """Create (or revive) the group session when the agent joins; mark it deleted when the
         agent leaves. Idempotent and order-safe: with ``changed_at``, the row changes only if
         no newer (or same) membership change was applied, in the same statement, so a
-        redelivered, replayed or late event changes nothing. Returns the session's id."""
+        redelivered, replayed or late event changes nothing. Returns the session's id. Raises
+        InvalidMessage (nothing stored) for a conversation id the database cannot keep."""
+        if not change.external_conv_id or len(change.external_conv_id) > MAX_ID_LENGTH:
+            raise InvalidMessage(
+                f"external_conv_id is empty or longer than {MAX_ID_LENGTH} characters"
+            )
         agent = self._agents.get(change.agent_slug)
         async with self._store.write() as writes:
             session = await find_or_create_session(

@@ -308,6 +308,8 @@ class FeishuChannel:
                     changed_at=changed_at,
                 )
             )
+        except InvalidMessage as error:
+            raise Refused(400, str(error)) from None
         except Exception as error:
             raise Refused(500, f"not stored: {type(error).__name__}") from error
 

@@ -149,6 +149,18 @@ async def test_being_added_to_a_group_creates_its_session_and_removal_marks_it(
         assert await _stored(bridge) == []
 
 
+async def test_a_membership_event_whose_conversation_id_is_too_long_is_refused(
+    database_url: str,
+) -> None:
+    """A chat_id that fits but whose conversation id (``feishu:`` + it) would not is a 400
+    with nothing stored, never a 500 (found by the fuzzer on PostgreSQL)."""
+    chat_id = "oc_" + "7" * 252  # 255 characters: storable alone, not with the prefix
+    async with feishu_bridge(database_url) as (fake, bridge, url):
+        for event in (fake.bot_deleted_event(chat_id), fake.bot_added_event(chat_id, "Big")):
+            assert (await fake.push(url, event)).status == 400
+        assert await _sessions(bridge) == {}
+
+
 REVIEWER_BOT_OPEN_ID = "ou_bot0000000000000000000000000002"
 
 
