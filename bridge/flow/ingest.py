@@ -114,11 +114,22 @@ class Ingestor:
     async def _write_batch(self, items: Sequence[Inbound]) -> list[IngestResult | BaseException]:
         results: list[IngestResult | BaseException] = [IGNORED] * len(items)
         async with self._store.write() as writes:
-            checked = await self._gate.check(writes, items)
             engaged = await engaged_sessions(writes, items)
+            # A thread follow-up the agent is not in is ignored, not refused (nor counted).
+            reachable = engaged | {
+                item.session_key for item in items if not item.message.only_if_engaged
+            }
+            gated = [
+                index
+                for index, item in enumerate(items)
+                if not item.message.only_if_engaged or item.session_key in reachable
+            ]
+            checked = dict(
+                zip(gated, await self._gate.check(writes, [items[i] for i in gated]), strict=True)
+            )
             stored = []
             for index, item in enumerate(items):
-                if (refused := checked[index]) is not None:
+                if (refused := checked.get(index)) is not None:
                     results[index] = refused
                     continue
                 if item.message.only_if_engaged and item.session_key not in engaged:
