@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, bindparam, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.store.engine import insert
+from bridge.store.engine import dialect_of, insert
 from bridge.store.models import GRANTS, NOTICES, PAIRING_CODES, REFUSALS
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -32,12 +32,13 @@ class Grant:
     created_at: datetime
 
 
+def hour_of(moment: datetime) -> datetime:
+    """The start of the hour: the granularity of refusal counts."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
 def new_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-
-
-def _dialect(db: AsyncSession) -> str:
-    return db.get_bind().dialect.name
 
 
 async def granted(db: AsyncSession, pairs: Collection[tuple[int, str]]) -> set[tuple[int, str]]:
@@ -61,7 +62,7 @@ async def issue_code(
     while its code is live, so the person is told a code once and nothing else."""
     p = PAIRING_CODES.c
     code = new_code()
-    values = insert(_dialect(db), PAIRING_CODES).values(
+    values = insert(dialect_of(db), PAIRING_CODES).values(
         code=code,
         agent_id=agent_id,
         identity=identity,
@@ -93,7 +94,7 @@ async def approve(db: AsyncSession, *, code: str, now: datetime) -> tuple[int, s
             f"pairing code {code.strip()!r} expired; the person gets a new one with their next DM"
         )
     await db.execute(
-        insert(_dialect(db), GRANTS)
+        insert(dialect_of(db), GRANTS)
         .values(agent_id=row.agent_id, identity=row.identity, created_at=now)
         .on_conflict_do_nothing(index_elements=["agent_id", "identity"])
     )
@@ -140,12 +141,12 @@ async def count_refusals(
     """Add each refusal to its hour's count (refused messages leave no other row)."""
     if not refusals:
         return
-    hour = now.replace(minute=0, second=0, microsecond=0)
+    hour = hour_of(now)
     totals: dict[RefusalCount, int] = {}
     for refusal in refusals:
         totals[refusal] = totals.get(refusal, 0) + 1
     r = REFUSALS.c
-    statement = insert(_dialect(db), REFUSALS)
+    statement = insert(dialect_of(db), REFUSALS)
     statement = statement.on_conflict_do_update(
         index_elements=["agent_id", "identity", "external_conv_id", "reason", "hour"],
         set_={"count": r.count + statement.excluded.count},
@@ -181,7 +182,7 @@ async def first_notice_today(
     that it now has been)."""
     n = NOTICES.c
     statement = (
-        insert(_dialect(db), NOTICES)
+        insert(dialect_of(db), NOTICES)
         .values(agent_id=agent_id, identity=identity, day=now.date().isoformat())
         .on_conflict_do_nothing(index_elements=["agent_id", "identity", "day"])
         .returning(n.day)

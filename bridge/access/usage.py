@@ -17,6 +17,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.access.policy import identity_of
+from bridge.access.store import hour_of
 from bridge.store.models import MESSAGES, PARTICIPANTS, REFUSALS, SESSIONS, Agent, MessageState
 
 GroupBy = Literal["user", "conversation"]
@@ -41,11 +42,6 @@ async def agent_id_of(db: AsyncSession, slug: str) -> int | None:
     found = await db.execute(select(Agent.id).where(Agent.slug == slug))
     value = found.scalar_one_or_none()
     return None if value is None else int(value)
-
-
-def hour_of(moment: datetime) -> datetime:
-    """The start of the hour: the granularity of refusal counts."""
-    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def _count(state: str) -> Any:

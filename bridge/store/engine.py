@@ -80,3 +80,8 @@ def insert(dialect: str, target: type[Base] | Table) -> postgresql.Insert | sqli
     """An INSERT that knows ``ON CONFLICT`` on both dialects (on a Core table it skips the
     ORM's bulk-insert path)."""
     return postgresql.insert(target) if dialect == "postgresql" else sqlite.insert(target)
+
+
+def dialect_of(db: AsyncSession) -> str:
+    """``postgresql`` or ``sqlite``: which ``ON CONFLICT`` form a statement takes."""
+    return db.get_bind().dialect.name

@@ -22,17 +22,13 @@ from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.ports.events import ParticipantKind
-from bridge.store.engine import insert
+from bridge.store.engine import dialect_of, insert
 from bridge.store.models import MEMBERS, PARTICIPANTS, SESSIONS, UTCDateTime, utcnow
 
 ParticipantKey = tuple[str, str, str]
 """``(kind, channel, external_id)``."""
 SessionKey = tuple[int, str]
 """``(agent_id, external_conv_id)``."""
-
-
-def _dialect(db: AsyncSession) -> str:
-    return db.get_bind().dialect.name
 
 
 @cache
@@ -86,7 +82,7 @@ async def find_or_create_participants(
     missing = [key for key in keys if key not in found]
     if missing:
         await db.execute(
-            _insert_ignoring(_dialect(db), PARTICIPANTS, "kind", "channel", "external_id"),
+            _insert_ignoring(dialect_of(db), PARTICIPANTS, "kind", "channel", "external_id"),
             [
                 {
                     "kind": kind,
@@ -160,7 +156,7 @@ async def find_or_create_sessions(
     missing = [key for key in keys if key not in found]
     if missing:
         await db.execute(
-            _insert_ignoring(_dialect(db), SESSIONS, "agent_id", "external_conv_id"),
+            _insert_ignoring(dialect_of(db), SESSIONS, "agent_id", "external_conv_id"),
             [
                 {
                     "agent_id": agent_id,
@@ -211,7 +207,7 @@ async def add_members(db: AsyncSession, members: Iterable[tuple[int, int]]) -> N
     ]
     if rows:
         await db.execute(
-            _insert_ignoring(_dialect(db), MEMBERS, "session_id", "participant_id"), rows
+            _insert_ignoring(dialect_of(db), MEMBERS, "session_id", "participant_id"), rows
         )
 
 
