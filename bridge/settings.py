@@ -28,6 +28,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bridge.access.settings import AccessSettings, LimitSettings
 from bridge.infra.redact import redacted_url
+from bridge.memory.settings import MemorySettings
+from bridge.retention.settings import RetentionSettings
 
 BACKENDS = ("echo", "openai", "webhook")
 CONFIG_ENV = "BRIDGE_CONFIG"
@@ -187,6 +189,8 @@ class AgentSettings(BaseModel):
 
     slug: str
     name: str = ""
+    workspace: str = "default"
+    """The workspace (tenant) the agent, its sessions and their API tokens belong to."""
     backend: str = "echo"
     system_prompt: str = ""
     history_messages: int = Field(default=20, ge=0, le=1000)
@@ -203,10 +207,12 @@ class AgentSettings(BaseModel):
     """Who may talk to the agent (README, "Access and limits")."""
     limits: LimitSettings = Field(default_factory=LimitSettings)
     """How much they may, counted in the database across processes."""
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    """A rolling summary of what the history window drops (``openai`` backend)."""
     openai: OpenAIBackendSettings | None = None
     webhook: WebhookBackendSettings | None = None
 
-    @field_validator("slug")
+    @field_validator("slug", "workspace")
     @classmethod
     def _slug_shape(cls, value: str) -> str:
         if not SLUG_PATTERN.match(value):
@@ -226,6 +232,8 @@ class AgentSettings(BaseModel):
             self.name = self.slug
         if self.backend in ("openai", "webhook") and getattr(self, self.backend) is None:
             raise ValueError(f"backend {self.backend!r} needs an [agents.{self.backend}] table")
+        if self.memory.summarize and self.backend != "openai":
+            raise ValueError("memory.summarize needs the openai backend")
         for key, value in (self.model_extra or {}).items():
             if not isinstance(value, dict):
                 raise ValueError(f"unknown key {key!r}")
@@ -267,6 +275,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     a2a: A2ASettings = Field(default_factory=A2ASettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     agents: list[AgentSettings] = Field(default_factory=_default_agents, min_length=1)
 
     @classmethod

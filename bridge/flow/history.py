@@ -31,6 +31,7 @@ def _window() -> Select[Any]:
             m.role.in_(("user", "assistant")),
             m.state != MessageState.LIMITED,
             m.deleted_at.is_(None),
+            m.purged_at.is_(None),
         )
         .order_by(position.desc(), m.id.desc())
         .limit(bindparam("limit"))
@@ -50,7 +51,8 @@ async def load_history(
     order (a reply right after what it answers: ``coalesce(reply_to_message_id, id)``),
     oldest first, at most ``max_messages`` of them and ``max_chars`` characters in all.
     Bridge notes (role ``system``: apologies, reset confirmations) are not the agent's words
-    and are left out, as are deleted messages and those a limit stopped.
+    and are left out, as are deleted messages, those a limit stopped and those whose content
+    retention deleted.
     One range scan of the position index, however long the session."""
     if max_messages == 0 or max_chars == 0:
         return ()
@@ -95,6 +97,7 @@ _LATERAL = text(
           AND m.role IN ('user', 'assistant')
           AND m.state <> 'limited'
           AND m.deleted_at IS NULL
+          AND m.purged_at IS NULL
         ORDER BY coalesce(m.reply_to_message_id, m.id) DESC, m.id DESC
         LIMIT b.max_rows
     ) AS h

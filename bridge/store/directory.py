@@ -11,7 +11,7 @@ from bridge.ports.errors import UnknownAgent
 from bridge.ports.events import AGENT_CHANNEL
 from bridge.settings import AgentSettings
 from bridge.store.engine import insert
-from bridge.store.models import Agent, utcnow
+from bridge.store.models import WORKSPACES, Agent, utcnow
 from bridge.store.sessions import find_or_create_participant
 
 
@@ -19,6 +19,7 @@ from bridge.store.sessions import find_or_create_participant
 class AgentRecord:
     id: int
     participant_id: int
+    workspace_id: int
     settings: AgentSettings
 
 
@@ -54,12 +55,30 @@ def _backend_options(agent: AgentSettings) -> dict[str, object]:
     return dict(options.model_dump(mode="json"))
 
 
+async def workspace_ids(db: AsyncSession, slugs: set[str]) -> dict[str, int]:
+    """The ids of these workspaces, created when missing (a deleted one stays deleted: its
+    agents keep working, its sessions and tokens stay as the delete left them)."""
+    dialect = db.get_bind().dialect.name
+    now = utcnow()
+    for slug in sorted(slugs):
+        await db.execute(
+            insert(dialect, WORKSPACES)
+            .values(slug=slug, name=slug, created_at=now)
+            .on_conflict_do_nothing(index_elements=["slug"])
+        )
+    rows = await db.execute(
+        select(WORKSPACES.c.slug, WORKSPACES.c.id).where(WORKSPACES.c.slug.in_(sorted(slugs)))
+    )
+    return {slug: workspace_id for slug, workspace_id in rows}
+
+
 async def sync_agents(
     sessions: async_sessionmaker[AsyncSession], agents: list[AgentSettings]
 ) -> AgentDirectory:
     records: dict[str, AgentRecord] = {}
     async with sessions() as db, db.begin():
         dialect = db.get_bind().dialect.name
+        workspaces = await workspace_ids(db, {agent.workspace for agent in agents})
         for agent in agents:
             participant_id = await find_or_create_participant(
                 db,
@@ -78,6 +97,7 @@ async def sync_agents(
                 "history_chars": agent.history_chars,
                 "idle_reset_hours": agent.idle_reset_hours,
                 "participant_id": participant_id,
+                "workspace_id": workspaces[agent.workspace],
                 "updated_at": now,
             }
             statement = insert(dialect, Agent)
@@ -90,6 +110,9 @@ async def sync_agents(
                 await db.execute(select(Agent.id).where(Agent.slug == agent.slug))
             ).scalar_one()
             records[agent.slug] = AgentRecord(
-                id=agent_id, participant_id=participant_id, settings=agent
+                id=agent_id,
+                participant_id=participant_id,
+                workspace_id=workspaces[agent.workspace],
+                settings=agent,
             )
     return AgentDirectory(records=records)

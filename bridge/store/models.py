@@ -66,11 +66,29 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class Workspace(Base):
+    """A tenant: its agents, their sessions and the API tokens that may see them. Deleting one
+    is soft (``deleted_at``): its sessions are soft-deleted and its tokens revoked at that same
+    moment, so a restore brings back exactly what the delete took."""
+
+    __tablename__ = "workspaces"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+DEFAULT_WORKSPACE = "default"
+
+
 class Agent(Base):
     __tablename__ = "agents"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="RESTRICT"))
     name: Mapped[str] = mapped_column(String(200))
     backend: Mapped[str] = mapped_column(String(32))
     backend_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -130,6 +148,11 @@ class ChatSession(Base):
     membership_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """When the platform says the agent last joined or left this group: an older (replayed or
     late) membership event changes nothing."""
+    summary: Mapped[str | None] = mapped_column(Text)
+    """Long memory: the rolling summary of the messages the history window has dropped."""
+    summary_through_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The last message folded into ``summary``: the next fold starts after it."""
+    summary_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SessionMember(Base):
@@ -239,6 +262,9 @@ class ChatMessage(Base):
     """For an answered message: the model tokens answering it cost, as the backend reported
     them (None: the backend reports no usage). Token budgets sum these."""
     output_tokens: Mapped[int | None] = mapped_column(Integer)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Retention deleted the content (and attachments) here; the row stays as a tombstone so
+    counts and order hold."""
 
 
 class ApiToken(Base):
@@ -251,6 +277,11 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE")
+    )
+    """The workspace the token sees (a user of it, or with ``is_admin`` its admin); None with
+    ``is_admin``: the operator, who sees every workspace."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -312,6 +343,18 @@ class AccessNotice(Base):
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
 
 
+class JobLease(Base):
+    """Who runs a periodic job (retention) until when: one process at a time across processes,
+    taken over once the holder stops renewing. ``progress`` is the job's own bookmark."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    progress: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class ChangeEvent(Base):
     """A change a live client may want to see, written in the transaction that made it, so
     any process can stream it and a reconnecting client can catch up from an event id."""
@@ -337,3 +380,7 @@ GRANTS = cast(Table, AccessGrant.__table__)
 PAIRING_CODES = cast(Table, PairingCode.__table__)
 REFUSALS = cast(Table, Refusal.__table__)
 NOTICES = cast(Table, AccessNotice.__table__)
+WORKSPACES = cast(Table, Workspace.__table__)
+AGENTS = cast(Table, Agent.__table__)
+TOKENS = cast(Table, ApiToken.__table__)
+LEASES = cast(Table, JobLease.__table__)

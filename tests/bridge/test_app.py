@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from bridge.ports.contract import Capabilities, ChannelContext, ChannelPlugin, ChannelStatus
 from bridge.ports.events import Reply
 from bridge.ports.registry import ChannelRegistry
-from channels.memory import plugin as memory_plugin
+from channels.inmemory import plugin as memory_plugin
 from tests.support.harness import make_settings, running_bridge
 
 
@@ -59,22 +59,22 @@ async def test_health_and_readiness(database_url: str) -> None:
         assert body["database"] == "ok"
         assert body["channels"] == {
             "agent/assistant": {"ready": True, "detail": ""},
-            "memory/assistant": {"ready": True, "detail": ""},
+            "inmemory/assistant": {"ready": True, "detail": ""},
             "web/assistant": {"ready": True, "detail": ""},
         }
 
 
 async def test_readiness_reports_a_channel_that_did_not_start(database_url: str) -> None:
     settings = make_settings(
-        database_url, agents=[{"slug": "assistant", "memory": {}, "broken": {}}]
+        database_url, agents=[{"slug": "assistant", "inmemory": {}, "broken": {}}]
     )
-    registry = ChannelRegistry(plugins={"memory": memory_plugin, "broken": broken_plugin})
+    registry = ChannelRegistry(plugins={"inmemory": memory_plugin, "broken": broken_plugin})
     async with running_bridge(settings, registry=registry) as bridge:
         status, body = await get_json(f"{bridge.url}/readyz")
         assert status == 503
         channels = body["channels"]
         assert isinstance(channels, dict)
-        assert channels["memory/assistant"]["ready"] is True
+        assert channels["inmemory/assistant"]["ready"] is True
         assert channels["broken/assistant"]["ready"] is False
         assert "invalid token" in channels["broken/assistant"]["detail"]
         # The other channel keeps working.
@@ -94,11 +94,11 @@ async def test_metrics_count_the_flow(database_url: str) -> None:
             assert response.headers["Content-Type"].startswith("text/plain")
             text = await response.text()
     for line in (
-        'bridge_messages_ingested_total{channel="memory"} 1.0',
-        'bridge_duplicates_dropped_total{channel="memory"} 1.0',
-        'bridge_messages_answered_total{channel="memory"} 1.0',
-        'bridge_messages_delivered_total{channel="memory"} 1.0',
-        'bridge_ingest_to_delivery_seconds_count{channel="memory"} 1.0',
+        'bridge_messages_ingested_total{channel="inmemory"} 1.0',
+        'bridge_duplicates_dropped_total{channel="inmemory"} 1.0',
+        'bridge_messages_answered_total{channel="inmemory"} 1.0',
+        'bridge_messages_delivered_total{channel="inmemory"} 1.0',
+        'bridge_ingest_to_delivery_seconds_count{channel="inmemory"} 1.0',
         'bridge_pending_work{state="pending"} 0.0',
     ):
         assert line in text, line

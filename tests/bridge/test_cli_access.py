@@ -16,7 +16,7 @@ from bridge.store.models import GRANTS, PAIRING_CODES
 from tests.support.processes import BridgeDatabase, bridge_database, run_cli, write_toml
 
 AGENTS = [{"slug": "assistant", "access": {"dm": "pairing"}}, {"slug": "helper"}]
-IDENTITY = "memory:user-1"
+IDENTITY = "inmemory:user-1"
 """Who ``BridgeDatabase.ingest`` speaks as."""
 
 

@@ -25,7 +25,7 @@ async def contend(url: str, index: int, count: int, start_at: float) -> None:
                         f"hello {index}-{n}",
                         message_id=f"p{index}-m{n}",
                         sender=f"sender-{n % SENDERS}",
-                        conversation="memory:contended",
+                        conversation="inmemory:contended",
                     )
                 )
                 for n in range(count)

@@ -60,12 +60,12 @@ def memory_message(
     message_id: str,
     sender: str = "user-1",
     sender_name: str | None = None,
-    conversation: str = "memory:conv-1",
+    conversation: str = "inmemory:conv-1",
     agent: str = "assistant",
     **extra: object,
 ) -> InboundMessage:
     return InboundMessage(
-        channel="memory",
+        channel="inmemory",
         agent_slug=agent,
         external_conv_id=conversation,
         external_message_id=message_id,

@@ -18,7 +18,7 @@ from bridge.ports.registry import ChannelRegistry
 from bridge.server import serving
 from bridge.settings import Settings, load_settings
 from bridge.store.models import ChatMessage
-from channels.memory import MemoryChannel
+from channels.inmemory import MemoryChannel
 from tests.fakes.webhook_agent import FakeWebhookAgent
 
 WEBHOOK_SECRET = "webhook-test-secret"
@@ -36,7 +36,7 @@ def webhook_agent_config(
         "slug": "assistant",
         "backend": "webhook",
         "webhook": {"url": fake.url, "secret": WEBHOOK_SECRET, "timeout_seconds": timeout_seconds},
-        "memory": memory or {},
+        "inmemory": memory or {},
         **extra,
     }
 
@@ -53,7 +53,7 @@ def make_settings(
         overrides={
             "database": {"url": database_url},
             "http": {"port": 0},
-            "agents": agents or [{"slug": "assistant", "memory": {}}],
+            "agents": agents or [{"slug": "assistant", "inmemory": {}}],
             "pipeline": {"retry_base_seconds": 0.05, **(pipeline or {})},
             "a2a": a2a or {},
         }
@@ -74,7 +74,7 @@ class RunningBridge:
         return self.app[PIPELINE]
 
     def memory(self, agent: str = "assistant") -> MemoryChannel:
-        channel = self.app[CHANNELS].get("memory", agent)
+        channel = self.app[CHANNELS].get("inmemory", agent)
         assert isinstance(channel, MemoryChannel)
         return channel
 

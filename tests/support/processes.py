@@ -287,12 +287,12 @@ class BridgeDatabase:
         text: str,
         *,
         message_id: str,
-        conversation: str = "memory:conv-1",
+        conversation: str = "inmemory:conv-1",
         agent: str = "assistant",
     ) -> IngestResult:
         return await self.ingestor(
             InboundMessage(
-                channel="memory",
+                channel="inmemory",
                 agent_slug=agent,
                 external_conv_id=conversation,
                 external_message_id=message_id,

@@ -21,14 +21,14 @@ from tests.support.harness import WEBHOOK_SECRET, RunningBridge, make_settings, 
 from tests.support.metrics import metric
 from tests.support.processes import wait_until
 
-GROUP = "memory:group-1"
+GROUP = "inmemory:group-1"
 
 
 def pair(**extra: Any) -> list[dict[str, Any]]:
     """Two echo agents on the memory channel that may address each other."""
     return [
-        {"slug": "alpha", "name": "Alpha", "peers": ["beta"], "memory": {}, **extra},
-        {"slug": "beta", "name": "Beta", "peers": ["alpha"], "memory": {}, **extra},
+        {"slug": "alpha", "name": "Alpha", "peers": ["beta"], "inmemory": {}, **extra},
+        {"slug": "beta", "name": "Beta", "peers": ["alpha"], "inmemory": {}, **extra},
     ]
 
 
@@ -123,8 +123,8 @@ async def test_a_wait_that_runs_out_answers_202_with_the_ask(database_url: str) 
 
 async def test_a_peer_not_in_peers_is_refused_with_nothing_stored(database_url: str) -> None:
     agents = [
-        {"slug": "alpha", "memory": {}},
-        {"slug": "beta", "peers": ["alpha"], "memory": {}},
+        {"slug": "alpha", "inmemory": {}},
+        {"slug": "beta", "peers": ["alpha"], "inmemory": {}},
     ]
     async with (
         admin_bridge(database_url, agents) as (bridge, ops),
@@ -217,7 +217,7 @@ async def test_a_mention_in_a_group_hands_off_to_the_peer(database_url: str) -> 
         assert handoff[1].kind == "agent" and handoff[1].external_id == "alpha"
         assert handoff[0].chain_origin_id == human[0].id and handoff[0].chain_hops == 1
         # Only peers, and only in a group: a mention in a one-to-one chat goes nowhere.
-        await alpha.receive("@beta private", conversation="memory:dm")
+        await alpha.receive("@beta private", conversation="inmemory:dm")
         await wait_until(lambda: len(alpha.sent) == 2, within=10)
         await asyncio.sleep(0.5)
         assert len(beta.sent) == 1

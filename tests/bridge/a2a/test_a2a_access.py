@@ -16,8 +16,8 @@ async def test_an_ask_from_a_denied_agent_is_refused_with_nothing_stored(
     database_url: str,
 ) -> None:
     agents = [
-        {"slug": "alpha", "peers": ["beta"], "memory": {}},
-        {"slug": "beta", "peers": ["alpha"], "memory": {}, "access": {"deny": ["agent:alpha"]}},
+        {"slug": "alpha", "peers": ["beta"], "inmemory": {}},
+        {"slug": "beta", "peers": ["alpha"], "inmemory": {}, "access": {"deny": ["agent:alpha"]}},
     ]
     async with admin_bridge(database_url, agents) as (bridge, ops):
         refused = await ops.post("/agents/beta/messages", {"from_agent": "alpha", "text": "hi"})
@@ -35,7 +35,7 @@ async def test_a_hand_off_outside_the_peers_conversations_ends_with_a_note(
     database_url: str,
 ) -> None:
     agents = pair()
-    agents[1] = {**agents[1], "access": {"conversations": ["memory:elsewhere"]}}
+    agents[1] = {**agents[1], "access": {"conversations": ["inmemory:elsewhere"]}}
     async with admin_bridge(database_url, agents) as (bridge, _ops):
         alpha, beta = bridge.memory("alpha"), bridge.memory("beta")
         await alpha.receive("@beta summarise", conversation=GROUP, is_group=True, group_name="t")

@@ -9,12 +9,12 @@ from bridge.ports.events import InboundMessage, Sender
 from bridge.store.models import REFUSALS, Agent, ChatSession
 from tests.support.harness import RunningBridge, make_settings, running_bridge
 
-AGENT = {"slug": "assistant", "memory": {}, "access": {"groups": "allowlist"}}
+AGENT = {"slug": "assistant", "inmemory": {}, "access": {"groups": "allowlist"}}
 
 
 def follow_up(*, conversation: str, message_id: str) -> InboundMessage:
     return InboundMessage(
-        channel="memory",
+        channel="inmemory",
         agent_slug="assistant",
         external_conv_id=conversation,
         external_message_id=message_id,
@@ -28,19 +28,19 @@ def follow_up(*, conversation: str, message_id: str) -> InboundMessage:
 async def test_a_follow_up_the_agent_is_not_in_is_ignored_not_refused(database_url: str) -> None:
     async with running_bridge(make_settings(database_url, agents=[AGENT])) as bridge:
         dispatch = bridge.pipeline.dispatch
-        ignored = await dispatch(follow_up(conversation="memory:thread-1", message_id="m1"))
+        ignored = await dispatch(follow_up(conversation="inmemory:thread-1", message_id="m1"))
         assert ignored.ignored and ignored.refused is None
         # In a conversation the agent is in, the same stranger is refused (and counted).
         async with bridge.sessions() as db, db.begin():
             db.add(
                 ChatSession(
                     agent_id=await _agent_id(bridge),
-                    external_conv_id="memory:thread-2",
-                    source_channel="memory",
+                    external_conv_id="inmemory:thread-2",
+                    source_channel="inmemory",
                     is_group=True,
                 )
             )
-        refused = await dispatch(follow_up(conversation="memory:thread-2", message_id="m2"))
+        refused = await dispatch(follow_up(conversation="inmemory:thread-2", message_id="m2"))
         assert refused.refused == "not_allowed"
         async with bridge.sessions() as db:
             counted = await db.execute(
@@ -48,7 +48,7 @@ async def test_a_follow_up_the_agent_is_not_in_is_ignored_not_refused(database_u
                     REFUSALS.c.external_conv_id
                 )
             )
-            assert dict(counted.all()) == {"memory:thread-2": 1}
+            assert dict(counted.all()) == {"inmemory:thread-2": 1}
 
 
 async def _agent_id(bridge: RunningBridge) -> int:

@@ -15,14 +15,14 @@ from sqlalchemy import update
 from bridge.access.limits import limit_error
 from bridge.settings import Settings
 from bridge.store.models import ChatMessage, MessageState
-from channels.memory import MemoryChannel
+from channels.inmemory import MemoryChannel
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.harness import RunningBridge, make_settings, running_bridge, webhook_agent_config
 from tests.support.metrics import metric
 from tests.support.processes import wait_until
 
 LIMITED_TEXT = "Easy there: try again later."
-GROUP = "memory:group-1"
+GROUP = "inmemory:group-1"
 UNFINISHED = (
     MessageState.PENDING,
     MessageState.ANSWERING,
@@ -33,7 +33,7 @@ UNFINISHED = (
 
 def limited_agent(base: dict[str, Any] | None = None, **limits: int) -> dict[str, Any]:
     """The echo agent ``assistant`` on the memory channel (or ``base``), with ``limits``."""
-    agent = base or {"slug": "assistant", "memory": {}}
+    agent = base or {"slug": "assistant", "inmemory": {}}
     return {**agent, "limits": {**limits, "limited_text": LIMITED_TEXT}}
 
 
@@ -94,7 +94,7 @@ async def test_three_an_hour_answers_three_of_five_and_notes_once(database_url: 
             ["message 0", "message 1", "message 2", LIMITED_TEXT]
         )
         (sent_note,) = [r for r in memory.sent if r.text == LIMITED_TEXT]
-        assert sent_note.reply_target == {"conversation": "memory:conv-1"}
+        assert sent_note.reply_target == {"conversation": "inmemory:conv-1"}
         assert (
             await metric(
                 bridge,
@@ -110,7 +110,7 @@ async def test_the_hourly_limit_counts_one_user_across_conversations(database_ur
         first = await memory.receive("in a dm", message_id="a1")
         second = await memory.receive("in a group", message_id="a2", conversation=GROUP)
         third = await memory.receive(
-            "in another group", message_id="a3", conversation="memory:group-2", is_group=True
+            "in another group", message_id="a3", conversation="inmemory:group-2", is_group=True
         )
         other_user = await memory.receive("me too", message_id="b1", sender="user-2")
         assert [first.limited, second.limited, other_user.limited] == [None, None, None]

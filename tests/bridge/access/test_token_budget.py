@@ -34,7 +34,7 @@ def openai_agent(model: FakeOpenAIServer, **limits: Any) -> dict[str, Any]:
         "slug": "assistant",
         "backend": "openai",
         "openai": {"base_url": model.url, "model": "gpt-test", "api_key_env": KEY_ENV},
-        "memory": {},
+        "inmemory": {},
         "limits": {**limits, "limited_text": LIMITED_TEXT},
     }
 
@@ -109,7 +109,7 @@ async def test_tool_rounds_count_towards_the_budget(
     model.add_ask("beta", "are you there?")
     model.add_reply("beta is there")
     alpha = {**openai_agent(model, user_tokens_per_day=25), "slug": "alpha", "peers": ["beta"]}
-    beta = {"slug": "beta", "peers": ["alpha"], "memory": {}}
+    beta = {"slug": "beta", "peers": ["alpha"], "inmemory": {}}
     settings = make_settings(database_url, agents=[alpha, beta])
     async with running_bridge(settings) as bridge:
         memory = bridge.memory("alpha")
@@ -128,7 +128,7 @@ async def test_tokens_spent_on_a_failed_answer_count_too(
     model.add_ask("beta", "are you there?")
     model.fail_next(1, status=500)
     alpha = {**openai_agent(model, user_tokens_per_day=15), "slug": "alpha", "peers": ["beta"]}
-    beta = {"slug": "beta", "peers": ["alpha"], "memory": {}}
+    beta = {"slug": "beta", "peers": ["alpha"], "inmemory": {}}
     settings = make_settings(database_url, agents=[alpha, beta])
     async with running_bridge(settings) as bridge:
         memory = bridge.memory("alpha")
@@ -141,7 +141,7 @@ async def test_tokens_spent_on_a_failed_answer_count_too(
 
 
 async def test_a_backend_without_usage_is_never_over_a_token_budget(database_url: str) -> None:
-    agent = {"slug": "assistant", "memory": {}, "limits": {"user_tokens_per_day": 1}}
+    agent = {"slug": "assistant", "inmemory": {}, "limits": {"user_tokens_per_day": 1}}
     async with running_bridge(make_settings(database_url, agents=[agent])) as bridge:
         memory = bridge.memory()
         for n in range(3):

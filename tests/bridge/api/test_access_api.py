@@ -23,7 +23,7 @@ from tests.support.api import ApiClient
 from tests.support.harness import RunningBridge, make_settings, webhook_agent_config
 from tests.support.shared_api import bridge_with_users
 
-PAIRING_AGENT = {"slug": "assistant", "memory": {}, "access": {"dm": "pairing"}}
+PAIRING_AGENT = {"slug": "assistant", "inmemory": {}, "access": {"dm": "pairing"}}
 
 
 def code_of(refused: dict[str, Any]) -> str:
@@ -131,7 +131,7 @@ def usage_agents(fake: FakeWebhookAgent) -> list[dict[str, Any]]:
             limits={"user_messages_per_hour": 2},
             peers=["helper"],
         ),
-        {"slug": "helper", "memory": {}, "peers": ["assistant"]},
+        {"slug": "helper", "inmemory": {}, "peers": ["assistant"]},
     ]
 
 

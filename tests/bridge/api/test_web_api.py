@@ -368,7 +368,7 @@ async def test_an_agent_can_be_kept_off_the_web(database_url: str) -> None:
     settings = make_settings(
         database_url,
         agents=[
-            {"slug": "assistant", "memory": {}},
+            {"slug": "assistant", "inmemory": {}},
             {"slug": "private", "web": {"enabled": False}},
         ],
     )

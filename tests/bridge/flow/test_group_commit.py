@@ -178,7 +178,7 @@ async def test_batch_spanning_sessions_keeps_each_session_in_order(
             asyncio.create_task(
                 bridge.ingest(
                     memory_message(
-                        f"c{c} #{i}", message_id=f"c{c}-{i}", conversation=f"memory:c{c}"
+                        f"c{c} #{i}", message_id=f"c{c}-{i}", conversation=f"inmemory:c{c}"
                     )
                 )
             )
@@ -208,7 +208,7 @@ async def test_pipeline_replies_to_a_burst_in_each_conversations_order(
         memory = bridge.memory()
         calls = [
             asyncio.create_task(
-                memory.receive(f"c{c} #{i}", message_id=f"c{c}-{i}", conversation=f"memory:c{c}")
+                memory.receive(f"c{c} #{i}", message_id=f"c{c}-{i}", conversation=f"inmemory:c{c}")
             )
             for c, i in order
         ]
@@ -219,7 +219,7 @@ async def test_pipeline_replies_to_a_burst_in_each_conversations_order(
         replies: dict[str, list[str]] = defaultdict(list)
         for reply in memory.sent:
             replies[reply.external_conv_id].append(reply.text)
-        assert replies == {f"memory:c{c}": [f"c{c} #{i}" for i in range(5)] for c in range(20)}
+        assert replies == {f"inmemory:c{c}": [f"c{c} #{i}" for i in range(5)] for c in range(20)}
 
 
 @pytest.mark.parametrize("max_batch", [MAX_BATCH, 16])
@@ -231,7 +231,7 @@ async def test_200_first_messages_from_one_sender_make_one_session(
             *(
                 bridge.ingest(
                     memory_message(
-                        f"hi {n}", message_id=f"m{n}", sender="solo", conversation="memory:solo"
+                        f"hi {n}", message_id=f"m{n}", sender="solo", conversation="inmemory:solo"
                     )
                 )
                 for n in range(200)
@@ -255,21 +255,21 @@ async def test_follow_up_batched_with_the_message_opening_its_conversation_is_st
     opening = memory_message(
         "@assistant look",
         message_id="open",
-        conversation="memory:thread",
+        conversation="inmemory:thread",
         is_group=True,
         mentions=("assistant",),
     )
     stray = memory_message(
         "not for you",
         message_id="stray",
-        conversation="memory:other",
+        conversation="inmemory:other",
         is_group=True,
         only_if_engaged=True,
     )
     follow_up = memory_message(
         "and this",
         message_id="follow",
-        conversation="memory:thread",
+        conversation="inmemory:thread",
         is_group=True,
         only_if_engaged=True,
     )
@@ -290,7 +290,9 @@ async def test_follow_up_batched_with_the_message_opening_its_conversation_is_st
             ("follow", opened.session_id, followed.message_id),
         ]
         assert await bridge.count(ChatSession) == 1
-        assert await bridge.count(ChatSession, ChatSession.external_conv_id == "memory:other") == 0
+        assert (
+            await bridge.count(ChatSession, ChatSession.external_conv_id == "inmemory:other") == 0
+        )
 
 
 class FakeWriter:

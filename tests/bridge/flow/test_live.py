@@ -20,7 +20,7 @@ def streaming_agent(**memory: Any) -> dict[str, Any]:
         "slug": "assistant",
         "echo_stream_chunk_chars": 4,
         "echo_stream_delay_ms": 10,
-        "memory": {"live": True, "live_interval_seconds": 0.02, **memory},
+        "inmemory": {"live": True, "live_interval_seconds": 0.02, **memory},
     }
 
 

@@ -15,7 +15,7 @@ from bridge.ports.errors import DeliveryError
 from bridge.ports.events import MessageEdit, Reply
 from bridge.settings import Settings
 from bridge.store.models import ChatMessage, ChatSession, MessageState
-from channels.memory import MemoryChannel
+from channels.inmemory import MemoryChannel
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.core import core, memory_message
 from tests.support.harness import RunningBridge, make_settings, running_bridge, webhook_agent_config
@@ -41,7 +41,7 @@ async def test_echo_reply_is_stored_and_delivered(database_url: str) -> None:
         reply = await memory.next_sent()
         assert reply.text == "hello there"
         assert reply.in_doubt is False
-        assert reply.reply_target == {"conversation": "memory:conv-1"}
+        assert reply.reply_target == {"conversation": "inmemory:conv-1"}
         stored = await bridge.reply_to(result.message_id, state=MessageState.DELIVERED)
         user, answer = await bridge.messages(result.session_id)
         assert (user.role, user.state) == ("user", MessageState.ANSWERED)
@@ -302,7 +302,11 @@ async def test_deleted_message_is_no_longer_sent_as_history(
     settings = make_settings(database_url, agents=[webhook_agent_config(webhook_agent)])
     async with memory_bridge(settings) as (bridge, memory):
         await exchange(memory, "my password is hunter2", message_id="secret")
-        edit = {"channel": "memory", "agent_slug": "assistant", "external_conv_id": "memory:conv-1"}
+        edit = {
+            "channel": "inmemory",
+            "agent_slug": "assistant",
+            "external_conv_id": "inmemory:conv-1",
+        }
         assert await bridge.pipeline.dispatch(
             MessageEdit(**edit, external_message_id="secret", text=None)
         )

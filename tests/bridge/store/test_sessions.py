@@ -47,7 +47,7 @@ async def test_200_concurrent_first_messages_give_one_session(database_url: str)
                         f"hi {n}",
                         message_id=f"m{n}",
                         sender=f"sender-{n % 10}",
-                        conversation="memory:contended",
+                        conversation="inmemory:contended",
                     )
                 )
                 for n in range(200)
@@ -87,8 +87,8 @@ async def test_thread_session_links_to_its_channel_session(database_url: str) ->
             memory_message(
                 "in a thread",
                 message_id="t1",
-                conversation="memory:chan:thread-1",
-                parent_conv_id="memory:chan",
+                conversation="inmemory:chan:thread-1",
+                parent_conv_id="inmemory:chan",
                 is_group=True,
                 group_name="#general",
             )
@@ -97,14 +97,14 @@ async def test_thread_session_links_to_its_channel_session(database_url: str) ->
             thread = await db.get(ChatSession, result.session_id)
             assert thread is not None and thread.parent_session_id is not None
             parent = await db.get(ChatSession, thread.parent_session_id)
-        assert parent is not None and parent.external_conv_id == "memory:chan"
+        assert parent is not None and parent.external_conv_id == "inmemory:chan"
         assert thread.is_group and thread.group_name == "#general"
         assert thread.participant_id is None  # a group session belongs to no single person
 
 
 async def test_group_name_and_counters_follow_activity(database_url: str) -> None:
     async with core(database_url) as bridge:
-        group = {"is_group": True, "conversation": "memory:grp"}
+        group = {"is_group": True, "conversation": "inmemory:grp"}
         first = await bridge.ingest(memory_message("a", message_id="g1", group_name="old", **group))
         await bridge.ingest(
             memory_message("b", message_id="g2", sender="user-2", group_name="renamed", **group)
@@ -166,14 +166,14 @@ async def test_follow_up_is_stored_only_in_a_conversation_the_agent_has(database
     async with core(database_url) as bridge:
         stray = await bridge.ingest(
             memory_message(
-                "no mention", message_id="f1", conversation="memory:t", only_if_engaged=True
+                "no mention", message_id="f1", conversation="inmemory:t", only_if_engaged=True
             )
         )
         assert stray.ignored and await count(bridge, ChatMessage) == 0
-        await bridge.ingest(memory_message("@bot hi", message_id="f2", conversation="memory:t"))
+        await bridge.ingest(memory_message("@bot hi", message_id="f2", conversation="inmemory:t"))
         follow = await bridge.ingest(
             memory_message(
-                "and also", message_id="f3", conversation="memory:t", only_if_engaged=True
+                "and also", message_id="f3", conversation="inmemory:t", only_if_engaged=True
             )
         )
         assert not follow.ignored and follow.message_id > 0
@@ -183,7 +183,11 @@ async def test_follow_up_is_stored_only_in_a_conversation_the_agent_has(database
 async def test_edits_and_deletes_update_the_stored_message(database_url: str) -> None:
     async with core(database_url) as bridge:
         first = await bridge.ingest(memory_message("helo", message_id="e1"))
-        edit = {"channel": "memory", "agent_slug": "assistant", "external_conv_id": "memory:conv-1"}
+        edit = {
+            "channel": "inmemory",
+            "agent_slug": "assistant",
+            "external_conv_id": "inmemory:conv-1",
+        }
         assert await bridge.dispatch(MessageEdit(**edit, external_message_id="e1", text="hello"))
         assert not await bridge.dispatch(
             MessageEdit(**edit, external_message_id="unknown", text="x")

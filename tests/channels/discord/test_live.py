@@ -158,7 +158,7 @@ async def test_an_agent_failing_mid_stream_ends_with_the_apology_and_a_cross(
             "Half of ", "an answer ", "never finished", cut="abort", cut_after=2, pause_seconds=1.5
         )
         config = webhook_agent_config(agent)
-        del config["memory"]
+        del config["inmemory"]
         config["discord"] = discord_section(fake)
         settings = make_settings(database_url, agents=[config])
         async with running_bridge(settings) as bridge:

@@ -53,7 +53,7 @@ async def slack_bridge(
     database_url: str, fake: FakeSlack, *, agent: dict[str, Any] | None = None, **section: Any
 ) -> AsyncIterator[tuple[RunningBridge, str]]:
     agent = dict(agent or {"slug": "assistant"})
-    agent.pop("memory", None)
+    agent.pop("inmemory", None)
     agent["slack"] = slack_section(fake, **section)
     async with running_bridge(make_settings(database_url, agents=[agent])) as bridge:
         yield bridge, f"{bridge.url}/slack/assistant/events"

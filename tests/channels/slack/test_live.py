@@ -54,7 +54,7 @@ async def slack_bridge(
     database_url: str, fake: FakeSlack, agent: FakeWebhookAgent | None = None, **section: Any
 ) -> AsyncIterator[tuple[RunningBridge, str]]:
     config: dict[str, Any] = agent_config(agent) if agent else {"slug": "assistant"}
-    config.pop("memory", None)
+    config.pop("inmemory", None)
     config["slack"] = slack_section(fake, **section)
     async with running_bridge(make_settings(database_url, agents=[config])) as bridge:
         yield bridge, f"{bridge.url}/slack/assistant/events"

@@ -22,7 +22,7 @@ from bridge.ports.errors import DeliveryError
 from bridge.ports.events import InboundMessage, IngestResult, Reply, Sender
 from bridge.ports.live import Draft, LiveReply
 
-NAME = "memory"
+NAME = "inmemory"
 
 
 class MemoryChannelSettings(BaseModel):
@@ -76,7 +76,7 @@ class MemoryChannel:
         self,
         text: str,
         *,
-        conversation: str = "memory:conv-1",
+        conversation: str = "inmemory:conv-1",
         message_id: str | None = None,
         sender: str = "user-1",
         sender_name: str | None = None,

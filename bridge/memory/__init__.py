@@ -1,0 +1,1 @@
+"""Long memory: what the history window drops, folded into a rolling summary per session."""

@@ -1,0 +1,1 @@
+"""Retention: old message content deleted (tombstones kept), idle sessions archived."""
