@@ -131,6 +131,13 @@ class Caller:
     user: str
     participant_id: int
     is_admin: bool
+    workspace_id: int | None = None
+    """The workspace the token sees; None only for an operator (an admin of every one)."""
+
+    @property
+    def is_operator(self) -> bool:
+        """Sees every workspace: an admin token not bound to one."""
+        return self.is_admin and self.workspace_id is None
 
 
 async def find_caller(sessions: async_sessionmaker[AsyncSession], token: str) -> Caller | None:
@@ -140,7 +147,13 @@ async def find_caller(sessions: async_sessionmaker[AsyncSession], token: str) ->
     async with sessions() as db:
         row = (
             await db.execute(
-                select(ApiToken.id, ApiToken.token_hash, ApiToken.is_admin, Participant)
+                select(
+                    ApiToken.id,
+                    ApiToken.token_hash,
+                    ApiToken.is_admin,
+                    ApiToken.workspace_id,
+                    Participant,
+                )
                 .join(Participant, Participant.id == ApiToken.participant_id)
                 .where(ApiToken.token_hash == wanted, ApiToken.revoked_at.is_(None))
             )
@@ -152,6 +165,7 @@ async def find_caller(sessions: async_sessionmaker[AsyncSession], token: str) ->
         user=row.Participant.external_id,
         participant_id=row.Participant.id,
         is_admin=row.is_admin,
+        workspace_id=row.workspace_id,
     )
 
 
