@@ -32,6 +32,7 @@ from bridge.flow.claims import count_queued
 from bridge.flow.pipeline import Pipeline
 from bridge.infra.metrics import Metrics
 from bridge.ports.registry import ChannelRegistry, RunningChannels, configured_channels
+from bridge.retention.job import RetentionJob
 from bridge.settings import Settings
 from bridge.store.directory import sync_agents
 from bridge.store.engine import create_engine, session_factory
@@ -59,7 +60,7 @@ def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) ->
     app[CHANNELS] = RunningChannels(
         configured=configured_channels(settings, registry or ChannelRegistry())
     )
-    app.cleanup_ctx.extend([_database, _agents, _pipeline_and_channels])
+    app.cleanup_ctx.extend([_database, _agents, _pipeline_and_channels, _retention])
     setup_api(app)
     add_webhook_routes(app)
     app.router.add_get("/healthz", healthz)
@@ -115,6 +116,21 @@ async def _pipeline_and_channels(app: web.Application) -> AsyncIterator[None]:
     finally:
         await pipeline.stop()
         await channels.stop_all()
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """The retention job (one process at a time holds its lease); stops first."""
+    job = RetentionJob(
+        settings=app[SETTINGS].retention,
+        store=app[PIPELINE].store,
+        metrics=app[METRICS],
+        holder=app[PIPELINE].worker_id,
+    )
+    job.start()
+    try:
+        yield
+    finally:
+        await job.stop()
 
 
 async def healthz(_request: web.Request) -> web.Response:

@@ -110,6 +110,41 @@ class Metrics:
         self.pending = Gauge(
             "bridge_pending_work", "Messages waiting, by state", ["state"], registry=r
         )
+        self.memory_folds = Counter(
+            "bridge_memory_folds",
+            "Folds of dropped messages into a session's summary (long memory), by outcome:"
+            " folded, failed (model, timeout, database) or lost (a reset or another fold first)",
+            ["agent", "outcome"],
+            registry=r,
+        )
+        self.memory_folded_messages = Counter(
+            "bridge_memory_folded_messages",
+            "Messages folded into session summaries (long memory)",
+            ["agent"],
+            registry=r,
+        )
+        # Retention (bridge/retention): counted by the process that did the work.
+        self.retention_purged = Counter(
+            "bridge_retention_messages_purged",
+            "Messages whose content retention deleted (the row stays as a tombstone)",
+            registry=r,
+        )
+        self.retention_archived = Counter(
+            "bridge_retention_sessions_archived",
+            "Idle sessions retention soft-deleted",
+            registry=r,
+        )
+        self.retention_runs = Counter(
+            "bridge_retention_runs",
+            "Retention runs: done, skipped (another process holds the lease), lost, failed",
+            ["outcome"],
+            registry=r,
+        )
+        self.retention_last_run = Gauge(
+            "bridge_retention_last_run_timestamp_seconds",
+            "When this process last finished a retention run (Unix time)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
