@@ -1,4 +1,4 @@
-"""The ``bridge`` command: serve, migrate, token create / revoke, access approve / list / revoke.
+"""The ``bridge`` command: serve, migrate, token, access, workspace and export.
 
 Every expected failure (bad config, unreachable or out-of-date database) is one line on
 stderr and a non-zero exit, never a traceback.
@@ -22,11 +22,15 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from bridge.api.access import AccessError, approve_code, list_grants, revoke_grant
 from bridge.api.tokens import TokenError, create_token, revoke_token
 from bridge.app import build_app
+from bridge.export.command import add_export_parser, run_export
 from bridge.infra.logs import configure_logging, log_event
 from bridge.server import serving
 from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings
 from bridge.store.engine import create_engine, session_factory
 from bridge.store.migrate import SchemaOutOfDate, current_revision, require_head, upgrade
+from bridge.store.models import DEFAULT_WORKSPACE
+from bridge.workspaces.command import add_workspace_parser, run_workspace_command
+from bridge.workspaces.store import WorkspaceError
 
 logger = logging.getLogger("bridge")
 T = TypeVar("T")
@@ -53,7 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", parents=[common], help="create a token")
     create.add_argument("name")
-    create.add_argument("--admin", action="store_true", help="may see every session")
+    create.add_argument(
+        "--admin", action="store_true", help="may see every session (of its workspace, if given)"
+    )
+    create.add_argument(
+        "--workspace",
+        help="its workspace (default: default; an --admin token without one is the operator)",
+    )
     revoke = token_commands.add_parser("revoke", parents=[common], help="revoke a token")
     revoke.add_argument("name")
     access = commands.add_parser("access", help="manage pairing approvals")
@@ -69,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     withdraw = access_commands.add_parser("revoke", parents=[common], help="revoke an approval")
     withdraw.add_argument("agent")
     withdraw.add_argument("identity")
+    add_workspace_parser(commands, common)
+    add_export_parser(commands, common)
     return parser
 
 
@@ -115,14 +127,20 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         await require_head(engine)
         sessions = session_factory(engine)
         if args.token_command == "create":
-            return await create_token(sessions, name=args.name, admin=args.admin)
+            return await create_token(
+                sessions, name=args.name, admin=args.admin, workspace=args.workspace
+            )
         await revoke_token(sessions, name=args.name)
         return None
 
     token = asyncio.run(_with_database(settings, run))
     if args.token_command == "create":
-        kind = "admin token" if args.admin else "token"
-        print(f"created {kind} {args.name!r}; it is shown only once:")
+        if args.admin and args.workspace is None:
+            what = f"operator token {args.name!r}"  # an admin of every workspace
+        else:
+            kind = "admin token" if args.admin else "token"
+            what = f"{kind} {args.name!r} of workspace {args.workspace or DEFAULT_WORKSPACE!r}"
+        print(f"created {what}; it is shown only once:")
         print(token)
     else:
         print(f"revoked token {args.name!r}")
@@ -144,6 +162,16 @@ def _access(args: argparse.Namespace, settings: Settings) -> int:
             ] or [f"no identity is approved for {args.agent}"]
         await revoke_grant(sessions, args.agent, args.identity)
         return [f"revoked {args.identity} for {args.agent}"]
+
+    for line in asyncio.run(_with_database(settings, run)):
+        print(line)
+    return 0
+
+
+def _workspace(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(engine):  # type: ignore[no-untyped-def]
+        await require_head(engine)
+        return await run_workspace_command(args, engine)
 
     for line in asyncio.run(_with_database(settings, run)):
         print(line)
@@ -206,10 +234,14 @@ def main(argv: list[str] | None = None) -> int:
             return _token(args, settings)
         if args.command == "access":
             return _access(args, settings)
+        if args.command == "export":
+            return run_export(args, settings, with_database=_with_database)
+        if args.command == "workspace":
+            return _workspace(args, settings)
         return _serve(args, settings)
     except ConfigError as error:
         print(f"bridge: config error: {error}", file=sys.stderr)
         return 2
-    except (AccessError, CommandFailed, SchemaOutOfDate, TokenError) as error:
+    except (AccessError, CommandFailed, SchemaOutOfDate, TokenError, WorkspaceError) as error:
         print(f"bridge: {error}", file=sys.stderr)
         return 1

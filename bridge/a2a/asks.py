@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select
 
-from bridge.a2a.chains import ChainStopped
+from bridge.a2a.chains import ChainStopped, may_address
 from bridge.agents.base import PeerAgent
 from bridge.flow.ingest import Ingestor
 from bridge.flow.outgoing import Outgoing, store_outgoing
@@ -80,9 +80,13 @@ class AgentAsks:
         self._agents = agents
 
     def peers_of(self, agent: AgentRecord) -> tuple[PeerAgent, ...]:
+        """The peers ``agent`` may ask: a peer of another workspace only if it lists
+        ``agent`` back (the model is not offered asks that would be refused)."""
+        peers = (self._agents.get(slug) for slug in agent.settings.peers)
         return tuple(
-            PeerAgent(slug=slug, name=self._agents.get(slug).settings.name)
-            for slug in agent.settings.peers
+            PeerAgent(slug=peer.settings.slug, name=peer.settings.name)
+            for peer in peers
+            if may_address(agent, peer)
         )
 
     async def send(

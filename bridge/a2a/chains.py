@@ -34,10 +34,30 @@ class ChainStopped(Exception):
         self.reason = reason
 
 
+def mutual_peers(one: AgentRecord, other: AgentRecord) -> bool:
+    """Each lists the other among its peers: what lets agents of two workspaces talk."""
+    return other.settings.slug in one.settings.peers and one.settings.slug in other.settings.peers
+
+
+def may_address(sender: AgentRecord, target: AgentRecord) -> bool:
+    """``target`` is among ``sender``'s peers and, in another workspace, lists it back."""
+    if target.settings.slug not in sender.settings.peers:
+        return False
+    return sender.workspace_id == target.workspace_id or mutual_peers(sender, target)
+
+
 def refuse_address(sender: AgentRecord, target: AgentRecord) -> None:
-    """An agent addresses only its configured peers, and never itself."""
+    """An agent addresses only its configured peers, and never itself; an agent of another
+    workspace only when both list each other, whoever asks (the operator too)."""
     if sender.id == target.id:
         raise ChainStopped("self", f"{sender.settings.slug} cannot address itself")
+    if target.settings.slug in sender.settings.peers and not may_address(sender, target):
+        raise ChainStopped(
+            "not_a_peer",
+            f"{target.settings.slug!r} is in another workspace and does not list"
+            f" {sender.settings.slug!r} among its peers; agents of two workspaces talk only"
+            " when each lists the other in [[agents]] peers = [...]",
+        )
     if target.settings.slug not in sender.settings.peers:
         raise ChainStopped(
             "not_a_peer",

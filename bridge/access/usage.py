@@ -36,10 +36,15 @@ class UsageRow:
     output_tokens: int = 0
 
 
-async def agent_id_of(db: AsyncSession, slug: str) -> int | None:
+async def agent_id_of(
+    db: AsyncSession, slug: str, *, workspace_id: int | None = None
+) -> int | None:
     """The agent's id in the ``agents`` table (every agent a bridge served, configured now or
-    not), or None."""
-    found = await db.execute(select(Agent.id).where(Agent.slug == slug))
+    not), or None; with ``workspace_id``, None too for an agent of another workspace."""
+    statement = select(Agent.id).where(Agent.slug == slug)
+    if workspace_id is not None:
+        statement = statement.where(Agent.workspace_id == workspace_id)
+    found = await db.execute(statement)
     value = found.scalar_one_or_none()
     return None if value is None else int(value)
 
@@ -49,10 +54,16 @@ def _count(state: str) -> Any:
 
 
 async def usage(
-    db: AsyncSession, *, since: datetime, group_by: GroupBy, agent: str | None
+    db: AsyncSession,
+    *,
+    since: datetime,
+    group_by: GroupBy,
+    agent: str | None,
+    workspace_id: int | None = None,
 ) -> list[UsageRow]:
     """One row per (agent, user or conversation) with anything to show, sorted by key, then
-    agent (``agent``: one agent's slug, or None for all)."""
+    agent (``agent``: one agent's slug, or None for all; ``workspace_id``: only the agents of
+    that workspace, or None for every workspace)."""
     m, s, p, r = MESSAGES.c, SESSIONS.c, PARTICIPANTS.c, REFUSALS.c
     keys = [p.channel, p.external_id] if group_by == "user" else [s.external_conv_id]
     messages = (
@@ -83,6 +94,9 @@ async def usage(
     if agent is not None:
         messages = messages.where(Agent.slug == agent)
         refusals = refusals.where(Agent.slug == agent)
+    if workspace_id is not None:
+        messages = messages.where(Agent.workspace_id == workspace_id)
+        refusals = refusals.where(Agent.workspace_id == workspace_id)
     rows: dict[tuple[str, str], UsageRow] = {}
 
     def row(slug: str, key: str) -> UsageRow:

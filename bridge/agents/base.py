@@ -81,6 +81,8 @@ class AgentRequest:
     """Everything a backend may use to answer one message.
 
     ``history`` is the bounded window before ``text``, oldest first; it never includes ``text``.
+    ``summary`` is the session's long memory (what the window no longer holds), when the agent
+    keeps one; backends that cannot place it ignore it.
     """
 
     agent_slug: str
@@ -95,6 +97,9 @@ class AgentRequest:
     message_id: int
     text: str
     history: tuple[HistoryMessage, ...]
+    summary: str | None = None
+    """The rolling summary of the earlier conversation (``[agents.memory]``), sent ahead of
+    ``history`` by the openai backend."""
     tools: AgentTools | None = None
     """Set when the agent has peers; backends that support tool calls offer ``ask_agent``."""
     usage: UsageMeter = field(default_factory=UsageMeter)

@@ -39,7 +39,7 @@ from typing import Any
 
 import aiohttp
 
-from bridge.agents.base import AgentError, AgentRequest, AgentTools, PeerAgent
+from bridge.agents.base import AgentError, AgentRequest, AgentTools, PeerAgent, UsageMeter
 from bridge.agents.http import (
     MAX_RESPONSE_BYTES,
     ReplyBody,
@@ -65,6 +65,7 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "MAX_TOOL_ROUNDS",
     "STREAM_OPTIONS",
+    "SUMMARY_LEAD",
     "ModelTurn",
     "OpenAIBackend",
     "ToolCall",
@@ -77,6 +78,7 @@ __all__ = [
 ]
 
 ASK_AGENT = "ask_agent"
+SUMMARY_LEAD = "Summary of the earlier conversation: "
 STREAM_OPTIONS: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
 """Added to every request body: stream the answer, and end the stream with the usage."""
 
@@ -84,7 +86,8 @@ logger = logging.getLogger(__name__)
 
 
 def build_messages(request: AgentRequest) -> list[dict[str, str]]:
-    """The ``messages`` list: system prompt (if any), the history window, the new message.
+    """The ``messages`` list: system prompt (if any), the summary of the earlier conversation
+    (if any, as a second system message), the history window, the new message.
 
     Chat-completions has no notion of several human speakers, so in a group chat each user
     turn whose speaker is known is written as ``"Name: text"`` (history and the new message
@@ -94,6 +97,8 @@ def build_messages(request: AgentRequest) -> list[dict[str, str]]:
     messages: list[dict[str, str]] = []
     if request.system_prompt.strip():
         messages.append({"role": "system", "content": request.system_prompt})
+    if request.summary:
+        messages.append({"role": "system", "content": f"{SUMMARY_LEAD}{request.summary}"})
     for item in request.history:
         content = item.content
         if request.is_group and item.role == "user" and item.sender_name:
@@ -258,6 +263,29 @@ class OpenAIBackend:
                 result = await run_tool_call(call, tools)
                 exchange.append({"role": "tool", "tool_call_id": call.id, "content": result})
 
+    async def complete(self, messages: Sequence[dict[str, str]], *, usage: UsageMeter) -> str:
+        """One plain completion of ``messages`` (not streamed, no tools), its text stripped:
+        how the bridge asks the agent's own model for something other than an answer (the
+        long memory's summary). ``usage`` gets what it cost. Raises AgentError on any failure,
+        an empty text included; bounded by the backend's timeout."""
+        headers = self._headers(self._api_key())
+        secrets = request_secrets(url=self._url, headers=headers)
+        payload: dict[str, Any] = {"model": self._settings.model, "messages": list(messages)}
+        if self._settings.temperature is not None:
+            payload["temperature"] = self._settings.temperature
+        async with self._open(headers, secrets, payload) as reply:
+            raw = await reply.read()
+        text = (parse_turn(raw, secrets=secrets).content or "").strip()
+        spent = json.loads(raw).get("usage")  # parse_turn has checked it is a JSON object
+        if isinstance(spent, dict):
+            usage.add(
+                input_tokens=_count(spent.get("prompt_tokens")),
+                output_tokens=_count(spent.get("completion_tokens")),
+            )
+        if not text:
+            raise AgentError("openai backend: the model returned an empty completion")
+        return text
+
     async def aclose(self) -> None:
         """Nothing to release: the HTTP session is owned and closed by the app."""
         return None
@@ -313,3 +341,8 @@ class OpenAIBackend:
                 reason="the agent is not set up correctly",
             )
         return key
+
+
+def _count(value: Any) -> int:
+    """A token count as the server reported it; anything else counts nothing."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

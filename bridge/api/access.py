@@ -32,8 +32,9 @@ class AccessError(Exception):
         self.code = code
 
 
-async def _agent_id(db: AsyncSession, slug: str) -> int:
-    agent_id = await agent_id_of(db, slug)
+async def _agent_id(db: AsyncSession, slug: str, workspace_id: int | None) -> int:
+    """The agent's id; an agent of another workspace is not found, like one never recorded."""
+    agent_id = await agent_id_of(db, slug, workspace_id=workspace_id)
     if agent_id is None:
         raise AccessError(
             404,
@@ -43,10 +44,15 @@ async def _agent_id(db: AsyncSession, slug: str) -> int:
     return agent_id
 
 
-async def approve_code(sessions: async_sessionmaker[AsyncSession], code: str) -> Approved:
+async def approve_code(
+    sessions: async_sessionmaker[AsyncSession], code: str, *, workspace_id: int | None = None
+) -> Approved:
     """Approve the identity a live pairing code was given to; 404 for a code never issued
-    (or already used), 410 for an expired one."""
+    (or already used), 410 for an expired one. With ``workspace_id`` (a workspace admin), a
+    code for an agent of another workspace is 404 as if never issued, and is left alone."""
     async with sessions() as db, db.begin():
+        if workspace_id is not None and not await _code_in_workspace(db, code, workspace_id):
+            raise AccessError(404, "not_found", f"no pairing code {code.strip()!r}")
         try:
             agent_id, identity = await approve(db, code=code, now=utcnow())
         except PairingError as error:
@@ -60,16 +66,36 @@ async def approve_code(sessions: async_sessionmaker[AsyncSession], code: str) ->
     return Approved(agent=slug, identity=identity)
 
 
-async def list_grants(sessions: async_sessionmaker[AsyncSession], agent: str) -> list[Grant]:
+async def _code_in_workspace(db: AsyncSession, code: str, workspace_id: int) -> bool:
+    """Whether ``code`` was issued for an agent of ``workspace_id`` (the code's row, joined to
+    its agent)."""
+    p = PAIRING_CODES.c
+    found = await db.execute(
+        select(p.id)
+        .join(Agent, Agent.id == p.agent_id)
+        .where(p.code == code.strip().upper(), Agent.workspace_id == workspace_id)
+    )
+    return found.first() is not None
+
+
+async def list_grants(
+    sessions: async_sessionmaker[AsyncSession], agent: str, *, workspace_id: int | None = None
+) -> list[Grant]:
+    """``workspace_id``: only an agent of that workspace is found (None: any agent)."""
     async with sessions() as db:
-        return await grants(db, agent_id=await _agent_id(db, agent))
+        return await grants(db, agent_id=await _agent_id(db, agent, workspace_id))
 
 
 async def revoke_grant(
-    sessions: async_sessionmaker[AsyncSession], agent: str, identity: str
+    sessions: async_sessionmaker[AsyncSession],
+    agent: str,
+    identity: str,
+    *,
+    workspace_id: int | None = None,
 ) -> None:
     async with sessions() as db, db.begin():
-        if not await revoke(db, agent_id=await _agent_id(db, agent), identity=identity):
+        agent_id = await _agent_id(db, agent, workspace_id)
+        if not await revoke(db, agent_id=agent_id, identity=identity):
             raise AccessError(
                 404, "not_found", f"{identity} is not approved for {agent}; nothing revoked"
             )
@@ -99,7 +125,9 @@ async def approve_pairing(request: web.Request) -> web.Response:
     _require_admin(request)
     body = await read_body(request, ApproveCode)
     try:
-        approved = await approve_code(request.config_dict[SESSIONS], body.code)
+        approved = await approve_code(
+            request.config_dict[SESSIONS], body.code, workspace_id=caller_of(request).workspace_id
+        )
     except AccessError as error:
         raise _api_error(error) from None
     return respond(approved)
@@ -109,7 +137,9 @@ async def list_access(request: web.Request) -> web.Response:
     _require_admin(request)
     agent = _path_agent(request)
     try:
-        found = await list_grants(request.config_dict[SESSIONS], agent)
+        found = await list_grants(
+            request.config_dict[SESSIONS], agent, workspace_id=caller_of(request).workspace_id
+        )
     except AccessError as error:
         raise _api_error(error) from None
     return respond(
@@ -128,7 +158,12 @@ async def revoke_access(request: web.Request) -> web.Response:
     if not IDENTITY_PATTERN.match(identity) or storable_text(identity) != identity:
         raise ApiError(404, "not_found", f"{identity!r} is not an identity; nothing revoked")
     try:
-        await revoke_grant(request.config_dict[SESSIONS], agent, identity)
+        await revoke_grant(
+            request.config_dict[SESSIONS],
+            agent,
+            identity,
+            workspace_id=caller_of(request).workspace_id,
+        )
     except AccessError as error:
         raise _api_error(error) from None
     return web.Response(status=204)

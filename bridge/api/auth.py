@@ -16,6 +16,7 @@ from bridge.api.tokens import find_caller, rotate_token
 from bridge.appkeys import SESSIONS, SETTINGS
 from bridge.infra.logs import log_event
 from bridge.settings import Settings
+from bridge.workspaces.store import workspace_slug
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,15 @@ async def dev_login(request: web.Request) -> web.Response:
 
 async def me(request: web.Request) -> web.Response:
     caller = caller_of(request)
+    workspace = None
+    if caller.workspace_id is not None:
+        async with request.config_dict[SESSIONS]() as db:
+            workspace = await workspace_slug(db, caller.workspace_id)
     return respond(
-        Me(name=caller.user, is_admin=caller.is_admin, participant_id=caller.participant_id)
+        Me(
+            name=caller.user,
+            is_admin=caller.is_admin,
+            participant_id=caller.participant_id,
+            workspace=workspace,
+        )
     )

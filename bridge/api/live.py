@@ -35,7 +35,13 @@ from bridge.api.live_client import (
     outgoing,
 )
 from bridge.api.tokens import Caller, active_token_ids
-from bridge.api.views import members_of, messages_by_id, sessions_by_id
+from bridge.api.views import (
+    in_scope,
+    members_of,
+    scoped_messages_by_id,
+    scoped_sessions_by_id,
+    session_scopes,
+)
 from bridge.infra.logs import log_event
 from bridge.store.deltas import Delta, DeltaBus
 from bridge.store.feed import MAX_EVENT_ID, Change, ChangeFeed
@@ -56,6 +62,7 @@ HEARTBEAT_SECONDS = 30.0
 @dataclass(frozen=True, slots=True)
 class _Event:
     session_id: int
+    workspace_id: int
     item: Outgoing
 
 
@@ -148,7 +155,7 @@ class LiveHub:
             events, needed=any(not c.caller.is_admin for c in self._clients)
         )
         for client in list(self._clients):
-            items = [e.item for e in events if _may_see(client.caller, e.session_id, members)]
+            items = [e.item for e in events if _may_see(client.caller, e, members)]
             if items and not client.offer(items):
                 self.drop(client, TOO_SLOW, "too slow; reconnect and resume")
 
@@ -158,10 +165,6 @@ class LiveHub:
         clients = [client for client in self._clients if not client.closing]
         if not clients:
             return
-        members: dict[int, set[int]] = {}
-        if any(not client.caller.is_admin for client in clients):
-            async with self._sessions() as db:
-                members = await members_of(db, [delta.session_id])
         item = outgoing(
             {
                 "type": "message.delta",
@@ -170,8 +173,20 @@ class LiveHub:
                 "text": delta.text,
             }
         )
-        for client in clients:
-            if _may_see(client.caller, delta.session_id, members) and not client.offer([item]):
+        if all(client.caller.is_operator for client in clients):
+            allowed = clients  # the operator sees every session: no look-up
+        else:
+            async with self._sessions() as db:
+                scopes = await session_scopes(db, [delta.session_id])
+            if delta.session_id in scopes:
+                workspace_id, members = scopes[delta.session_id]
+                event = _Event(delta.session_id, workspace_id, item)
+                seen = {delta.session_id: members}
+                allowed = [client for client in clients if _may_see(client.caller, event, seen)]
+            else:
+                allowed = [client for client in clients if client.caller.is_operator]
+        for client in allowed:
+            if not client.offer([item]):
                 self.drop(client, TOO_SLOW, "too slow; reconnect and resume")
 
     async def events(self, changes: Sequence[Change]) -> list[_Event]:
@@ -180,21 +195,23 @@ class LiveHub:
         message_ids = {c.message_id for c in changes if c.message_id is not None}
         session_ids = {c.session_id for c in changes if c.message_id is None}
         async with self._sessions() as db:
-            messages = await messages_by_id(db, message_ids) if message_ids else {}
-            sessions = await sessions_by_id(db, session_ids) if session_ids else {}
+            messages = await scoped_messages_by_id(db, message_ids) if message_ids else {}
+            sessions = await scoped_sessions_by_id(db, session_ids) if session_ids else {}
         events = []
         for change in changes:
             base: Frame = {"type": change.kind, "id": change.id, "session_id": change.session_id}
             if change.message_id is not None:
-                message = messages.get(change.message_id)
-                if message is not None:
+                found_message = messages.get(change.message_id)
+                if found_message is not None:
+                    message, workspace_id = found_message
                     base["message"] = message.model_dump(mode="json")
-                    events.append(_Event(change.session_id, outgoing(base)))
+                    events.append(_Event(change.session_id, workspace_id, outgoing(base)))
             else:
-                session = sessions.get(change.session_id)
-                if session is not None:
+                found_session = sessions.get(change.session_id)
+                if found_session is not None:
+                    session, workspace_id = found_session
                     base["session"] = session.model_dump(mode="json")
-                    events.append(_Event(change.session_id, outgoing(base)))
+                    events.append(_Event(change.session_id, workspace_id, outgoing(base)))
         return events
 
     async def resume(self, client: LiveClient, after: int) -> None:
@@ -205,15 +222,21 @@ class LiveHub:
             log_event(logger, "live.reset", user=client.caller.user, after=after)
             self.send(client, [{"type": "reset", "last_event_id": catch_up.head}])
             return
-        participant = None if client.caller.is_admin else client.caller.participant_id
+        caller = client.caller
+        participant = None if caller.is_admin else caller.participant_id
         since, replayed = 0, 0
         while True:
             changes = await self.feed.replay_page(
-                catch_up, since=since, participant_id=participant, limit=REPLAY_PAGE
+                catch_up,
+                since=since,
+                participant_id=participant,
+                workspace_id=caller.workspace_id,
+                limit=REPLAY_PAGE,
             )
             if changes:
                 since = changes[-1].id
-                items = [event.item for event in await self.events(changes)]
+                events = await self.events(changes)
+                items = [e.item for e in events if in_scope(caller, e.workspace_id)]
                 if not await client.offer_paced(items):
                     self.drop(client, TOO_SLOW, "too slow; reconnect and resume")
                     return
@@ -244,8 +267,12 @@ class LiveHub:
                 self.drop(client, REVOKED, "token revoked")
 
 
-def _may_see(caller: Caller, session_id: int, members: dict[int, set[int]]) -> bool:
-    return caller.is_admin or caller.participant_id in members.get(session_id, ())
+def _may_see(caller: Caller, event: _Event, members: dict[int, set[int]]) -> bool:
+    """As :func:`~bridge.api.views.visible_to`: the operator everything, a workspace admin its
+    workspace, a user the sessions of its workspace it takes part in."""
+    if not in_scope(caller, event.workspace_id):
+        return False
+    return caller.is_admin or caller.participant_id in members.get(event.session_id, ())
 
 
 LIVE = web.AppKey("live", LiveHub)

@@ -36,6 +36,9 @@ class Me(_Strict):
     name: str
     is_admin: bool
     participant_id: int
+    workspace: str | None = Field(
+        description="The slug of the token's workspace; null for the operator (sees them all)."
+    )
 
 
 class DevLogin(_Strict):
@@ -103,6 +106,10 @@ class MessageOut(_Strict):
     created_at: datetime
     edited_at: datetime | None
     deleted_at: datetime | None
+    purged_at: datetime | None = Field(
+        default=None,
+        description="When retention deleted the content (kept as a tombstone: content empty).",
+    )
 
 
 class MessagePage(_Strict):

@@ -13,6 +13,8 @@ from pydantic.json_schema import models_json_schema
 from bridge.access.settings import IDENTITY_PATTERN
 from bridge.api.access_models import SLUG_PATTERN
 from bridge.api.cursors import MAX_ID
+from bridge.api.export import MEDIA_TYPE as EXPORT_MEDIA_TYPE
+from bridge.api.export import export_session
 from bridge.api.models import ErrorBody, LiveEvent, SessionOut
 from bridge.api.routes import PREFIX, ROUTES, Route
 
@@ -40,6 +42,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
     for name, description in (
         ("to", "The asked agent's slug."),
         ("agent", "The agent's slug."),
+        ("workspace", "The workspace's slug."),
     ):
         if "{" + name + "}" in route.path:
             parameters.append(
@@ -118,6 +121,11 @@ def _operation(route: Route) -> dict[str, Any]:
     elif route.websocket:
         responses[str(route.status)] = {
             "description": "Switching to the WebSocket protocol; frames are LiveEvent objects."
+        }
+    elif route.handler is export_session:
+        responses[str(route.status)] = {
+            "description": "JSON lines: one session object, then its messages (see README)",
+            "content": {EXPORT_MEDIA_TYPE: {"schema": {"type": "string"}}},
         }
     else:
         responses[str(route.status)] = {"description": "Done (no body)"}

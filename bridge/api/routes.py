@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from bridge.api import access, asks, auth, live, messages, sessions, usage
+from bridge.api import access, asks, auth, export, live, messages, sessions, usage, workspaces
 from bridge.api.access_models import ApproveCode, Approved, GrantList, UsageQuery, UsageReport
 from bridge.api.errors import Handler
 from bridge.api.models import (
@@ -26,6 +26,8 @@ from bridge.api.models import (
     SessionQuery,
     UpdateSession,
 )
+from bridge.api.summary import SessionSummary, get_summary
+from bridge.api.workspace_models import CreateWorkspace, WorkspaceList, WorkspaceOut
 
 PREFIX = "/api/v1"
 
@@ -115,6 +117,40 @@ ROUTES = (
     ),
     Route(
         method="GET",
+        path="/workspaces",
+        handler=workspaces.list_workspaces,
+        summary="Every workspace, deleted ones too (operator)",
+        response=WorkspaceList,
+        errors=(403,),
+    ),
+    Route(
+        method="POST",
+        path="/workspaces",
+        handler=workspaces.create_workspace,
+        summary="Create a workspace (operator)",
+        response=WorkspaceOut,
+        status=201,
+        body=CreateWorkspace,
+        errors=(400, 403, 409, 413, 422),
+    ),
+    Route(
+        method="DELETE",
+        path="/workspaces/{workspace}",
+        handler=workspaces.delete_workspace,
+        summary="Delete a workspace (operator): its sessions are soft-deleted, its tokens revoked",
+        response=WorkspaceOut,
+        errors=(403, 404, 409),
+    ),
+    Route(
+        method="POST",
+        path="/workspaces/{workspace}/restore",
+        handler=workspaces.restore_workspace,
+        summary="Undo a workspace's delete: what it took comes back (operator)",
+        response=WorkspaceOut,
+        errors=(403, 404, 409),
+    ),
+    Route(
+        method="GET",
         path="/sessions",
         handler=sessions.list_sessions,
         summary="Sessions, newest activity first (keyset pages)",
@@ -163,6 +199,23 @@ ROUTES = (
         handler=sessions.restore_session,
         summary="Undo a soft delete",
         response=SessionOut,
+        errors=(404,),
+    ),
+    Route(
+        method="GET",
+        path="/sessions/{id}/summary",
+        handler=get_summary,
+        summary="The session's long memory: a summary of what the window dropped (admin)",
+        response=SessionSummary,
+        errors=(403, 404),
+    ),
+    Route(
+        method="GET",
+        path="/sessions/{id}/export",
+        handler=export.export_session,
+        summary="The session and its messages as JSON lines (application/x-ndjson), streamed",
+        response=None,
+        status=200,
         errors=(404,),
     ),
     Route(

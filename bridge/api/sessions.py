@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy import and_, func, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bridge.a2a.chains import may_address
 from bridge.api.cursors import path_id, read_session_cursor, session_cursor
 from bridge.api.errors import ApiError, not_found
 from bridge.api.http import caller_of, read_body, read_query, respond
@@ -22,10 +23,11 @@ from bridge.api.models import (
     UpdateSession,
 )
 from bridge.api.tokens import Caller
-from bridge.api.views import find_session, session_query, session_view, visible_to
+from bridge.api.views import find_session, in_scope, session_query, session_view, visible_to
 from bridge.appkeys import AGENTS, CHANNELS, PIPELINE, SESSIONS, SETTINGS
 from bridge.ports.errors import UnknownAgent
 from bridge.ports.events import WEB_CHANNEL
+from bridge.store.directory import AgentRecord
 from bridge.store.models import Agent, ChatSession, utcnow
 from bridge.store.sessions import add_member, find_or_create_session
 
@@ -34,15 +36,30 @@ def web_conversation_id() -> str:
     return f"{WEB_CHANNEL}:{uuid.uuid4()}"
 
 
+def agent_in_scope(request: web.Request, slug: str) -> AgentRecord | None:
+    """The configured agent ``slug`` if the caller's workspace has it; None for an agent of
+    another workspace exactly as for one that does not exist."""
+    try:
+        agent = request.config_dict[AGENTS].get(slug)
+    except UnknownAgent:
+        return None
+    return agent if in_scope(caller_of(request), agent.workspace_id) else None
+
+
 async def list_agents(request: web.Request) -> web.Response:
-    agents = request.config_dict[SETTINGS].agents
-    return respond(
-        AgentList(
-            items=[
-                AgentOut(slug=a.slug, name=a.name, backend=a.backend, peers=a.peers) for a in agents
-            ]
+    """The agents of the caller's workspace (every agent for the operator), each with the
+    peers it may address: a peer of another workspace only if it lists the agent back."""
+    directory = request.config_dict[AGENTS]
+    items = []
+    for settings in request.config_dict[SETTINGS].agents:
+        agent = agent_in_scope(request, settings.slug)
+        if agent is None:
+            continue
+        peers = [p for p in settings.peers if may_address(agent, directory.get(p))]
+        items.append(
+            AgentOut(slug=settings.slug, name=settings.name, backend=settings.backend, peers=peers)
         )
-    )
+    return respond(AgentList(items=items))
 
 
 async def list_sessions(request: web.Request) -> web.Response:
@@ -86,10 +103,9 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     body = await read_body(request, CreateSession)
     caller = caller_of(request)
-    try:
-        agent = request.config_dict[AGENTS].get(body.agent)
-    except UnknownAgent:
-        raise ApiError(422, "unknown_agent", f"agent: no agent {body.agent!r}") from None
+    agent = agent_in_scope(request, body.agent)
+    if agent is None:
+        raise ApiError(422, "unknown_agent", f"agent: no agent {body.agent!r}")
     if request.config_dict[CHANNELS].get(WEB_CHANNEL, body.agent) is None:
         raise ApiError(409, "channel_disabled", f"the web channel is off for {body.agent!r}")
     async with request.config_dict[PIPELINE].store.write() as writes:

@@ -12,8 +12,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.ports.events import WEB_CHANNEL
-from bridge.store.models import ApiToken, Participant, utcnow
+from bridge.store.models import DEFAULT_WORKSPACE, ApiToken, Participant, utcnow
 from bridge.store.sessions import find_or_create_participant
+from bridge.workspaces.store import find_workspace
 
 
 class TokenError(Exception):
@@ -25,14 +26,22 @@ def hash_token(token: str) -> str:
 
 
 async def create_token(
-    sessions: async_sessionmaker[AsyncSession], *, name: str, admin: bool, user: str | None = None
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    name: str,
+    admin: bool,
+    user: str | None = None,
+    workspace: str | None = None,
 ) -> str:
     """A new token named ``name`` for the web user ``user`` (by default the user ``name``);
-    a revoked token of that name is replaced."""
+    a revoked token of that name is replaced. With ``workspace`` it is a user (or with
+    ``admin`` the admin) of that workspace; without, an admin token is the operator's and any
+    other token a user of ``default``."""
     if not name.strip():
         raise TokenError("a token needs a name")
     token = "brg_" + secrets.token_urlsafe(32)
     async with sessions() as db, db.begin():
+        workspace_id = await _workspace_id(db, workspace, admin=admin)
         existing = (
             await db.execute(select(ApiToken).where(ApiToken.name == name))
         ).scalar_one_or_none()
@@ -52,15 +61,34 @@ async def create_token(
                     token_hash=hash_token(token),
                     is_admin=admin,
                     participant_id=participant_id,
+                    workspace_id=workspace_id,
                     created_at=utcnow(),
                 )
             )
         else:
             existing.token_hash = hash_token(token)
             existing.is_admin = admin
+            existing.workspace_id = workspace_id
             existing.created_at = utcnow()
             existing.revoked_at = None
     return token
+
+
+async def _workspace_id(db: AsyncSession, slug: str | None, *, admin: bool) -> int | None:
+    """The workspace a new token belongs to (None: the operator's); it must exist and not be
+    deleted."""
+    if slug is None:
+        if admin:
+            return None
+        slug = DEFAULT_WORKSPACE
+    found = await find_workspace(db, slug, lock=True)
+    if found is None:
+        raise TokenError(f"no workspace {slug!r} (`bridge workspace list` shows them)")
+    if found.deleted_at is not None:
+        raise TokenError(
+            f"workspace {slug!r} is deleted; restore it first (`bridge workspace restore {slug}`)"
+        )
+    return found.id
 
 
 LEGACY_LOCAL_PREFIX = "dev-login-"

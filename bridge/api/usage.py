@@ -23,14 +23,25 @@ def _figures(row: UsageRow) -> dict[str, Any]:
 
 
 async def get_usage(request: web.Request) -> web.Response:
-    if not caller_of(request).is_admin:
+    caller = caller_of(request)
+    if not caller.is_admin:
         raise ApiError(403, "forbidden", "usage figures need an admin token")
     query = read_query(request, UsageQuery)
     since = query.since or utcnow() - DEFAULT_WINDOW
+    workspace_id = caller.workspace_id  # a workspace admin sees its agents; the operator all
     async with request.config_dict[SESSIONS]() as db:
-        if query.agent is not None and await agent_id_of(db, query.agent) is None:
+        if (
+            query.agent is not None
+            and await agent_id_of(db, query.agent, workspace_id=workspace_id) is None
+        ):
             raise ApiError(422, "unknown_agent", f"agent: no agent {query.agent!r}")
-        rows = await usage(db, since=since, group_by=query.group_by, agent=query.agent)
+        rows = await usage(
+            db,
+            since=since,
+            group_by=query.group_by,
+            agent=query.agent,
+            workspace_id=workspace_id,
+        )
     items: list[UserUsage] | list[ConversationUsage]
     if query.group_by == "user":
         items = [UserUsage.model_validate({"user": row.key, **_figures(row)}) for row in rows]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, select, true
+from sqlalchemy import ColumnElement, Select, and_, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -30,13 +30,31 @@ _Sender = aliased(Participant)
 
 
 def visible_to(caller: Caller) -> ColumnElement[bool]:
-    """An admin sees every session; a user those they take part in."""
-    if caller.is_admin:
+    """The operator sees every session; a workspace admin every session of its workspace's
+    agents; a user those of its workspace it takes part in. For :func:`session_query`, which
+    joins the session's agent: the workspace is one more condition on that join.
+
+    A user token with no workspace (made before workspaces) is limited by membership only."""
+    if caller.is_operator:
         return true()
-    return exists().where(
-        SessionMember.session_id == ChatSession.id,
-        SessionMember.participant_id == caller.participant_id,
+    in_workspace = (
+        true() if caller.workspace_id is None else Agent.workspace_id == caller.workspace_id
     )
+    if caller.is_admin:
+        return in_workspace
+    return and_(
+        in_workspace,
+        exists().where(
+            SessionMember.session_id == ChatSession.id,
+            SessionMember.participant_id == caller.participant_id,
+        ),
+    )
+
+
+def in_scope(caller: Caller, workspace_id: int) -> bool:
+    """Whether an object of ``workspace_id`` is in the caller's workspace (the operator's
+    scope is every workspace)."""
+    return caller.workspace_id is None or caller.workspace_id == workspace_id
 
 
 def session_query() -> Select[ChatSession, str, str, Participant]:
@@ -88,6 +106,16 @@ async def sessions_by_id(db: AsyncSession, ids: Collection[int]) -> dict[int, Se
     return {view.id: view for view in map(session_view, rows)}
 
 
+async def scoped_sessions_by_id(
+    db: AsyncSession, ids: Collection[int]
+) -> dict[int, tuple[SessionOut, int]]:
+    """Each session with its workspace (from the agent it already joins), for live events."""
+    rows = await db.execute(
+        session_query().add_columns(Agent.workspace_id).where(ChatSession.id.in_(list(ids)))
+    )
+    return {row[0].id: (session_view(row), int(row[4])) for row in rows}
+
+
 def message_query() -> Select[ChatMessage, Participant]:
     return select(ChatMessage, _Sender).outerjoin(
         _Sender, _Sender.id == ChatMessage.sender_participant_id
@@ -135,12 +163,47 @@ def message_view(row: Any, *, admin: bool = False) -> MessageOut:
         created_at=message.created_at,
         edited_at=message.edited_at,
         deleted_at=message.deleted_at,
+        purged_at=message.purged_at,
     )
 
 
 async def messages_by_id(db: AsyncSession, ids: Collection[int]) -> dict[int, MessageOut]:
     rows = await db.execute(message_query().where(ChatMessage.id.in_(list(ids))))
     return {view.id: view for view in map(message_view, rows)}
+
+
+async def scoped_messages_by_id(
+    db: AsyncSession, ids: Collection[int]
+) -> dict[int, tuple[MessageOut, int]]:
+    """Each message with its session's workspace: one statement, joined through the session
+    to its agent, for live events."""
+    rows = await db.execute(
+        message_query()
+        .add_columns(Agent.workspace_id)
+        .join(ChatSession, ChatSession.id == ChatMessage.session_id)
+        .join(Agent, Agent.id == ChatSession.agent_id)
+        .where(ChatMessage.id.in_(list(ids)))
+    )
+    return {row[0].id: (message_view(row), int(row[2])) for row in rows}
+
+
+async def session_scopes(
+    db: AsyncSession, session_ids: Sequence[int]
+) -> dict[int, tuple[int, set[int]]]:
+    """The workspace and the member participants of each session, in one statement: who
+    may see a reply's text as it is written."""
+    rows = await db.execute(
+        select(ChatSession.id, Agent.workspace_id, SessionMember.participant_id)
+        .join(Agent, Agent.id == ChatSession.agent_id)
+        .outerjoin(SessionMember, SessionMember.session_id == ChatSession.id)
+        .where(ChatSession.id.in_(list(session_ids)))
+    )
+    scopes: dict[int, tuple[int, set[int]]] = {}
+    for session_id, workspace_id, participant_id in rows:
+        _, members = scopes.setdefault(session_id, (int(workspace_id), set()))
+        if participant_id is not None:
+            members.add(participant_id)
+    return scopes
 
 
 async def members_of(db: AsyncSession, session_ids: Sequence[int]) -> dict[int, set[int]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from bridge.a2a.asks import AgentAsks, AskContext, AskTools
@@ -38,6 +39,7 @@ from bridge.flow.outgoing import Outgoing, new_delivery_key, store_outgoing
 from bridge.flow.workers import WorkContext
 from bridge.infra.logs import log_event
 from bridge.infra.redact import failure
+from bridge.memory.recall import Memory
 from bridge.ports.errors import UnknownAgent
 from bridge.ports.events import Sender, storable_text
 from bridge.store.directory import AgentRecord
@@ -74,6 +76,9 @@ class Answerer:
         self._metrics = context.metrics
         self._settings = context.settings
         self._worker_id = context.worker_id
+        self._memory = Memory(
+            sessions=context.store.sessions, backends=backends, metrics=context.metrics
+        )
         self._replies: GroupCommit[tuple[Job, Outcome], int | None] = GroupCommit(
             name="replies",
             write=self._store_batch,
@@ -166,6 +171,8 @@ class Answerer:
                 reset=True,
             )
         else:
+            if job.agent.settings.memory.summarize:
+                job = await self._recall(job)
             outcome = await self._ask_agent(job)
         reply_id = await self._replies.submit((job, outcome))
         if reply_id is None:
@@ -189,6 +196,12 @@ class Answerer:
             reply=reply_id,
             outcome=outcome.state,
         )
+
+    async def _recall(self, job: Job) -> Job:
+        """The job with the session's summary, folded up to its window first (long memory;
+        outside the claim's transaction, and never failing the answer)."""
+        summary = await self._memory.recall(job.agent.settings, job.request)
+        return replace(job, request=replace(job.request, summary=summary))
 
     async def _ask_agent(self, job: Job) -> Outcome:
         backend = self._backends[job.agent.settings.slug]

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.infra.logs import log_event
 from bridge.infra.tasks import cancel_and_wait
-from bridge.store.models import CHANGES, MEMBERS, utcnow
+from bridge.store.models import AGENTS, CHANGES, MEMBERS, SESSIONS, utcnow
 from bridge.store.wakeups import WorkSignals
 
 logger = logging.getLogger(__name__)
@@ -167,12 +167,19 @@ class ChangeFeed:
         return CatchUp(after=after, head=head, reset=reset)
 
     async def replay_page(
-        self, catch_up: CatchUp, *, since: int, participant_id: int | None, limit: int
+        self,
+        catch_up: CatchUp,
+        *,
+        since: int,
+        participant_id: int | None,
+        limit: int,
+        workspace_id: int | None = None,
     ) -> list[Change]:
         """Up to ``limit`` changes of ``catch_up`` with ids above ``since``, in id order: the
         gap after the client's last event, and the last :data:`LATE_COMMIT_EVENTS` before it that
         are recent enough to have committed late. ``participant_id`` limits them to the sessions
-        it takes part in (None: every session, for admins)."""
+        it takes part in (None: every session, for admins); ``workspace_id`` to the sessions of
+        that workspace's agents (None: every workspace, for the operator)."""
         recent = utcnow() - timedelta(seconds=LATE_COMMIT_SECONDS)
         query = (
             select(*_COLUMNS)
@@ -191,6 +198,11 @@ class ChangeFeed:
                     MEMBERS.c.session_id == CHANGES.c.session_id,
                     MEMBERS.c.participant_id == participant_id,
                 ),
+            )
+        if workspace_id is not None:
+            query = query.join(SESSIONS, SESSIONS.c.id == CHANGES.c.session_id).join(
+                AGENTS,
+                and_(AGENTS.c.id == SESSIONS.c.agent_id, AGENTS.c.workspace_id == workspace_id),
             )
         async with self._sessions() as db:
             return [_change(row) for row in await db.execute(query)]

@@ -39,8 +39,26 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     def run(connection: Connection) -> None:
         command.upgrade(alembic_config(connection), revision)
 
-    async with engine.begin() as connection:
-        await connection.run_sync(run)
+    async with engine.connect() as connection:
+        if connection.dialect.name != "sqlite":
+            async with connection.begin():
+                await connection.run_sync(run)
+            return
+        # On SQLite a batch migration rebuilds a table (copy, drop, rename); with foreign keys
+        # on, dropping the old table deletes every row that references it ON DELETE CASCADE
+        # (0009 rebuilding `agents` emptied `chat_sessions`). The pragma only takes effect
+        # outside a transaction; the references are checked before the commit instead.
+        await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        await connection.commit()
+        try:
+            async with connection.begin():
+                await connection.run_sync(run)
+                broken = (await connection.exec_driver_sql("PRAGMA foreign_key_check")).first()
+                if broken is not None:
+                    raise RuntimeError(f"the migration broke a foreign key: {tuple(broken)}")
+        finally:
+            await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            await connection.commit()
 
 
 async def upgrade_url(url: str) -> None:

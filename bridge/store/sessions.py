@@ -16,7 +16,19 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Boolean, Select, Table, Update, bindparam, case, func, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    case,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -237,6 +249,8 @@ class Activity:
 @cache
 def _activity() -> Update:
     s = SESSIONS.c
+    context = bindparam("context", type_=BigInteger())
+    fresh = context.is_not(None)
     return (
         update(SESSIONS)
         .where(s.id == bindparam("session_id"))
@@ -245,7 +259,11 @@ def _activity() -> Update:
             last_message_at=bindparam("now", type_=UTCDateTime()),
             deleted_at=case((bindparam("inbound", type_=Boolean()), None), else_=s.deleted_at),
             group_name=func.coalesce(bindparam("new_group_name"), s.group_name),
-            context_from_message_id=func.coalesce(bindparam("context"), s.context_from_message_id),
+            context_from_message_id=func.coalesce(context, s.context_from_message_id),
+            # A context starting afresh starts without the long memory of the old one.
+            summary=case((fresh, None), else_=s.summary),
+            summary_through_message_id=case((fresh, None), else_=s.summary_through_message_id),
+            summary_updated_at=case((fresh, None), else_=s.summary_updated_at),
         )
     )
 
@@ -270,8 +288,15 @@ async def record_activities(
 
 
 async def reset_context(db: AsyncSession, *, session_id: int, from_message_id: int) -> None:
+    """Start the agent's context afresh at ``from_message_id`` (``/reset``), forgetting the
+    long memory of the old one."""
     await db.execute(
         update(SESSIONS)
         .where(SESSIONS.c.id == session_id)
-        .values(context_from_message_id=from_message_id)
+        .values(
+            context_from_message_id=from_message_id,
+            summary=None,
+            summary_through_message_id=None,
+            summary_updated_at=None,
+        )
     )

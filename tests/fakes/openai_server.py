@@ -39,6 +39,15 @@ cleanly but early (no ``finish_reason``, no ``[DONE]``). Canned answers (:meth:`
 :meth:`garbage_next`, :meth:`stream_body_next`) and errors are answered as they are,
 streamed request or not.
 
+Long-memory folds: with ``fold_marker`` set, a request whose first message is a system
+message starting with it is a *fold* (the bridge asking for an updated summary). It is not
+answered from the script: it is recorded in :attr:`folds` (the summary it carried and its
+transcript lines, parsed from the user message ``"Summary so far:\n<summary or (none
+yet)>\n\nNew messages, oldest first:\n<one line a message>"``) and answered, as one JSON
+completion, with the previous summary followed by ``[line; line; ...]``: a summary that names
+exactly what it was given. :meth:`fail_folds_next` makes the next folds answer 500 instead;
+``fold_gate`` holds their answers back until the test sets it.
+
 Usage::
 
     async with FakeOpenAIServer(api_key="sk-test") as fake:
@@ -61,7 +70,7 @@ from aiohttp import web
 
 from tests.fakes.server import Canned, LocalServer, RecordedRequest
 
-__all__ = ["Cut", "EventStream", "FakeOpenAIServer", "RecordedRequest", "ScriptedCall"]
+__all__ = ["Cut", "EventStream", "FakeOpenAIServer", "Fold", "RecordedRequest", "ScriptedCall"]
 
 _MESSAGE_KEYS: Mapping[str, frozenset[str]] = {
     "system": frozenset({"role", "content", "name"}),
@@ -104,6 +113,17 @@ class ScriptedCall:
     name: str
     arguments: Any
     id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """One fold request: the summary it carried (None: ``(none yet)``), its transcript lines,
+    what the fake answered (None: it failed) and the request itself."""
+
+    previous: str | None
+    lines: tuple[str, ...]
+    answer: str | None
+    record: RecordedRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +242,16 @@ class FakeOpenAIServer(LocalServer[_Action]):
         api_key: str = "sk-fake-test-key",
         expected_model: str | None = None,
         default_reply: str = "Hello from the fake model.",
+        fold_marker: str | None = None,
     ) -> None:
         super().__init__(route="/v1/chat/completions", url_path="/v1")
+        self.fold_marker = fold_marker
+        self.folds: list[Fold] = []
+        """Every fold request, in order (see the module docstring)."""
+        self._failing_folds = 0
+        self.fold_gate: asyncio.Event | None = None
+        """When set to an event, a fold's answer (recorded in :attr:`folds` already) waits for
+        it; :meth:`stop` cuts the wait short."""
         self.api_key = api_key
         self.expected_model = expected_model
         self.default_reply = default_reply
@@ -312,6 +340,16 @@ class FakeOpenAIServer(LocalServer[_Action]):
         """The next ``count`` accepted calls answer a body that is not JSON."""
         self._garbage_next(count, body=body, status=status)
 
+    def fail_folds_next(self, count: int = 1) -> None:
+        """The next ``count`` fold requests answer 500 (answers are not affected)."""
+        self._failing_folds += count
+
+    @property
+    def answers(self) -> list[RecordedRequest]:
+        """The requests that were not folds: the answers asked for, in order."""
+        folds = {id(fold.record) for fold in self.folds}
+        return [record for record in self.requests if id(record) not in folds]
+
     def echo_request_next(self, count: int = 1, *, status: int = 500) -> None:
         """The next ``count`` accepted calls answer ``status`` with an error document that
         repeats every request header (``Authorization`` included) and the query string."""
@@ -323,6 +361,8 @@ class FakeOpenAIServer(LocalServer[_Action]):
         response = await super()._handle(request)
         if isinstance(response, EventStream):
             await response.send(request, self._stopping)
+        if isinstance(response, _FoldAnswer) and self.fold_gate is not None:
+            await _until(self._stopping, None, also=self.fold_gate)
         return response
 
     def _respond(self, request: web.Request, record: RecordedRequest) -> web.Response:
@@ -331,11 +371,58 @@ class FakeOpenAIServer(LocalServer[_Action]):
         except _Rejected as rejected:
             record.error = rejected.message
             return _error_response(rejected.status, rejected.message, code=rejected.code)
+        if self._is_fold(record.json):
+            return self._fold(record)
         echo = self._script[0] if self._script else None
         if isinstance(echo, _EchoRequest):  # needs the request itself, not only its record
             self._script.popleft()
             return _echo_response(request, echo.status)
         return self._scripted(record)
+
+    def _is_fold(self, data: dict[str, Any]) -> bool:
+        first = data["messages"][0]
+        return (
+            self.fold_marker is not None
+            and first["role"] == "system"
+            and first["content"].startswith(self.fold_marker)
+        )
+
+    def _fold(self, record: RecordedRequest) -> web.Response:
+        """Record the fold and answer it (see the module docstring)."""
+        messages = record.json["messages"]
+        if len(messages) != 2 or messages[1]["role"] != "user" or record.json.get("stream"):
+            record.error = "fake: a fold is one system and one user message, not streamed"
+            return _error_response(400, record.error)
+        head, _, transcript = messages[1]["content"].partition(f"\n\n{_FOLD_MESSAGES}\n")
+        if not head.startswith(f"{_FOLD_SUMMARY}\n") or not transcript:
+            record.error = "fake: the fold's user message does not have the expected shape"
+            return _error_response(400, record.error)
+        previous = head.removeprefix(f"{_FOLD_SUMMARY}\n")
+        lines = tuple(transcript.split("\n"))
+        if self._failing_folds:
+            self._failing_folds -= 1
+            self.folds.append(Fold(_previous(previous), lines, None, record))
+            return _error_response(500, "The server had an error while summarizing.")
+        answer = " ".join(
+            part for part in (_previous(previous), f"[{'; '.join(lines)}]") if part is not None
+        )
+        self.folds.append(Fold(_previous(previous), lines, answer, record))
+        return _FoldAnswer(
+            {
+                "id": f"chatcmpl-fake-{next(self._ids)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": record.json["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": dict(self.usage),
+            }
+        )
 
     def _check(self, request: web.Request, record: RecordedRequest) -> None:
         authorization = request.headers.get("Authorization")
@@ -459,6 +546,22 @@ class FakeOpenAIServer(LocalServer[_Action]):
         if size <= 0 or not text:
             return [text] if text else []
         return [text[start : start + size] for start in range(0, len(text), size)]
+
+
+class _FoldAnswer(web.Response):
+    """A fold's JSON answer, told apart so that :attr:`FakeOpenAIServer.fold_gate` holds it."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        super().__init__(text=json.dumps(document), content_type="application/json")
+
+
+_FOLD_SUMMARY = "Summary so far:"
+_FOLD_MESSAGES = "New messages, oldest first:"
+_NO_SUMMARY = "(none yet)"
+
+
+def _previous(text: str) -> str | None:
+    return None if text == _NO_SUMMARY else text
 
 
 def _check_messages(messages: Any) -> None:

@@ -463,6 +463,10 @@ function applyMessage(message, created) {
   if (open && open.id === message.session_id) {
     open.touched.add(message.id);
     upsertMessages([message]);
+    // A fold happens before an answer: the summary shown may have changed with the reply.
+    if (message.role === "assistant" && $("session-details").open) {
+      loadSummary().catch(reportError);
+    }
   }
   const session = state.sessions.find((s) => s.id === message.session_id);
   if (!session) {
@@ -691,6 +695,7 @@ function closeConversation() {
   $("messages").hidden = true;
   $("composer-area").hidden = true;
   $("read-only-note").hidden = true;
+  $("session-details").hidden = true;
   $("empty-state").hidden = false;
   $("message-list").replaceChildren();
   renderSessions();
@@ -703,8 +708,10 @@ function renderConversationHead() {
     $("conversation-title").textContent = "Loading…";
     $("conversation-meta").textContent = "";
     $("composer-area").hidden = true;
+    $("session-details").hidden = true;
     return;
   }
+  renderSessionDetails(session);
   $("conversation-title").textContent = sessionTitle(session);
   const who = session.participant?.display_name;
   $("conversation-meta").textContent = [sessionAgents(session), session.source_channel, who]
@@ -717,6 +724,48 @@ function renderConversationHead() {
   $("read-only-note").textContent = writable
     ? ""
     : `This conversation comes from ${session.source_channel}; it is read-only here.`;
+}
+
+/** The collapsible "Session details" of the open chat: a few facts for everyone, and for
+ *  admins the session's long memory (the summary of what the agent's window dropped), which
+ *  is fetched when the details are open. Everything goes in as text. */
+function renderSessionDetails(session) {
+  $("session-details").hidden = false;
+  const facts = [
+    ["Session", `#${session.id}`],
+    ["Agent", sessionAgents(session)],
+    ["Channel", session.source_channel],
+    ["Conversation", session.external_conv_id],
+    ["Messages", String(session.message_count)],
+    ["Started", session.created_at ? new Date(session.created_at).toLocaleString() : ""],
+  ];
+  $("session-facts").replaceChildren(
+    ...facts.flatMap(([name, value]) => [
+      el("dt", { textContent: name }),
+      el("dd", { textContent: value }),
+    ]),
+  );
+  const admin = Boolean(state.me?.is_admin);
+  $("session-memory").hidden = !admin;
+  if ($("session-memory").dataset.session !== String(session.id)) {
+    $("session-memory").dataset.session = String(session.id); // never show another chat's
+    $("session-summary").textContent = "";
+    $("session-summary-meta").textContent = "";
+  }
+  if (admin && $("session-details").open) loadSummary().catch(reportError);
+}
+
+async function loadSummary() {
+  const open = state.open;
+  if (!open || !state.me?.is_admin) return;
+  const memory = await api("GET", `/sessions/${open.id}/summary`);
+  if (state.open !== open) return; // another chat was opened meanwhile
+  const none = memory.summary === null;
+  $("session-summary").textContent = none ? "No summary yet." : memory.summary;
+  $("session-summary").classList.toggle("none", none);
+  $("session-summary-meta").textContent = none
+    ? ""
+    : `Up to message #${memory.through_message_id}, updated ${clockTime(memory.updated_at)}`;
 }
 
 function isNearBottom() {
@@ -1008,6 +1057,9 @@ function wire() {
   $("new-chat-cancel").addEventListener("click", () => $("new-chat-dialog").close());
   $("rename").addEventListener("click", guard(renameChat));
   $("delete").addEventListener("click", guard(deleteChat));
+  $("session-details").addEventListener("toggle", () => {
+    if ($("session-details").open) loadSummary().catch(reportError);
+  });
   $("back").addEventListener("click", () => (location.hash = ""));
   window.addEventListener("hashchange", guard(route));
   setInterval(renderSessions, 60_000); // keep the relative times honest

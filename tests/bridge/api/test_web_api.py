@@ -38,6 +38,7 @@ async def test_rest_round_trip_with_the_echo_agent(database_url: str) -> None:
             "name": "alice",
             "is_admin": False,
             "participant_id": (await alice.get("/me")).body["participant_id"],
+            "workspace": "default",
         }
         agents = (await alice.get("/agents")).ok()["items"]
         assert [a["slug"] for a in agents] == ["assistant"]
