@@ -13,8 +13,9 @@ import asyncpg
 
 AGENT_ROW = (
     "INSERT INTO agents (slug, name, backend, backend_options, system_prompt, history_messages,"
-    " history_chars, created_at, updated_at) VALUES ('floor', 'floor', 'echo', '{{}}', '', 20,"
-    " 12000, {now}, {now}) ON CONFLICT (slug) DO NOTHING"
+    " history_chars, workspace_id, created_at, updated_at) VALUES ('floor', 'floor', 'echo',"
+    " '{{}}', '', 20, 12000, (SELECT id FROM workspaces WHERE slug = 'default'), {now}, {now})"
+    " ON CONFLICT (slug) DO NOTHING"
 )
 SESSION_UPSERT = (
     "INSERT INTO chat_sessions (agent_id, external_conv_id, source_channel, is_group,"

@@ -6,6 +6,7 @@ Only the operator (an admin token bound to no workspace) may; every other token 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -14,10 +15,14 @@ from bridge.api.http import caller_of, read_body, respond
 from bridge.api.workspace_models import CreateWorkspace, WorkspaceList, WorkspaceOut
 from bridge.appkeys import PIPELINE, SESSIONS
 from bridge.infra.logs import log_event
+from bridge.store.messages import MessageStore
 from bridge.workspaces import store as workspaces
 from bridge.workspaces.store import SLUG, WorkspaceChange, WorkspaceError, WorkspaceInfo, unknown
 
 logger = logging.getLogger(__name__)
+
+ChangeOf = Callable[[MessageStore, str], Awaitable[WorkspaceChange]]
+"""A delete or a restore of the workspace named by its slug."""
 
 
 def _require_operator(request: web.Request) -> None:
@@ -76,23 +81,20 @@ async def create_workspace(request: web.Request) -> web.Response:
     return respond(_out(info), status=201)
 
 
-async def delete_workspace(request: web.Request) -> web.Response:
+async def _change(request: web.Request, change_of: ChangeOf, event: str) -> web.Response:
     _require_operator(request)
     slug = _path_workspace(request)
     try:
-        change = await workspaces.delete_workspace(request.config_dict[PIPELINE].store, slug)
+        change = await change_of(request.config_dict[PIPELINE].store, slug)
     except WorkspaceError as error:
         raise _api_error(error) from None
-    _log("workspace.deleted", change)
+    _log(event, change)
     return respond(_out(change.workspace))
+
+
+async def delete_workspace(request: web.Request) -> web.Response:
+    return await _change(request, workspaces.delete_workspace, "workspace.deleted")
 
 
 async def restore_workspace(request: web.Request) -> web.Response:
-    _require_operator(request)
-    slug = _path_workspace(request)
-    try:
-        change = await workspaces.restore_workspace(request.config_dict[PIPELINE].store, slug)
-    except WorkspaceError as error:
-        raise _api_error(error) from None
-    _log("workspace.restored", change)
-    return respond(_out(change.workspace))
+    return await _change(request, workspaces.restore_workspace, "workspace.restored")

@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Select, bindparam, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    FromClause,
+    Integer,
+    Select,
+    bindparam,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,23 +26,36 @@ from bridge.agents.base import HistoryMessage
 from bridge.store.models import MESSAGES, PARTICIPANTS, MessageState
 
 
+def position_of(table: FromClause) -> ColumnElement[Any]:
+    """Conversation order: a reply right after what it answers (an index matches it)."""
+    return func.coalesce(table.c.reply_to_message_id, table.c.id)
+
+
+def in_window(table: FromClause) -> tuple[ColumnElement[bool], ...]:
+    """What a window may hold: the session's user and assistant messages from the context start
+    to before the message answered, without those deleted, limited or purged. Bound by
+    ``session_id``, ``start`` and ``before``; long memory folds by the same rule."""
+    m, position = table.c, position_of(table)
+    return (
+        m.session_id == bindparam("session_id"),
+        position < bindparam("before"),
+        position >= bindparam("start"),
+        m.role.in_(("user", "assistant")),
+        m.state != MessageState.LIMITED,
+        m.deleted_at.is_(None),
+        m.purged_at.is_(None),
+    )
+
+
 @cache
 def _window() -> Select[Any]:
     """Built once; the position expression matches the index on it exactly."""
     m, p = MESSAGES.c, PARTICIPANTS.c
-    position = func.coalesce(m.reply_to_message_id, m.id)
+    position = position_of(MESSAGES)
     return (
         select(m.role, m.content, p.display_name)
         .select_from(MESSAGES.outerjoin(PARTICIPANTS, p.id == m.sender_participant_id))
-        .where(
-            m.session_id == bindparam("session_id"),
-            position < bindparam("before"),
-            position >= bindparam("start"),
-            m.role.in_(("user", "assistant")),
-            m.state != MessageState.LIMITED,
-            m.deleted_at.is_(None),
-            m.purged_at.is_(None),
-        )
+        .where(*in_window(MESSAGES))
         .order_by(position.desc(), m.id.desc())
         .limit(bindparam("limit"))
     )

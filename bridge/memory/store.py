@@ -20,17 +20,16 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    FromClause,
     Select,
     Update,
     bindparam,
-    func,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.store.models import MESSAGES, PARTICIPANTS, SESSIONS, MessageState, UTCDateTime
+from bridge.flow.history import in_window, position_of
+from bridge.store.models import MESSAGES, PARTICIPANTS, SESSIONS, UTCDateTime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,26 +73,6 @@ async def read_memory(db: AsyncSession, session_id: int) -> Remembered | None:
     )
 
 
-def _position(table: FromClause) -> ColumnElement[Any]:
-    return func.coalesce(table.c.reply_to_message_id, table.c.id)
-
-
-def _in_context(table: FromClause) -> tuple[ColumnElement[bool], ...]:
-    """The window's own conditions (:mod:`bridge.flow.history`): the session's user and
-    assistant messages from the context start to before the message answered, without those
-    deleted, limited or purged."""
-    m, position = table.c, _position(table)
-    return (
-        m.session_id == bindparam("session_id"),
-        position < bindparam("before"),
-        position >= bindparam("start"),
-        m.role.in_(("user", "assistant")),
-        m.state != MessageState.LIMITED,
-        m.deleted_at.is_(None),
-        m.purged_at.is_(None),
-    )
-
-
 @cache
 def _dropped(after_window: bool) -> Select[Any]:
     """Messages after the bookmark and before the window, oldest first.
@@ -102,14 +81,14 @@ def _dropped(after_window: bool) -> Select[Any]:
     way the window found it (newest first, ``skip`` rows down); otherwise (the newest message
     alone was longer than ``history_chars``) everything before the answered message is out."""
     m, p = MESSAGES.c, PARTICIPANTS.c
-    position = _position(MESSAGES)
+    position = position_of(MESSAGES)
     boundary: ColumnElement[Any] = bindparam("before")
     if after_window:
         held = MESSAGES.alias("held")
-        held_position = _position(held)
+        held_position = position_of(held)
         boundary = (
             select(held_position)
-            .where(*_in_context(held))
+            .where(*in_window(held))
             .order_by(held_position.desc(), held.c.id.desc())
             .limit(1)
             .offset(bindparam("skip"))
@@ -118,7 +97,7 @@ def _dropped(after_window: bool) -> Select[Any]:
     return (
         select(position.label("position"), m.role, m.content, p.display_name)
         .select_from(MESSAGES.outerjoin(PARTICIPANTS, p.id == m.sender_participant_id))
-        .where(*_in_context(MESSAGES), position > bindparam("after"), position < boundary)
+        .where(*in_window(MESSAGES), position > bindparam("after"), position < boundary)
         .order_by(position, m.id)
         .limit(bindparam("limit"))
     )
