@@ -23,11 +23,13 @@ from bridge.appkeys import (
     BACKENDS,
     CHANNELS,
     ENGINE,
+    FILES,
     METRICS,
     PIPELINE,
     SESSIONS,
     SETTINGS,
 )
+from bridge.files.factory import open_file_store
 from bridge.flow.claims import count_queued
 from bridge.flow.pipeline import Pipeline
 from bridge.infra.metrics import Metrics
@@ -60,7 +62,7 @@ def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) ->
     app[CHANNELS] = RunningChannels(
         configured=configured_channels(settings, registry or ChannelRegistry())
     )
-    app.cleanup_ctx.extend([_database, _agents, _pipeline_and_channels, _retention])
+    app.cleanup_ctx.extend([_database, _files, _agents, _pipeline_and_channels, _retention])
     setup_api(app)
     add_webhook_routes(app)
     app.router.add_get("/healthz", healthz)
@@ -78,6 +80,15 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await engine.dispose()
+
+
+async def _files(app: web.Application) -> AsyncIterator[None]:
+    store = open_file_store(app[SETTINGS].storage)
+    app[FILES] = store
+    try:
+        yield
+    finally:
+        await store.close()
 
 
 async def _agents(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridge.agents import AgentBackend
+from bridge.files.store import FileStore
 from bridge.flow.pipeline import Pipeline
 from bridge.infra.metrics import Metrics
 from bridge.ports.registry import RunningChannels
@@ -22,3 +23,4 @@ SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 AGENTS = web.AppKey("agents", AgentDirectory)
 BACKENDS: web.AppKey[Mapping[str, AgentBackend]] = web.AppKey("backends")
 PIPELINE = web.AppKey("pipeline", Pipeline)
+FILES: web.AppKey[FileStore] = web.AppKey("files")

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.access.settings import AccessSettings, LimitSettings
+from bridge.files.settings import FilesSettings, StorageSettings
 from bridge.infra.redact import redacted_url
 from bridge.memory.settings import MemorySettings
 from bridge.retention.settings import RetentionSettings
@@ -276,6 +277,8 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     a2a: A2ASettings = Field(default_factory=A2ASettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
     agents: list[AgentSettings] = Field(default_factory=_default_agents, min_length=1)
 
     @classmethod

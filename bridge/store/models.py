@@ -267,6 +267,55 @@ class ChatMessage(Base):
     counts and order hold."""
 
 
+class AttachmentState:
+    """``pending``: known from the platform, its content still to fetch; ``stored``: in the
+    file store under ``storage_key``; ``refused``: kept as metadata only (too large, a type or
+    host not allowed; ``reason`` says); ``failed``: fetching gave up (``reason`` says)."""
+
+    PENDING = "pending"
+    STORED = "stored"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+class AttachmentRow(Base):
+    """One file a message carries, in the order the message carries them."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (
+        UniqueConstraint("message_id", "position"),
+        Index(None, "agent_id", "sha256"),
+        Index(
+            "ix_attachments_pending",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("chat_messages.id", ondelete="CASCADE"))
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    storage_key: Mapped[str | None] = mapped_column(String(300))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """What the channel needs to fetch the content (its own ids or URL); only the channel that
+    wrote it reads it, and fetches only from its platform's hosts."""
+    platform_file_id: Mapped[str | None] = mapped_column(String(255))
+    """For a file sent out: the platform's id of the upload, kept before the step that shares
+    it, so an upload in doubt is looked up instead of uploaded again."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ApiToken(Base):
     """A bearer token for the HTTP API; only its SHA-256 is stored."""
 
@@ -384,3 +433,4 @@ WORKSPACES = cast(Table, Workspace.__table__)
 AGENTS = cast(Table, Agent.__table__)
 TOKENS = cast(Table, ApiToken.__table__)
 LEASES = cast(Table, JobLease.__table__)
+ATTACHMENTS = cast(Table, AttachmentRow.__table__)
