@@ -29,7 +29,7 @@ from bridge.appkeys import (
     SESSIONS,
     SETTINGS,
 )
-from bridge.files.factory import open_file_store
+from bridge.files.factory import check_storage, open_file_store
 from bridge.flow.claims import count_queued
 from bridge.flow.pipeline import Pipeline
 from bridge.infra.metrics import Metrics
@@ -57,6 +57,7 @@ def build_app(settings: Settings, *, registry: ChannelRegistry | None = None) ->
     """The whole service as one app. Raises ConfigError for a bad channel section."""
     app = web.Application(client_max_size=settings.http.max_body_bytes)
     app.on_response_prepare.append(add_security_headers)
+    check_storage(settings.storage)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[CHANNELS] = RunningChannels(
@@ -83,7 +84,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _files(app: web.Application) -> AsyncIterator[None]:
-    store = open_file_store(app[SETTINGS].storage)
+    store = await open_file_store(app[SETTINGS].storage)
     app[FILES] = store
     try:
         yield

@@ -17,6 +17,11 @@ class FileMissing(LookupError):
     """No object under that key."""
 
 
+class FileStoreError(RuntimeError):
+    """The store failed for another reason (access denied, unreachable, no bucket): one line
+    naming the operation and the key, with no secret in it."""
+
+
 def content_key(agent_id: int, sha256: str) -> str:
     key = f"agents/{agent_id}/{sha256}"
     check_key(key)
@@ -24,7 +29,7 @@ def content_key(agent_id: int, sha256: str) -> str:
 
 
 def check_key(key: str) -> None:
-    if not KEY_PATTERN.match(key):
+    if not KEY_PATTERN.fullmatch(key):  # not match: "$" would let a trailing newline in
         raise ValueError(f"not a file store key: {key!r}")
 
 

@@ -3,67 +3,52 @@ migrations can refer to them on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from bridge.store.access_tables import (
+    GRANTS,
+    NOTICES,
+    PAIRING_CODES,
+    REFUSALS,
+    AccessGrant,
+    AccessNotice,
+    PairingCode,
+    Refusal,
+)
+from bridge.store.base import NAMING_CONVENTION, Base, BigId, UTCDateTime, utcnow
 
-# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on both dialects (SQLite would hand back naive ones)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+__all__ = [
+    "GRANTS",
+    "NAMING_CONVENTION",
+    "NOTICES",
+    "PAIRING_CODES",
+    "REFUSALS",
+    "AccessGrant",
+    "AccessNotice",
+    "Base",
+    "BigId",
+    "PairingCode",
+    "Refusal",
+    "UTCDateTime",
+    "utcnow",
+]
 
 
 class Workspace(Base):
@@ -335,63 +320,6 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class AccessGrant(Base):
-    """An identity approved for an agent by pairing (``bridge access approve``): it counts as
-    listed in the agent's ``access.allow``."""
-
-    __tablename__ = "access_grants"
-    __table_args__ = (UniqueConstraint("agent_id", "identity"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
-    identity: Mapped[str] = mapped_column(String(300))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class PairingCode(Base):
-    """The one-time code an unknown user got in a DM; one live code per identity and agent."""
-
-    __tablename__ = "pairing_codes"
-    __table_args__ = (UniqueConstraint("agent_id", "identity"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    code: Mapped[str] = mapped_column(String(16), unique=True)
-    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
-    identity: Mapped[str] = mapped_column(String(300))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class Refusal(Base):
-    """Refused messages are not stored: they are counted here, per hour, for the usage API."""
-
-    __tablename__ = "refusals"
-    __table_args__ = (
-        UniqueConstraint("agent_id", "identity", "external_conv_id", "reason", "hour"),
-        Index(None, "agent_id", "hour"),
-    )
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
-    identity: Mapped[str] = mapped_column(String(300))
-    external_conv_id: Mapped[str] = mapped_column(String(255))
-    reason: Mapped[str] = mapped_column(String(32))
-    hour: Mapped[datetime] = mapped_column(UTCDateTime)
-    count: Mapped[int] = mapped_column(Integer, default=1)
-
-
-class AccessNotice(Base):
-    """A refused user was told ``denied_text`` on that UTC day: at most once a day."""
-
-    __tablename__ = "access_notices"
-
-    agent_id: Mapped[int] = mapped_column(
-        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
-    )
-    identity: Mapped[str] = mapped_column(String(300), primary_key=True)
-    day: Mapped[str] = mapped_column(String(10), primary_key=True)
-
-
 class JobLease(Base):
     """Who runs a periodic job (retention) until when: one process at a time across processes,
     taken over once the holder stops renewing. ``progress`` is the job's own bookmark."""
@@ -425,10 +353,6 @@ SESSIONS = cast(Table, ChatSession.__table__)
 PARTICIPANTS = cast(Table, Participant.__table__)
 MEMBERS = cast(Table, SessionMember.__table__)
 CHANGES = cast(Table, ChangeEvent.__table__)
-GRANTS = cast(Table, AccessGrant.__table__)
-PAIRING_CODES = cast(Table, PairingCode.__table__)
-REFUSALS = cast(Table, Refusal.__table__)
-NOTICES = cast(Table, AccessNotice.__table__)
 WORKSPACES = cast(Table, Workspace.__table__)
 AGENTS = cast(Table, Agent.__table__)
 TOKENS = cast(Table, ApiToken.__table__)
