@@ -332,6 +332,17 @@ class JobLease(Base):
     progress: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class ServiceSecret(Base):
+    """A random secret the bridge makes for itself, shared by every process on the database
+    (the first to start inserts it; the others read it): e.g. the key of signed file links."""
+
+    __tablename__ = "service_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ChangeEvent(Base):
     """A change a live client may want to see, written in the transaction that made it, so
     any process can stream it and a reconnecting client can catch up from an event id."""
@@ -358,3 +369,4 @@ AGENTS = cast(Table, Agent.__table__)
 TOKENS = cast(Table, ApiToken.__table__)
 LEASES = cast(Table, JobLease.__table__)
 ATTACHMENTS = cast(Table, AttachmentRow.__table__)
+SECRETS = cast(Table, ServiceSecret.__table__)
