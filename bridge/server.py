@@ -13,8 +13,10 @@ client (or thousands) can hold connections and buffers forever. Two deadlines cl
 - **Body** (``http.body_timeout_seconds``): a middleware reads every request body in full,
   within the deadline, before any handler runs; handlers and the channels' webhook adapters
   then get it from aiohttp's buffer through ``request.read()``/``text()``/``json()`` (and
-  ``post()`` for urlencoded forms; a multipart reader would find the stream drained, and no
-  route takes one). A body that does not arrive in time gets 408 and the connection closes.
+  ``post()`` for urlencoded forms). A body that does not arrive in time gets 408 and the
+  connection closes. The one exception is a multipart upload to a handler marked with
+  :func:`bridge.api.http.streams_multipart`: it reads the parts itself, with the same
+  deadline and its own size limit (``files.*``), so a file is never buffered twice.
 
 The CLI and the test harness both serve through :func:`serving`, so tests exercise exactly
 the configuration operators run.
@@ -31,6 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from bridge.api.errors import error_response
+from bridge.api.http import reads_own_body
 from bridge.api.routes import PREFIX
 from bridge.settings import HttpSettings
 
@@ -77,7 +80,7 @@ def body_deadline(*, timeout: float, max_bytes: int) -> Middleware:
     async def read_body_within_deadline(
         request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        if not request.can_read_body:
+        if not request.can_read_body or reads_own_body(request):
             return await handler(request)
         too_large = (413, "payload_too_large", f"the body is over {max_bytes} bytes")
         if request.content_length is not None and request.content_length > max_bytes:

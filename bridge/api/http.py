@@ -19,6 +19,10 @@ from bridge.api.tokens import Caller
 CALLER = web.RequestKey("caller", Caller)
 
 Model = TypeVar("Model", bound=BaseModel)
+Marked = TypeVar("Marked")
+
+MULTIPART = "multipart/form-data"
+_STREAMS_MULTIPART = "_streams_multipart"
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects a body may have; the API's own documents need 2.
@@ -76,3 +80,18 @@ def respond(body: BaseModel, *, status: int = 200) -> web.Response:
 
 def caller_of(request: web.Request) -> Caller:
     return request[CALLER]
+
+
+def streams_multipart(handler: Marked) -> Marked:
+    """Marks a handler that reads a ``multipart/form-data`` body itself, part by part,
+    bounded and within the body deadline (:mod:`bridge.api.uploads`): the server's body
+    middleware (:func:`bridge.server.body_deadline`) leaves such a body to it."""
+    setattr(handler, _STREAMS_MULTIPART, True)
+    return handler
+
+
+def reads_own_body(request: web.Request) -> bool:
+    """Whether the matched handler streams this request's body (a multipart upload)."""
+    return request.content_type == MULTIPART and bool(
+        getattr(request.match_info.handler, _STREAMS_MULTIPART, False)
+    )

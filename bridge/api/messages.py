@@ -1,23 +1,43 @@
-"""``/api/v1/sessions/{id}/messages``: the history, page by page, and posting to a web session."""
+"""``/api/v1/sessions/{id}/messages``: the history, page by page, and posting to a web session
+(JSON, or a multipart form with files: :mod:`bridge.api.uploads`)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from aiohttp import web
 
 from bridge.access.gate import REFUSED_TEXT
 from bridge.api.cursors import message_cursor, path_id, read_message_cursor
-from bridge.api.errors import ApiError, not_found
-from bridge.api.http import caller_of, read_body, read_query, respond
-from bridge.api.models import MessagePage, MessageQuery, PostMessage
-from bridge.api.views import find_session, message_query, message_view, messages_by_id
+from bridge.api.errors import ApiError, error_response, not_found
+from bridge.api.http import (
+    MULTIPART,
+    caller_of,
+    read_body,
+    read_query,
+    respond,
+    streams_multipart,
+)
+from bridge.api.models import MessagePage, MessageQuery, PostMessage, SessionOut
+from bridge.api.tokens import Caller
+from bridge.api.uploads import UploadLimits, read_upload
+from bridge.api.views import (
+    find_session,
+    message_query,
+    message_views,
+    messages_by_id,
+)
 from bridge.api.web_message import web_message
-from bridge.appkeys import CHANNELS, PIPELINE, SESSIONS, SETTINGS
+from bridge.appkeys import AGENTS, CHANNELS, FILES, PIPELINE, SESSIONS, SETTINGS
+from bridge.files.intake import store_received
+from bridge.infra.logs import log_event
 from bridge.ports.errors import InvalidMessage
-from bridge.ports.events import WEB_CHANNEL, IngestResult
+from bridge.ports.events import WEB_CHANNEL, Attachment, IngestResult
 from bridge.settings import AgentSettings
 from bridge.store.models import ChatMessage
+
+logger = logging.getLogger(__name__)
 
 
 def refused_error(result: IngestResult, agent: AgentSettings) -> ApiError:
@@ -43,23 +63,18 @@ async def list_messages(request: web.Request) -> web.Response:
         if before is not None:
             statement = statement.where(ChatMessage.id < before)
         rows = await db.execute(statement.order_by(ChatMessage.id.desc()).limit(query.limit + 1))
-        newest_first = [message_view(row, admin=caller_of(request).is_admin) for row in rows]
-    more = len(newest_first) > query.limit
-    page = newest_first[: query.limit][::-1]
+        newest_first = list(rows)
+        more = len(newest_first) > query.limit
+        page = await message_views(
+            db, newest_first[: query.limit][::-1], admin=caller_of(request).is_admin
+        )
     return respond(
         MessagePage(items=page, next_cursor=message_cursor(page[0].id) if more else None)
     )
 
 
-async def post_message(request: web.Request) -> web.Response:
-    """Store the user's message (idempotent on ``client_message_id``) and answer 202: the reply
-    comes over the WebSocket and in the history."""
-    session_id = path_id(request.match_info["id"])
-    body = await read_body(request, PostMessage)
-    limit = request.config_dict[SETTINGS].web.max_text_bytes
-    if len(body.text.encode()) > limit:
-        raise ApiError(422, "text_too_long", f"text: longer than {limit} bytes")
-    caller = caller_of(request)
+async def _writable_session(request: web.Request, caller: Caller, session_id: int) -> SessionOut:
+    """The web session the caller may write to; 404 or 409 otherwise."""
     async with request.config_dict[SESSIONS]() as db:
         session = await find_session(db, caller, session_id)
     if session is None:
@@ -72,16 +87,53 @@ async def post_message(request: web.Request) -> web.Response:
         raise ApiError(409, "session_deleted", "restore the session before writing to it")
     if request.config_dict[CHANNELS].get(WEB_CHANNEL, session.agent) is None:
         raise ApiError(409, "channel_disabled", f"the web channel is off for {session.agent!r}")
+    return session
+
+
+@streams_multipart
+async def post_message(request: web.Request) -> web.StreamResponse:
+    """Store the user's message (idempotent on ``client_message_id``) and answer 202: the reply
+    comes over the WebSocket and in the history. A multipart form's files are in the file
+    store before the message is ingested; its rows are written with the message, once."""
+    session_id = path_id(request.match_info["id"])
+    caller = caller_of(request)
+    attachments: tuple[Attachment, ...] = ()
+    if request.content_type == MULTIPART:
+        session = await _writable_session(request, caller, session_id)
+        try:
+            form = await read_upload(request, UploadLimits.of(request.config_dict[SETTINGS]))
+        except ApiError as error:  # the rest of the body is never read as a request
+            response = error_response(error.status, error.code, error.message)
+            response.force_close()
+            return response
+        text, client_id = form.text, form.client_message_id
+        if form.files:
+            attachments = await store_received(
+                request.config_dict[FILES],
+                agent_id=request.config_dict[AGENTS].get(session.agent).id,
+                files=form.files,
+            )
+            log_event(
+                logger,
+                "files.received",
+                session=session_id,
+                stored=sum(1 for a in attachments if a.state == "stored"),
+                refused=sum(1 for a in attachments if a.state == "refused"),
+            )
+    else:
+        body = await read_body(request, PostMessage)
+        limit = request.config_dict[SETTINGS].web.max_text_bytes
+        if len(body.text.encode()) > limit:
+            raise ApiError(422, "text_too_long", f"text: longer than {limit} bytes")
+        text, client_id = body.text, body.client_message_id
+        session = await _writable_session(request, caller, session_id)
     message = web_message(
         agent_slug=session.agent,
         external_conv_id=session.external_conv_id,
         user=caller.user,
-        text=body.text,
-        message_key=(
-            f"client:{body.client_message_id}"
-            if body.client_message_id
-            else f"server:{uuid.uuid4()}"
-        ),
+        text=text,
+        message_key=f"client:{client_id}" if client_id else f"server:{uuid.uuid4()}",
+        attachments=attachments,
     )
     try:
         result = await request.config_dict[PIPELINE].ingest(message)

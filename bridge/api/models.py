@@ -86,6 +86,20 @@ class SessionPage(_Strict):
     next_cursor: str | None
 
 
+class AttachmentOut(_Strict):
+    id: int
+    name: str
+    content_type: str | None
+    size: int | None = Field(description="In bytes; for a refused file, what was sent.")
+    sha256: str | None
+    state: Literal["pending", "stored", "refused", "failed"] = Field(
+        description="stored: `url` downloads it; refused or failed: metadata only (`reason`);"
+        " pending: a platform's file still being fetched."
+    )
+    reason: str | None
+    url: str = Field(description="`GET` it with the token: the file, for whoever sees the session.")
+
+
 class MessageOut(_Strict):
     id: int
     session_id: int
@@ -110,6 +124,7 @@ class MessageOut(_Strict):
         default=None,
         description="When retention deleted the content (kept as a tombstone: content empty).",
     )
+    attachments: list[AttachmentOut] = Field(default_factory=list, description="In order.")
 
 
 class MessagePage(_Strict):

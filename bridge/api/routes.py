@@ -9,7 +9,9 @@ from pydantic import BaseModel
 
 from bridge.api import access, asks, auth, export, live, messages, sessions, usage, workspaces
 from bridge.api.access_models import ApproveCode, Approved, GrantList, UsageQuery, UsageReport
+from bridge.api.agent_send import agent_send
 from bridge.api.errors import Handler
+from bridge.api.files import download_file
 from bridge.api.models import (
     AgentList,
     AskAgent,
@@ -26,6 +28,7 @@ from bridge.api.models import (
     SessionQuery,
     UpdateSession,
 )
+from bridge.api.send_models import AgentSend
 from bridge.api.summary import SessionSummary, get_summary
 from bridge.api.workspace_models import CreateWorkspace, WorkspaceList, WorkspaceOut
 
@@ -78,6 +81,18 @@ ROUTES = (
         body=AskAgent,
         query=AskQuery,
         errors=(400, 403, 404, 409, 413, 422, 429),
+    ),
+    Route(
+        method="POST",
+        path="/agents/{agent}/send",
+        handler=agent_send,
+        summary="The agent posts first, into a session or a channel's conversation (admin);"
+        " delivered once, like a reply; 200 for a repeated client_message_id",
+        response=MessageOut,
+        status=202,
+        also_ok=(200,),
+        body=AgentSend,
+        errors=(400, 403, 404, 409, 413, 422),
     ),
     Route(
         method="POST",
@@ -236,6 +251,14 @@ ROUTES = (
         status=202,
         body=PostMessage,
         errors=(400, 404, 409, 413, 422),
+    ),
+    Route(
+        method="GET",
+        path="/files/{id}",
+        handler=download_file,
+        summary="An attachment's bytes, as a download (who may see its session; 409: not stored)",
+        response=None,
+        errors=(404, 409),
     ),
     Route(
         method="GET",

@@ -12,10 +12,17 @@ from sqlalchemy import ColumnElement, Select, and_, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from bridge.api.models import DeliveryState, MessageOut, ParticipantOut, SessionOut
+from bridge.api.models import (
+    AttachmentOut,
+    DeliveryState,
+    MessageOut,
+    ParticipantOut,
+    SessionOut,
+)
 from bridge.api.tokens import Caller
 from bridge.infra.redact import reason_of, redact
 from bridge.store.models import (
+    ATTACHMENTS,
     Agent,
     ChatMessage,
     ChatSession,
@@ -143,7 +150,51 @@ def _error(message: ChatMessage, *, admin: bool) -> str | None:
     return reason_of(message.last_error) or fallback
 
 
-def message_view(row: Any, *, admin: bool = False) -> MessageOut:
+FILES_PATH = "/api/v1/files/{id}"
+"""Where an attachment downloads (:mod:`bridge.api.files`)."""
+
+
+async def attachments_of(
+    db: AsyncSession, message_ids: Collection[int]
+) -> dict[int, list[AttachmentOut]]:
+    """The files of these messages, in order, in one statement on the index that leads
+    with ``message_id`` (none for no messages)."""
+    if not message_ids:
+        return {}
+    a = ATTACHMENTS.c
+    rows = await db.execute(
+        select(a.id, a.message_id, a.name, a.content_type, a.size, a.sha256, a.state, a.reason)
+        .where(a.message_id.in_(list(message_ids)))
+        .order_by(a.message_id, a.position)
+    )
+    found: dict[int, list[AttachmentOut]] = {}
+    for row in rows:
+        found.setdefault(row.message_id, []).append(
+            AttachmentOut(
+                id=row.id,
+                name=row.name,
+                content_type=row.content_type,
+                size=row.size,
+                sha256=row.sha256,
+                state=row.state,
+                reason=row.reason,
+                url=FILES_PATH.format(id=row.id),
+            )
+        )
+    return found
+
+
+async def message_views(
+    db: AsyncSession, rows: Sequence[Any], *, admin: bool = False
+) -> list[MessageOut]:
+    """:func:`message_view` of each row of :func:`message_query`, with their files."""
+    files = await attachments_of(db, [row[0].id for row in rows])
+    return [message_view(row, admin=admin, attachments=files.get(row[0].id, [])) for row in rows]
+
+
+def message_view(
+    row: Any, *, admin: bool = False, attachments: list[AttachmentOut] | None = None
+) -> MessageOut:
     """``admin`` shows the failure detail in ``error``; shared views (live events) leave it
     out."""
     message: ChatMessage = row[0]
@@ -164,12 +215,13 @@ def message_view(row: Any, *, admin: bool = False) -> MessageOut:
         edited_at=message.edited_at,
         deleted_at=message.deleted_at,
         purged_at=message.purged_at,
+        attachments=[] if message.purged_at is not None else attachments or [],
     )
 
 
 async def messages_by_id(db: AsyncSession, ids: Collection[int]) -> dict[int, MessageOut]:
-    rows = await db.execute(message_query().where(ChatMessage.id.in_(list(ids))))
-    return {view.id: view for view in map(message_view, rows)}
+    rows = list(await db.execute(message_query().where(ChatMessage.id.in_(list(ids)))))
+    return {view.id: view for view in await message_views(db, rows)}
 
 
 async def scoped_messages_by_id(
@@ -184,7 +236,9 @@ async def scoped_messages_by_id(
         .join(Agent, Agent.id == ChatSession.agent_id)
         .where(ChatMessage.id.in_(list(ids)))
     )
-    return {row[0].id: (message_view(row), int(row[2])) for row in rows}
+    found = list(rows)
+    views = await message_views(db, found)
+    return {view.id: (view, int(row[2])) for view, row in zip(views, found, strict=True)}
 
 
 async def session_scopes(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from bridge.a2a.chains import ChainStopped, Hop, check_budget
 from bridge.access.gate import AccessGate
 from bridge.access.limits import LimitCheck, check_limits, lock_counted
+from bridge.files.rows import check_attachments
 from bridge.flow.batching import GroupCommit
 from bridge.flow.ingest_rows import Inbound, engaged_sessions, insert_messages, senders_of
 from bridge.infra.logs import log_event
@@ -56,6 +57,7 @@ def _validate(message: InboundMessage) -> None:
             raise InvalidMessage(f"{name} is longer than {MAX_ID_LENGTH} characters")
     if not message.text.strip() and not message.attachments:
         raise InvalidMessage("the message has neither text nor attachments")
+    check_attachments(message.attachments)
 
 
 IGNORED = IngestResult(session_id=0, message_id=0, duplicate=False, ignored=True)

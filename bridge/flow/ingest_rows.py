@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, select, tuple_
 
 from bridge.access.limits import Limited, limit_error
+from bridge.files.rows import attachment_rows, insert_attachments, summary
 from bridge.flow.claims import ANSWER, DELIVER
 from bridge.flow.outgoing import Outgoing, store_outgoing
 from bridge.ports.events import InboundMessage, IngestResult, storable_text
@@ -91,8 +92,9 @@ async def insert_messages(
 ) -> list[IngestResult]:
     """The messages as *pending* (*limited* where a limit stops them), in one statement; a
     message already stored (or repeated within the batch) is a duplicate with the stored id.
-    Counts them on their sessions, starting an idle session's context afresh at its first new
-    message."""
+    A new message's files get their ``attachments`` rows in the same transaction (a
+    duplicate's are there already). Counts them on their sessions, starting an idle session's
+    context afresh at its first new message."""
     rows = []
     for index, item in enumerate(batch):
         message, chain, limit = item.message, item.message.chain, limited[index]
@@ -107,7 +109,7 @@ async def insert_messages(
                 state=MessageState.PENDING if limit is None else MessageState.LIMITED,
                 now=writes.now,
                 external_message_id=message.external_message_id or None,
-                attachments=[asdict(a) for a in message.attachments],
+                attachments=[summary(a) for a in message.attachments],
                 chain_origin_id=chain.origin_message_id if chain else None,
                 chain_hops=chain.hops if chain else 0,
                 last_error=None if limit is None else limit_error(limit.kind),
@@ -120,6 +122,20 @@ async def insert_messages(
         if message_id is None
     ]
     existing = await writes.existing_messages(duplicates)
+    await insert_attachments(
+        writes.db,
+        (
+            row
+            for item, message_id in zip(batch, ids, strict=True)
+            if message_id is not None and item.message.attachments
+            for row in attachment_rows(
+                message_id=message_id,
+                agent_id=item.agent.id,
+                attachments=item.message.attachments,
+                now=writes.now,
+            )
+        ),
+    )
     activities: dict[int, Activity] = {}
     results = []
     notes: list[Outgoing] = []

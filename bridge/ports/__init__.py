@@ -12,9 +12,11 @@ from bridge.ports.contract import (
     Channels,
     ChannelStatus,
     Dispatch,
+    PostAddress,
+    PostingChannel,
     WebhookChannel,
 )
-from bridge.ports.errors import DeliveryError, InvalidMessage, UnknownAgent
+from bridge.ports.errors import CannotPost, DeliveryError, InvalidMessage, UnknownAgent
 from bridge.ports.events import (
     MAX_ID_LENGTH,
     Attachment,
@@ -33,6 +35,7 @@ from bridge.ports.live import Draft, LiveChannel, LiveReply
 __all__ = [
     "MAX_ID_LENGTH",
     "Attachment",
+    "CannotPost",
     "Capabilities",
     "ChainLink",
     "Channel",
@@ -50,6 +53,8 @@ __all__ = [
     "LiveChannel",
     "LiveReply",
     "MessageEdit",
+    "PostAddress",
+    "PostingChannel",
     "Reply",
     "ReplyOutcome",
     "Sender",

@@ -8,11 +8,19 @@ process. Every agent has both unless its section says ``enabled = false``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from bridge.ports.contract import Capabilities, ChannelContext, ChannelPlugin, ChannelStatus
+from bridge.ports.contract import (
+    Capabilities,
+    ChannelContext,
+    ChannelPlugin,
+    ChannelStatus,
+    PostAddress,
+)
+from bridge.ports.errors import CannotPost
 from bridge.ports.events import AGENT_CHANNEL, WEB_CHANNEL, Reply
 
 
@@ -38,6 +46,28 @@ class StoredOnlyChannel:
 
     def mention_id(self) -> str | None:
         return None
+
+    def post_address(
+        self,
+        *,
+        external_conv_id: str,
+        thread: str | None,
+        last_target: Mapping[str, str] | None,
+    ) -> PostAddress:
+        """A web conversation is ``web:{uuid}`` and needs no target (its messages live in the
+        database); direct asks are started by the asking agent, never posted to first."""
+        if self.name != WEB_CHANNEL:
+            raise CannotPost(f"the {self.name} channel takes no posts; ask the agent instead")
+        if thread:
+            raise CannotPost("the web channel has no threads")
+        prefix, _, rest = external_conv_id.partition(":")
+        try:
+            valid = prefix == WEB_CHANNEL and str(uuid.UUID(rest)) == rest
+        except ValueError:
+            valid = False
+        if not valid:
+            raise CannotPost(f"a web conversation id is web:{{uuid}}, not {external_conv_id!r}")
+        return PostAddress(external_conv_id=external_conv_id, reply_target={})
 
 
 def _stored_only(name: str, capabilities: Capabilities) -> ChannelPlugin[NoSettings]:

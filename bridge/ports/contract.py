@@ -9,7 +9,7 @@ imports a platform SDK.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, overload, runtime_checkable
 
@@ -74,6 +74,38 @@ class Channel(Protocol):
     def mention_id(self) -> str | None:
         """This agent's own user id on the platform, so another agent's text can mention it
         natively; None when the platform has no mentions or the id is not known yet."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostAddress:
+    """Where a message an agent starts goes: the session's conversation, named as the
+    channel's own inbound messages name it (so the people's answers land in the same session),
+    and the reply target the channel's ``send`` gets back on the :class:`Reply`."""
+
+    external_conv_id: str
+    reply_target: dict[str, str]
+    is_group: bool = False
+    parent_conv_id: str | None = None
+    """A thread's conversation: its session hangs under this one's."""
+
+
+@runtime_checkable
+class PostingChannel(Channel, Protocol):
+    """A channel an agent can post to first (``POST /api/v1/agents/{agent}/send``)."""
+
+    def post_address(
+        self,
+        *,
+        external_conv_id: str,
+        thread: str | None,
+        last_target: Mapping[str, str] | None,
+    ) -> PostAddress:
+        """Where to post in ``external_conv_id`` (in ``thread``, if given). ``last_target`` is
+        the reply target the conversation's latest message went with, when the bridge has one:
+        the channel may reuse what only the platform could tell it (a DM's channel, a message
+        to reply under). Pure, no I/O; raises CannotPost for a conversation it cannot post to.
+        """
         ...
 
 

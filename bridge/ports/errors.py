@@ -11,6 +11,11 @@ class UnknownAgent(LookupError):
     """No agent has that slug."""
 
 
+class CannotPost(ValueError):
+    """The channel cannot post to that conversation first (an id it does not know how to
+    address, a platform it cannot start a conversation on); nothing was stored."""
+
+
 class DeliveryError(Exception):
     """A send that did not go through.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 ParticipantKind = Literal["user", "agent"]
 
@@ -47,12 +47,30 @@ class Sender:
     kind: ParticipantKind = "user"
 
 
+AttachmentStateName = Literal["pending", "stored", "refused", "failed"]
+"""As ``bridge.store.models.AttachmentState``."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Attachment:
+    """A file a message carries, as one ``attachments`` row once the message is stored.
+
+    A platform channel gives what the platform says (``name``, ``mime_type``, ``size``,
+    ``url``) and in ``source`` what it needs to fetch the content later: ``pending``. The web
+    channel has the content in the file store already: ``stored``, with ``sha256`` and the
+    ``storage_key`` made by :func:`bridge.files.store.content_key`. ``refused``/``failed``:
+    metadata only, ``reason`` says why. ``mime_type`` is the row's ``content_type``."""
+
     name: str
     mime_type: str | None = None
     size: int | None = None
     url: str | None = None
+    sha256: str | None = None
+    storage_key: str | None = None
+    state: AttachmentStateName = "pending"
+    reason: str | None = None
+    source: Mapping[str, Any] = field(default_factory=dict)
+    """Only the channel that wrote it reads it (its own ids; fetched from its hosts only)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,6 +25,7 @@ from bridge.ports.errors import DeliveryError, InvalidMessage
 from bridge.ports.events import Attachment, MessageEdit, Reply
 from bridge.ports.live import Draft, LiveReply
 from channels.discord.inbound import CHANNEL, Ignored, SeenMessage, classify, without_bot_mention
+from channels.discord.inbound import post_address as discord_post_address
 from channels.discord.live import DONE, WORKING, DiscordLiveReply, deliver, react
 from channels.discord.settings import DiscordChannelSettings
 
@@ -73,6 +74,7 @@ def use_endpoints(settings: DiscordChannelSettings) -> None:
 
 class DiscordChannel:
     name = CHANNEL
+    post_address = staticmethod(discord_post_address)  # pure: conversation -> target
 
     def __init__(
         self,

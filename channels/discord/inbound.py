@@ -4,9 +4,12 @@ to ignore it. Pure: no I/O, no discord.py types, so every rule is tested directl
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bridge.ports.contract import PostAddress
+from bridge.ports.errors import CannotPost
 from bridge.ports.events import Attachment, InboundMessage, Sender
 
 CHANNEL = "discord"
@@ -95,4 +98,44 @@ def classify(
         f"{CHANNEL}:{seen.guild_id}:{seen.channel_id}",
         is_group=True,
         group_name=group_name(seen.channel_name, seen.guild_name),
+    )
+
+
+def _snowflake(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 20
+
+
+def post_address(
+    *, external_conv_id: str, thread: str | None, last_target: Mapping[str, str] | None
+) -> PostAddress:
+    """Where an agent posts first: ``discord:{guild}:{channel}``, or a thread (``thread``: its
+    channel id) under it; ``discord:dm:{user}`` only once the person has written to the bot,
+    because a DM is posted to by its own channel id, which only a message in it tells."""
+    parts = external_conv_id.split(":")
+    if len(parts) != 3 or parts[0] != CHANNEL or not _snowflake(parts[2]):
+        raise CannotPost(
+            "a Discord conversation id is discord:{guild}:{channel} or discord:dm:{user}"
+        )
+    guild, channel = parts[1], parts[2]
+    if guild == "dm":
+        dm_channel = (last_target or {}).get("channel_id")
+        if thread or not dm_channel:
+            raise CannotPost("the bot can post to a Discord DM only after the person wrote there")
+        return PostAddress(
+            external_conv_id=external_conv_id,
+            reply_target={"channel_id": dm_channel, "guild_id": ""},
+        )
+    if not _snowflake(guild) or (thread is not None and not _snowflake(thread)):
+        raise CannotPost("Discord guild, channel and thread ids are numbers (snowflakes)")
+    if thread:
+        return PostAddress(
+            external_conv_id=f"{CHANNEL}:{guild}:{thread}",
+            reply_target={"channel_id": thread, "guild_id": guild},
+            is_group=True,
+            parent_conv_id=external_conv_id,
+        )
+    return PostAddress(
+        external_conv_id=external_conv_id,
+        reply_target={"channel_id": channel, "guild_id": guild},
+        is_group=True,
     )

@@ -15,7 +15,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from aiohttp import web
 
 from bridge.infra.logs import log_event
 from bridge.infra.tasks import cancel_and_wait
-from bridge.ports.contract import ChannelContext, ChannelStatus
+from bridge.ports.contract import ChannelContext, ChannelStatus, PostAddress
 from bridge.ports.errors import DeliveryError, InvalidMessage
 from bridge.ports.events import MAX_ID_LENGTH, ConversationChange, Reply, storable_text
 from bridge.ports.live import Draft, LiveReply
@@ -43,6 +43,7 @@ from channels.feishu.inbound import (
     conversation_id,
     created_at,
     is_storable,
+    post_address,
     read_message,
     to_inbound,
 )
@@ -126,6 +127,18 @@ class FeishuChannel:
     def mention_id(self) -> str | None:
         """The bot's open_id, for another agent's reply to mention this one; None until known."""
         return self._bot_open_id
+
+    def post_address(
+        self,
+        *,
+        external_conv_id: str,
+        thread: str | None,
+        last_target: Mapping[str, str] | None,
+    ) -> PostAddress:
+        """See :func:`~channels.feishu.inbound.post_address`."""
+        return post_address(
+            external_conv_id=external_conv_id, thread=thread, last_target=last_target
+        )
 
     async def _prefetch_identity(self) -> None:
         try:

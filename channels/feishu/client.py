@@ -202,6 +202,22 @@ class FeishuClient:
         )
         return dict(body["data"])
 
+    async def send(
+        self, *, chat_id: str, msg_type: str, content: dict[str, Any], uuid: str
+    ) -> dict[str, Any]:
+        """A new message in the chat (not a reply); the same ``uuid`` within the hour returns
+        the message that first used it, as :meth:`reply` does."""
+        payload: dict[str, Any] = {
+            "receive_id": chat_id,
+            "msg_type": msg_type,
+            "content": json.dumps(content, ensure_ascii=False),
+            "uuid": uuid,
+        }
+        body = await self.call(
+            "POST", MESSAGES, payload=payload, params={"receive_id_type": "chat_id"}
+        )
+        return dict(body["data"])
+
     async def message(self, message_id: str) -> dict[str, Any]:
         body = await self.call("GET", f"{MESSAGES}/{quote(message_id, safe='')}")
         items = body.get("data", {}).get("items") or [{}]

@@ -52,6 +52,14 @@ async def _post(
 ) -> str | LiveCard:
     """Reply ``part`` as a post: its message id, or the live card its uuid had sent."""
     target = reply.reply_target
+    if not target.get("message_id"):  # an agent posting first: a new message in the chat
+        message = await client.send(
+            chat_id=target["chat_id"],
+            msg_type="post",
+            content=post_content(part),
+            uuid=f"{reply.delivery_key}-{index}",
+        )
+        return str(message["message_id"])
     message = await client.reply(
         message_id=target["message_id"],
         msg_type="post",

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
+from bridge.ports.contract import PostAddress
+from bridge.ports.errors import CannotPost
 from bridge.ports.events import MAX_ID_LENGTH, Attachment, InboundMessage, Sender
 
 CHANNEL = "feishu"
@@ -202,6 +204,32 @@ def message_text(message: FeishuMessage, bot_open_id: str) -> tuple[str, list[At
 
 def conversation_id(chat_id: str, thread_id: str | None = None) -> str:
     return f"{CHANNEL}:{chat_id}:{thread_id}" if thread_id else f"{CHANNEL}:{chat_id}"
+
+
+def post_address(
+    *, external_conv_id: str, thread: str | None, last_target: Mapping[str, str] | None
+) -> PostAddress:
+    """Where an agent posts first: ``feishu:{chat_id}`` gets a new message in the chat (sent
+    by ``chat_id``). Feishu posts into a thread only as a reply in it, so a thread
+    (``feishu:{chat_id}:{thread_id}``, or ``thread``) needs a message the bot saw there."""
+    parts = external_conv_id.split(":")
+    if len(parts) not in (2, 3) or parts[0] != CHANNEL or not all(map(is_storable, parts[1:])):
+        raise CannotPost("a Feishu conversation id is feishu:{chat_id}[:{thread_id}]")
+    chat_id, embedded = parts[1], (parts[2] if len(parts) == 3 else None)
+    if embedded and thread and embedded != thread:
+        raise CannotPost("the conversation id and thread name two different threads")
+    thread = embedded or thread or None
+    if thread is None:
+        return PostAddress(external_conv_id=external_conv_id, reply_target={"chat_id": chat_id})
+    under = (last_target or {}).get("message_id")
+    if not under:
+        raise CannotPost("Feishu posts in a thread only as a reply: the bot has no message there")
+    return PostAddress(
+        external_conv_id=conversation_id(chat_id, thread),
+        reply_target={"message_id": under, "in_thread": "1"},
+        is_group=True,
+        parent_conv_id=conversation_id(chat_id),
+    )
 
 
 def to_inbound(

@@ -11,14 +11,20 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from bridge.ports import Capabilities, ChannelContext, ChannelPlugin, ChannelStatus
-from bridge.ports.errors import DeliveryError
+from bridge.ports import (
+    Capabilities,
+    ChannelContext,
+    ChannelPlugin,
+    ChannelStatus,
+    PostAddress,
+)
+from bridge.ports.errors import CannotPost, DeliveryError
 from bridge.ports.events import InboundMessage, IngestResult, Reply, Sender
 from bridge.ports.live import Draft, LiveReply
 
@@ -64,6 +70,28 @@ class MemoryChannel:
 
     def mention_id(self) -> str | None:
         return None
+
+    def post_address(
+        self,
+        *,
+        external_conv_id: str,
+        thread: str | None,
+        last_target: Mapping[str, str] | None,
+    ) -> PostAddress:
+        """Any ``inmemory:…`` conversation; a thread is its own conversation under it."""
+        if not external_conv_id.startswith(f"{NAME}:") or len(external_conv_id) == len(NAME) + 1:
+            raise CannotPost("an inmemory conversation id starts with 'inmemory:'")
+        if thread:
+            conversation = f"{external_conv_id}:{thread}"
+            return PostAddress(
+                external_conv_id=conversation,
+                reply_target={"conversation": conversation},
+                is_group=True,
+                parent_conv_id=external_conv_id,
+            )
+        return PostAddress(
+            external_conv_id=external_conv_id, reply_target={"conversation": external_conv_id}
+        )
 
     async def begin(self, draft: Draft) -> LiveReply:
         self.begun.append(draft)

@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -31,14 +31,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.infra.logs import log_event
-from bridge.ports.contract import ChannelContext, ChannelStatus
-from bridge.ports.errors import DeliveryError, InvalidMessage, UnknownAgent
+from bridge.ports.contract import ChannelContext, ChannelStatus, PostAddress
+from bridge.ports.errors import CannotPost, DeliveryError, InvalidMessage, UnknownAgent
 from bridge.ports.events import InboundMessage, Reply, Sender
 from bridge.ports.live import Draft, LiveReply
 from channels.names import NameLookup
 from channels.slack.calls import SlackCalls
 from channels.slack.final import FinalDelivery
-from channels.slack.inbound import BotIdentity, Ignored, Rules, classify
+from channels.slack.inbound import BotIdentity, Ignored, Rules, classify, post_address
 from channels.slack.live import SlackLive, StatusShown
 from channels.slack.settings import SlackChannelSettings
 
@@ -182,6 +182,24 @@ class SlackChannel:
         """The bot user id from ``auth.test``: another agent's text mentions this one as
         ``<@id>``. None until a start has authenticated."""
         return self._identity.user_id if self._identity is not None else None
+
+    def post_address(
+        self,
+        *,
+        external_conv_id: str,
+        thread: str | None,
+        last_target: Mapping[str, str] | None,
+    ) -> PostAddress:
+        """``slack:{team}:{channel}[:{thread_ts}]`` of the bot's own team (known once
+        ``auth.test`` has answered); see :func:`~channels.slack.inbound.post_address`."""
+        if self._identity is None:
+            raise CannotPost(f"the Slack channel is not connected ({self._problem})")
+        return post_address(
+            external_conv_id=external_conv_id,
+            thread=thread,
+            team=self._identity.team_id,
+            thread_replies=self._settings.thread_replies,
+        )
 
     def _build_bolt(self) -> AsyncApp:
         identity = self._identity

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.ports.contract import PostAddress
+from bridge.ports.errors import CannotPost
 from bridge.ports.events import Attachment, InboundMessage, MessageEdit, Sender
 
 CHANNEL = "slack"
@@ -66,6 +68,48 @@ def place_of(
         root = thread_ts or ts
         return Place(conversation=f"{base}:{root}", parent=base, reply_thread_ts=root, is_dm=False)
     return Place(conversation=base, parent=None, reply_thread_ts=thread_ts, is_dm=False)
+
+
+def post_address(
+    *, external_conv_id: str, thread: str | None, team: str, thread_replies: bool
+) -> PostAddress:
+    """Where an agent posts first: ``slack:{team}:{channel}`` (a ``D…`` channel is a DM), in
+    a thread when ``thread`` (a message ts) is given or the id ends in one. The conversation is
+    named as :func:`place_of` names it, so the people's answers land in the same session."""
+    parts = external_conv_id.split(":")
+    if len(parts) not in (3, 4) or parts[0] != CHANNEL:
+        raise CannotPost("a Slack conversation id is slack:{team}:{channel}[:{thread_ts}]")
+    if parts[1] != team:
+        raise CannotPost(f"the bot is in Slack team {team}, not {parts[1]!r}")
+    channel = parts[2]
+    if not _is_id(channel):
+        raise CannotPost(f"{channel!r} is not a Slack channel id")
+    embedded = parts[3] if len(parts) == 4 else None
+    if embedded and thread and embedded != thread:
+        raise CannotPost("the conversation id and thread name two different threads")
+    root = embedded or thread or None
+    if root is not None and not _is_ts(root):
+        raise CannotPost(f"thread {root!r} is not a Slack message ts (1700000000.000100)")
+    dm = channel.startswith("D")
+    if root is None:
+        where = Place(
+            conversation=f"{CHANNEL}:{team}:{channel}", parent=None, reply_thread_ts=None, is_dm=dm
+        )
+    else:
+        where = place_of(
+            team=team,
+            channel=channel,
+            ts=root,
+            thread_ts=root,
+            dm=dm,
+            thread_replies=thread_replies,
+        )
+    return PostAddress(
+        external_conv_id=where.conversation,
+        reply_target={"channel": channel, "thread_ts": where.reply_thread_ts or ""},
+        is_group=not dm,
+        parent_conv_id=where.parent,
+    )
 
 
 def strip_mention(text: str, bot_user_id: str) -> str:

@@ -2,7 +2,9 @@
 // The bridge's chat page: plain DOM code, no framework and no build step, so it can be served
 // straight from the package. It talks to /api/v1 with fetch and keeps itself current through
 // one WebSocket. User-supplied text only ever goes into the page through textContent, except
-// agents' replies, which are Markdown: see renderMarkdown (marked, then DOMPurify).
+// agents' replies, which are Markdown: see renderMarkdown (marked, then DOMPurify). Files are
+// fetched with the token (never by a plain link, which would have none): images shown inline
+// as data: URLs, others saved as downloads; their names are text.
 
 const API = "/api/v1";
 const TOKEN_KEY = "bridge.token";
@@ -29,6 +31,8 @@ const state = {
   fetchingSessions: new Set(), // ids being fetched because a live event named them
   open: null, // the conversation shown: {id, session, messages: Map by id, cursor, touched}
   seen: loadSeen(),
+  chosenFiles: [], // File objects picked for the next message of the open chat
+  images: new Map(), // attachment id -> {src, promise}: each inline image fetched once
 };
 
 // ---------------------------------------------------------------------------------------
@@ -198,11 +202,12 @@ const guard = (fn) => (...args) => fn(...args).catch(reportError);
 async function api(method, path, body) {
   const token = state.token;
   const headers = { Authorization: `Bearer ${token}` };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const form = body instanceof FormData; // the browser sets its multipart Content-Type
+  if (body !== undefined && !form) headers["Content-Type"] = "application/json";
   const response = await fetch(API + path, {
     method,
     headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: body === undefined || form ? body : JSON.stringify(body),
   });
   const data = await response.json().catch(() => null);
   if (response.status === 401) {
@@ -294,6 +299,7 @@ function signOut({ retry = false } = {}) {
   state.sessionsCursor = null;
   state.listGeneration += 1;
   state.agents = null;
+  state.images.clear();
   closeConversation();
   renderSessions();
   if (newer) {
@@ -665,6 +671,7 @@ async function openSession(id) {
     drafts: new Map(), // message id -> the text so far of the reply to it (message.delta)
   };
   state.open = open;
+  chooseFiles([]); // files picked for another chat are not sent to this one
   $("empty-state").hidden = true;
   $("messages").hidden = false;
   $("message-list").replaceChildren();
@@ -919,7 +926,119 @@ function messageElement(message) {
       status,
     ),
     messageContent(message),
+    attachmentsElement(message),
   );
+}
+
+// ---------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------
+
+// The types the server serves as themselves (never SVG, which can carry script).
+const INLINE_IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
+
+function formatSize(bytes) {
+  if (bytes === null || bytes === undefined) return "";
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** A file's bytes, fetched with the token (a plain link or <img src> would carry none). */
+async function fetchFile(file) {
+  const response = await fetch(file.url, { headers: { Authorization: `Bearer ${state.token}` } });
+  if (!response.ok) {
+    const data = await response.json().catch(() => null);
+    const message = data?.error?.message ?? `${response.status} ${response.statusText}`;
+    throw new ApiError(`${file.name}: ${message}`, response.status, data?.error?.code);
+  }
+  return response.blob();
+}
+
+const dataUrl = (blob) =>
+  new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+
+/** Fill ``img`` with the image; fetched once per page, since the list is redrawn often. */
+function showImage(img, file) {
+  let entry = state.images.get(file.id);
+  if (!entry) {
+    entry = { src: null, promise: null };
+    entry.promise = fetchFile(file)
+      .then(dataUrl)
+      .then((src) => (entry.src = src))
+      .catch((error) => {
+        state.images.delete(file.id); // a later redraw tries again
+        throw error;
+      });
+    state.images.set(file.id, entry);
+  }
+  if (entry.src) img.src = entry.src;
+  else entry.promise.then((src) => (img.src = src)).catch(reportError);
+}
+
+async function download(file) {
+  const url = URL.createObjectURL(await fetchFile(file));
+  const link = el("a", { href: url, download: file.name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+function attachmentElement(file) {
+  const dataset = { attachmentId: String(file.id), state: file.state };
+  if (file.state !== "stored") {
+    const why = file.state === "pending" ? "not fetched yet" : file.reason || file.state;
+    return el("li", {
+      className: "attachment not-kept",
+      dataset,
+      textContent: `${file.name} (${why})`,
+    });
+  }
+  if (INLINE_IMAGES.has(file.content_type)) {
+    const img = el("img", { alt: file.name, title: file.name });
+    showImage(img, file);
+    return el("li", { className: "attachment image", dataset }, img);
+  }
+  const button = el("a", { href: "#", className: "download", textContent: file.name });
+  button.addEventListener("click", (event) => {
+    event.preventDefault();
+    download(file).catch(reportError);
+  });
+  return el(
+    "li",
+    { className: "attachment file", dataset },
+    button,
+    el("span", { className: "meta", textContent: ` ${formatSize(file.size)}` }),
+  );
+}
+
+function attachmentsElement(message) {
+  const files = message.attachments ?? [];
+  if (!files.length) return null;
+  return el("ul", { className: "attachments" }, ...files.map(attachmentElement));
+}
+
+/** The files to send with the next message, listed (by name, as text) above the composer. */
+function chooseFiles(files) {
+  state.chosenFiles = files;
+  const items = files.map((file, index) => {
+    const remove = el("button", {
+      type: "button",
+      title: "Remove",
+      ariaLabel: `Remove ${file.name}`,
+      textContent: "×",
+    });
+    remove.addEventListener("click", () => chooseFiles(files.filter((_, i) => i !== index)));
+    return el("li", {}, `${file.name} (${formatSize(file.size)})`, remove);
+  });
+  $("chosen-files").replaceChildren(...items);
+  $("chosen-files").hidden = !files.length;
 }
 
 async function loadOlder() {
@@ -941,10 +1060,18 @@ async function loadOlder() {
 async function send() {
   const open = state.open;
   const text = $("composer").value;
-  if (!open || !text.trim() || $("send").disabled) return;
+  const files = state.chosenFiles;
+  if (!open || (!text.trim() && !files.length) || $("send").disabled) return;
   const path = `/sessions/${open.id}/messages`;
   // One id for both tries: if the first POST did arrive, the server keeps one copy.
-  const body = { text, client_message_id: newId() };
+  let body = { text, client_message_id: newId() };
+  if (files.length) {
+    const form = new FormData();
+    form.append("text", text);
+    form.append("client_message_id", body.client_message_id);
+    for (const file of files) form.append("file", file, file.name);
+    body = form;
+  }
   $("send").disabled = true;
   try {
     let message;
@@ -955,6 +1082,7 @@ async function send() {
       message = await api("POST", path, body);
     }
     $("composer").value = "";
+    if (state.chosenFiles === files) chooseFiles([]);
     if (state.open === open) upsertMessages([message], { scroll: "bottom" });
   } finally {
     $("send").disabled = false;
@@ -1052,6 +1180,11 @@ function wire() {
     }
   });
   $("send").addEventListener("click", guard(send));
+  $("attach").addEventListener("click", () => $("file-input").click());
+  $("file-input").addEventListener("change", () => {
+    chooseFiles([...state.chosenFiles, ...$("file-input").files]);
+    $("file-input").value = ""; // the same file may be picked again
+  });
   $("new-chat").addEventListener("click", guard(openNewChatDialog));
   $("new-chat-form").addEventListener("submit", guard(createChat));
   $("new-chat-cancel").addEventListener("click", () => $("new-chat-dialog").close());

@@ -33,7 +33,8 @@ JSON_ROUTES = [route for route in ROUTES if route.method in ("POST", "PATCH", "P
 
 
 def _path(route: Route, session_id: int) -> str:
-    return route.path.replace("{id}", str(session_id)).replace("{to}", "assistant")
+    path = route.path.replace("{id}", str(session_id))
+    return path.replace("{to}", "assistant").replace("{agent}", "assistant")
 
 
 async def _stored(bridge: RunningBridge) -> tuple[int, int]:

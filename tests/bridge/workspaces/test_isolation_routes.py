@@ -66,6 +66,10 @@ def bodies(route: Route, globex: Globex, *, real: bool) -> dict[str, Any] | None
         return None
     known: dict[str, dict[str, Any]] = {
         "AskAgent": {"from_agent": "acme-bot", "text": "walked here"},
+        "AgentSend": {
+            "session_id": min(globex.session_ids) if real else int(MISSING_ID),
+            "text": "walked here",
+        },
         "CreateSession": {"agent": "globex-bot" if real else "ghost-bot", "title": "walk"},
         "UpdateSession": {"title": "renamed by acme"},
         "PostMessage": {"text": "acme was here"},
