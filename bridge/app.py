@@ -23,13 +23,16 @@ from bridge.appkeys import (
     BACKENDS,
     CHANNELS,
     ENGINE,
+    FILE_LINKS,
     FILES,
     METRICS,
     PIPELINE,
     SESSIONS,
     SETTINGS,
 )
+from bridge.files.agent_files import AgentFiles
 from bridge.files.factory import check_storage, open_file_store
+from bridge.files.links import FileLinks, load_link_key, public_base_url
 from bridge.flow.claims import count_queued
 from bridge.flow.pipeline import Pipeline
 from bridge.infra.metrics import Metrics
@@ -84,7 +87,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _files(app: web.Application) -> AsyncIterator[None]:
-    store = await open_file_store(app[SETTINGS].storage)
+    settings = app[SETTINGS]
+    app[FILE_LINKS] = FileLinks(  # the signed links' key, shared by every process
+        key=await load_link_key(app[SESSIONS]),
+        base_url=public_base_url(settings.http),
+        ttl_seconds=settings.files.link_ttl_seconds,
+    )
+    store = await open_file_store(settings.storage)
     app[FILES] = store
     try:
         yield
@@ -118,6 +127,11 @@ async def _pipeline_and_channels(app: web.Application) -> AsyncIterator[None]:
         backends=app[BACKENDS],
         channels=channels,
         metrics=app[METRICS],
+        files=AgentFiles(
+            store=app[FILES],
+            links=app[FILE_LINKS],
+            model_content_types=app[SETTINGS].files.model_content_types,
+        ),
     )
     app[PIPELINE] = pipeline
     channels.create_all(dispatch=pipeline.dispatch)

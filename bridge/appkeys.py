@@ -8,6 +8,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridge.agents import AgentBackend
+from bridge.files.links import FileLinks
 from bridge.files.store import FileStore
 from bridge.flow.pipeline import Pipeline
 from bridge.infra.metrics import Metrics
@@ -24,3 +25,4 @@ AGENTS = web.AppKey("agents", AgentDirectory)
 BACKENDS: web.AppKey[Mapping[str, AgentBackend]] = web.AppKey("backends")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 FILES: web.AppKey[FileStore] = web.AppKey("files")
+FILE_LINKS = web.AppKey("file_links", FileLinks)

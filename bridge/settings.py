@@ -82,6 +82,9 @@ class HttpSettings(_Section):
     trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses or networks (CIDR) of reverse proxies in front of the bridge. Only a request
     from one of them may name the real client in ``X-Forwarded-For``/``Forwarded``."""
+    public_url: str | None = None
+    """How agents reach this bridge (``https://bridge.example.com``): the origin of the signed
+    file links given to webhook agents. Unset: ``http://<host>:<port>`` as it listens."""
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -6,7 +6,7 @@ changing the interface; today the pipeline joins the chunks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -40,6 +40,34 @@ class HistoryMessage:
 class PeerAgent:
     slug: str
     name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentAttachment:
+    """One file of the message answered, as its ``attachments`` row describes it.
+
+    ``read`` and ``link`` are set only for a stored file: ``read`` fetches its bytes from the
+    file store (raising :class:`LookupError` when the object is gone, another error when the
+    store fails: a backend tells the model and answers anyway); ``link`` makes a fresh
+    absolute signed URL to it, valid for ``files.link_ttl_seconds``.
+    """
+
+    id: int
+    name: str
+    content_type: str | None
+    size: int | None
+    state: str
+    """``stored``, ``pending``, ``refused`` or ``failed`` (see ``AttachmentState``)."""
+    reason: str | None = None
+    for_model: bool = False
+    """Its type is one of ``files.model_content_types``: a model may be shown its content."""
+    read: Callable[[], Awaitable[bytes]] | None = field(default=None, compare=False)
+    link: Callable[[], str] | None = field(default=None, compare=False)
+
+    @property
+    def media_type(self) -> str:
+        """``type/subtype`` in lower case, without parameters."""
+        return (self.content_type or "application/octet-stream").split(";", 1)[0].strip().lower()
 
 
 class AgentTools(Protocol):
@@ -104,6 +132,11 @@ class AgentRequest:
     """Set when the agent has peers; backends that support tool calls offer ``ask_agent``."""
     usage: UsageMeter = field(default_factory=UsageMeter)
     """Filled by the backend as it answers, when its upstream reports usage."""
+    attachments: tuple[AgentAttachment, ...] = ()
+    """The files of this message (not of the history), in the order it carries them."""
+    context_chars: int | None = None
+    """The agent's ``history_chars``: the window and the text of attached files share it
+    (the openai backend drops the oldest history to make room for the files)."""
 
 
 class AgentBackend(Protocol):

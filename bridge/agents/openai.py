@@ -26,6 +26,9 @@ response must have text. A stream that ends with neither a ``finish_reason`` nor
 after some text was yielded. A server that ignores ``stream`` and answers one JSON
 completion is read as before. ``usage``, when the server sends it, is recorded on the request
 (token budgets, the usage API) and logged as the ``agent usage`` event (one per response).
+
+The files of the message answered go with it (:mod:`bridge.agents.openai_files`): images as
+``image_url`` parts, text files inline, every other file as a line saying why it is not shown.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from bridge.agents.http import (
     open_reply,
     request_secrets,
 )
+from bridge.agents.openai_files import NO_FILES, ShownFiles, fit_history, show_files, user_content
 from bridge.agents.openai_stream import (
     MAX_TOOL_ROUNDS,
     ModelTurn,
@@ -85,21 +89,22 @@ STREAM_OPTIONS: dict[str, Any] = {"stream": True, "stream_options": {"include_us
 logger = logging.getLogger(__name__)
 
 
-def build_messages(request: AgentRequest) -> list[dict[str, str]]:
+def build_messages(request: AgentRequest, files: ShownFiles = NO_FILES) -> list[dict[str, Any]]:
     """The ``messages`` list: system prompt (if any), the summary of the earlier conversation
     (if any, as a second system message), the history window, the new message.
 
     Chat-completions has no notion of several human speakers, so in a group chat each user
     turn whose speaker is known is written as ``"Name: text"`` (history and the new message
     alike); the model can then tell people apart. Assistant turns and one-to-one chats are
-    sent unchanged.
+    sent unchanged. ``files`` (:mod:`bridge.agents.openai_files`) go with the new message;
+    the history left out to make room for their text is the oldest.
     """
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     if request.system_prompt.strip():
         messages.append({"role": "system", "content": request.system_prompt})
     if request.summary:
         messages.append({"role": "system", "content": f"{SUMMARY_LEAD}{request.summary}"})
-    for item in request.history:
+    for item in fit_history(request.history, budget=request.context_chars, files=files):
         content = item.content
         if request.is_group and item.role == "user" and item.sender_name:
             content = f"{item.sender_name}: {content}"
@@ -107,7 +112,7 @@ def build_messages(request: AgentRequest) -> list[dict[str, str]]:
     text = request.text
     if request.is_group and request.sender.display_name:
         text = f"{request.sender.display_name}: {text}"
-    messages.append({"role": "user", "content": text})
+    messages.append({"role": "user", "content": user_content(text, files)})
     return messages
 
 
@@ -154,6 +159,7 @@ def build_payload(
     *,
     exchange: Sequence[dict[str, Any]] = (),
     final: bool = False,
+    files: ShownFiles = NO_FILES,
 ) -> dict[str, Any]:
     """The request body; optional sampling options are sent only when configured.
 
@@ -162,7 +168,7 @@ def build_payload(
     request has peers; ``final`` adds ``"tool_choice": "none"`` so the model must answer
     in text (the tools stay listed, since the messages refer to them).
     """
-    messages: list[dict[str, Any]] = [*build_messages(request), *exchange]
+    messages: list[dict[str, Any]] = [*build_messages(request, files), *exchange]
     payload: dict[str, Any] = {"model": settings.model, "messages": messages}
     if settings.temperature is not None:
         payload["temperature"] = settings.temperature
@@ -235,11 +241,14 @@ class OpenAIBackend:
         secrets = request_secrets(url=self._url, headers=headers)
         tools = request.tools if request.tools is not None and request.tools.peers else None
         exchange: list[dict[str, Any]] = []
+        files = await show_files(request)
         text = StreamedText()
         for round_number in range(MAX_TOOL_ROUNDS + 1):
             final = tools is None or round_number == MAX_TOOL_ROUNDS
             payload = {
-                **build_payload(self._settings, request, exchange=exchange, final=final),
+                **build_payload(
+                    self._settings, request, exchange=exchange, final=final, files=files
+                ),
                 **STREAM_OPTIONS,
             }
             text.next_response()

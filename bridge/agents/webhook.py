@@ -17,6 +17,12 @@ AgentError, even after some deltas were yielded; so is one with no text at all.
 Either form may report what the answer cost, for token budgets and the usage API:
 ``"usage": {"input_tokens": N, "output_tokens": M}`` beside ``reply``, or on the done line
 (``{"done": true, "usage": {...}}``). A malformed ``usage`` is logged and ignored.
+
+A message that carries files adds ``"attachments": [{"id", "name", "content_type", "size",
+"url", "reason"}]`` to the body (the key is absent otherwise, so the body of a message without
+files is unchanged). ``url`` is an absolute signed link to the bytes, valid for
+``files.link_ttl_seconds``, fetched without any token (:mod:`bridge.files.links`); it is null
+for a file whose content the bridge does not hold (``reason`` says why).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 
 import aiohttp
 
-from bridge.agents.base import UNUSABLE_ANSWER, AgentError, AgentRequest
+from bridge.agents.base import UNUSABLE_ANSWER, AgentAttachment, AgentError, AgentRequest
 from bridge.agents.http import (
     BROKEN_ANSWER,
     MAX_RESPONSE_BYTES,
@@ -52,6 +58,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "WebhookBackend",
+    "attachments_of",
     "build_body",
     "sign",
 ]
@@ -96,7 +103,29 @@ def build_body(request: AgentRequest) -> dict[str, Any]:
             for item in request.history
         ],
         "system_prompt": request.system_prompt,
+        **({"attachments": attachments_of(request)} if request.attachments else {}),
     }
+
+
+def attachments_of(request: AgentRequest) -> list[dict[str, Any]]:
+    """The ``attachments`` list: each file with a fresh signed link when it is stored."""
+    return [
+        {
+            "id": attachment.id,
+            "name": attachment.name,
+            "content_type": attachment.content_type,
+            "size": attachment.size,
+            "url": None if attachment.link is None else attachment.link(),
+            "reason": None if attachment.link is not None else _not_held(attachment),
+        }
+        for attachment in request.attachments
+    ]
+
+
+def _not_held(attachment: AgentAttachment) -> str:
+    if attachment.state == "pending":
+        return "not fetched yet"
+    return attachment.reason or f"not stored ({attachment.state})"
 
 
 class WebhookBackend:

@@ -14,6 +14,7 @@ from bridge.api.models import DevLogin, Me
 from bridge.api.origins import DEFAULT_PORTS, check_socket_origin, parse_origin, split_host
 from bridge.api.tokens import find_caller, rotate_token
 from bridge.appkeys import SESSIONS, SETTINGS
+from bridge.files.links import is_signed_file_path
 from bridge.infra.logs import log_event
 from bridge.settings import Settings
 from bridge.workspaces.store import workspace_slug
@@ -46,8 +47,8 @@ def _is_upgrade(request: web.Request) -> bool:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in QUERY_TOKEN_PATHS or _is_upgrade(request):
         check_socket_origin(request)  # before the token: another site's page learns nothing
-    if request.path in PUBLIC_PATHS:
-        return await handler(request)
+    if request.path in PUBLIC_PATHS or is_signed_file_path(request.path):
+        return await handler(request)  # a signed file link carries its own credential
     token = _presented_token(request)
     if token is None:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")

@@ -29,6 +29,7 @@ from bridge.api.models import (
     UpdateSession,
 )
 from bridge.api.send_models import AgentSend
+from bridge.api.signed_files import download_signed
 from bridge.api.summary import SessionSummary, get_summary
 from bridge.api.workspace_models import CreateWorkspace, WorkspaceList, WorkspaceOut
 
@@ -259,6 +260,16 @@ ROUTES = (
         summary="An attachment's bytes, as a download (who may see its session; 409: not stored)",
         response=None,
         errors=(404, 409),
+    ),
+    Route(
+        method="GET",
+        path="/files/{id}/signed",
+        handler=download_signed,
+        summary="An attachment's bytes through a signed link (no token; 403: not a valid "
+        "link, 410: expired)",
+        response=None,
+        errors=(403, 404, 409, 410),
+        public=True,
     ),
     Route(
         method="GET",

@@ -23,7 +23,16 @@ from bridge.agents.base import (
     HistoryMessage,
     UsageMeter,
 )
-from bridge.flow.answer_job import Job, Outcome, failure_of, load_claimed, tokens_of
+from bridge.files.agent_files import AgentFiles, bare_attachments
+from bridge.flow.answer_job import (
+    Job,
+    Outcome,
+    carries_files,
+    failure_of,
+    load_claimed,
+    load_files,
+    tokens_of,
+)
 from bridge.flow.batching import GroupCommit
 from bridge.flow.claims import (
     ANSWER,
@@ -66,7 +75,9 @@ class Answerer:
         asks: AgentAsks,
         ask_wait_seconds: float,
         live: LiveReplies,
+        files: AgentFiles | None = None,
     ) -> None:
+        self._files = files
         self._asks = asks
         self._live = live
         self._ask_wait_seconds = ask_wait_seconds
@@ -122,11 +133,20 @@ class Answerer:
                     for row, agent in rows
                 ],
             )
+            files = await load_files(db, [row.id for row, _ in rows if carries_files(row)])
         for message_id, reason in unknown:
             await self._abandon(message_id, failure("the agent is no longer configured", reason))
-        return [self._job(row, agent, histories[row.id]) for row, agent in rows]
+        return [
+            self._job(row, agent, histories[row.id], files.get(row.id, ())) for row, agent in rows
+        ]
 
-    def _job(self, row: Any, agent: AgentRecord, history: tuple[HistoryMessage, ...]) -> Job:
+    def _job(
+        self,
+        row: Any,
+        agent: AgentRecord,
+        history: tuple[HistoryMessage, ...],
+        files: Sequence[Any],
+    ) -> Job:
         message_id = int(row.id)
         origin = row.chain_origin_id or message_id  # a human message starts its own chain
         request = AgentRequest(
@@ -147,6 +167,10 @@ class Answerer:
             text=row.content,
             history=history,
             tools=self._tools(agent, row, message_id, origin),
+            attachments=(
+                bare_attachments(files) if self._files is None else self._files.attachments(files)
+            ),
+            context_chars=agent.settings.history_chars,
         )
         return Job(
             message_id=message_id,

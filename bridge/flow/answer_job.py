@@ -3,17 +3,20 @@ of asking the agent, and how a failure and the tokens spent are stored."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import FromClause, Select, select
+from sqlalchemy import FromClause, Select, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.agents import settings_secrets
 from bridge.agents.base import NO_ANSWER, AgentError, AgentRequest, UsageMeter
 from bridge.infra.redact import redact
 from bridge.ports.live import Draft
 from bridge.store.directory import AgentRecord
-from bridge.store.models import PARTICIPANTS, SESSIONS
+from bridge.store.models import ATTACHMENTS, PARTICIPANTS, SESSIONS
 
 
 def load_claimed(claimed: FromClause) -> Select[Any]:
@@ -31,6 +34,7 @@ def load_claimed(claimed: FromClause) -> Select[Any]:
         m.reply_key,
         m.live_message_ids,
         m.created_at,
+        m.attachments.label("listed_files"),
         s.agent_id,
         s.external_conv_id,
         s.is_group,
@@ -44,6 +48,38 @@ def load_claimed(claimed: FromClause) -> Select[Any]:
             PARTICIPANTS, p.id == m.sender_participant_id
         )
     )
+
+
+def carries_files(row: Any) -> bool:
+    """The message lists files (``chat_messages.attachments``, written with its rows): only
+    such messages are looked up in ``attachments``."""
+    return bool(row.listed_files)
+
+
+_FILES_OF = (
+    select(
+        ATTACHMENTS.c.id,
+        ATTACHMENTS.c.message_id,
+        ATTACHMENTS.c.name,
+        ATTACHMENTS.c.content_type,
+        ATTACHMENTS.c.size,
+        ATTACHMENTS.c.storage_key,
+        ATTACHMENTS.c.state,
+        ATTACHMENTS.c.reason,
+    )
+    .where(ATTACHMENTS.c.message_id.in_(bindparam("ids", expanding=True)))
+    .order_by(ATTACHMENTS.c.message_id, ATTACHMENTS.c.position)
+)
+
+
+async def load_files(db: AsyncSession, message_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """The attachment rows of these messages, in order, by message: one query on the
+    ``(message_id, position)`` key, and none at all for no ids."""
+    files: dict[int, list[Any]] = defaultdict(list)
+    if message_ids:
+        for row in await db.execute(_FILES_OF, {"ids": list(message_ids)}):
+            files[row.message_id].append(row)
+    return files
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,6 +22,7 @@ from bridge.a2a.asks import AgentAsks
 from bridge.a2a.handoff import HandOffs
 from bridge.access.notices import Notices
 from bridge.agents.base import AgentBackend
+from bridge.files.agent_files import AgentFiles
 from bridge.flow.answer import Answerer
 from bridge.flow.changes import ChangeApplier
 from bridge.flow.claims import release, renew
@@ -59,6 +60,7 @@ class Pipeline:
         backends: Mapping[str, AgentBackend],
         channels: Channels,
         metrics: Metrics,
+        files: AgentFiles | None = None,
     ) -> None:
         self.worker_id = new_worker_id()
         self.signals = WorkSignals()
@@ -103,6 +105,7 @@ class Pipeline:
                         metrics=metrics,
                         worker_id=self.worker_id,
                     ),
+                    files=files,
                 ),
                 context=context,
                 concurrency=self._settings.answer_concurrency,

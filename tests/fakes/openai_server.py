@@ -5,6 +5,9 @@ JSON content type, the request's keys and the shape of every message, and answer
 with OpenAI's error document ``{"error": {"message", "type", "param", "code"}}``.
 Every request is recorded (headers, raw body, parsed JSON, the status answered).
 
+A user message's ``content`` may be an array of ``text`` and ``image_url`` parts (an image
+as a ``data:`` URL with valid base64, or https); :func:`user_parts` reads them back.
+
 Function calling is checked as OpenAI checks it: ``tools`` entries must have the function
 shape (a valid name, a JSON-schema ``parameters`` object), ``tool_choice`` needs ``tools``,
 an assistant message with ``tool_calls`` must be followed by one ``tool`` message per call
@@ -57,6 +60,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -70,7 +74,15 @@ from aiohttp import web
 
 from tests.fakes.server import Canned, LocalServer, RecordedRequest
 
-__all__ = ["Cut", "EventStream", "FakeOpenAIServer", "Fold", "RecordedRequest", "ScriptedCall"]
+__all__ = [
+    "Cut",
+    "EventStream",
+    "FakeOpenAIServer",
+    "Fold",
+    "RecordedRequest",
+    "ScriptedCall",
+    "user_parts",
+]
 
 _MESSAGE_KEYS: Mapping[str, frozenset[str]] = {
     "system": frozenset({"role", "content", "name"}),
@@ -591,10 +603,67 @@ def _check_messages(messages: Any) -> None:
             open_calls = set(unanswered)
             if message.get("content") is not None and not isinstance(message["content"], str):
                 raise _Rejected(400, f"{where}.content must be a string or null.")
+        elif role == "user" and isinstance(message.get("content"), list):
+            _check_parts(message["content"], where)
         elif not isinstance(message.get("content"), str):
             raise _Rejected(400, f"{where}.content must be a string.")
     if unanswered:
         raise _Rejected(400, _unanswered_message(unanswered))
+
+
+_DATA_URL = re.compile(r"data:(image/(?:png|jpeg|gif|webp));base64,([A-Za-z0-9+/]*={0,2})")
+
+
+def _check_parts(parts: list[Any], where: str) -> None:
+    """A user message's content parts: ``text`` and ``image_url`` (a ``data:`` URL of a
+    supported image type with valid base64, or an https URL), as OpenAI accepts them."""
+    if not parts:
+        raise _Rejected(400, f"{where}.content: an array of content parts must not be empty.")
+    for number, part in enumerate(parts):
+        at = f"{where}.content[{number}]"
+        if not isinstance(part, dict):
+            raise _Rejected(400, f"{at} must be an object.")
+        if part.get("type") == "text":
+            if set(part) != {"type", "text"} or not isinstance(part["text"], str):
+                raise _Rejected(400, f"{at}: a text part is {{type, text}} with text a string.")
+        elif part.get("type") == "image_url":
+            image = part.get("image_url")
+            if (
+                set(part) != {"type", "image_url"}
+                or not isinstance(image, dict)
+                or not set(image) <= {"url", "detail"}
+                or not isinstance(image.get("url"), str)
+                or image.get("detail", "auto") not in ("auto", "low", "high")
+            ):
+                raise _Rejected(400, f"{at}: an image part is {{type, image_url: {{url}}}}.")
+            url = image["url"]
+            if not url.startswith("https://"):
+                matched = _DATA_URL.fullmatch(url)
+                if matched is None:
+                    raise _Rejected(400, f"{at}: Invalid image URL (a data URL or https).")
+                try:
+                    base64.b64decode(matched[2], validate=True)
+                except ValueError:
+                    raise _Rejected(400, f"{at}: Invalid base64 image data.") from None
+        else:
+            raise _Rejected(400, f"{at}.type must be text or image_url.")
+
+
+def user_parts(record: RecordedRequest) -> tuple[str, list[tuple[str, bytes]]]:
+    """The last user message of a recorded request: its text (the text parts joined) and
+    its images as (media type, decoded bytes), in order."""
+    last = [m for m in record.json["messages"] if m["role"] == "user"][-1]
+    content = last["content"]
+    if isinstance(content, str):
+        return content, []
+    texts = [part["text"] for part in content if part["type"] == "text"]
+    images = []
+    for part in content:
+        if part["type"] == "image_url":
+            matched = _DATA_URL.fullmatch(part["image_url"]["url"])
+            assert matched is not None
+            images.append((matched[1], base64.b64decode(matched[2])))
+    return "".join(texts), images
 
 
 def _check_tool_calls(calls: Any, where: str) -> list[str]:

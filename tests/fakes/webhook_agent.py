@@ -3,7 +3,8 @@
 It does what a careful receiver should: checks the JSON content type, recomputes the
 signature with :func:`bridge.agents.webhook.sign` over the exact body bytes and compares it
 with :func:`hmac.compare_digest`, refuses timestamps more than ``max_skew_seconds`` away from
-its clock (401), and checks every key and type of the body (400). Errors are
+its clock (401), and checks every key and type of the body (400), including the optional
+``attachments`` list (absolute ``url`` or a ``reason``). Errors are
 ``{"error": "<reason>"}``. Every request is recorded, accepted or not, with the reason it was
 refused.
 
@@ -68,6 +69,14 @@ _BODY_SHAPE: _Shape = {
     "system_prompt": (str,),
 }
 _HISTORY_SHAPE: _Shape = {"role": (str,), "content": (str,), "sender_name": _OPTIONAL_STR}
+_ATTACHMENT_SHAPE: _Shape = {
+    "id": (int,),
+    "name": (str,),
+    "content_type": _OPTIONAL_STR,
+    "size": (int, type(None)),
+    "url": _OPTIONAL_STR,
+    "reason": _OPTIONAL_STR,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +236,21 @@ class FakeWebhookAgent(LocalServer[_EchoRequest | _Stream]):
 def _check_body(data: Any) -> None:
     if not isinstance(data, dict):
         raise _Rejected(400, "body is not a JSON object")
-    _check_shape(data, _BODY_SHAPE, "body")
+    # ``attachments`` is there only when the message carries files: never an empty list.
+    files = "attachments" in data
+    _check_shape(data, {**_BODY_SHAPE, "attachments": (list,)} if files else _BODY_SHAPE, "body")
+    for index, item in enumerate(data.get("attachments", [])):
+        where = f"attachments[{index}]"
+        if not isinstance(item, dict):
+            raise _Rejected(400, f"{where} is not an object")
+        _check_shape(item, _ATTACHMENT_SHAPE, where)
+        url, reason = item["url"], item["reason"]
+        if url is not None and (not url.startswith(("http://", "https://")) or reason):
+            raise _Rejected(400, f"{where}: url must be absolute, with no reason beside it")
+        if url is None and not reason:
+            raise _Rejected(400, f"{where}: a file without url must say why")
+    if files and not data["attachments"]:
+        raise _Rejected(400, "attachments is empty (leave the key out)")
     if data["sender"]["kind"] not in ("user", "agent"):
         raise _Rejected(400, "sender.kind must be user or agent")
     for index, item in enumerate(data["history"]):
