@@ -35,6 +35,7 @@ from bench.scenarios import (
     two_process_run,
 )
 from bench.streaming import streaming_run
+from bench.uploads import upload_run
 from tests.support.postgres import PostgresCluster, ensure_postgres_installed
 
 RESULTS = Path(__file__).with_name("results")
@@ -60,6 +61,7 @@ async def run(sizes: Sizes, *, work: Path) -> dict[str, Any]:
             results.update(await two_process_run(sizes, work=work, cluster=cluster, fake=fake))
             results.update(await sqlite_run(sizes, work=work, fake=fake))
         results.update(await streaming_run(sizes, work=work, cluster=cluster))
+        results.update(await upload_run(sizes, work=work, cluster=cluster))
     finally:
         cluster.close()
     results["load_after"] = os.getloadavg()

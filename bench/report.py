@@ -221,9 +221,33 @@ def behind(results: dict[str, Any]) -> list[str]:
             f"half load ({results['half_load_rate']:,.0f} msg/s): ack p50 / e2e p50",
             f"{_number(results['ack_p50_ms'])} / {_number(results['e2e_p50_ms'])} ms",
         ),
+        *file_rows(results["files"]),
     ]
     width = max(len(label) for label, _ in rows)
     return [f"{label:<{width}}  {value}" for label, value in rows]
+
+
+def file_rows(files: dict[str, Any]) -> list[tuple[str, str]]:
+    """Web uploads and downloads of one file size, one at a time and a few at a time."""
+    size, count, many = f"{files['file_mib']:g} MiB", files["files"], files["concurrency"]
+    rows = []
+    for direction in ("upload", "download"):
+        one, several = files[f"{direction}_c1"], files[f"{direction}_c{many}"]
+        rows.append(
+            (
+                f"{size} {direction} ({count} files): MiB/s, p50, 1 / {many} at a time",
+                f"{_number(one['mib_per_s'])}, {_number(one['p50_ms'])} ms /"
+                f" {_number(several['mib_per_s'])}, {_number(several['p50_ms'])} ms",
+            )
+        )
+    rows.append(
+        (
+            "bridge CPU per MiB: upload / download",
+            f"{_number(files['upload_cpu_ms_per_mib'])} /"
+            f" {_number(files['download_cpu_ms_per_mib'])} ms",
+        )
+    )
+    return rows
 
 
 def incomplete_notes(results: dict[str, Any]) -> list[str]:

@@ -65,6 +65,7 @@ class Sizes:
     # The streaming run: replies streamed in 20 chunks 50 ms apart, offered at this rate.
     streaming_messages: int = 100
     streaming_rate: float = 10.0
+    upload_files: int = 20  # 5 MiB each, one at a time, then again four at a time
 
 
 SMOKE = Sizes(
@@ -85,6 +86,7 @@ SMOKE = Sizes(
     smaller_within=30.0,
     streaming_messages=10,
     streaming_rate=5.0,
+    upload_files=2,
 )
 
 

@@ -78,6 +78,14 @@ def test_bench_smoke_prints_and_writes_every_figure(tmp_path: Path) -> None:
     # reactions included.
     assert 0 < streaming["calls_per_reply_max"] < streaming["chunks"], streaming
     assert figures["half_load_failures"] == 0 and figures["half_load_unanswered"] == 0
+    # Web uploads and downloads of a 5 MiB file, one at a time and four at a time.
+    files = figures["files"]
+    for phase in ("upload_c1", "upload_c4", "download_c1", "download_c4"):
+        assert files[phase]["requests"] == files["files"] == 2, (phase, files)
+        assert files[phase]["mib_per_s"] > 0 and files[phase]["p50_ms"] > 0, (phase, files)
+    assert files["upload_cpu_ms_per_mib"] > 0 and files["download_cpu_ms_per_mib"] >= 0
+    assert "5 MiB upload (2 files)" in result.stdout
+    assert "5 MiB download (2 files)" in result.stdout
     assert [row["figure"] for row in figures["verdicts"]] == list(ISSUE_ROWS)
     for row in ISSUE_ROWS:
         assert row in result.stdout
