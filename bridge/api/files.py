@@ -12,6 +12,7 @@ anything unknown go as ``application/octet-stream``).
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -64,6 +65,12 @@ async def download_file(request: web.Request) -> web.Response:
         ).one_or_none()
     if row is None:
         raise not_found("file")
+    return await serve_file(request, file_id, row)
+
+
+async def serve_file(request: web.Request, file_id: int, row: Any) -> web.Response:
+    """The stored bytes of a file row (name, content_type, storage_key, state, reason), with
+    the headers that keep a browser from running or sniffing them; 409 when not stored."""
     if row.state != AttachmentState.STORED or row.storage_key is None:
         reason = row.reason or "its content is not fetched yet"
         raise ApiError(409, "file_not_stored", f"the file is not stored: {reason}")

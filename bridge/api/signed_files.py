@@ -15,12 +15,10 @@ from sqlalchemy import select
 
 from bridge.api.cursors import path_id
 from bridge.api.errors import ApiError, not_found
-from bridge.api.files import DOWNLOAD_CSP, content_disposition
-from bridge.appkeys import FILE_LINKS, FILES, SESSIONS
-from bridge.files.intake import served_type
-from bridge.files.store import FileMissing
+from bridge.api.files import serve_file
+from bridge.appkeys import FILE_LINKS, SESSIONS
 from bridge.infra.logs import log_event
-from bridge.store.models import ATTACHMENTS, MESSAGES, AttachmentState
+from bridge.store.models import ATTACHMENTS, MESSAGES
 
 logger = logging.getLogger(__name__)
 
@@ -60,22 +58,5 @@ async def download_signed(request: web.Request) -> web.Response:
         row = (await db.execute(_FILE.where(ATTACHMENTS.c.id == file_id))).one_or_none()
     if row is None:
         raise not_found("file")
-    if row.state != AttachmentState.STORED or row.storage_key is None:
-        reason = row.reason or "its content is not fetched yet"
-        raise ApiError(409, "file_not_stored", f"the file is not stored: {reason}")
-    try:
-        data = await request.config_dict[FILES].get(row.storage_key)
-    except FileMissing:
-        log_event(logger, "file.missing", level=logging.ERROR, file=file_id, key=row.storage_key)
-        raise not_found("file") from None
-    log_event(logger, "file.signed_download", file=file_id, size=len(data))
-    return web.Response(
-        body=data,
-        headers={
-            "Content-Type": served_type(row.content_type),
-            "Content-Disposition": content_disposition(row.name),
-            "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "private, no-store",
-            "Content-Security-Policy": DOWNLOAD_CSP,
-        },
-    )
+    log_event(logger, "file.signed_download", file=file_id)
+    return await serve_file(request, file_id, row)
