@@ -12,11 +12,19 @@ from bridge.ports.contract import (
     Channels,
     ChannelStatus,
     Dispatch,
+    FetchedFile,
+    FileFetchingChannel,
     PostAddress,
     PostingChannel,
     WebhookChannel,
 )
-from bridge.ports.errors import CannotPost, DeliveryError, InvalidMessage, UnknownAgent
+from bridge.ports.errors import (
+    CannotPost,
+    DeliveryError,
+    FileFetchError,
+    InvalidMessage,
+    UnknownAgent,
+)
 from bridge.ports.events import (
     MAX_ID_LENGTH,
     Attachment,
@@ -47,6 +55,9 @@ __all__ = [
     "DeliveryError",
     "Dispatch",
     "Draft",
+    "FetchedFile",
+    "FileFetchError",
+    "FileFetchingChannel",
     "InboundMessage",
     "IngestResult",
     "InvalidMessage",

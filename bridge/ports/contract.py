@@ -109,6 +109,24 @@ class PostingChannel(Channel, Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchedFile:
+    data: bytes
+    content_type: str | None = None
+    """What the platform said the content is, when it said (else the metadata's type stays)."""
+
+
+@runtime_checkable
+class FileFetchingChannel(Channel, Protocol):
+    """A channel that can fetch the content of a file its platform sent (the ``source`` its
+    inbound code recorded on the attachment). Only from the platform's own hosts, with the
+    platform's credentials; never more than ``max_bytes`` read (stop reading and raise a
+    permanent FileFetchError beyond it); bounded in time by the caller. Raises
+    FileFetchError."""
+
+    async def fetch_file(self, source: Mapping[str, object], *, max_bytes: int) -> FetchedFile: ...
+
+
 @runtime_checkable
 class WebhookChannel(Channel, Protocol):
     """A channel with ``Capabilities.webhook``: the core routes its HTTP events to it."""

@@ -16,6 +16,16 @@ class CannotPost(ValueError):
     address, a platform it cannot start a conversation on); nothing was stored."""
 
 
+class FileFetchError(Exception):
+    """A file the channel could not fetch. ``permanent``: fetching again cannot help (a host
+    that is not the platform's, larger than allowed, gone, not allowed); else it may be retried.
+    The message is the reason kept on the attachment: plain words, no secrets."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
 class DeliveryError(Exception):
     """A send that did not go through.
 
