@@ -32,6 +32,7 @@ from bridge.appkeys import (
 )
 from bridge.files.agent_files import AgentFiles
 from bridge.files.factory import check_storage, open_file_store
+from bridge.files.fetch import FileFetcher
 from bridge.files.links import FileLinks, load_link_key, public_base_url
 from bridge.flow.claims import count_queued
 from bridge.flow.pipeline import Pipeline
@@ -131,6 +132,13 @@ async def _pipeline_and_channels(app: web.Application) -> AsyncIterator[None]:
             store=app[FILES],
             links=app[FILE_LINKS],
             model_content_types=app[SETTINGS].files.model_content_types,
+            fetcher=FileFetcher(
+                sessions=app[SESSIONS],
+                channels=channels,
+                store=app[FILES],
+                settings=app[SETTINGS].files,
+                metrics=app[METRICS],
+            ),
         ),
     )
     app[PIPELINE] = pipeline

@@ -5,23 +5,48 @@ from the file store and to make a signed link to it."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from bridge.agents.base import AgentAttachment
+from bridge.agents.base import AgentAttachment, AgentRequest
 from bridge.files.links import FileLinks
 from bridge.files.store import FileStore
 from bridge.store.models import AttachmentState
+
+if TYPE_CHECKING:
+    from bridge.files.fetch import FileFetcher
 
 
 class AgentFiles:
     """The file store and the link signer the answer step hands agents their files with."""
 
     def __init__(
-        self, *, store: FileStore, links: FileLinks, model_content_types: Iterable[str]
+        self,
+        *,
+        store: FileStore,
+        links: FileLinks,
+        model_content_types: Iterable[str],
+        fetcher: FileFetcher | None = None,
     ) -> None:
         self._store = store
         self._links = links
         self._model_types = frozenset(t.strip().lower() for t in model_content_types)
+        self._fetcher = fetcher
+
+    async def ready(self, request: AgentRequest, *, agent_id: int) -> AgentRequest:
+        """The request once its platform files are fetched (outside any transaction): the
+        same request, with no query, when none of its files is pending."""
+        if self._fetcher is None or not any(
+            file.state == AttachmentState.PENDING for file in request.attachments
+        ):
+            return request
+        rows = await self._fetcher.fetch(
+            message_id=request.message_id,
+            channel=request.channel,
+            agent_slug=request.agent_slug,
+            agent_id=agent_id,
+        )
+        return replace(request, attachments=self.attachments(rows))
 
     def attachments(self, rows: Iterable[Any]) -> tuple[AgentAttachment, ...]:
         """``rows`` (id, name, content_type, size, storage_key, state, reason) as agents see

@@ -195,6 +195,9 @@ class Answerer:
                 reset=True,
             )
         else:
+            if self._files is not None:  # platform files fetched first (none pending: no query)
+                ready = await self._files.ready(job.request, agent_id=job.agent.id)
+                job = replace(job, request=ready)
             if job.agent.settings.memory.summarize:
                 job = await self._recall(job)
             outcome = await self._ask_agent(job)

@@ -145,6 +145,19 @@ class Metrics:
             "When this process last finished a retention run (Unix time)",
             registry=r,
         )
+        # Platform files fetched by the answer step (bridge/files/fetch.py).
+        self.files_fetched = Counter(
+            "bridge_files_fetched",
+            "Platform files the answer step tried to fetch: stored, refused, failed",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.files_fetched_bytes = Counter(
+            "bridge_files_fetched_bytes",
+            "Bytes of platform files fetched and stored",
+            ["channel"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

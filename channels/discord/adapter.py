@@ -20,13 +20,15 @@ import discord.http
 import yarl
 
 from bridge.infra.logs import log_event
-from bridge.ports.contract import ChannelContext, ChannelStatus
+from bridge.ports.contract import ChannelContext, ChannelStatus, FetchedFile
 from bridge.ports.errors import DeliveryError, InvalidMessage
-from bridge.ports.events import Attachment, MessageEdit, Reply
+from bridge.ports.events import MessageEdit, Reply
 from bridge.ports.live import Draft, LiveReply
-from channels.discord.inbound import CHANNEL, Ignored, SeenMessage, classify, without_bot_mention
+from channels.discord.files import CdnFiles
+from channels.discord.inbound import CHANNEL, Ignored, classify, without_bot_mention
 from channels.discord.inbound import post_address as discord_post_address
 from channels.discord.live import DONE, WORKING, DiscordLiveReply, deliver, react
+from channels.discord.seen import seen
 from channels.discord.settings import DiscordChannelSettings
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class DiscordChannel:
         self._fatal: str | None = None
         self._last_error = "connecting"
         self._typing: dict[str, asyncio.Task[None]] = {}
+        self._files = CdnFiles(api_base_url=self._settings.api_base_url)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -113,6 +116,7 @@ class DiscordChannel:
             task.cancel()
         await asyncio.gather(*self._typing.values(), return_exceptions=True)
         self._typing.clear()
+        await self._files.close()
 
     def status(self) -> ChannelStatus:
         if self._fatal is not None:
@@ -222,7 +226,7 @@ class DiscordChannel:
             return
         bot_id = str(client.user.id)
         found = classify(
-            _seen(message, client.user),
+            seen(message, client.user),
             agent_slug=self._agent.slug,
             bot_id=bot_id,
             require_mention=self._settings.require_mention,
@@ -275,6 +279,10 @@ class DiscordChannel:
             text=text,
         )
         await self._dispatch(edit)
+
+    async def fetch_file(self, source: Mapping[str, object], *, max_bytes: int) -> FetchedFile:
+        """An attachment's content from Discord's CDN (see :mod:`.files`)."""
+        return await self._files.fetch(source, max_bytes=max_bytes)
 
     # --- typing --------------------------------------------------------------------------
 
@@ -354,47 +362,3 @@ async def _keep_typing(channel: discord.abc.Messageable) -> None:
     with contextlib.suppress(discord.DiscordException, OSError):
         async with channel.typing():
             await asyncio.sleep(TYPING_MAX_SECONDS)
-
-
-def _seen(message: discord.Message, bot: discord.ClientUser) -> SeenMessage:
-    channel = message.channel
-    guild = message.guild
-    attachments = tuple(
-        Attachment(name=a.filename, mime_type=a.content_type, size=a.size, url=a.url)
-        for a in message.attachments
-    )
-    common: dict[str, Any] = {
-        "message_id": str(message.id),
-        "channel_id": str(channel.id),
-        "author_id": str(message.author.id),
-        "author_name": message.author.display_name,
-        "author_is_bot": message.author.bot,
-        "content": message.content,
-        "mentions_bot": any(user.id == bot.id for user in message.mentions)
-        or f"<@{bot.id}>" in message.content
-        or f"<@!{bot.id}>" in message.content,
-        "attachments": attachments,
-    }
-    known_guild_id = guild.id if guild is not None else getattr(channel, "guild_id", None)
-    if isinstance(channel, discord.DMChannel) or known_guild_id is None:
-        return SeenMessage(kind="dm", **common)
-    guild_id = str(known_guild_id)
-    guild_name = guild.name if guild is not None else None
-    if isinstance(channel, discord.Thread):
-        parent = channel.parent
-        return SeenMessage(
-            kind="thread",
-            guild_id=guild_id,
-            guild_name=guild_name,
-            channel_name=channel.name,
-            parent_channel_id=str(channel.parent_id),
-            parent_channel_name=getattr(parent, "name", None),
-            **common,
-        )
-    return SeenMessage(
-        kind="text",
-        guild_id=guild_id,
-        guild_name=guild_name,
-        channel_name=getattr(channel, "name", None),
-        **common,
-    )

@@ -40,6 +40,34 @@ class Ignored:
     reason: str
 
 
+def attachment(
+    *,
+    attachment_id: str,
+    filename: str,
+    content_type: str | None,
+    size: int,
+    url: str,
+    channel_id: str,
+    message_id: str,
+) -> Attachment:
+    """A Discord attachment, to be fetched later (``pending``). ``source`` keeps what
+    :mod:`channels.discord.files` needs: the signed CDN link (it expires), the declared size (to
+    refuse a file too large without fetching it) and the ids that name the message again."""
+    return Attachment(
+        name=filename,
+        mime_type=content_type,
+        size=size,
+        url=url,
+        source={
+            "attachment_id": attachment_id,
+            "url": url,
+            "size": size,
+            "channel_id": channel_id,
+            "message_id": message_id,
+        },
+    )
+
+
 def without_bot_mention(content: str, bot_id: str) -> str:
     return re.sub(rf"<@!?{re.escape(bot_id)}>", "", content).strip()
 

@@ -24,8 +24,8 @@ from aiohttp import web
 
 from bridge.infra.logs import log_event
 from bridge.infra.tasks import cancel_and_wait
-from bridge.ports.contract import ChannelContext, ChannelStatus, PostAddress
-from bridge.ports.errors import DeliveryError, InvalidMessage
+from bridge.ports.contract import ChannelContext, ChannelStatus, FetchedFile, PostAddress
+from bridge.ports.errors import DeliveryError, FileFetchError, InvalidMessage
 from bridge.ports.events import MAX_ID_LENGTH, ConversationChange, Reply, storable_text
 from bridge.ports.live import Draft, LiveReply
 from channels.feishu.client import FeishuClient, FeishuError
@@ -48,6 +48,7 @@ from channels.feishu.inbound import (
     to_inbound,
 )
 from channels.feishu.live import CardStreams, FeishuLiveReply
+from channels.feishu.resources import fetch_resource
 from channels.feishu.settings import FeishuChannelSettings
 from channels.names import NameLookup
 
@@ -371,6 +372,12 @@ class FeishuChannel:
                 agent=self._agent.slug,
             )
         return ids
+
+    async def fetch_file(self, source: Mapping[str, object], *, max_bytes: int) -> FetchedFile:
+        """A file a user sent (see :mod:`channels.feishu.resources`)."""
+        if self._client is None:
+            raise FileFetchError("the Feishu channel is not started")
+        return await fetch_resource(self._client, source, max_bytes=max_bytes)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -22,6 +22,9 @@ MESSAGES = "/open-apis/im/v1/messages"
 CARDS = "/open-apis/cardkit/v1/cards"
 
 
+CHUNK_BYTES = 64 * 1024
+
+
 class FeishuError(Exception):
     def __init__(
         self,
@@ -35,6 +38,10 @@ class FeishuError(Exception):
         self.code = code
         self.retry_after = retry_after
         self.in_doubt = in_doubt
+
+
+class TooLarge(FeishuError):
+    """A download that would exceed the caller's limit; no more of it was read."""
 
 
 def _reset_seconds(headers: Any) -> float | None:
@@ -157,6 +164,49 @@ class FeishuClient:
             return body
         raise AssertionError("unreachable")
 
+    async def download(
+        self, path: str, *, params: dict[str, str], max_bytes: int
+    ) -> tuple[bytes, str | None]:
+        """A binary GET with the tenant token (refreshed once when refused): the body and its
+        ``Content-Type``. Read in chunks, stopping with :class:`TooLarge` past ``max_bytes``;
+        errors come as JSON, raised as for :meth:`call`. No total timeout (a large file may
+        take a while; the caller bounds it), only a bound on each read."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.total, sock_read=self._timeout.total
+        )
+        for attempt in (1, 2):
+            token = await self._tenant_token(refresh=attempt == 2)
+            headers = {"Authorization": f"Bearer {token}"}
+            try:
+                async with self._http.get(
+                    self._base + path, params=params, headers=headers, timeout=timeout
+                ) as response:
+                    if response.status == 200:
+                        data = await _read_capped(response, max_bytes)
+                        return data, response.headers.get("Content-Type")
+                    status, error_headers = response.status, response.headers
+                    text = await response.content.read(CHUNK_BYTES)
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise FeishuError(f"{type(error).__name__}: {error}", in_doubt=True) from error
+            try:
+                body = json.loads(text) if text else {}
+            except ValueError:
+                body = {}
+            code = body.get("code") if isinstance(body, dict) else None
+            msg = body.get("msg", "") if isinstance(body, dict) else ""
+            if code in INVALID_TOKEN_CODES and attempt == 1:
+                continue
+            if status == 429 or code in RATE_LIMIT_CODES:
+                raise FeishuError(
+                    f"rate limited ({code or status})",
+                    code=code,
+                    retry_after=_reset_seconds(error_headers),
+                )
+            if status >= 500:
+                raise FeishuError(f"HTTP {status}", in_doubt=True)
+            raise FeishuError(f"Feishu error {code or status}: {msg}", code=code)
+        raise AssertionError("unreachable")
+
     async def bot_open_id(self) -> str:
         body = await self.call("GET", "/open-apis/bot/v3/info")
         bot = body.get("bot")
@@ -263,3 +313,19 @@ class FeishuClient:
     async def delete_reaction(self, message_id: str, reaction_id: str) -> None:
         path = f"{MESSAGES}/{quote(message_id, safe='')}/reactions/{quote(reaction_id, safe='')}"
         await self.call("DELETE", path)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The body, or :class:`TooLarge` as soon as it (or its declared length) passes
+    ``max_bytes``."""
+    declared = response.content_length
+    if declared is not None and declared > max_bytes:
+        raise TooLarge(f"{declared} bytes, more than the {max_bytes} allowed")
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+        total += len(chunk)
+        if total > max_bytes:
+            raise TooLarge(f"more than the {max_bytes} bytes allowed")
+        parts.append(chunk)
+    return b"".join(parts)

@@ -7,6 +7,7 @@ placeholders stand for the mentions, whose names and open_ids come alongside.
 from __future__ import annotations
 
 import json
+import mimetypes
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any, TypeGuard
 from bridge.ports.contract import PostAddress
 from bridge.ports.errors import CannotPost
 from bridge.ports.events import MAX_ID_LENGTH, Attachment, InboundMessage, Sender
+from channels.feishu.resources import ResourceType, resource_source
 
 CHANNEL = "feishu"
 GROUP_CHAT_TYPES = frozenset({"group", "topic_group"})
@@ -150,8 +152,26 @@ def _post_body(content: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
+# Built at import (it reads the system's type list), never lazily inside the event loop.
+_TYPES = mimetypes.MimeTypes()
+# Feishu's voice messages are Opus and its videos MP4, whatever the name says.
+_MESSAGE_TYPE_MIME = {"audio": "audio/opus", "media": "video/mp4"}
+
+
+def _resource(
+    message_id: str, key: Any, kind: ResourceType, *, name: Any = None, mime: str | None = None
+) -> Attachment | None:
+    """A pending attachment the adapter can fetch later, or None without a usable key. The
+    type is a real one or None (Feishu says it only when the file is fetched)."""
+    if not is_storable(key):
+        return None
+    label = name if is_storable(name) else key
+    guessed = mime or (_TYPES.guess_type(label)[0] if label != key else None)
+    return Attachment(name=label, mime_type=guessed, source=resource_source(message_id, key, kind))
+
+
 def _flatten_post(
-    content: Mapping[str, Any], mentions: tuple[Mention, ...], bot_open_id: str
+    content: Mapping[str, Any], mentions: tuple[Mention, ...], bot_open_id: str, message_id: str
 ) -> tuple[str, list[Attachment]]:
     post = _post_body(content)
     lines: list[str] = [str(post["title"])] if post.get("title") else []
@@ -177,10 +197,13 @@ def _flatten_post(
             elif tag == "emotion":
                 words.append(f":{element.get('emoji_type', '')}:")
             elif tag in ("img", "media"):
-                key = str(element.get("image_key") or element.get("file_key") or "")
-                attachments.append(
-                    Attachment(name=key, mime_type="image" if tag == "img" else None)
+                found = (
+                    _resource(message_id, element.get("image_key"), "image")
+                    if tag == "img"
+                    else _resource(message_id, element.get("file_key"), "file", mime="video/mp4")
                 )
+                if found is not None:
+                    attachments.append(found)
         line = "".join(words).strip()
         if line:
             lines.append(line)
@@ -193,12 +216,19 @@ def message_text(message: FeishuMessage, bot_open_id: str) -> tuple[str, list[At
     if message.message_type == "text":
         return _with_names(str(content.get("text", "")), message.mentions, bot_open_id), []
     if message.message_type == "post":
-        return _flatten_post(content, message.mentions, bot_open_id)
+        return _flatten_post(content, message.mentions, bot_open_id, message.message_id)
     if message.message_type == "image":
-        return "", [Attachment(name=str(content.get("image_key", "")), mime_type="image")]
+        found = _resource(message.message_id, content.get("image_key"), "image")
+        return "", [found] if found is not None else []
     if message.message_type in ("file", "audio", "media"):
-        name = str(content.get("file_name") or content.get("file_key") or message.message_type)
-        return "", [Attachment(name=name, mime_type=message.message_type)]
+        found = _resource(
+            message.message_id,
+            content.get("file_key"),
+            "file",
+            name=content.get("file_name"),
+            mime=_MESSAGE_TYPE_MIME.get(message.message_type),
+        )
+        return "", [found] if found is not None else []
     return None
 
 

@@ -2,7 +2,8 @@
 
 ``receive()`` plays the platform sending a message; ``send()`` records each reply (optionally
 also as JSON lines in ``record_file``, so a test can watch a bridge in another process) and can
-be told to fail the next attempts.
+be told to fail the next attempts. ``fetch_file()`` serves the files a test put in ``files``
+(a source ``{"inmemory": name}``), from its own host only, and can be told to fail.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,11 +26,14 @@ from bridge.ports import (
     ChannelStatus,
     PostAddress,
 )
-from bridge.ports.errors import CannotPost, DeliveryError
-from bridge.ports.events import InboundMessage, IngestResult, Reply, Sender
+from bridge.ports.contract import FetchedFile
+from bridge.ports.errors import CannotPost, DeliveryError, FileFetchError
+from bridge.ports.events import Attachment, InboundMessage, IngestResult, Reply, Sender
 from bridge.ports.live import Draft, LiveReply
 
 NAME = "inmemory"
+FILE_HOST = "files.inmemory.invalid"
+"""The platform's own file host: a source whose ``url`` names another host is refused."""
 
 
 class MemoryChannelSettings(BaseModel):
@@ -58,6 +63,11 @@ class MemoryChannel:
         self.begun: list[Draft] = []
         self.shown: list[tuple[int, str]] = []
         """Each live text shown: (the message answered, the text so far)."""
+        self.files: dict[str, tuple[bytes, str | None]] = {}
+        """The platform's files a test puts here: name -> (content, content type)."""
+        self.fetches: list[str] = []
+        """The name of each fetch asked for, in order (failed ones too)."""
+        self._fetch_failures: dict[str, deque[FileFetchError]] = {}
 
     async def start(self) -> None:
         self._running = True
@@ -100,6 +110,28 @@ class MemoryChannel:
     def fail_next(self, *errors: DeliveryError) -> None:
         self._failures.extend(errors)
 
+    def fail_fetch(self, name: str, *errors: FileFetchError) -> None:
+        """The next fetches of ``name`` raise ``errors``, one each, in order."""
+        self._fetch_failures.setdefault(name, deque()).extend(errors)
+
+    async def fetch_file(self, source: Mapping[str, object], *, max_bytes: int) -> FetchedFile:
+        url = source.get("url")
+        if isinstance(url, str) and urlsplit(url).hostname != FILE_HOST:
+            raise FileFetchError("the file is not on the platform's own host", permanent=True)
+        name = source.get(NAME)
+        if not isinstance(name, str):
+            raise FileFetchError("the platform gave no way to fetch the file", permanent=True)
+        self.fetches.append(name)
+        failures = self._fetch_failures.get(name)
+        if failures:
+            raise failures.popleft()
+        if name not in self.files:
+            raise FileFetchError("the file is gone from the platform", permanent=True)
+        data, content_type = self.files[name]
+        if len(data) > max_bytes:
+            raise FileFetchError(f"larger than the {max_bytes} bytes allowed", permanent=True)
+        return FetchedFile(data=data, content_type=content_type)
+
     async def receive(
         self,
         text: str,
@@ -111,6 +143,7 @@ class MemoryChannel:
         is_group: bool = False,
         group_name: str | None = None,
         parent_conversation: str | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> IngestResult:
         return await self._dispatch(
             InboundMessage(
@@ -124,6 +157,7 @@ class MemoryChannel:
                 group_name=group_name,
                 parent_conv_id=parent_conversation,
                 reply_target={"conversation": conversation},
+                attachments=tuple(attachments),
             )
         )
 

@@ -31,12 +31,19 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.infra.logs import log_event
-from bridge.ports.contract import ChannelContext, ChannelStatus, PostAddress
-from bridge.ports.errors import CannotPost, DeliveryError, InvalidMessage, UnknownAgent
+from bridge.ports.contract import ChannelContext, ChannelStatus, FetchedFile, PostAddress
+from bridge.ports.errors import (
+    CannotPost,
+    DeliveryError,
+    FileFetchError,
+    InvalidMessage,
+    UnknownAgent,
+)
 from bridge.ports.events import InboundMessage, Reply, Sender
 from bridge.ports.live import Draft, LiveReply
 from channels.names import NameLookup
 from channels.slack.calls import SlackCalls
+from channels.slack.files import allowed_origins, fetch_slack_file
 from channels.slack.final import FinalDelivery
 from channels.slack.inbound import BotIdentity, Ignored, Rules, classify, post_address
 from channels.slack.live import SlackLive, StatusShown
@@ -337,6 +344,19 @@ class SlackChannel:
         assert self._client is not None
         name = (await self._client.conversations_info(channel=channel))["channel"].get("name")
         return f"#{name}" if name else None
+
+    async def fetch_file(self, source: Mapping[str, object], *, max_bytes: int) -> FetchedFile:
+        """A file a message carried, from Slack's file host with the bot token
+        (:mod:`channels.slack.files`)."""
+        if self._http is None:
+            raise FileFetchError("the Slack channel is not running")
+        return await fetch_slack_file(
+            session=self._http,
+            token=self._settings.bot_token.get_secret_value(),
+            source=source,
+            allowed=allowed_origins(self._settings.api_base_url),
+            max_bytes=max_bytes,
+        )
 
     # --- outbound ----------------------------------------------------------------------------
 

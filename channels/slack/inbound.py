@@ -144,16 +144,39 @@ def _malformed(event: dict[str, Any]) -> str | None:
     return None
 
 
-def _attachments(event: dict[str, Any]) -> tuple[Attachment, ...]:
-    return tuple(
-        Attachment(
-            name=str(f.get("name") or f.get("title") or f.get("id") or "file"),
-            mime_type=f.get("mimetype") if isinstance(f.get("mimetype"), str) else None,
-            size=f.get("size") if isinstance(f.get("size"), int) else None,
-            url=f.get("url_private") if isinstance(f.get("url_private"), str) else None,
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _attachment(f: dict[str, Any]) -> Attachment:
+    """One file: ``pending`` with what the fetch needs in ``source`` (the file id and
+    ``url_private_download``; the fetch checks the host). A Slack Connect file that says
+    ``file_access: check_file_info`` is a partial object: refused (no ``files.info`` call)."""
+    name = str(f.get("name") or f.get("title") or f.get("id") or "file")
+    mime_type = _text(f.get("mimetype"))
+    size = f.get("size") if isinstance(f.get("size"), int) else None
+    url = _text(f.get("url_private"))
+    if f.get("file_access") == "check_file_info":
+        return Attachment(
+            name=name,
+            mime_type=mime_type,
+            size=size,
+            url=url,
+            state="refused",
+            reason="a Slack Connect file shared as a partial object (check_file_info): not fetched",
         )
-        for f in event.get("files") or []
+    source = {"file_id": _text(f.get("id")), "url": _text(f.get("url_private_download")) or url}
+    return Attachment(
+        name=name,
+        mime_type=mime_type,
+        size=size,
+        url=url,
+        source={key: value for key, value in source.items() if value is not None},
     )
+
+
+def _attachments(event: dict[str, Any]) -> tuple[Attachment, ...]:
+    return tuple(_attachment(f) for f in event.get("files") or [])
 
 
 def classify(

@@ -69,6 +69,7 @@ from tests.fakes.base import FakePlatform, Fault, HttpRecord, abort, json_respon
 
 __all__ = [
     "API_VERSION",
+    "CDN_METHOD",
     "CREATE_METHOD",
     "DEFAULT_APPLICATION_ID",
     "DEFAULT_BOT_ID",
@@ -125,7 +126,11 @@ DEFAULT_EDIT_RATE_LIMIT = (5, 5.0)
 folklore "5 per 5 s per channel" (reference §1.2), configurable per fake."""
 CREATE_METHOD = "POST /channels/{id}/messages"
 EDIT_METHOD = "PATCH /channels/{id}/messages/{id}"
-"""``method=`` for the injection verbs: message creations (the default) or edits."""
+CDN_METHOD = "GET /attachments/{channel}/{id}/{name}"
+"""``method=`` for the injection verbs: message creations (the default), edits or CDN
+downloads of attachments (``fail_next(1, 500, method=CDN_METHOD)``)."""
+CDN_LINK_SECONDS = 24 * 3600
+"""How long a signed attachment link stays valid (Discord's are about a day)."""
 
 INTENT_GUILDS = 1 << 0
 INTENT_GUILD_MEMBERS = 1 << 1
@@ -302,6 +307,17 @@ class _KnownChannel:
 
 
 # --- recording -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class CdnFile:
+    """An attachment's bytes as the CDN serves them; ``chunked``: without Content-Length."""
+
+    channel_id: str
+    filename: str
+    data: bytes
+    content_type: str | None
+    chunked: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -523,6 +539,10 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         self.reactions: dict[tuple[str, str], dict[str, list[str]]] = {}
         self.reaction_log: list[tuple[str, str, str, str]] = []
         self.nonce_hits: list[dict[str, Any]] = []
+        # Downloads from the CDN (no token needed, none expected); attachment id -> file.
+        self.cdn_requests: list[HttpRecord] = []
+        self.cdn_files: dict[str, CdnFile] = {}
+        self._cdn_key = secrets.token_bytes(16)
         self.connections: list[GatewayConnection] = []
         self.sessions: dict[str, GatewaySession] = {}
         self.identifies: list[IdentifyRecord] = []
@@ -604,6 +624,7 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
 
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._gateway)
+        app.router.add_get("/attachments/{channel}/{id}/{name}", self._cdn)
         app.router.add_route("*", "/{tail:.*}", self._rest)
 
     async def _close_connections(self) -> None:
@@ -827,6 +848,101 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
             self.rate_limit_next(count, retry_after=retry_after, global_=global_)
         else:
             self.fail_next(count, status)
+
+    # --- the CDN ---------------------------------------------------------------------------
+
+    def add_attachment(
+        self,
+        *,
+        channel_id: str = DEFAULT_CHANNEL_ID,
+        filename: str,
+        data: bytes,
+        content_type: str | None = None,
+        size: int | None = None,
+        chunked: bool = False,
+        link_seconds: float = CDN_LINK_SECONDS,
+    ) -> dict[str, Any]:
+        """An attachment object (``id, filename, content_type?, size, url, proxy_url``) whose
+        signed ``url`` the CDN route serves ``data`` at until ``link_seconds`` pass. ``size``
+        is what the object declares (default the real size); ``content_type`` None leaves it
+        out, as Discord may. Pass it to :meth:`send_message` in ``attachments``."""
+        attachment_id = new_snowflake()
+        self.cdn_files[attachment_id] = CdnFile(
+            channel_id=channel_id,
+            filename=filename,
+            data=data,
+            content_type=content_type,
+            chunked=chunked,
+        )
+        path = f"/attachments/{channel_id}/{attachment_id}/{urllib.parse.quote(filename)}"
+        issued = int(time.time())
+        expires = int(issued + link_seconds)
+        signature = self._cdn_signature(path, expires, issued)
+        url = f"{self.url}{path}?ex={expires:x}&is={issued:x}&hm={signature}"
+        document: dict[str, Any] = {
+            "id": attachment_id,
+            "filename": filename,
+            "size": len(data) if size is None else size,
+            "url": url,
+            "proxy_url": url,
+        }
+        if content_type is not None:
+            document["content_type"] = content_type
+        return document
+
+    def remove_attachment(self, attachment_id: str) -> None:
+        """The file is gone: the CDN answers 404."""
+        del self.cdn_files[attachment_id]
+
+    def _cdn_signature(self, path: str, expires: int, issued: int) -> str:
+        message = f"{urllib.parse.unquote(path)}|{expires:x}|{issued:x}".encode()
+        return hmac.new(self._cdn_key, message, "sha256").hexdigest()
+
+    async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        """``GET /attachments/{channel}/{id}/{name}?ex=&is=&hm=``: no token (discord.py sends
+        none); a link whose signature is wrong or whose time is past is 404, as on Discord."""
+        record = await HttpRecord.read(request)
+        self.cdn_requests.append(record)
+        self._notify()
+        response = await self._cdn_answer(request)
+        record.status = response.status
+        return response
+
+    async def _cdn_answer(self, request: web.Request) -> web.StreamResponse:
+        fault = self._next_fault(CDN_METHOD)
+        if fault is not None and fault.kind == "fail":
+            return web.Response(status=fault.status or 500, body=fault.body)
+        if fault is not None and fault.kind == "delay":
+            await self._pause(fault.seconds)
+        elif fault is not None and fault.kind == "drop":
+            return abort(request)
+        info = request.match_info
+        found = self.cdn_files.get(info["id"])
+        if found is not None and (found.channel_id, found.filename) != (
+            info["channel"],
+            info["name"],
+        ):
+            found = None
+        path = request.path
+        try:
+            expires, issued = int(request.query["ex"], 16), int(request.query["is"], 16)
+            signed = hmac.compare_digest(
+                request.query["hm"], self._cdn_signature(path, expires, issued)
+            )
+        except (KeyError, ValueError):
+            signed = False
+        if found is None or not signed or expires < time.time():
+            return web.Response(status=404, text="This content is no longer available.")
+        headers = {"Content-Type": found.content_type or "application/octet-stream"}
+        if not found.chunked:
+            return web.Response(body=found.data, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(found.data), 4096):
+            await response.write(found.data[start : start + 4096])
+        await response.write_eof()
+        return response
 
     # --- the REST API ----------------------------------------------------------------------
 
@@ -1735,6 +1851,7 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         referenced_message_id: str | None = None,
         dispatch: bool = True,
         bot_id: int | str | None = None,
+        attachments: Sequence[dict[str, Any]] = (),
     ) -> dict[str, Any]:
         """A user (or another bot) posts a message; dispatches a complete MESSAGE_CREATE.
 
@@ -1744,7 +1861,8 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         ``mentions_bot`` prefixes ``<@BOT_ID> `` of that bot. A guild message goes to every
         bot's session of the shard that owns the guild, a DM to its bot's shard 0; held for
         replay if it is disconnected, lost if that shard never identified. Returns the
-        stored message (full content, gateway shape).
+        stored message (full content, gateway shape). ``attachments``: objects made by
+        :meth:`add_attachment`.
         """
         channel_id, author_id = str(channel_id), str(author_id)
         addressed = self.bot_by_id(bot_id)
@@ -1777,6 +1895,7 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
             message_id=str(message_id) if message_id is not None else None,
             referenced=referenced,
             nonce=new_snowflake(),
+            attachments=[dict(a) for a in attachments],
             replied_user_mentioned=True,
         )
         self._store(message)

@@ -11,7 +11,10 @@ One aiohttp server on 127.0.0.1 and a free port, matching the shared platform re
   vectors in the tests.
 * **The Open API**: ``tenant_access_token/internal`` (tokens really expire, by the clock),
   ``bot/v3/info``, ``im/v1/chats/{id}``, ``contact/v3/users/{id}``, ``im/v1/messages`` (send),
-  ``im/v1/messages/{id}/reply`` and ``GET im/v1/messages/{id}``. Strict like Feishu: a valid
+  ``im/v1/messages/{id}/reply``, ``GET im/v1/messages/{id}`` and the files users sent,
+  ``GET im/v1/messages/{id}/resources/{key}?type=image|file`` (:meth:`FakeFeishu.add_resource`;
+  a key of another message 234003, the wrong ``type`` 234001, a card 234043; faults under
+  ``method="resource.get"``). Strict like Feishu: a valid
   ``Authorization: Bearer t-...`` on every call (else 99991661/99991663), ``content`` must be a
   *string* holding JSON, size limits, ``uuid`` idempotency for an hour, ``reply_in_thread``.
   Answers are ``{"code": 0, "msg": "success", "data": {...}}``; refusals HTTP 400
@@ -93,6 +96,7 @@ __all__ = [
     "FakeFeishu",
     "FeishuChat",
     "FeishuRequest",
+    "FeishuResource",
     "PushResult",
     "SentMessage",
     "decrypt",
@@ -161,6 +165,12 @@ CODE_REACTION_TYPE_INVALID = 231001
 CODE_REACTION_NO_PERMISSION = 231002
 CODE_REACTION_MESSAGE_NOT_FOUND = 231003
 CODE_MESSAGE_NO_PERMISSION = 230027
+# Message resources (GET im/v1/messages/{id}/resources/{key}).
+CODE_RESOURCE_PARAM = 234001
+CODE_RESOURCE_NOT_IN_MESSAGE = 234003
+CODE_RESOURCE_TOO_LARGE = 234037
+CODE_RESOURCE_UNSUPPORTED_MESSAGE = 234043
+MAX_RESOURCE_BYTES = 100 * 1024 * 1024
 CARD_OPS_PER_SECOND = 10
 CARD_STREAMING_SECONDS = 600.0
 CARD_LIFETIME_SECONDS = 14 * 86400.0
@@ -414,6 +424,16 @@ class FeishuCard:
 
 
 @dataclass(slots=True)
+class FeishuResource:
+    """A file a user sent in a message: ``kind`` is the ``type`` the download must ask for
+    (``image`` for images, also in posts; ``file`` for files, audio and video)."""
+
+    data: bytes
+    content_type: str
+    kind: Literal["image", "file"]
+
+
+@dataclass(slots=True)
 class _Token:
     value: str
     expires_at: float  # time.monotonic()
@@ -510,6 +530,7 @@ class FakeFeishu(FakePlatform[SentMessage]):
         self._reactions: dict[str, list[dict[str, Any]]] = {}
         self.reaction_log: list[tuple[str, str, str]] = []
         """``(added|deleted, message_id, emoji_type)`` in order."""
+        self._resources: dict[tuple[str, str], FeishuResource] = {}
         self._routes: list[tuple[str, re.Pattern[str], _Handler, bool]] = [
             ("POST", re.compile(r"/auth/v3/tenant_access_token/internal"), self._token, False),
             ("GET", re.compile(r"/bot/v3/info"), self._bot_info, True),
@@ -535,6 +556,12 @@ class FakeFeishu(FakePlatform[SentMessage]):
                 True,
             ),
             ("PATCH", re.compile(r"/cardkit/v1/cards/([^/]+)/settings"), self._card_settings, True),
+            (
+                "GET",
+                re.compile(r"/im/v1/messages/([^/]+)/resources/([^/]+)"),
+                self._get_resource,
+                True,
+            ),
         ]
 
         self.add_user(
@@ -975,6 +1002,51 @@ class FakeFeishu(FakePlatform[SentMessage]):
         stored["deleted"] = True
         self.deleted.append(message_id)
         return self._answer(request, record, fault, {})
+
+    # --- message resources ----------------------------------------------------------------
+
+    def add_resource(
+        self,
+        message_id: str,
+        file_key: str,
+        data: bytes,
+        content_type: str,
+        *,
+        kind: Literal["image", "file"] = "image",
+    ) -> None:
+        """The message ``message_id`` carries ``file_key`` (its bytes, as ``content_type``)."""
+        self._resources[(message_id, file_key)] = FeishuResource(data, content_type, kind)
+
+    def resource_downloads(self) -> list[FeishuRequest]:
+        """The requests to ``GET .../messages/{id}/resources/{key}``, in order."""
+        return [
+            record
+            for record in self.requests_to("GET", "/open-apis/im/v1/messages/")
+            if "/resources/" in record.path
+        ]
+
+    async def _get_resource(
+        self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
+    ) -> web.StreamResponse:
+        """Only the pair a message really carries, asked with its own ``type``; a card or
+        merged-forward message has no downloadable resources (234043)."""
+        message_id, file_key = groups
+        await self._scripted(record, "resource.get")
+        kind = request.query.get("type")
+        if kind not in ("image", "file"):
+            raise _FeishuError(CODE_RESOURCE_PARAM, "invalid param: type must be image or file")
+        stored = self._messages.get(message_id)
+        if stored is not None and stored.get("msg_type") in ("interactive", "merge_forward"):
+            raise _FeishuError(CODE_RESOURCE_UNSUPPORTED_MESSAGE, "unsupported message type")
+        resource = self._resources.get((message_id, file_key))
+        if resource is None:
+            raise _FeishuError(CODE_RESOURCE_NOT_IN_MESSAGE, "the file is not in the message")
+        if resource.kind != kind:
+            raise _FeishuError(CODE_RESOURCE_PARAM, f"invalid param: type {kind} for {file_key}")
+        if len(resource.data) > MAX_RESOURCE_BYTES:
+            raise _FeishuError(CODE_RESOURCE_TOO_LARGE, "the file is larger than 100 MB")
+        record.code = 0
+        return web.Response(status=200, body=resource.data, content_type=resource.content_type)
 
     # --- reactions -----------------------------------------------------------------------
 

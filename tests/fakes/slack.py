@@ -64,7 +64,9 @@ __all__ = [
     "DEFAULT_CHANNEL",
     "DEFAULT_TEAM_ID",
     "DEFAULT_USER",
+    "FILES_METHOD",
     "KNOWN_EMOJI",
+    "LOGIN_PAGE_HTML",
     "MAX_MARKDOWN_CHARS",
     "MAX_TEXT_CHARS",
     "MAX_UPDATE_CHARS",
@@ -90,6 +92,13 @@ DEFAULT_BOT_USER_ID = "U0BOT00001"
 DEFAULT_BOT_ID = "B0BOT00001"
 DEFAULT_CHANNEL = "C0CHAN0001"
 DEFAULT_USER = "U0HUMAN001"
+# The fault key of file downloads (``/files-pri/...``): ``fail_next(method=FILES_METHOD)``.
+FILES_METHOD = "files-pri"
+# What Slack serves for a file URL fetched without a valid token with files:read: HTTP 200.
+LOGIN_PAGE_HTML = (
+    b"<!DOCTYPE html><html><head><title>Slack</title></head>"
+    b'<body><form action="/signin">Sign in to your workspace</form></body></html>'
+)
 # The deprecated verification token Slack still puts in every envelope; never checked.
 VERIFICATION_TOKEN = "XXYYZZ"
 # chat.postMessage refuses longer text with msg_too_long.
@@ -313,8 +322,11 @@ def message(
     bot_user_id: str = DEFAULT_BOT_USER_ID,
     api_app_id: str = DEFAULT_APP_ID,
     bot_id: str | None = None,
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A ``message`` envelope from a human: channel, private channel, group DM, DM or thread.
+
+    With ``files`` (objects from :meth:`FakeSlack.add_file`) it is a ``file_share`` message.
 
     ``channel_type`` defaults from the id (``D…`` is ``"im"``, anything else ``"channel"``);
     pass ``"group"`` / ``"mpim"`` for private channels and group DMs. With ``bot_id`` it is a
@@ -340,6 +352,10 @@ def message(
     )
     if thread_ts is not None and thread_ts != ts:
         event["parent_user_id"] = parent_user_id or user
+    if files is not None:
+        event["subtype"] = "file_share"
+        event["files"] = files
+        event["upload"] = False
     event["channel"] = channel
     event["event_ts"] = ts
     event["channel_type"] = kind
@@ -763,9 +779,14 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         self.team_id = team_id
         self.app_id = app_id
         # Read by Bolt's authorization into ``bot_scopes``.
-        self.scopes = "app_mentions:read,channels:history,groups:history,im:history,chat:write"
+        self.scopes = (
+            "app_mentions:read,channels:history,groups:history,im:history,chat:write,files:read"
+        )
 
         self.calls: list[ApiCall] = []
+        self.file_requests: list[ApiCall] = []
+        """Every request for a file URL (``/files-pri/...``), with its headers, answered or not."""
+        self._files: dict[str, tuple[dict[str, Any], bytes, bool]] = {}
         self.posts: list[dict[str, Any]] = []
         self.pushes: list[PushResult] = []
         self.socket_sent: list[dict[str, Any]] = []
@@ -821,6 +842,8 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/link", self._link)
         app.router.add_get("/link/", self._link)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._file, allow_head=False)
+        app.router.add_get("/files-pri/{team_file}/download/{name}", self._file, allow_head=False)
 
     async def _close_connections(self) -> None:
         for ws in list(self._sockets):
@@ -942,6 +965,42 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         )
         self._store(channel, stored)
         return stored
+
+    def add_file(
+        self,
+        *,
+        name: str,
+        data: bytes,
+        mimetype: str = "application/octet-stream",
+        user: str = DEFAULT_USER,
+        file_id: str | None = None,
+        chunked: bool = False,
+    ) -> dict[str, Any]:
+        """Upload a file as ``user`` did: the file object a ``file_share`` message carries
+        (its URLs on this fake's loopback address instead of ``files.slack.com``). A
+        ``chunked`` file is served without ``Content-Length``, in 16 KiB pieces."""
+        file_id = file_id or f"F{secrets.token_hex(5).upper()}"
+        base = self._local_url(path=f"/files-pri/{self.team_id}-{file_id}")
+        document: dict[str, Any] = {
+            "id": file_id,
+            "created": int(time.time()),
+            "timestamp": int(time.time()),
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1] if "." in name else "binary",
+            "user": user,
+            "size": len(data),
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": False,
+            "url_private": f"{base}/{name}",
+            "url_private_download": f"{base}/download/{name}",
+            "permalink": f"https://fake-team.slack.com/files/{user}/{file_id}/{name}",
+        }
+        self._files[file_id] = (document, data, chunked)
+        return dict(document)
 
     def messages(self, channel: str) -> list[dict[str, Any]]:
         """Every message of a channel, threads included, oldest first (copies)."""
@@ -1515,6 +1574,49 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         self._store(channel, stored)
 
     # --- Socket Mode -----------------------------------------------------------------------
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        """A file's content, only for a bot token of this workspace with ``files:read``;
+        anything else gets Slack's HTML login page (HTTP 200)."""
+        call = ApiCall(
+            method=FILES_METHOD,
+            verb=request.method,
+            path=request.path,
+            headers=CIMultiDict(request.headers),
+            query=dict(request.query),
+            params={},
+        )
+        self.file_requests.append(call)
+        self._notify()
+        fault = self._next_fault(FILES_METHOD)
+        if fault is not None:
+            if fault.kind == "drop":
+                call.status, call.error = 0, "dropped"
+                return abort(request)
+            early = await self._apply(fault, call)
+            if early is not None:
+                return early
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        authed = scheme == "Bearer" and any(_same(token, bot.token) for bot in self.bots)
+        if not authed or "files:read" not in self.scopes.split(","):
+            call.status, call.error = 200, "login_page"
+            return web.Response(body=LOGIN_PAGE_HTML, content_type="text/html", charset="utf-8")
+        team, _, file_id = request.match_info["team_file"].partition("-")
+        found = self._files.get(file_id)
+        if team != self.team_id or found is None or found[0]["name"] != request.match_info["name"]:
+            call.status, call.error = 404, "file_not_found"
+            return web.Response(status=404, body=b"Not Found", content_type="text/plain")
+        document, data, chunked = found
+        call.status = 200
+        if not chunked:
+            return web.Response(body=data, content_type=document["mimetype"])
+        response = web.StreamResponse(headers={"Content-Type": document["mimetype"]})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(data), 16 * 1024):
+            await response.write(data[start : start + 16 * 1024])
+        await response.write_eof()
+        return response
 
     async def _link(self, request: web.Request) -> web.StreamResponse:
         ticket = request.query.get("ticket", "")

@@ -202,7 +202,8 @@ async def test_file_text_shares_the_history_budget_and_a_missing_object_is_only_
         f"long.txt:\n```\n{'x' * 30}{'y' * 10}\n```\n"
         "[long.txt cut: the first 40 of 60 characters are shown]\n\n"
         "[attachment: gone.txt (text/plain, 12 bytes) not shown: content missing]\n\n"
-        "[attachment: later.pdf (application/pdf, 9 bytes) not shown: not fetched yet]"
+        "[attachment: later.pdf (application/pdf, 9 bytes) not shown: the platform gave no way to "
+        "fetch the file]"
     )
 
 

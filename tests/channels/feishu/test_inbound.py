@@ -129,7 +129,9 @@ def test_a_post_is_flattened_to_text_with_links_mentions_and_images() -> None:
     found = _inbound(_message(event))
     assert isinstance(found, InboundMessage)
     assert found.text == "Weekly\nnumbers:\nsee the sheet (https://x.example/s) with @Li"
-    assert found.attachments == (Attachment(name="img_v2_1", mime_type="image"),)
+    message_id = event["message"]["message_id"]
+    source = {"message_id": message_id, "file_key": "img_v2_1", "type": "image"}
+    assert found.attachments == (Attachment(name="img_v2_1", source=source),)
 
 
 def test_images_and_files_are_attachments_and_other_types_are_ignored() -> None:
@@ -138,11 +140,14 @@ def test_images_and_files_are_attachments_and_other_types_are_ignored() -> None:
     event["message"]["content"] = json.dumps({"image_key": "img_9"})
     found = _inbound(_message(event))
     assert isinstance(found, InboundMessage)
-    assert found.attachments == (Attachment(name="img_9", mime_type="image"),)
+    ids = {"message_id": event["message"]["message_id"], "file_key": "img_9"}
+    assert found.attachments == (Attachment(name="img_9", source={**ids, "type": "image"}),)
     event["message"]["message_type"] = "file"
     event["message"]["content"] = json.dumps({"file_key": "file_1", "file_name": "q3.pdf"})
     found = _inbound(_message(event))
     assert isinstance(found, InboundMessage) and found.attachments[0].name == "q3.pdf"
+    assert found.attachments[0].mime_type == "application/pdf"
+    assert found.attachments[0].source == {**ids, "file_key": "file_1", "type": "file"}
     event["message"]["message_type"] = "sticker"
     assert _inbound(_message(event)) == Ignored("message_type 'sticker'")
 
