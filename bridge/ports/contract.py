@@ -50,6 +50,8 @@ class Capabilities:
     """Receives platform events over HTTP at ``POST /{channel}/{agent}/events``."""
     streaming: bool = False
     """Can show a reply while it is written."""
+    sends_files: bool = False
+    """Uploads ``Reply.files`` natively, exactly once (``bridge.ports.events.OutgoingFile``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

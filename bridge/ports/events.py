@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 ParticipantKind = Literal["user", "agent"]
 
@@ -158,6 +158,29 @@ ReplyOutcome = Literal["answered", "failed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutgoingFile:
+    """A file a reply carries, with its content, for a channel to upload natively."""
+
+    attachment_id: int
+    """Stable across attempts: with the delivery key it names this upload to the platform."""
+    position: int
+    """Its place among the reply's files (0, 1, …)."""
+    name: str
+    content_type: str
+    data: bytes
+    platform_file_id: str | None = None
+    """An upload an earlier attempt started and recorded (``Reply.record_upload``): finish or
+    look up that one, never upload the content again."""
+
+
+class UploadRecorder(Protocol):
+    async def __call__(self, attachment_id: int, platform_file_id: str) -> None:
+        """Keep the platform's id of a started upload before the step that shares it, so an
+        attempt after a crash finishes it instead of uploading again."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     """A stored reply on its way out.
 
@@ -185,3 +208,8 @@ class Reply:
     outcome: ReplyOutcome | None = None
     """How answering the message this replies to ended, for its status reaction; None when
     the reply answers no message of the platform's."""
+    files: tuple[OutgoingFile, ...] = ()
+    """Files to send with the text, in order, into the same conversation and thread (channels
+    with ``Capabilities.sends_files``; for others the core lists their names in the text)."""
+    record_upload: UploadRecorder | None = None
+    """Set when ``files`` is not empty."""
