@@ -105,7 +105,10 @@ async def _files(app: web.Application) -> AsyncIterator[None]:
 async def _agents(app: web.Application) -> AsyncIterator[None]:
     app[AGENTS] = await sync_agents(app[SESSIONS], app[SETTINGS].agents)
     async with aiohttp.ClientSession() as http:
-        backends = {agent.slug: build_backend(agent, http=http) for agent in app[SETTINGS].agents}
+        backends = {
+            agent.slug: build_backend(agent, http=http, files=app[SETTINGS].files)
+            for agent in app[SETTINGS].agents
+        }
         app[BACKENDS] = backends
         try:
             yield

@@ -10,6 +10,7 @@ from bridge.agents.base import AgentBackend, AgentError, AgentRequest, HistoryMe
 from bridge.agents.echo import EchoBackend
 from bridge.agents.openai import OpenAIBackend
 from bridge.agents.webhook import WebhookBackend
+from bridge.files.settings import FilesSettings
 from bridge.infra.redact import url_secrets
 from bridge.settings import AgentSettings
 
@@ -23,14 +24,17 @@ __all__ = [
 ]
 
 
-def build_backend(agent: AgentSettings, *, http: aiohttp.ClientSession) -> AgentBackend:
-    """The backend an agent's settings name. ``http`` is shared and owned by the app."""
+def build_backend(
+    agent: AgentSettings, *, http: aiohttp.ClientSession, files: FilesSettings | None = None
+) -> AgentBackend:
+    """The backend an agent's settings name. ``http`` is shared and owned by the app;
+    ``files`` bounds the files an answer may carry."""
     if agent.backend == "openai":
         assert agent.openai is not None
         return OpenAIBackend(settings=agent.openai, http=http)
     if agent.backend == "webhook":
         assert agent.webhook is not None
-        return WebhookBackend(settings=agent.webhook, http=http)
+        return WebhookBackend(settings=agent.webhook, http=http, files=files)
     return EchoBackend(
         chunk_chars=agent.echo_stream_chunk_chars, delay_ms=agent.echo_stream_delay_ms
     )

@@ -70,6 +70,20 @@ class AgentAttachment:
         return (self.content_type or "application/octet-stream").split(";", 1)[0].strip().lower()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerFile:
+    """A file the agent's answer carries, as the backend took it in: its content when kept
+    (``state`` ``kept``), else only its metadata and why (``refused``: over a limit or from a
+    host it does not belong to; ``failed``: fetching it failed). The answer step stores it."""
+
+    name: str
+    content_type: str
+    size: int | None
+    data: bytes | None = None
+    state: Literal["kept", "refused", "failed"] = "kept"
+    reason: str | None = None
+
+
 class AgentTools(Protocol):
     """What the bridge lets an agent do while it answers: ask its peers.
 
@@ -134,6 +148,9 @@ class AgentRequest:
     """Filled by the backend as it answers, when its upstream reports usage."""
     attachments: tuple[AgentAttachment, ...] = ()
     """The files of this message (not of the history), in the order it carries them."""
+    answer_files: list[AnswerFile] = field(default_factory=list)
+    """Filled by a backend whose answer carries files, in their order, once the answer is
+    complete (a streamed answer's files come with its end)."""
     context_chars: int | None = None
     """The agent's ``history_chars``: the window and the text of attached files share it
     (the openai backend drops the oldest history to make room for the files)."""

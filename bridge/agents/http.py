@@ -64,7 +64,11 @@ class ReplyBody:
         shown_url: str,
         timeout_seconds: float,
         hidden: tuple[str, ...],
+        max_bytes: int = MAX_RESPONSE_BYTES,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
+        self._max_bytes = max_bytes
+        self._max_line_bytes = max_line_bytes
         self._response = response
         self._label = label
         self._shown_url = shown_url
@@ -82,7 +86,7 @@ class ReplyBody:
         async with aclosing(self._chunks()) as body:
             async for chunk in body:
                 size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
+                if size > self._max_bytes:
                     raise self._too_large()
                 chunks.append(chunk)
         return b"".join(chunks)
@@ -95,16 +99,16 @@ class ReplyBody:
         async with aclosing(self._chunks()) as body:
             async for chunk in body:
                 size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
+                if size > self._max_bytes:
                     raise self._too_large()
                 pending += chunk
                 while (end := pending.find(b"\n")) >= 0:
                     line = bytes(pending[:end])
                     del pending[: end + 1]
-                    if len(line) > MAX_LINE_BYTES:
+                    if len(line) > self._max_line_bytes:
                         raise self._line_too_long()
                     yield line.removesuffix(b"\r")
-                if len(pending) > MAX_LINE_BYTES:
+                if len(pending) > self._max_line_bytes:
                     raise self._line_too_long()
         if pending:
             yield bytes(pending).removesuffix(b"\r")
@@ -131,13 +135,14 @@ class ReplyBody:
 
     def _too_large(self) -> AgentError:
         return AgentError(
-            f"{self._label} backend: response larger than {MAX_RESPONSE_BYTES} bytes",
+            f"{self._label} backend: response larger than {self._max_bytes} bytes",
             reason=UNUSABLE_ANSWER,
         )
 
     def _line_too_long(self) -> AgentError:
         return AgentError(
-            f"{self._label} backend: a line of the response is longer than {MAX_LINE_BYTES} bytes",
+            f"{self._label} backend: a line of the response is longer than "
+            f"{self._max_line_bytes} bytes",
             reason=UNUSABLE_ANSWER,
         )
 
@@ -153,6 +158,8 @@ async def open_reply(
     timeout_seconds: float,
     label: str,
     secrets: Iterable[str] = (),
+    max_bytes: int = MAX_RESPONSE_BYTES,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> AsyncIterator[ReplyBody]:
     """POST ``body`` to ``url`` and give the body of a 2xx answer, to read as it arrives.
 
@@ -178,6 +185,8 @@ async def open_reply(
                 shown_url=shown_url,
                 timeout_seconds=timeout_seconds,
                 hidden=hidden,
+                max_bytes=max_bytes,
+                max_line_bytes=max_line_bytes,
             )
             status = response.status
             if not 200 <= status < 300:

@@ -18,6 +18,10 @@ Either form may report what the answer cost, for token budgets and the usage API
 ``"usage": {"input_tokens": N, "output_tokens": M}`` beside ``reply``, or on the done line
 (``{"done": true, "usage": {...}}``). A malformed ``usage`` is logged and ignored.
 
+An answer may carry files: ``"attachments"`` beside ``reply`` or on the done line, each
+``{"name", "content_type"?, "data_base64"}`` or ``{"name", "content_type"?, "url"}`` (fetched
+once, from the webhook URL's own origin only): :mod:`bridge.agents.webhook_files`.
+
 A message that carries files adds ``"attachments": [{"id", "name", "content_type", "size",
 "url", "reason"}]`` to the body (the key is absent otherwise, so the body of a message without
 files is unchanged). ``url`` is an absolute signed link to the bytes, valid for
@@ -41,6 +45,7 @@ import aiohttp
 from bridge.agents.base import UNUSABLE_ANSWER, AgentAttachment, AgentError, AgentRequest
 from bridge.agents.http import (
     BROKEN_ANSWER,
+    MAX_LINE_BYTES,
     MAX_RESPONSE_BYTES,
     ReplyBody,
     open_reply,
@@ -48,6 +53,8 @@ from bridge.agents.http import (
     parse_json,
     request_secrets,
 )
+from bridge.agents.webhook_files import FileTaker, answer_limits
+from bridge.files.settings import FilesSettings
 from bridge.infra.logs import log_event
 from bridge.infra.redact import excerpt
 from bridge.settings import WebhookBackendSettings
@@ -131,12 +138,21 @@ def _not_held(attachment: AgentAttachment) -> str:
 class WebhookBackend:
     """Posts one signed request per message; the shared ``http`` session belongs to the app."""
 
-    def __init__(self, *, settings: WebhookBackendSettings, http: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        *,
+        settings: WebhookBackendSettings,
+        http: aiohttp.ClientSession,
+        files: FilesSettings | None = None,
+    ) -> None:
         self._settings = settings
         self._http = http
         # Webhook URLs often carry a token in the path or query: errors show the origin only.
         self._url = settings.url.get_secret_value()
         self._shown_url = origin(self._url)
+        files = files or FilesSettings()
+        self._limits = answer_limits(files)
+        self._files = FileTaker(http=http, webhook_url=self._url, settings=files)
 
     async def answer(self, request: AgentRequest) -> AsyncIterator[str]:
         """Yield the receiver's reply, as it streams in when it streams; raise AgentError on
@@ -162,13 +178,21 @@ class WebhookBackend:
             timeout_seconds=self._settings.timeout_seconds,
             label="webhook",
             secrets=secrets,
+            max_bytes=self._limits[0],
+            max_line_bytes=self._limits[1],
         ) as reply:
             if reply.content_type not in NDJSON_TYPES:
-                yield _parse_reply(await reply.read(), secrets, request)
+                text, files = _parse_reply(await reply.read(), secrets, request)
+                if files is not None:
+                    request.answer_files.extend(await self._files.take(files))
+                yield text
                 return
-            async with aclosing(_stream_reply(reply, secrets, request)) as deltas:
+            done: list[object] = []
+            async with aclosing(_stream_reply(reply, secrets, request, done)) as deltas:
                 async for delta in deltas:
                     yield delta
+            if done:  # the done line's files, taken in once the text is all there
+                request.answer_files.extend(await self._files.take(done[0]))
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP session is owned and closed by the app."""
@@ -199,8 +223,11 @@ def _record_usage(request: AgentRequest, usage: object) -> None:
     request.usage.add(input_tokens=tokens[0], output_tokens=tokens[1])
 
 
-def _parse_reply(raw: bytes, secrets: Iterable[str], request: AgentRequest) -> str:
-    """The ``reply`` field, which must be a non-empty string (and ``usage``, if any)."""
+def _parse_reply(
+    raw: bytes, secrets: Iterable[str], request: AgentRequest
+) -> tuple[str, object | None]:
+    """The ``reply`` field, which must be a non-empty string (and ``usage``, if any), and the
+    raw ``attachments`` (None: none given)."""
     data = parse_json(raw, label="webhook", what="response", secrets=secrets)
     if not isinstance(data, dict) or "reply" not in data:
         shown = excerpt(raw, secrets=secrets)
@@ -219,26 +246,47 @@ def _parse_reply(raw: bytes, secrets: Iterable[str], request: AgentRequest) -> s
         )
     if "usage" in data:
         _record_usage(request, data["usage"])
-    return reply.strip()
+    if len(raw) > MAX_RESPONSE_BYTES and "attachments" not in data:
+        raise _too_large()
+    return reply.strip(), data.get("attachments")
+
+
+def _too_large() -> AgentError:
+    return AgentError(
+        f"webhook backend: response larger than {MAX_RESPONSE_BYTES} bytes", reason=UNUSABLE_ANSWER
+    )
 
 
 async def _stream_reply(
-    reply: ReplyBody, secrets: Iterable[str], request: AgentRequest
+    reply: ReplyBody, secrets: Iterable[str], request: AgentRequest, done: list[object]
 ) -> AsyncGenerator[str, None]:
-    """The deltas of an NDJSON reply, stripped as one text; stops at ``{"done": true}``."""
+    """The deltas of an NDJSON reply, stripped as one text; stops at ``{"done": true}``
+    (whose raw ``attachments``, if any, it appends to ``done``)."""
     started = False
     held = ""
+    size = 0  # the text's lines keep the usual limits; only files may make the answer larger
     async with aclosing(reply.lines()) as lines:
         async for line in lines:
             if not line.strip():
                 continue
             delta = _parse_line(line, secrets, request)
-            if delta is None:
+            size += len(line) + 1
+            if isinstance(delta, str) and len(line) > MAX_LINE_BYTES:
+                raise AgentError(
+                    f"webhook backend: a line of the response is longer than {MAX_LINE_BYTES} "
+                    "bytes",
+                    reason=UNUSABLE_ANSWER,
+                )
+            if isinstance(delta, str) and size > MAX_RESPONSE_BYTES:
+                raise _too_large()
+            if not isinstance(delta, str):
                 if not started:
                     raise AgentError(
                         "webhook backend: the streamed reply is empty",
                         reason="the agent gave an empty answer",
                     )
+                if "attachments" in delta:
+                    done.append(delta["attachments"])
                 return
             if not started:
                 delta = delta.lstrip()
@@ -254,18 +302,18 @@ async def _stream_reply(
     )
 
 
-def _parse_line(line: bytes, secrets: Iterable[str], request: AgentRequest) -> str | None:
-    """A delta's text, or None for ``{"done": true}`` (with its ``usage``, if any); anything
-    else raises AgentError."""
+def _parse_line(line: bytes, secrets: Iterable[str], request: AgentRequest) -> str | dict[str, Any]:
+    """A delta's text, or the done line itself (with its ``usage`` recorded, if any);
+    anything else raises AgentError."""
     data = parse_json(line, label="webhook", what="a streamed line", secrets=secrets)
     if isinstance(data, dict):
         delta = data.get("delta")
         if isinstance(delta, str) and set(data) == {"delta"}:
             return delta
-        if data.get("done") is True and set(data) <= {"done", "usage"}:
+        if data.get("done") is True and set(data) <= {"done", "usage", "attachments"}:
             if "usage" in data:
                 _record_usage(request, data["usage"])
-            return None
+            return data
     shown = excerpt(line, secrets=secrets)
     raise AgentError(
         f'webhook backend: a streamed line is neither {{"delta": "<text>"}} nor '

@@ -8,10 +8,12 @@ from aiohttp import web
 
 from bridge.api.errors import ApiError, not_found
 from bridge.api.http import caller_of, read_body, respond
+from bridge.api.send_files import received_files
 from bridge.api.send_models import AgentSend
 from bridge.api.sessions import agent_in_scope
 from bridge.api.views import find_session, messages_by_id
-from bridge.appkeys import CHANNELS, PIPELINE, SESSIONS, SETTINGS
+from bridge.appkeys import CHANNELS, FILES, PIPELINE, SESSIONS, SETTINGS
+from bridge.files.intake import store_received
 from bridge.flow.agent_send import Conversation, SessionDeleted, send_as_agent
 from bridge.ports.contract import PostingChannel
 from bridge.ports.errors import CannotPost
@@ -30,8 +32,7 @@ async def agent_send(request: web.Request) -> web.Response:
     if agent is None:
         raise ApiError(404, "not_found", f"no agent {slug!r}")
     body = await read_body(request, AgentSend)
-    if body.attachments is not None:
-        raise ApiError(422, "attachments_unsupported", "attachments are not supported yet")
+    files = received_files(body.attachments or [], request.config_dict[SETTINGS].files)
     limit = request.config_dict[SETTINGS].web.max_text_bytes
     if len(body.text.encode()) > limit:
         raise ApiError(422, "text_too_long", f"text: longer than {limit} bytes")
@@ -56,6 +57,7 @@ async def agent_send(request: web.Request) -> web.Response:
     if not isinstance(channel, PostingChannel):
         raise ApiError(422, "cannot_post", f"{slug!r} has no {name!r} channel that can post first")
     key = f"send:{body.client_message_id}" if body.client_message_id else None
+    attachments = await store_received(request.config_dict[FILES], agent_id=agent.id, files=files)
     try:
         sent = await send_as_agent(
             request.config_dict[PIPELINE].store,
@@ -64,6 +66,7 @@ async def agent_send(request: web.Request) -> web.Response:
             conversation=conversation,
             text=body.text,
             key=key,
+            attachments=attachments,
         )
     except CannotPost as error:
         raise ApiError(422, "cannot_post", str(error)) from None

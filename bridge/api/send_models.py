@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.ports.events import MAX_ID_LENGTH, storable_text
 
 MAX_ID = 2**63 - 1
+
+
+class SendFile(BaseModel):
+    """A file posted with the message, its content in base64."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=1000, description="Cleaned to a safe file name.")
+    content_type: str | None = Field(
+        default=None, max_length=255, description="`type/subtype`; else octet-stream."
+    )
+    data_base64: str = Field(description="The content, base64; at most `files.max_bytes`.")
 
 
 class AgentSend(BaseModel):
@@ -38,8 +50,11 @@ class AgentSend(BaseModel):
         " Discord: the thread's channel id).",
     )
     text: str = Field(min_length=1, description="At most `web.max_text_bytes` UTF-8 bytes.")
-    attachments: list[Any] | None = Field(
-        default=None, description="Not supported yet: a request with attachments gets 422."
+    attachments: list[SendFile] | None = Field(
+        default=None,
+        description="Files sent with the text, in order (at most `files.max_files_per_message`,"
+        " each at most `files.max_bytes`): uploaded natively where the channel can, else listed"
+        " in the text.",
     )
     client_message_id: str | None = Field(
         default=None,

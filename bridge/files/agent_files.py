@@ -33,6 +33,11 @@ class AgentFiles:
         self._model_types = frozenset(t.strip().lower() for t in model_content_types)
         self._fetcher = fetcher
 
+    @property
+    def store(self) -> FileStore:
+        """Where the answer step also puts the files of agents' replies."""
+        return self._store
+
     async def ready(self, request: AgentRequest, *, agent_id: int) -> AgentRequest:
         """The request once its platform files are fetched (outside any transaction): the
         same request, with no query, when none of its files is pending."""

@@ -21,7 +21,7 @@ from bridge.flow.outgoing import Outgoing, new_delivery_key, store_outgoing
 from bridge.infra.logs import log_event
 from bridge.ports.contract import PostAddress, PostingChannel
 from bridge.ports.errors import CannotPost
-from bridge.ports.events import MAX_ID_LENGTH, storable_text
+from bridge.ports.events import MAX_ID_LENGTH, Attachment, storable_text
 from bridge.store.directory import AgentRecord
 from bridge.store.messages import MessageStore, Writes
 from bridge.store.models import MESSAGES, SESSIONS
@@ -63,10 +63,12 @@ async def send_as_agent(
     conversation: Conversation,
     text: str,
     key: str | None,
+    attachments: tuple[Attachment, ...] = (),
 ) -> Sent:
     """Store ``text`` as ``agent``'s message to deliver in the conversation, once per ``key``
-    (``(session, key)`` is the message's unique external id). Raises CannotPost or
-    SessionDeleted, and then nothing was stored."""
+    (``(session, key)`` is the message's unique external id). ``attachments`` (contents
+    already in the file store) get their rows with the message, and only then. Raises
+    CannotPost or SessionDeleted, and then nothing was stored."""
     first: PostAddress | None = None
     refusal: CannotPost | None = None
     if conversation.session_id is None:
@@ -116,6 +118,8 @@ async def send_as_agent(
                     reply_target=dict(address.reply_target),
                     delivery_key=new_delivery_key(),
                     external_message_id=key,
+                    attachments=attachments,
+                    agent_id=agent.id,
                 )
             ],
         )

@@ -24,6 +24,7 @@ from bridge.agents.base import (
     UsageMeter,
 )
 from bridge.files.agent_files import AgentFiles, bare_attachments
+from bridge.files.reply_files import store_kept
 from bridge.flow.answer_job import (
     Job,
     Outcome,
@@ -273,6 +274,11 @@ class Answerer:
             role="assistant",
             state=MessageState.ANSWERED,
             usage=self._spent(job),
+            files=await store_kept(  # contents first: no row ever names a missing object
+                None if self._files is None else self._files.store,
+                agent_id=job.agent.id,
+                files=job.request.answer_files,
+            ),
         )
 
     def _spent(self, job: Job) -> UsageMeter | None:
@@ -366,6 +372,8 @@ class Answerer:
                         reply_to_message_id=job.message_id,
                         chain_origin_id=job.chain_origin_id,
                         chain_hops=job.chain_hops,
+                        attachments=outcome.files,
+                        agent_id=job.agent.id,
                     )
                     for job, outcome in finished
                 ],

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bridge.agents import settings_secrets
 from bridge.agents.base import NO_ANSWER, AgentError, AgentRequest, UsageMeter
 from bridge.infra.redact import redact
+from bridge.ports.events import Attachment
 from bridge.ports.live import Draft
 from bridge.store.directory import AgentRecord
 from bridge.store.models import ATTACHMENTS, PARTICIPANTS, SESSIONS
@@ -110,6 +111,8 @@ class Outcome:
     reset: bool = False
     usage: UsageMeter | None = None
     """The tokens answering cost, when the backend reported them."""
+    files: tuple[Attachment, ...] = ()
+    """The answer's files, their contents already in the file store."""
 
 
 def failure_of(error: Exception, job: Job) -> tuple[str, str]:

@@ -21,6 +21,13 @@ from typing import Any
 from sqlalchemy import FromClause, Select, select
 
 from bridge.a2a.handoff import HandOffs
+from bridge.files.reply_files import (
+    ListedFile,
+    file_lines,
+    load_reply_files,
+    upload_recorder,
+)
+from bridge.files.store import FileStore
 from bridge.flow.batching import GroupCommit
 from bridge.flow.claims import DELIVER, claim, finish_claimed, next_retry_at
 from bridge.flow.workers import WorkContext
@@ -28,7 +35,7 @@ from bridge.infra.logs import log_event
 from bridge.infra.redact import config_secrets, redact
 from bridge.ports.contract import Channels
 from bridge.ports.errors import DeliveryError, UnknownAgent
-from bridge.ports.events import Reply, ReplyOutcome
+from bridge.ports.events import OutgoingFile, Reply, ReplyOutcome
 from bridge.store.models import MESSAGES, SESSIONS, MessageState, utcnow
 
 logger = logging.getLogger(__name__)
@@ -61,6 +68,7 @@ def _load(claimed: FromClause) -> Select[Any]:
         m.content,
         m.reply_target,
         m.attempts,
+        m.attachments,
         sessions.agent_id,
         sessions.external_conv_id,
         asked.created_at.label("asked_at"),
@@ -96,6 +104,7 @@ MAX_BATCH = 256
 class _Attempt:
     reply: Reply
     asked_at: datetime | None
+    has_files: bool = False
 
     @property
     def message_id(self) -> int:
@@ -114,7 +123,15 @@ class Deliverer:
 
     kind = DELIVER
 
-    def __init__(self, *, context: WorkContext, channels: Channels, handoffs: HandOffs) -> None:
+    def __init__(
+        self,
+        *,
+        context: WorkContext,
+        channels: Channels,
+        handoffs: HandOffs,
+        files: FileStore | None = None,
+    ) -> None:
+        self._files = files
         self._handoffs = handoffs
         self._store = context.store
         self._agents = context.agents
@@ -161,7 +178,9 @@ class Deliverer:
                 live_ids=tuple(row.live_message_ids or ()),
                 outcome=_outcome(row.asked_state),
             )
-            attempts.append(_Attempt(reply=reply, asked_at=row.asked_at))
+            attempts.append(
+                _Attempt(reply=reply, asked_at=row.asked_at, has_files=bool(row.attachments))
+            )
         return attempts
 
     async def run(self, attempt: _Attempt) -> None:
@@ -179,6 +198,8 @@ class Deliverer:
             await self._failed_attempt(reply, error)
             return
         try:
+            if attempt.has_files:  # only then a query on its files
+                reply = await self._with_files(reply)
             async with asyncio.timeout(self._settings.send_timeout_seconds):
                 ids = await channel.send(reply)
         except DeliveryError as error:
@@ -191,6 +212,25 @@ class Deliverer:
             if targets:
                 await self._handoffs.hand_off(reply, targets)
             await self._succeeded(reply, ids, attempt.asked_at)
+
+    async def _with_files(self, reply: Reply) -> Reply:
+        """The reply with its stored files and an upload recorder, for a channel that sends
+        files; else (unless its replies live in the database, where the page shows their
+        rows) the files listed in its text. What is not uploaded is listed."""
+        capabilities = self._channels.capabilities(reply.channel)
+        if capabilities.stores_replies:
+            return reply
+        async with self._store.sessions() as db:
+            files, listed = await load_reply_files(db, self._files, reply.message_id)
+        shown: list[OutgoingFile | ListedFile] = list(listed)
+        if not capabilities.sends_files:
+            shown = [*files, *listed]
+            files = ()
+        text = "\n".join(part for part in (reply.text, file_lines(shown)) if part)
+        if not files:
+            return dataclasses.replace(reply, text=text)
+        recorder = upload_recorder(self._store.sessions, reply.message_id)
+        return dataclasses.replace(reply, text=text, files=files, record_upload=recorder)
 
     async def _record_batch(self, batch: Sequence[_Outcome]) -> list[bool]:
         async with self._store.write() as writes:

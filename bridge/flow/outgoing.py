@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bridge.files.rows import attachment_rows, insert_attachments, summary
+from bridge.ports.events import Attachment
 from bridge.store.messages import Writes, message_row, new_delivery_key
 from bridge.store.models import MessageState
 from bridge.store.sessions import Activity, record_activities
@@ -33,6 +35,10 @@ class Outgoing:
     chain_origin_id: int | None = None
     chain_hops: int = 0
     external_message_id: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    """Its files (their contents already in the file store): rows written with it."""
+    agent_id: int | None = None
+    """The agent whose store holds the files (required with ``attachments``)."""
 
 
 async def store_outgoing(writes: Writes, messages: Sequence[Outgoing]) -> list[int | None]:
@@ -55,9 +61,24 @@ async def store_outgoing(writes: Writes, messages: Sequence[Outgoing]) -> list[i
                 delivery_key=message.delivery_key,
                 chain_origin_id=message.chain_origin_id,
                 chain_hops=message.chain_hops,
+                attachments=[summary(a) for a in message.attachments] or None,
             )
             for message in messages
         ]
+    )
+    await insert_attachments(  # no statement when no new message carries a file
+        writes.db,
+        [
+            row
+            for message, message_id in zip(messages, ids, strict=True)
+            if message_id is not None and message.attachments and message.agent_id is not None
+            for row in attachment_rows(
+                message_id=message_id,
+                agent_id=message.agent_id,
+                attachments=message.attachments,
+                now=writes.now,
+            )
+        ],
     )
     added = Counter(
         message.session_id

@@ -117,6 +117,7 @@ class Pipeline:
                     handoffs=HandOffs(
                         agents=agents, channels=channels, ingest=self.ingest, store=self.store
                     ),
+                    files=None if files is None else files.store,
                 ),
                 context=context,
                 concurrency=self._settings.delivery_concurrency,

@@ -15,7 +15,11 @@ plugin = ChannelPlugin(
     name="discord",
     settings_model=DiscordChannelSettings,
     capabilities=Capabilities(
-        shared_rooms=True, threads=True, max_reply_chars=PART_LIMIT, streaming=True
+        shared_rooms=True,
+        threads=True,
+        max_reply_chars=PART_LIMIT,
+        streaming=True,
+        sends_files=True,
     ),
     create=DiscordChannel,
 )

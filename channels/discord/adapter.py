@@ -27,9 +27,10 @@ from bridge.ports.live import Draft, LiveReply
 from channels.discord.files import CdnFiles
 from channels.discord.inbound import CHANNEL, Ignored, classify, without_bot_mention
 from channels.discord.inbound import post_address as discord_post_address
-from channels.discord.live import DONE, WORKING, DiscordLiveReply, deliver, react
+from channels.discord.live import DONE, WORKING, DiscordLiveReply, react
 from channels.discord.seen import seen
 from channels.discord.settings import DiscordChannelSettings
+from channels.discord.uploads import deliver_with_files, file_limit
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +343,8 @@ class DiscordChannel:
     async def send(self, reply: Reply) -> Sequence[str]:
         channel = self._messageable(reply.reply_target)
         try:
-            ids = await deliver(channel, reply)
+            limit = file_limit(self._client, reply.reply_target)
+            ids = await deliver_with_files(channel, reply, limit=limit, agent=self._agent.slug)
         finally:
             self._stop_typing(reply.reply_target["channel_id"])
         if reply.outcome is not None and self._settings.status_reactions:

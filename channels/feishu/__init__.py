@@ -1,6 +1,7 @@
 """The Feishu/Lark channel: the encrypted event webhook, p2p and group chats, topic threads,
 and replies through the Open API with the project's own aiohttp client: streamed in CardKit
-cards while they are written, Markdown posts otherwise, with status reactions.
+cards while they are written, Markdown posts otherwise, with status reactions, and a reply's
+files uploaded and posted as image or file messages, exactly once.
 
 Loaded through the ``bridge.channels`` entry point only when an agent has ``[agents.feishu]``.
 """
@@ -21,6 +22,7 @@ plugin = ChannelPlugin(
         max_reply_chars=PART_LIMIT,
         webhook=True,
         streaming=True,
+        sends_files=True,
     ),
     create=FeishuChannel,
 )

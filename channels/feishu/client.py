@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,10 @@ CARDS = "/open-apis/cardkit/v1/cards"
 
 
 CHUNK_BYTES = 64 * 1024
+IMAGES = "/open-apis/im/v1/images"
+FILES = "/open-apis/im/v1/files"
+
+Form = Callable[[], aiohttp.FormData]
 
 
 class FeishuError(Exception):
@@ -112,8 +117,9 @@ class FeishuClient:
         token: str | None,
         payload: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+        form: Form | None = None,
     ) -> tuple[int, dict[str, Any], Any]:
-        headers = {"Content-Type": "application/json; charset=utf-8"}
+        headers = {} if form is not None else {"Content-Type": "application/json; charset=utf-8"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         try:
@@ -121,9 +127,10 @@ class FeishuClient:
                 method,
                 self._base + path,
                 json=payload,
+                data=form() if form is not None else None,
                 params=params,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=self._timeout if form is None else _upload_timeout(self._timeout),
             ) as response:
                 text = await response.text()
                 try:
@@ -141,12 +148,14 @@ class FeishuClient:
         *,
         payload: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+        form: Form | None = None,
     ) -> dict[str, Any]:
-        """One Open API call; an invalid token is refreshed and the call made once more."""
+        """One Open API call; an invalid token is refreshed and the call made once more.
+        ``form`` builds a multipart body (anew for each request: a body is read once)."""
         for attempt in (1, 2):
             token = await self._tenant_token(refresh=attempt == 2)
             status, body, headers = await self._exchange(
-                method, path, token=token, payload=payload, params=params
+                method, path, token=token, payload=payload, params=params, form=form
             )
             code = body.get("code")
             if code in INVALID_TOKEN_CODES and attempt == 1:
@@ -268,6 +277,35 @@ class FeishuClient:
         )
         return dict(body["data"])
 
+    async def upload_image(self, *, name: str, content_type: str, data: bytes) -> str:
+        """``image_key`` of a new image (``image_type=message``: for sending). Not idempotent:
+        each call stores another image."""
+
+        def form() -> aiohttp.FormData:
+            built = aiohttp.FormData()
+            built.add_field("image_type", "message")
+            built.add_field("image", data, filename=name, content_type=content_type)
+            return built
+
+        body = await self.call("POST", IMAGES, form=form)
+        return str(body["data"]["image_key"])
+
+    async def upload_file(
+        self, *, file_type: str, name: str, content_type: str, data: bytes
+    ) -> str:
+        """``file_key`` of a new file (``file_type`` opus|mp4|pdf|doc|xls|ppt|stream). Not
+        idempotent: each call stores another file."""
+
+        def form() -> aiohttp.FormData:
+            built = aiohttp.FormData()
+            built.add_field("file_type", file_type)
+            built.add_field("file_name", name)
+            built.add_field("file", data, filename=name, content_type=content_type)
+            return built
+
+        body = await self.call("POST", FILES, form=form)
+        return str(body["data"]["file_key"])
+
     async def message(self, message_id: str) -> dict[str, Any]:
         body = await self.call("GET", f"{MESSAGES}/{quote(message_id, safe='')}")
         items = body.get("data", {}).get("items") or [{}]
@@ -329,3 +367,9 @@ async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> byte
             raise TooLarge(f"more than the {max_bytes} bytes allowed")
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _upload_timeout(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
+    """An upload of up to 30 MB may outlast the timeout of one small call: only the connect
+    and each read are bounded (the delivery's own deadline bounds the whole)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=timeout.total, sock_read=timeout.total)

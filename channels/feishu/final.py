@@ -19,6 +19,7 @@ from bridge.ports.events import Reply, ReplyOutcome
 from channels.feishu.client import FeishuClient, FeishuError
 from channels.feishu.live import CardStreams, LiveCard, card_reference, delivery_error, log_failure
 from channels.feishu.outbound import post_content, reply_parts
+from channels.feishu.uploads import plan, send_all, upload_all, with_notes
 
 ON_IT = "OnIt"
 OUTCOME_EMOJI: dict[ReplyOutcome, str] = {"answered": "DONE", "failed": "CrossMark"}
@@ -27,10 +28,16 @@ GONE_CODES = frozenset({230011, 230110, 231003})
 
 
 async def deliver(*, client: FeishuClient, streams: CardStreams, reply: Reply) -> list[str]:
-    """The reply's parts on Feishu, in order: their message ids."""
+    """The reply's parts on Feishu, in order, then one message per file: their message ids.
+
+    The files are uploaded first (see :mod:`channels.feishu.uploads`), so the text can say
+    which of them Feishu would not take, and the files follow it closely."""
     cards = [LiveCard.decode(live_id) for live_id in reply.live_ids]
     ids: list[str] = []
     try:
+        uploads, notes = plan(reply.files)
+        ready, refused = await upload_all(client, reply, uploads)
+        reply = with_notes(reply, notes + refused)
         parts = reply_parts(reply.text, reply.mentions)
         for index, part in enumerate(parts):
             card = cards[index] if index < len(cards) else None
@@ -41,6 +48,7 @@ async def deliver(*, client: FeishuClient, streams: CardStreams, reply: Reply) -
             ids.append(posted)
         for extra in reply.live_ids[len(parts) :]:
             await _delete(client, extra.partition("|")[0])
+        ids.extend(await send_all(client, reply, ready))
     except FeishuError as error:
         # Done parts (or a lost answer) are safe to repeat: uuids, and edits to a final text.
         raise delivery_error(error, done_any=bool(ids)) from error

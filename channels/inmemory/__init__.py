@@ -2,7 +2,11 @@
 
 ``receive()`` plays the platform sending a message; ``send()`` records each reply (optionally
 also as JSON lines in ``record_file``, so a test can watch a bridge in another process) and can
-be told to fail the next attempts. ``fetch_file()`` serves the files a test put in ``files``
+be told to fail the next attempts. It sends files natively (``Capabilities.sends_files``) as a
+platform with two-step uploads does: each file is uploaded, its id recorded through
+``Reply.record_upload``, then shared with the message; :meth:`fail_after_upload` crashes an
+attempt between recording and sharing, and a file whose upload an earlier attempt recorded
+is finished, never uploaded again. ``fetch_file()`` serves the files a test put in ``files``
 (a source ``{"inmemory": name}``), from its own host only, and can be told to fail.
 """
 
@@ -13,7 +17,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,7 +32,14 @@ from bridge.ports import (
 )
 from bridge.ports.contract import FetchedFile
 from bridge.ports.errors import CannotPost, DeliveryError, FileFetchError
-from bridge.ports.events import Attachment, InboundMessage, IngestResult, Reply, Sender
+from bridge.ports.events import (
+    Attachment,
+    InboundMessage,
+    IngestResult,
+    OutgoingFile,
+    Reply,
+    Sender,
+)
 from bridge.ports.live import Draft, LiveReply
 
 NAME = "inmemory"
@@ -44,6 +55,16 @@ class MemoryChannelSettings(BaseModel):
     live: bool = False
     """Show replies while they are written (recorded in ``MemoryChannel.shown``)."""
     live_interval_seconds: float = 0.05
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentFile:
+    """A file the platform holds: uploaded once, then shared with a message."""
+
+    platform_id: str
+    name: str
+    content_type: str
+    data: bytes
 
 
 class MemoryChannel:
@@ -68,6 +89,13 @@ class MemoryChannel:
         self.fetches: list[str] = []
         """The name of each fetch asked for, in order (failed ones too)."""
         self._fetch_failures: dict[str, deque[FileFetchError]] = {}
+        self.uploads: list[SentFile] = []
+        """Each file uploaded, in order (an upload finished by a later attempt once)."""
+        self.file_log: list[str] = []
+        """``upload:<id>``, ``record:<id>``, ``finish:<id>``, ``share:<id>``, in order."""
+        self.shared: dict[int, list[SentFile]] = {}
+        """The files shared with each reply (by message id), in order."""
+        self._share_failures: deque[Exception] = deque()
 
     async def start(self) -> None:
         self._running = True
@@ -109,6 +137,11 @@ class MemoryChannel:
 
     def fail_next(self, *errors: DeliveryError) -> None:
         self._failures.extend(errors)
+
+    def fail_after_upload(self, *errors: Exception) -> None:
+        """The next attempts that upload a file raise ``errors``, one each, after recording
+        the upload and before sharing it (a crash between the two steps)."""
+        self._share_failures.extend(errors)
 
     def fail_fetch(self, name: str, *errors: FileFetchError) -> None:
         """The next fetches of ``name`` raise ``errors``, one each, in order."""
@@ -169,11 +202,37 @@ class MemoryChannel:
             raise DeliveryError("memory channel is stopped")
         if self._failures:
             raise self._failures.popleft()
+        if reply.files:
+            self.shared[reply.message_id] = [await self._upload(reply, f) for f in reply.files]
         self.sent.append(reply)
         if self._settings.record_file:
-            await asyncio.to_thread(_append_line, Path(self._settings.record_file), asdict(reply))
+            await asyncio.to_thread(_append_line, Path(self._settings.record_file), _record(reply))
         self._outbox.put_nowait(reply)
         return [f"memory-{reply.message_id}"]
+
+    async def _upload(self, reply: Reply, file: OutgoingFile) -> SentFile:
+        """Upload (unless an earlier attempt did), record, then share."""
+        if file.platform_file_id is not None:
+            found = next(u for u in self.uploads if u.platform_id == file.platform_file_id)
+            self.file_log.append(f"finish:{found.platform_id}")
+            self.file_log.append(f"share:{found.platform_id}")
+            return found
+        uploaded = SentFile(
+            platform_id=f"memory-file-{len(self.uploads) + 1}",
+            name=file.name,
+            content_type=file.content_type,
+            data=file.data,
+        )
+        self.uploads.append(uploaded)
+        self.file_log.append(f"upload:{uploaded.platform_id}")
+        if reply.record_upload is None:
+            raise DeliveryError("a reply with files came without an upload recorder")
+        await reply.record_upload(file.attachment_id, uploaded.platform_id)
+        self.file_log.append(f"record:{uploaded.platform_id}")
+        if self._share_failures:
+            raise self._share_failures.popleft()
+        self.file_log.append(f"share:{uploaded.platform_id}")
+        return uploaded
 
     async def next_sent(self, within_seconds: float = 10.0) -> Reply:
         async with asyncio.timeout(within_seconds):
@@ -196,6 +255,15 @@ class _MemoryLive:
         return None
 
 
+def _record(reply: Reply) -> dict[str, object]:
+    """The reply as JSON can hold it: its files by name, type and size."""
+    record = asdict(replace(reply, files=(), record_upload=None))
+    record["files"] = [
+        {"name": f.name, "content_type": f.content_type, "size": len(f.data)} for f in reply.files
+    ]
+    return record
+
+
 def _append_line(path: Path, record: dict[str, object]) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -204,6 +272,6 @@ def _append_line(path: Path, record: dict[str, object]) -> None:
 plugin = ChannelPlugin(
     name=NAME,
     settings_model=MemoryChannelSettings,
-    capabilities=Capabilities(shared_rooms=True, threads=True, streaming=True),
+    capabilities=Capabilities(shared_rooms=True, threads=True, streaming=True, sends_files=True),
     create=MemoryChannel,
 )

@@ -19,6 +19,7 @@ plugin = ChannelPlugin(
         max_reply_chars=PART_LIMIT,
         webhook=True,
         streaming=True,
+        sends_files=True,
     ),
     create=SlackChannel,
 )

@@ -154,6 +154,7 @@ class SlackChannel:
         self._status = StatusShown(calls=SlackCalls(self._client), agent=self._agent.slug)
         self._final = FinalDelivery(
             client=self._client,
+            http=self._http,
             identity=self._identity,
             settings=self._settings,
             status=self._status,

@@ -3,8 +3,10 @@
 Parts the live reply started are edited to their exact final text (a stream still open is
 stopped first); the others are posted with the delivery key in their metadata, unless an
 in-doubt look-up finds them already posted; live messages beyond the final part count are
-deleted. Then the status reaction changes (👀 -> ✅ or ❌), best effort. Every step is safe
-to repeat, so a retried or in-doubt delivery ends with the same single set of messages.
+deleted. The reply's files follow into the same thread (:mod:`channels.slack.uploads`; a
+reply of files only posts no text). Then the status reaction changes (👀 -> ✅ or ❌), best
+effort. Every step is safe to repeat, so a retried or in-doubt delivery ends with the same
+single set of messages and files.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from channels.slack.inbound import BotIdentity
 from channels.slack.live import StatusShown, live_thread
 from channels.slack.outbound import api_error, history_query, posted_parts, reply_parts
 from channels.slack.settings import SlackChannelSettings
+from channels.slack.uploads import SlackUploads
 
 logger = logging.getLogger(__name__)
 MAX_LOOKUP_PAGES = 50
@@ -34,12 +37,14 @@ class FinalDelivery:
         self,
         *,
         client: AsyncWebClient,
+        http: aiohttp.ClientSession,
         identity: BotIdentity,
         settings: SlackChannelSettings,
         status: StatusShown,
     ) -> None:
         self._client = client
         self._calls = SlackCalls(client)
+        self._uploads = SlackUploads(client=client, http=http)
         self._identity = identity
         self._settings = settings
         self._status = status
@@ -52,6 +57,8 @@ class FinalDelivery:
         else:
             thread_ts = reply.reply_target.get("thread_ts") or None
         parts = reply_parts(reply.text, reply.mentions)
+        if reply.files and not reply.text.strip():
+            parts = []  # files alone: no empty message before them
         # A live post may have landed unrecorded (its answer lost): look before posting more.
         look = reply.in_doubt or (bool(live) and len(parts) > len(live))
         landed = await self._already_posted(reply, thread_ts, parts=len(parts)) if look else {}
@@ -86,6 +93,9 @@ class FinalDelivery:
         for extra in live[len(parts) :]:
             await self._calls.stop_stream(channel=channel, ts=extra)
             await self._calls.delete(channel=channel, ts=extra)
+        await self._uploads.send(
+            reply, channel=channel, thread_ts=thread_ts, posted_before=bool(ids)
+        )
         if reply.outcome is not None and self._settings.status_reactions:
             await self._status.done(reply.reply_target, failed=reply.outcome == "failed")
         return ids

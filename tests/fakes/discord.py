@@ -49,6 +49,7 @@ import copy
 import hmac
 import itertools
 import json
+import mimetypes
 import re
 import secrets
 import time
@@ -65,7 +66,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.base import FakePlatform, Fault, HttpRecord, abort, json_response, parse_json
+from tests.fakes.base import (
+    FakePlatform,
+    Fault,
+    HttpRecord,
+    abort,
+    json_response,
+    parse_json,
+    serve_on_loopback,
+)
 
 __all__ = [
     "API_VERSION",
@@ -100,6 +109,7 @@ __all__ = [
     "GatewaySession",
     "IdentifyRecord",
     "ResumeRecord",
+    "UploadedFile",
     "new_snowflake",
     "shard_for",
 ]
@@ -130,6 +140,21 @@ CDN_METHOD = "GET /attachments/{channel}/{id}/{name}"
 """``method=`` for the injection verbs: message creations (the default), edits or CDN
 downloads of attachments (``fail_next(1, 500, method=CDN_METHOD)``)."""
 CDN_LINK_SECONDS = 24 * 3600
+DEFAULT_FILE_LIMIT = 10 * 1024 * 1024
+"""Per file, for bots outside boosted guilds (40005 above it)."""
+PREMIUM_FILE_LIMITS = {
+    0: DEFAULT_FILE_LIMIT,
+    1: DEFAULT_FILE_LIMIT,
+    2: 50 * 1024**2,
+    3: 100 * 1024**2,
+}
+"""Per file by the guild's boost tier, as discord.py's ``Guild.filesize_limit``."""
+MAX_ATTACHMENTS = 10
+"""Files per message (30015 above it)."""
+MAX_REQUEST_BYTES = 25 * 1024 * 1024
+"""All files of one message together, unless one allowed file alone is larger (40005)."""
+_SERVER_MAX_BODY = 256 * 1024 * 1024
+_FILE_PART = re.compile(r"files\[(\d+)\]")
 """How long a signed attachment link stays valid (Discord's are about a day)."""
 
 INTENT_GUILDS = 1 << 0
@@ -243,6 +268,8 @@ class FakeGuild:
     threads: list[FakeChannel] = field(default_factory=list)
     owner_id: str = DEFAULT_OWNER_ID
     member_count: int = 2
+    premium_tier: int = 0
+    """Boosts raise the file size limit (:data:`PREMIUM_FILE_LIMITS`)."""
 
 
 @dataclass(slots=True)
@@ -320,17 +347,29 @@ class CdnFile:
     chunked: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadedFile:
+    """One ``files[n]`` part of a multipart request, as it arrived."""
+
+    index: int
+    filename: str
+    content_type: str | None
+    data: bytes
+
+
 @dataclass(slots=True, kw_only=True)
 class DiscordRequest(HttpRecord):
     """One REST request as the fake received it (see :class:`~tests.fakes.base.HttpRecord`).
 
     ``response`` is the JSON body the fake answered, if any, ``error`` Discord's error
     message when it refused; ``bot_id`` is the bot whose token authenticated it (None when
-    none did).
+    none did); ``files`` the files a multipart request uploaded (its ``json`` is then the
+    ``payload_json`` part).
     """
 
     response: Any = None
     bot_id: str | None = None
+    files: list[UploadedFile] = field(default_factory=list)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -520,6 +559,12 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         # Scriptable at any time: stop answering heartbeats (a "zombie" connection).
         self.ack_heartbeats = True
         self.post_delay_seconds = 0.0
+        # Per-file limit in force whatever the guild's tier says (as when a boost just ended
+        # and a client's cache still has the higher one); None: by the tier.
+        self.file_limit_override: int | None = None
+        # Channels where the bot lacks ATTACH_FILES: an upload there is 403 (50013).
+        self.attach_files_denied: set[str] = set()
+        self._held_answers: deque[float] = deque()
         # (edits, seconds) per channel bucket, or None for no limit; scriptable at any time.
         self.edit_rate_limit = edit_rate_limit
         # Custom emoji a reaction may use as ``name:id``: id -> name.
@@ -621,6 +666,12 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
     def gateway_url(self) -> str:
         """What ``DiscordWebSocket.DEFAULT_GATEWAY`` must be: ``ws://127.0.0.1:PORT/``."""
         return self._local_url("ws", "/")
+
+    async def start(self) -> None:
+        # aiohttp refuses bodies over 1 MiB by default; Discord takes uploads far larger.
+        app = web.Application(client_max_size=_SERVER_MAX_BODY)
+        self._add_routes(app)
+        self._runner, self._port = await serve_on_loopback(app)
 
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._gateway)
@@ -849,6 +900,25 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         else:
             self.fail_next(count, status)
 
+    def hold_next_upload_answer(self, seconds: float) -> None:
+        """The next message creation that uploads files takes effect at once but is answered
+        ``seconds`` late (cut short by stop): a client that dies meanwhile never learns it
+        landed."""
+        self._held_answers.append(seconds)
+
+    def file_limit(self, channel_id: str) -> int:
+        """The largest file a message in ``channel_id`` may carry."""
+        if self.file_limit_override is not None:
+            return self.file_limit_override
+        known = self._channels.get(channel_id)
+        guild = self._guild(known.guild_id) if known is not None else None
+        tier = guild.premium_tier if guild is not None else 0
+        return PREMIUM_FILE_LIMITS.get(tier, DEFAULT_FILE_LIMIT)
+
+    def uploads(self) -> list[DiscordRequest]:
+        """Every multipart message creation that carried files, in order."""
+        return [r for r in self.requests_to("POST", r"/api/v10/channels/\d+/messages") if r.files]
+
     # --- the CDN ---------------------------------------------------------------------------
 
     def add_attachment(
@@ -991,7 +1061,7 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
 
     async def _read_payload(
         self, request: web.Request, record: DiscordRequest
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ) -> tuple[dict[str, Any], list[UploadedFile]]:
         """The JSON object of a body (or multipart ``payload_json``) and any uploaded files."""
         if request.content_type == "multipart/form-data":
             return await self._read_multipart(request, record)
@@ -1003,37 +1073,92 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
 
     async def _read_multipart(
         self, request: web.Request, record: DiscordRequest
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """``payload_json`` + ``files[n]``, as discord.py uploads attachments."""
+    ) -> tuple[dict[str, Any], list[UploadedFile]]:
+        """``payload_json`` (a JSON object) + ``files[n]`` (each with a filename), as
+        discord.py uploads attachments; anything else is Discord's 400."""
         # The body was read for the record already: replay it into a fresh stream.
         stream = aiohttp.StreamReader(request.protocol, max(2**16, len(record.body)))
         stream.feed_data(record.body)
         stream.feed_eof()
         reader = aiohttp.MultipartReader(request.headers, stream)
-        payload: dict[str, Any] = {}
-        files: list[dict[str, Any]] = []
+        payload: dict[str, Any] | None = None
+        files: list[UploadedFile] = []
         while True:
             part = await reader.next()
             if part is None:
                 break
             if not isinstance(part, aiohttp.BodyPartReader):
-                continue
-            data = await part.read()
+                raise _DiscordError(400, "Nested multipart bodies are not supported.", 50109)
+            data = bytes(await part.read())
+            found = _FILE_PART.fullmatch(part.name or "")
             if part.name == "payload_json":
-                parsed = parse_json(bytes(data))
+                if payload is not None:
+                    raise _form_error("payload_json", "DUPLICATE", "Sent twice.")
+                parsed = parse_json(data)
                 if not isinstance(parsed, dict):
                     raise _DiscordError(400, "The request body contains invalid JSON.", 50109)
                 payload = parsed
-            elif part.name and part.name.startswith("files["):
+            elif found is not None:
+                index = int(found.group(1))
+                if not part.filename:
+                    raise _form_error(part.name or "files", "BASE_TYPE_REQUIRED", "No filename.")
+                if any(f.index == index for f in files):
+                    raise _form_error(part.name or "files", "DUPLICATE", "Sent twice.")
                 files.append(
-                    {
-                        "filename": part.filename or "unknown",
-                        "size": len(data),
-                        "content_type": part.headers.get("Content-Type"),
-                    }
+                    UploadedFile(
+                        index=index,
+                        filename=part.filename,
+                        content_type=part.headers.get("Content-Type"),
+                        data=data,
+                    )
                 )
+            else:
+                # discord.py escapes nothing (quote_fields=False): "files%5B0%5D" lands here.
+                raise _form_error(part.name or "", "UNKNOWN_FIELD", "Unknown multipart field.")
+        if payload is None:
+            raise _form_error("payload_json", "BASE_TYPE_REQUIRED", "This field is required")
         record.json = payload
+        record.files = files
         return payload, files
+
+    def _check_uploads(
+        self, channel_id: str, payload: dict[str, Any], files: list[UploadedFile]
+    ) -> None:
+        """``attachments`` must name every uploaded file by its ``n`` (and nothing else); the
+        count, each file's size and the total within Discord's limits; ATTACH_FILES held."""
+        if not files:
+            return
+        if channel_id in self.attach_files_denied:
+            raise _DiscordError(403, "Missing Permissions", 50013)
+        listed = payload.get("attachments")
+        if not isinstance(listed, list):
+            raise _form_error("attachments", "BASE_TYPE_REQUIRED", "This field is required")
+        ids: list[int] = []
+        for entry in listed:
+            raw = entry.get("id") if isinstance(entry, dict) else None
+            try:
+                ids.append(int(raw))
+            except (TypeError, ValueError):
+                raise _form_error("attachments", "ATTACHMENT_ID", "Invalid id.") from None
+        if sorted(ids) != sorted(f.index for f in files):
+            raise _form_error(
+                "attachments", "ATTACHMENT_NOT_FOUND", "Attachment ids must match files[n]."
+            )
+        for entry in listed:
+            name = entry.get("filename")
+            upload = next(f for f in files if f.index == int(entry["id"]))
+            if name is not None and name != upload.filename:
+                raise _form_error("attachments", "FILENAME_MISMATCH", "Filename differs.")
+        if len(files) > MAX_ATTACHMENTS:
+            raise _DiscordError(
+                400,
+                f"Maximum number of attachments in a message reached ({MAX_ATTACHMENTS})",
+                30015,
+            )
+        limit = self.file_limit(channel_id)
+        total = sum(len(f.data) for f in files)
+        if any(len(f.data) > limit for f in files) or total > max(MAX_REQUEST_BYTES, limit):
+            raise _DiscordError(413, "Request entity too large", 40005)
 
     async def _get_me(self, request: web.Request, record: DiscordRequest) -> web.Response:
         return _json_response(self._bot_user_full(self._acting(record)))
@@ -1120,9 +1245,12 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
         self, request: web.Request, record: DiscordRequest, channel_id: str
     ) -> web.Response:
         await self._pause(self.post_delay_seconds)
-        return await self._with_fault(
+        response = await self._with_fault(
             request, self._next_fault(), lambda: self._create_now(request, record, channel_id)
         )
+        if self._held_answers and record.files:
+            await self._pause(self._held_answers.popleft())
+        return response
 
     async def _with_fault(
         self,
@@ -1166,6 +1294,7 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
                 "BASE_TYPE_MAX_LENGTH",
                 f"Must be {MAX_CONTENT_CHARS} or fewer in length.",
             )
+        self._check_uploads(channel_id, payload, files)
         nonce = payload.get("nonce")
         if nonce is not None:
             if isinstance(nonce, bool) or not isinstance(nonce, str | int):
@@ -1194,7 +1323,7 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
             tts=bool(payload.get("tts", False)),
             embeds=list(payload.get("embeds") or []),
             components=list(payload.get("components") or []),
-            attachments=[self._attachment(f) for f in files],
+            attachments=[self._attachment(channel_id, f) for f in files],
             flags=int(payload.get("flags") or 0),
             replied_user_mentioned=_replied_user_mentioned(payload),
         )
@@ -1678,7 +1807,7 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
             "mfa_level": 0,
             "nsfw_level": 0,
             "nsfw": False,
-            "premium_tier": 0,
+            "premium_tier": guild.premium_tier,
             "premium_subscription_count": 0,
             "premium_progress_bar_enabled": False,
             "preferred_locale": "en-US",
@@ -1717,19 +1846,14 @@ class FakeDiscord(FakePlatform[dict[str, Any]]):
             "version": int(time.time() * 1000),
         }
 
-    def _attachment(self, file: dict[str, Any]) -> dict[str, Any]:
-        attachment_id = new_snowflake()
-        url = f"{self.url}/attachments/{attachment_id}/{file['filename']}"
-        document = {
-            "id": attachment_id,
-            "filename": file["filename"],
-            "size": file["size"],
-            "url": url,
-            "proxy_url": url,
-        }
-        if file.get("content_type"):
-            document["content_type"] = file["content_type"]
-        return document
+    def _attachment(self, channel_id: str, file: UploadedFile) -> dict[str, Any]:
+        """An uploaded file as the message shows it, served by the CDN route; its type is
+        guessed from the name, as Discord does (discord.py sends every part as
+        ``application/octet-stream``)."""
+        guessed, _ = mimetypes.guess_type(file.filename)
+        return self.add_attachment(
+            channel_id=channel_id, filename=file.filename, data=file.data, content_type=guessed
+        )
 
     def _mentions(self, content: str, guild_id: str | None) -> list[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}

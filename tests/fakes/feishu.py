@@ -14,7 +14,13 @@ One aiohttp server on 127.0.0.1 and a free port, matching the shared platform re
   ``im/v1/messages/{id}/reply``, ``GET im/v1/messages/{id}`` and the files users sent,
   ``GET im/v1/messages/{id}/resources/{key}?type=image|file`` (:meth:`FakeFeishu.add_resource`;
   a key of another message 234003, the wrong ``type`` 234001, a card 234043; faults under
-  ``method="resource.get"``). Strict like Feishu: a valid
+  ``method="resource.get"``), uploads ``POST im/v1/images`` (multipart ``image_type``
+  message|avatar, non-empty ``image`` ≤10 MB in an image format) and ``POST im/v1/files``
+  (``file_type`` opus|mp4|pdf|doc|xls|ppt|stream, ``file_name``, non-empty ``file`` ≤30 MB),
+  each a new key every time (:attr:`FakeFeishu.uploads`; faults under ``method="upload"``);
+  an image/file/audio/media message must show keys this app uploaded, by the message type of
+  the upload (else 230055); a send's faults can target one ``msg_type``
+  (``method="send.file"``). Strict like Feishu: a valid
   ``Authorization: Bearer t-...`` on every call (else 99991661/99991663), ``content`` must be a
   *string* holding JSON, size limits, ``uuid`` idempotency for an hour, ``reply_in_thread``.
   Answers are ``{"code": 0, "msg": "success", "data": {...}}``; refusals HTTP 400
@@ -65,7 +71,15 @@ from aiohttp import web
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from multidict import CIMultiDict
 
-from tests.fakes.base import FakePlatform, Fault, HttpRecord, abort, compact, json_response
+from tests.fakes.base import (
+    FakePlatform,
+    Fault,
+    HttpRecord,
+    abort,
+    compact,
+    json_response,
+    serve_on_loopback,
+)
 
 __all__ = [
     "CODE_APP_SECRET_INVALID",
@@ -97,6 +111,7 @@ __all__ = [
     "FeishuChat",
     "FeishuRequest",
     "FeishuResource",
+    "FeishuUpload",
     "PushResult",
     "SentMessage",
     "decrypt",
@@ -171,6 +186,20 @@ CODE_RESOURCE_NOT_IN_MESSAGE = 234003
 CODE_RESOURCE_TOO_LARGE = 234037
 CODE_RESOURCE_UNSUPPORTED_MESSAGE = 234043
 MAX_RESOURCE_BYTES = 100 * 1024 * 1024
+# Uploads (POST im/v1/images, im/v1/files): no idempotency key; the key is this app's only.
+CODE_UPLOAD_PARAM = 234001
+CODE_UPLOAD_TOO_LARGE = 234006
+CODE_UPLOAD_EMPTY = 234010
+CODE_IMAGE_FORMAT = 234011
+CODE_MSG_TYPE_MISMATCH = 230055
+MAX_IMAGE_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_FILE_UPLOAD_BYTES = 30 * 1024 * 1024
+MAX_REQUEST_BYTES = 40 * 1024 * 1024
+IMAGE_TYPES = frozenset({"message", "avatar"})
+FILE_TYPES = frozenset({"opus", "mp4", "pdf", "doc", "xls", "ppt", "stream"})
+# The message type each kind of upload may be shown by (else 230055).
+_UPLOAD_MSG_TYPES = {"image": "image", "opus": "audio", "mp4": "media"}
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
 CARD_OPS_PER_SECOND = 10
 CARD_STREAMING_SECONDS = 600.0
 CARD_LIFETIME_SECONDS = 14 * 86400.0
@@ -433,6 +462,20 @@ class FeishuResource:
     kind: Literal["image", "file"]
 
 
+@dataclass(slots=True, kw_only=True)
+class FeishuUpload:
+    """An image or file the bridge uploaded: ``kind`` ``image`` (``file_type`` None) or
+    ``file`` (``image_type`` None), the key it got, and what was sent."""
+
+    kind: Literal["image", "file"]
+    key: str
+    data: bytes
+    image_type: str | None = None
+    file_type: str | None = None
+    file_name: str | None = None
+    request: FeishuRequest
+
+
 @dataclass(slots=True)
 class _Token:
     value: str
@@ -531,12 +574,17 @@ class FakeFeishu(FakePlatform[SentMessage]):
         self.reaction_log: list[tuple[str, str, str]] = []
         """``(added|deleted, message_id, emoji_type)`` in order."""
         self._resources: dict[tuple[str, str], FeishuResource] = {}
+        self.uploads: list[FeishuUpload] = []
+        """Every image and file uploaded, in order (a repeated upload is another one)."""
+        self._upload_keys: dict[str, FeishuUpload] = {}
         self._routes: list[tuple[str, re.Pattern[str], _Handler, bool]] = [
             ("POST", re.compile(r"/auth/v3/tenant_access_token/internal"), self._token, False),
             ("GET", re.compile(r"/bot/v3/info"), self._bot_info, True),
             ("GET", re.compile(r"/im/v1/chats/([^/]+)"), self._get_chat, True),
             ("GET", re.compile(r"/contact/v3/users/([^/]+)"), self._get_user, True),
             ("POST", re.compile(r"/im/v1/messages"), self._send, True),
+            ("POST", re.compile(r"/im/v1/images"), self._upload_image, True),
+            ("POST", re.compile(r"/im/v1/files"), self._upload_file, True),
             ("POST", re.compile(r"/im/v1/messages/([^/]+)/reply"), self._reply, True),
             ("GET", re.compile(r"/im/v1/messages/([^/]+)"), self._get_message, True),
             ("DELETE", re.compile(r"/im/v1/messages/([^/]+)"), self._delete_message, True),
@@ -579,6 +627,12 @@ class FakeFeishu(FakePlatform[SentMessage]):
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``: the bridge appends ``/open-apis/...``."""
         return self._local_url()
+
+    async def start(self) -> None:
+        """As the base serves, with room for a 30 MB upload (and a few over, to refuse)."""
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        self._add_routes(app)
+        self._runner, self._port = await serve_on_loopback(app)
 
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -1048,6 +1102,103 @@ class FakeFeishu(FakePlatform[SentMessage]):
         record.code = 0
         return web.Response(status=200, body=resource.data, content_type=resource.content_type)
 
+    # --- uploads -------------------------------------------------------------------------
+
+    def uploads_of(self, kind: Literal["image", "file"]) -> list[FeishuUpload]:
+        return [upload for upload in self.uploads if upload.kind == kind]
+
+    def upload(self, key: str) -> FeishuUpload:
+        return self._upload_keys[key]
+
+    def _check_upload_keys(self, msg_type: str, decoded: dict[str, Any]) -> None:
+        """A message shows only keys this app uploaded, each by its own message type."""
+        image_key = decoded.get("image_key")
+        if msg_type in ("image", "media") and image_key is not None:
+            image = self._upload_keys.get(str(image_key))
+            if image is None or image.kind != "image":
+                raise _invalid_param(f"image_key {image_key} is not this app's image")
+            if msg_type == "image" and image.image_type != "message":
+                raise _invalid_param(f"image_key {image_key} is not a message image")
+        if msg_type != "image":
+            file_key = str(decoded.get("file_key"))
+            file = self._upload_keys.get(file_key)
+            if file is None or file.kind != "file":
+                raise _invalid_param(f"file_key {file_key} is not this app's file")
+            if _UPLOAD_MSG_TYPES.get(file.file_type or "", "file") != msg_type:
+                raise _FeishuError(
+                    CODE_MSG_TYPE_MISMATCH, f"a {file.file_type} upload cannot be a {msg_type}"
+                )
+
+    async def _upload_image(
+        self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
+    ) -> web.StreamResponse:
+        """``image_type`` message|avatar and a non-empty ``image`` of at most 10 MB in a
+        known format: a new ``image_key`` every time."""
+        fields = _multipart(record)
+        fault = await self._scripted(record, "upload")
+        image_type = fields.get("image_type", (None, b""))[1].decode(errors="replace")
+        if image_type not in IMAGE_TYPES:
+            raise _FeishuError(CODE_UPLOAD_PARAM, "invalid param: image_type")
+        if "image" not in fields or fields["image"][0] is None:
+            raise _FeishuError(CODE_UPLOAD_PARAM, "invalid param: image is required")
+        data = fields["image"][1]
+        if not data:
+            raise _FeishuError(CODE_UPLOAD_EMPTY, "the image is empty")
+        if len(data) > MAX_IMAGE_UPLOAD_BYTES:
+            raise _FeishuError(CODE_UPLOAD_TOO_LARGE, "image size exceeded the limit (10M)")
+        if not data.startswith(_IMAGE_MAGIC):
+            raise _FeishuError(CODE_IMAGE_FORMAT, "the image format is not supported")
+        upload = FeishuUpload(
+            kind="image",
+            key="img_v3_" + secrets.token_hex(12),
+            data=data,
+            image_type=image_type,
+            request=record,
+        )
+        return self._stored(request, record, fault, upload, {"image_key": upload.key})
+
+    async def _upload_file(
+        self, request: web.Request, record: FeishuRequest, groups: tuple[str, ...]
+    ) -> web.StreamResponse:
+        """``file_type`` from Feishu's list, a ``file_name`` and a non-empty ``file`` of at
+        most 30 MB: a new ``file_key`` every time."""
+        fields = _multipart(record)
+        fault = await self._scripted(record, "upload")
+        file_type = fields.get("file_type", (None, b""))[1].decode(errors="replace")
+        if file_type not in FILE_TYPES:
+            raise _FeishuError(CODE_UPLOAD_PARAM, "invalid param: file_type")
+        file_name = fields.get("file_name", (None, b""))[1].decode(errors="replace")
+        if not file_name:
+            raise _FeishuError(CODE_UPLOAD_PARAM, "invalid param: file_name is required")
+        if "file" not in fields or fields["file"][0] is None:
+            raise _FeishuError(CODE_UPLOAD_PARAM, "invalid param: file is required")
+        data = fields["file"][1]
+        if not data:
+            raise _FeishuError(CODE_UPLOAD_EMPTY, "the file is empty")
+        if len(data) > MAX_FILE_UPLOAD_BYTES:
+            raise _FeishuError(CODE_UPLOAD_TOO_LARGE, "file size exceeded the limit (30M)")
+        upload = FeishuUpload(
+            kind="file",
+            key="file_v3_" + secrets.token_hex(12),
+            data=data,
+            file_type=file_type,
+            file_name=file_name,
+            request=record,
+        )
+        return self._stored(request, record, fault, upload, {"file_key": upload.key})
+
+    def _stored(
+        self,
+        request: web.Request,
+        record: FeishuRequest,
+        fault: Fault | None,
+        upload: FeishuUpload,
+        data: dict[str, str],
+    ) -> web.Response:
+        self.uploads.append(upload)
+        self._upload_keys[upload.key] = upload
+        return self._answer(request, record, fault, data)
+
     # --- reactions -----------------------------------------------------------------------
 
     def reactions_on(self, message_id: str) -> list[str]:
@@ -1312,7 +1463,7 @@ class FakeFeishu(FakePlatform[SentMessage]):
         if not isinstance(receive_id, str) or not receive_id:
             raise _field_validation("receive_id is required")
         msg_type, content, uuid = self._check_message(body)
-        fault = await self._before_create(record)
+        fault = await self._before_create(record, msg_type)
         hit = self._uuid_hit(uuid, record)
         if hit is not None:
             return self._ok(record, {"code": 0, "msg": "success", "data": hit})
@@ -1336,7 +1487,7 @@ class FakeFeishu(FakePlatform[SentMessage]):
         in_thread = body.get("reply_in_thread", False)
         if not isinstance(in_thread, bool):
             raise _field_validation("reply_in_thread must be a boolean")
-        fault = await self._before_create(record)
+        fault = await self._before_create(record, msg_type)
         hit = self._uuid_hit(uuid, record)
         if hit is not None:
             return self._ok(record, {"code": 0, "msg": "success", "data": hit})
@@ -1400,16 +1551,20 @@ class FakeFeishu(FakePlatform[SentMessage]):
             raise _invalid_param("invalid message content")
         if msg_type == "image" and not isinstance(decoded.get("image_key"), str):
             raise _invalid_param("invalid message content")
-        if msg_type == "file" and not isinstance(decoded.get("file_key"), str):
+        if msg_type in ("file", "audio", "media") and not isinstance(decoded.get("file_key"), str):
             raise _invalid_param("invalid message content")
+        if msg_type in ("image", "file", "audio", "media"):
+            self._check_upload_keys(msg_type, decoded)
         uuid = body.get("uuid")
         if uuid is not None and (not isinstance(uuid, str) or len(uuid) > MAX_UUID_CHARS):
             raise _field_validation(f"uuid must be a string of at most {MAX_UUID_CHARS} chars")
         return msg_type, content, uuid or None
 
-    async def _before_create(self, record: FeishuRequest) -> Fault | None:
-        """Apply the scripted fault or delay of a send; a drop is returned for later."""
-        fault = await self._scripted(record, "send")
+    async def _before_create(self, record: FeishuRequest, msg_type: str) -> Fault | None:
+        """Apply the scripted fault or delay of a send (first those scripted for its
+        ``msg_type`` alone, ``method="send.<msg_type>"``); a drop is returned for later."""
+        fault = await self._scripted(record, f"send.{msg_type}")
+        fault = fault or await self._scripted(record, "send")
         await self._pause(self.send_delay_seconds)
         return fault
 
@@ -1912,6 +2067,39 @@ class _Canned(_FeishuError):
     def __init__(self, fault: Fault) -> None:
         super().__init__(0, "scripted failure", status=fault.status or 500)
         self.fault = fault
+
+
+def _multipart(record: FeishuRequest) -> dict[str, tuple[str | None, bytes]]:
+    """The fields of a ``multipart/form-data`` body: name -> (filename, bytes); a body that is
+    not multipart is refused as Feishu does (234001)."""
+    content_type = record.headers.get("Content-Type", "")
+    kind, _, rest = content_type.partition(";")
+    found = re.search(r'boundary="?([^";]+)"?', rest)
+    if kind.strip().lower() != "multipart/form-data" or found is None:
+        raise _FeishuError(CODE_UPLOAD_PARAM, "invalid param: expected multipart/form-data")
+    delimiter = b"--" + found.group(1).encode()
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for section in record.body.split(delimiter)[1:]:
+        if section.startswith(b"--"):
+            break
+        head, _, data = section.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        disposition = next(
+            (
+                line.decode(errors="replace")
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-disposition:")
+            ),
+            "",
+        )
+        name = re.search(r'[; ]name="([^"]*)"', disposition)
+        if name is None:
+            raise _FeishuError(CODE_UPLOAD_PARAM, "invalid param: a part without a name")
+        filename = re.search(r'filename="([^"]*)"', disposition)
+        fields[name.group(1)] = (
+            filename.group(1) if filename else None,
+            data.removesuffix(b"\r\n"),
+        )
+    return fields
 
 
 def _json_response(

@@ -20,6 +20,13 @@ Three parts, all matching the protocol facts in the shared platform reference (ย
   ``chat.delete``, ``reactions.add`` / ``reactions.remove`` and
   ``assistant.threads.setStatus``; per-method token buckets (:meth:`FakeSlack.limit_rates`,
   off unless a test turns them on) answer 429 + ``Retry-After`` like Slack's tiers.
+* **Bot uploads** (shared reference ยง3.2): ``files.getUploadURLExternal`` (``files:write``,
+  ``filename`` and ``length`` > 0) hands out an ``upload_url`` on this fake bound to the file
+  id and length; a POST of exactly that many bytes answers 200 (anything else, or a second
+  POST, is refused with a non-200); ``files.completeUploadExternal`` shares uploaded files
+  into a channel the bot is in (and a thread, by its parent ts) as a bot message with
+  ``files`` and records the share (:attr:`FakeSlack.shares`, ``files.info`` ``shares``). Like
+  Slack, nothing is idempotent: completing a file twice shares it twice.
 * **The event pusher** (:meth:`FakeSlack.push_event`, :meth:`FakeSlack.deliver`): signs and
   posts events to the service the way Slack does, including Slack's redelivery with
   ``X-Slack-Retry-Num`` when the service is slow or fails.
@@ -42,13 +49,14 @@ import hmac
 import itertools
 import json
 import math
+import mimetypes
 import re
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import aiohttp
@@ -71,6 +79,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "MAX_UPDATE_CHARS",
     "TIERS",
+    "UPLOAD_METHOD",
     "ApiCall",
     "FakeBot",
     "FakeSlack",
@@ -94,6 +103,8 @@ DEFAULT_CHANNEL = "C0CHAN0001"
 DEFAULT_USER = "U0HUMAN001"
 # The fault key of file downloads (``/files-pri/...``): ``fail_next(method=FILES_METHOD)``.
 FILES_METHOD = "files-pri"
+# The fault key of upload step 2 (the bytes POSTed to an ``upload_url``).
+UPLOAD_METHOD = "upload-url"
 # What Slack serves for a file URL fetched without a valid token with files:read: HTTP 200.
 LOGIN_PAGE_HTML = (
     b"<!DOCTYPE html><html><head><title>Slack</title></head>"
@@ -639,6 +650,49 @@ class _Bucket:
         return (1 - self.tokens) / rate
 
 
+@dataclass(slots=True, kw_only=True)
+class _Upload:
+    """One bot upload: started (step 1), its bytes (step 2), its shares (step 3)."""
+
+    file_id: str
+    name: str
+    length: int
+    secret: str
+    user: FakeBot
+    data: bytes | None = None
+    title: str | None = None
+    shares: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def document(self, fake: FakeSlack) -> dict[str, Any]:
+        """The file object ``files.info`` and a ``file_share`` message carry."""
+        base = fake._local_url(path=f"/files-pri/{fake.team_id}-{self.file_id}")
+        public = {c: s for c, s in self.shares.items() if fake._channels[c].kind() == "channel"}
+        private = {c: s for c, s in self.shares.items() if c not in public}
+        shares: dict[str, Any] = {}
+        if public:
+            shares["public"] = json.loads(json.dumps(public))
+        if private:
+            shares["private"] = json.loads(json.dumps(private))
+        return {
+            "id": self.file_id,
+            "created": int(time.time()),
+            "name": self.name,
+            "title": self.title or self.name,
+            "user": self.user.user_id,
+            "size": self.length,
+            "mimetype": mimetypes.guess_type(self.name)[0] or "application/octet-stream",
+            "filetype": self.name.rsplit(".", 1)[-1] if "." in self.name else "binary",
+            "mode": "hosted",
+            "is_external": False,
+            "url_private": f"{base}/{self.name}",
+            "url_private_download": f"{base}/download/{self.name}",
+            "channels": sorted(public),
+            "groups": sorted(c for c in private if not c.startswith("D")),
+            "ims": sorted(c for c in private if c.startswith("D")),
+            "shares": shares,
+        }
+
+
 class _ApiError(Exception):
     def __init__(self, error: str) -> None:
         super().__init__(error)
@@ -780,7 +834,8 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         self.app_id = app_id
         # Read by Bolt's authorization into ``bot_scopes``.
         self.scopes = (
-            "app_mentions:read,channels:history,groups:history,im:history,chat:write,files:read"
+            "app_mentions:read,channels:history,groups:history,im:history,chat:write,"
+            "files:read,files:write"
         )
 
         self.calls: list[ApiCall] = []
@@ -807,6 +862,15 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         self.statuses: list[dict[str, Any]] = []
         """Every assistant thread status set: ``{"channel_id", "thread_ts", "status"}``."""
         self._buckets: dict[str, _Bucket] = {}
+        self.uploads: dict[str, _Upload] = {}
+        """Every upload a bot started, by file id."""
+        self.upload_requests: list[ApiCall] = []
+        """Every POST to an upload URL (step 2), with its headers, answered or not."""
+        self.shares: list[dict[str, Any]] = []
+        """Every share ``files.completeUploadExternal`` made: ``{"file_id", "channel",
+        "thread_ts", "ts", "title"}`` (``ts`` of the file message)."""
+        self._absent: set[str] = set()
+        self._held_answers: dict[str, list[float]] = {}
         self._methods: dict[str, _Handler] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
@@ -823,6 +887,9 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
             "conversations.history": self._conversations_history,
             "users.info": self._users_info,
             "apps.connections.open": self._apps_connections_open,
+            "files.getUploadURLExternal": self._files_get_upload_url_external,
+            "files.completeUploadExternal": self._files_complete_upload_external,
+            "files.info": self._files_info,
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -840,6 +907,7 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/{method}", self._api, allow_head=False)
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_post("/upload/v1/{secret}", self._upload_bytes)
         app.router.add_get("/link", self._link)
         app.router.add_get("/link/", self._link)
         app.router.add_get("/files-pri/{team_file}/{name}", self._file, allow_head=False)
@@ -1040,6 +1108,24 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         """The emoji names on one message now."""
         return {name for c, t, name, _user in self.reactions if (c, t) == (channel, ts)}
 
+    def bot_leaves(self, channel: str) -> None:
+        """The bot is no longer a member of ``channel``: sharing into it is ``not_in_channel``."""
+        self._absent.add(channel)
+
+    def expire_upload(self, file_id: str) -> None:
+        """Slack discards an upload left uncompleted: the id is ``file_not_found`` from now on."""
+        self.uploads.pop(file_id, None)
+        self._files.pop(file_id, None)
+
+    def hold_answer_next(self, n: int = 1, *, method: str, seconds: float = 3600.0) -> None:
+        """The next ``n`` calls of ``method`` take effect at once, but their answers are held
+        back ``seconds`` (cut short when the fake stops): a process killed meanwhile never
+        learns that its call landed."""
+        self._held_answers.setdefault(method, []).extend([seconds] * n)
+
+    def shares_of(self, file_id: str) -> list[dict[str, Any]]:
+        return [share for share in self.shares if share["file_id"] == file_id]
+
     def accept_then_drop_next(self, n: int = 1, *, method: str = "chat.postMessage") -> None:
         """The next ``n`` calls take effect (a post lands in the channel) but get no answer:
         :meth:`drop_next`, as when the network fails after Slack accepted a message."""
@@ -1086,6 +1172,10 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
             call.error = "dropped"
             return abort(request)
         call.status = 200
+        held = self._held_answers.get(method)
+        if held:
+            self._notify()
+            await self._pause(held.pop(0))
         headers = {"x-oauth-scopes": self.scopes} if method == "auth.test" else None
         return web.json_response({"ok": True, **document}, headers=headers)
 
@@ -1455,6 +1545,131 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
         ticket = secrets.token_hex(16)
         self._tickets.add(ticket)
         return {"url": f"{self.socket_url}?ticket={ticket}&app_id={self.app_id}"}
+
+    # --- bot uploads (external upload flow) --------------------------------------------------
+
+    def _require_scope(self, scope: str) -> None:
+        if scope not in self.scopes.split(","):
+            raise _ApiError("missing_scope")
+
+    def _files_get_upload_url_external(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require_scope("files:write")
+        filename = params.get("filename")
+        length = _int_param(params.get("length"), 0)
+        if not isinstance(filename, str) or not filename or length <= 0:
+            raise _ApiError("missing_argument")
+        file_id = f"F{secrets.token_hex(5).upper()}"
+        secret = secrets.token_urlsafe(16)
+        self.uploads[file_id] = _Upload(
+            file_id=file_id, name=filename, length=length, secret=secret, user=self._caller()
+        )
+        self._notify()
+        url = self._local_url(path=f"/upload/v1/{secret}")
+        return {"upload_url": url, "file_id": file_id}
+
+    async def _upload_bytes(self, request: web.Request) -> web.StreamResponse:
+        """Step 2: the raw bytes of one upload; 200 only for exactly the declared length."""
+        call = ApiCall(
+            method=UPLOAD_METHOD,
+            verb=request.method,
+            path=request.path,
+            headers=CIMultiDict(request.headers),
+            query=dict(request.query),
+            params={},
+        )
+        self.upload_requests.append(call)
+        self._notify()
+        fault = self._next_fault(UPLOAD_METHOD)
+        if fault is not None and fault.kind != "drop":
+            early = await self._apply(fault, call)
+            if early is not None:
+                return early
+        try:
+            data = await request.read()
+        except ConnectionResetError:  # the client is gone (killed while its upload was held)
+            call.status, call.error = 0, "client gone"
+            return web.Response(status=400)
+        secret = request.match_info["secret"]
+        upload = next((u for u in self.uploads.values() if u.secret == secret), None)
+        if upload is None:
+            call.status, call.error = 404, "unknown upload"
+            return web.Response(status=404, text="Not Found")
+        if upload.data is not None:
+            call.status, call.error = 400, "already uploaded"
+            return web.Response(status=400, text="already uploaded")
+        if len(data) != upload.length:
+            call.status, call.error = 400, "length mismatch"
+            return web.Response(status=400, text="length mismatch")
+        upload.data = data
+        self._files[upload.file_id] = (upload.document(self), data, False)
+        self._notify()
+        if fault is not None:  # drop: stored, but the client never hears so
+            call.status, call.error = 0, "dropped"
+            return abort(request)
+        call.status = 200
+        return web.Response(status=200, text=f"OK - {len(data)}")
+
+    def _files_complete_upload_external(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require_scope("files:write")
+        files = _json_param(params.get("files"), "invalid_arguments")
+        if not isinstance(files, list) or not files:
+            raise _ApiError("invalid_arguments")
+        chosen: list[tuple[_Upload, str]] = []
+        for item in files:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                raise _ApiError("invalid_arguments")
+            upload = self.uploads.get(item["id"])
+            if upload is None or upload.data is None:
+                raise _ApiError("file_not_found")
+            title = item.get("title")
+            chosen.append((upload, title if isinstance(title, str) and title else upload.name))
+        channel_id = params.get("channel_id")
+        if not channel_id:
+            return {"files": [upload.document(self) for upload, _ in chosen]}  # private
+        channel = self._channel(channel_id)
+        if channel.id in self._absent:
+            raise _ApiError("not_in_channel")
+        thread_ts = str(params.get("thread_ts") or "") or None
+        if thread_ts is not None:
+            parent = self._find(channel.id, thread_ts)
+            if parent is None or parent.get("thread_ts") not in (None, parent["ts"]):
+                raise _ApiError("invalid_thread_ts")  # must be the thread's parent
+        bot = self._caller()
+        comment = params.get("initial_comment")
+        stored = self._bot_message(bot, comment if isinstance(comment, str) else "", thread_ts)
+        stored["subtype"] = "file_share"
+        stored["upload"] = True
+        documents = []
+        for upload, title in chosen:
+            upload.title = title
+            share = {"ts": stored["ts"], "channel_name": channel.name or channel.id}
+            if thread_ts is not None:
+                share["thread_ts"] = thread_ts
+            upload.shares.setdefault(channel.id, []).append(share)
+            self.shares.append(
+                {
+                    "file_id": upload.file_id,
+                    "channel": channel.id,
+                    "thread_ts": thread_ts,
+                    "ts": stored["ts"],
+                    "title": title,
+                    "private": channel.kind() != "channel",
+                }
+            )
+            document = upload.document(self)
+            self._files[upload.file_id] = (document, upload.data or b"", False)
+            documents.append(document)
+        stored["files"] = documents
+        self._store(channel.id, stored)
+        self._notify()
+        return {"files": documents}
+
+    def _files_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require_scope("files:read")
+        upload = self.uploads.get(str(params.get("file") or ""))
+        if upload is None or upload.data is None:
+            raise _ApiError("file_not_found")
+        return {"file": upload.document(self), "comments": [], "response_metadata": {}}
 
     # --- the message store -----------------------------------------------------------------
 

@@ -16,6 +16,10 @@ careless receivers do), :meth:`add_stream` (the reply streamed as NDJSON deltas,
 held after the first delta until ``release`` is set, optionally without ``{"done": true}``
 or cut off), :meth:`add_lines` (NDJSON-typed lines exactly as given, to stream broken ones).
 ``streams`` keeps every streamed answer, whose ``sent`` counts the lines written so far.
+Answers with files: :meth:`add_reply` and :meth:`add_stream` take ``attachments`` (the
+answer's ``"attachments"`` list, beside ``reply`` or on the done line), built with
+:func:`inline_file` (base64) or :meth:`linked_file` (a URL on this server, which serves
+``files`` at ``GET /files/<name>`` and records each fetch in ``file_fetches``).
 ``delay_seconds`` holds every answer back and is cut short by :meth:`stop`. With an empty
 script the answer is ``reply_with(body)`` when set, else ``{"reply": "echo: <message text>"}``.
 
@@ -28,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import time
@@ -38,10 +43,19 @@ from typing import Any, Literal
 from aiohttp import web
 
 from bridge.agents.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from tests.fakes.base import serve_on_loopback
 from tests.fakes.openai_server import Cut, EventStream
 from tests.fakes.server import Canned, LocalServer, RecordedRequest
 
-__all__ = ["FakeWebhookAgent", "RecordedRequest"]
+__all__ = ["FakeWebhookAgent", "RecordedRequest", "inline_file"]
+
+
+def inline_file(name: str, data: bytes, content_type: str | None = None) -> dict[str, Any]:
+    """An answer's file given inline: ``{"name", "content_type"?, "data_base64"}``."""
+    item: dict[str, Any] = {"name": name, "data_base64": base64.b64encode(data).decode()}
+    if content_type is not None:
+        item["content_type"] = content_type
+    return item
 
 
 class _Rejected(Exception):
@@ -111,13 +125,40 @@ class FakeWebhookAgent(LocalServer[_EchoRequest | _Stream]):
         self.release: asyncio.Event | None = None
         """When set, a streamed answer holds after its first line until it is set."""
         self.streams: list[EventStream] = []
+        self.files: dict[str, tuple[bytes, str]] = {}
+        """Served at ``GET /files/<name>``: name -> (content, content type)."""
+        self.file_fetches: list[str] = []
+        """The name of each file fetched, in order (unknown ones too)."""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post(self._route, self._handle)
+        app.router.add_get("/files/{name}", self._serve_file)
+        self._runner, port = await serve_on_loopback(app)
+        self._url = f"http://127.0.0.1:{port}{self._url_path}"
+
+    def linked_file(self, name: str, *, content_type: str | None = None) -> dict[str, Any]:
+        """An answer's file given by URL on this server: ``{"name", "url"}``."""
+        item: dict[str, Any] = {"name": name, "url": self.url.replace("/agent", f"/files/{name}")}
+        if content_type is not None:
+            item["content_type"] = content_type
+        return item
+
+    async def _serve_file(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.file_fetches.append(name)
+        if name not in self.files:
+            return web.json_response({"error": "no such file"}, status=404)
+        data, content_type = self.files[name]
+        return web.Response(body=data, content_type=content_type)
 
     # --- scripting -------------------------------------------------------------------------
 
-    def add_reply(self, *replies: str) -> None:
-        """Queue canned ``{"reply": ...}`` answers."""
+    def add_reply(self, *replies: str, attachments: list[dict[str, Any]] | None = None) -> None:
+        """Queue canned ``{"reply": ...}`` answers (each with ``attachments``, when given)."""
         for reply in replies:
-            self.raw_next({"reply": reply})
+            extra = {} if attachments is None else {"attachments": attachments}
+            self.raw_next({"reply": reply, **extra})
 
     def add_stream(
         self,
@@ -126,14 +167,16 @@ class FakeWebhookAgent(LocalServer[_EchoRequest | _Stream]):
         done: bool = True,
         cut: Literal["abort", "end"] | None = None,
         cut_after: int = 0,
+        attachments: list[dict[str, Any]] | None = None,
     ) -> None:
         """Queue one reply streamed as NDJSON: ``{"delta": d}`` per delta, then
-        ``{"done": true}`` unless ``done`` is false, ``pause_seconds`` between lines (cut
-        short by :meth:`stop`). ``cut`` stops after ``cut_after`` lines: ``"abort"`` cuts the
-        connection, ``"end"`` ends the body cleanly."""
+        ``{"done": true}`` (with ``attachments``, when given) unless ``done`` is false,
+        ``pause_seconds`` between lines (cut short by :meth:`stop`). ``cut`` stops after
+        ``cut_after`` lines: ``"abort"`` cuts the connection, ``"end"`` ends the body cleanly."""
         lines = [json.dumps({"delta": delta}).encode() for delta in deltas]
         if done:
-            lines.append(b'{"done": true}')
+            extra = {} if attachments is None else {"attachments": attachments}
+            lines.append(json.dumps({"done": True, **extra}).encode())
         self.add_lines(*lines, pause_seconds=pause_seconds, cut=cut, cut_after=cut_after)
 
     def add_lines(

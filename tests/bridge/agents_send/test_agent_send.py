@@ -178,8 +178,7 @@ async def test_who_may_post_and_where_everything_refused_stores_nothing(database
         asks = {"channel": "agent", "external_conv_id": "agent:other", "text": "hi"}
         (await admin.post(send, asks)).error(422, "cannot_post")
         files = {**by_session, "attachments": [{"file_id": 1}]}
-        error = (await admin.post(send, files)).error(422, "attachments_unsupported")
-        assert error["message"] == "attachments are not supported yet"
+        (await admin.post(send, files)).error(422, "invalid")  # not {name, data_base64}
         (await admin.post(send, {**by_session, **unknown})).error(422, "invalid")
         (await admin.post(send, {"channel": "inmemory", "text": "hi"})).error(422, "invalid")
         assert (await count(bridge, ChatMessage), await count(bridge, ChatSession)) == before
