@@ -49,6 +49,18 @@ class TooLarge(FeishuError):
     """A download that would exceed the caller's limit; no more of it was read."""
 
 
+def _failure(status: int, code: Any, msg: str, headers: Any) -> FeishuError:
+    """What a refused call or download raises: rate limits with their wait, server errors as
+    in doubt (the request may have been applied), the rest with Feishu's code."""
+    if status == 429 or code in RATE_LIMIT_CODES:
+        return FeishuError(
+            f"rate limited ({code or status})", code=code, retry_after=_reset_seconds(headers)
+        )
+    if status >= 500:
+        return FeishuError(f"HTTP {status}: {msg}", in_doubt=True)
+    return FeishuError(f"Feishu error {code if code is not None else status}: {msg}", code=code)
+
+
 def _reset_seconds(headers: Any) -> float | None:
     for name in ("x-ogw-ratelimit-reset", "Retry-After"):
         value = headers.get(name)
@@ -160,16 +172,8 @@ class FeishuClient:
             code = body.get("code")
             if code in INVALID_TOKEN_CODES and attempt == 1:
                 continue
-            if status == 429 or code in RATE_LIMIT_CODES:
-                raise FeishuError(
-                    f"rate limited ({code or status})",
-                    code=code,
-                    retry_after=_reset_seconds(headers),
-                )
-            if status >= 500:
-                raise FeishuError(f"HTTP {status}: {body.get('msg', '')}", in_doubt=True)
-            if code != 0:
-                raise FeishuError(f"Feishu error {code}: {body.get('msg', '')}", code=code)
+            if status >= 500 or status == 429 or code != 0:
+                raise _failure(status, code, str(body.get("msg", "")), headers)
             return body
         raise AssertionError("unreachable")
 
@@ -205,15 +209,7 @@ class FeishuClient:
             msg = body.get("msg", "") if isinstance(body, dict) else ""
             if code in INVALID_TOKEN_CODES and attempt == 1:
                 continue
-            if status == 429 or code in RATE_LIMIT_CODES:
-                raise FeishuError(
-                    f"rate limited ({code or status})",
-                    code=code,
-                    retry_after=_reset_seconds(error_headers),
-                )
-            if status >= 500:
-                raise FeishuError(f"HTTP {status}", in_doubt=True)
-            raise FeishuError(f"Feishu error {code or status}: {msg}", code=code)
+            raise _failure(status, code, str(msg), error_headers)
         raise AssertionError("unreachable")
 
     async def bot_open_id(self) -> str:
