@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,22 +15,19 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from sqlalchemy import event
 
-from bridge.app import build_app
 from bridge.appkeys import AGENTS, ENGINE, FILE_LINKS, FILES
 from bridge.files.links import FileLinks
-from bridge.files.settings import FilesSettings, StorageSettings
 from bridge.files.store import content_key
 from bridge.ports.events import Attachment, InboundMessage, Sender
-from bridge.server import make_runner
 from bridge.settings import Settings
 from bridge.store.models import MessageState
 from tests.fakes.openai_server import FakeOpenAIServer, user_parts
 from tests.fakes.webhook_agent import FakeWebhookAgent
 from tests.support.api import ApiClient, api_clients
 from tests.support.harness import RunningBridge, make_settings
+from tests.support.signed_links import bridge_with_links
 
 KEY_ENV = "BRIDGE_TEST_FILES_OPENAI_KEY"
 API_KEY = "sk-files-test"
@@ -80,28 +76,12 @@ def webhook_agent(receiver: FakeWebhookAgent) -> dict[str, Any]:
 async def bridge_at_known_port(
     settings: Settings, store: Path
 ) -> AsyncIterator[tuple[RunningBridge, ApiClient]]:
-    """The bridge on a socket bound before it starts, ``http.public_url`` naming it, and a
-    signed-in user."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    settings = settings.model_copy(
-        update={
-            "storage": StorageSettings(path=str(store)),
-            "files": FilesSettings(),
-            "http": settings.http.model_copy(update={"public_url": url}),
-        }
-    )
-    app = build_app(settings)
-    runner = make_runner(app, settings.http)
-    await runner.setup()
-    try:
-        await web.SockSite(runner, sock).start()
-        bridge = RunningBridge(app=app, url=url)
-        async with api_clients(url, bridge.sessions, "alice") as users:
-            yield bridge, users["alice"]
-    finally:
-        await runner.cleanup()
+    """The bridge whose ``http.public_url`` names it, and a signed-in user."""
+    async with (
+        bridge_with_links(settings, store) as bridge,
+        api_clients(bridge.url, bridge.sessions, "alice") as users,
+    ):
+        yield bridge, users["alice"]
 
 
 def form(text: str, *files: tuple[str, bytes, str]) -> aiohttp.FormData:

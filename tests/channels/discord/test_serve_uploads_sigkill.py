@@ -8,19 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
-
-from bridge.store.models import ChatMessage, MessageState
 from tests.fakes.discord import DEFAULT_THREAD_ID, FakeDiscord
 from tests.fakes.webhook_agent import FakeWebhookAgent, inline_file
 from tests.support.discord import discord_section
 from tests.support.harness import WEBHOOK_SECRET, webhook_agent_config
-from tests.support.processes import bridge_database, run_cli, serving_bridge, wait_until, write_toml
+from tests.support.processes import serving_bridge, wait_until
+from tests.support.serve_files import migrated_config, wait_delivered
 
 TEXT = "The chart and the report."
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 PDF = b"%PDF-1.7 numbers\n" * 300
-PIPELINE = {"poll_interval_seconds": 0.5, "retry_base_seconds": 0.2}
 HELD_SECONDS = 60.0
 """Discord answers the upload only after this: the process is killed long before."""
 
@@ -40,13 +37,7 @@ async def test_sigkill_of_bridge_serve_mid_upload_posts_the_files_once_in_the_th
         settings = webhook_agent_config(
             agent, discord=discord_section(fake, streaming="off", status_reactions=False)
         )
-        settings.pop("inmemory")
-        config = write_toml(
-            tmp_path / "bridge.toml",
-            {"database": {"url": database_url}, "pipeline": PIPELINE, "agents": [settings]},
-        )
-        migrated = run_cli("migrate", "--config", str(config), cwd=tmp_path)
-        assert migrated.returncode == 0, migrated.stderr
+        config = migrated_config(tmp_path, database_url, settings)
         fake.hold_next_upload_answer(HELD_SECONDS)
 
         async with serving_bridge(config, cwd=tmp_path) as first:
@@ -64,14 +55,7 @@ async def test_sigkill_of_bridge_serve_mid_upload_posts_the_files_once_in_the_th
         assert held.status == 0  # never answered: the process died first
 
         async with serving_bridge(config, cwd=tmp_path):
-
-            async def delivered() -> bool:
-                [reply] = await _replies(database_url)
-                return reply.state == MessageState.DELIVERED
-
-            await wait_until(delivered, within=30, what="the reply delivered after restart")
-
-        [reply] = await _replies(database_url)
+            reply = await wait_delivered(database_url)
 
     # One text message and one message with both files, in the thread; nothing posted twice.
     assert fake.posts_by() == [text_post, files_post]
@@ -85,12 +69,3 @@ async def test_sigkill_of_bridge_serve_mid_upload_posts_the_files_once_in_the_th
     assert [f.data for f in retry.files] == [PNG, PDF]
     assert files_post["id"] in [hit["id"] for hit in fake.nonce_hits]
     assert reply.platform_message_ids == [text_post["id"], files_post["id"]]
-
-
-async def _replies(database_url: str) -> list[ChatMessage]:
-    async with (
-        bridge_database(database_url, agents=[{"slug": "assistant"}]) as db,
-        db.sessions() as session,
-    ):
-        query = select(ChatMessage).where(ChatMessage.role == "assistant")
-        return list((await session.execute(query)).scalars())

@@ -25,17 +25,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bridge.store.models import AttachmentRow, ChatMessage, MessageState
+from bridge.store.models import AttachmentRow
 from tests.channels.contract_drivers import feishu_section
 from tests.channels.feishu.upload_driver import DELIVERY_KEY, PDF, PNG, TEXT
 from tests.fakes.feishu import DEFAULT_GROUP_CHAT_ID, FakeFeishu
 from tests.fakes.webhook_agent import FakeWebhookAgent, inline_file
 from tests.support.harness import WEBHOOK_SECRET, webhook_agent_config
-from tests.support.processes import bridge_database, run_cli, serving_bridge, wait_until, write_toml
+from tests.support.processes import bridge_database, serving_bridge, wait_until
+from tests.support.serve_files import migrated_config, wait_delivered
 
 ROOT = Path(__file__).resolve().parents[3]
 HELD_SECONDS = 3.0
-PIPELINE = {"poll_interval_seconds": 0.5, "retry_base_seconds": 0.2}
 
 
 async def _run(state: Path) -> asyncio.subprocess.Process:
@@ -138,13 +138,7 @@ async def test_sigkill_of_bridge_serve_mid_file_message(tmp_path: Path) -> None:
         )
         section = feishu_section(fake, streaming="off", status_reactions=False)
         settings = webhook_agent_config(agent, feishu=section)
-        settings.pop("inmemory")
-        config = write_toml(
-            tmp_path / "bridge.toml",
-            {"database": {"url": database_url}, "pipeline": PIPELINE, "agents": [settings]},
-        )
-        migrated = run_cli("migrate", "--config", str(config), cwd=tmp_path)
-        assert migrated.returncode == 0, migrated.stderr
+        config = migrated_config(tmp_path, database_url, settings)
         fake.delay_next(1, HELD_SECONDS, method="send.file")
         event = fake.message_event(
             chat_id=DEFAULT_GROUP_CHAT_ID,
@@ -173,14 +167,8 @@ async def test_sigkill_of_bridge_serve_mid_file_message(tmp_path: Path) -> None:
         [file_upload] = fake.uploads_of("file")
 
         async with serving_bridge(config, cwd=tmp_path):
+            reply = await wait_delivered(database_url)
 
-            async def delivered() -> bool:
-                [reply] = await _replies(database_url)
-                return reply.state == MessageState.DELIVERED
-
-            await wait_until(delivered, within=30, what="the reply delivered after restart")
-
-        [reply] = await _replies(database_url)
         async with (
             bridge_database(database_url, agents=[{"slug": "assistant"}]) as db,
             db.sessions() as session,
@@ -201,12 +189,3 @@ async def test_sigkill_of_bridge_serve_mid_file_message(tmp_path: Path) -> None:
     assert reply.platform_message_ids == [s.message_id for s in fake.sent]
     # The restart sent each again with its uuid and got Feishu's first message back.
     assert {hit["uuid"] for hit in fake.uuid_hits} >= {image.uuid, file.uuid}
-
-
-async def _replies(database_url: str) -> list[ChatMessage]:
-    async with (
-        bridge_database(database_url, agents=[{"slug": "assistant"}]) as db,
-        db.sessions() as session,
-    ):
-        query = select(ChatMessage).where(ChatMessage.role == "assistant")
-        return list((await session.execute(query)).scalars())

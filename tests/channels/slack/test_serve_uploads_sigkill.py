@@ -10,20 +10,20 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bridge.store.models import AttachmentRow, ChatMessage, MessageState
+from bridge.store.models import AttachmentRow
 from tests.channels.contract_drivers import SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, slack_section
 from tests.fakes import slack
 from tests.fakes.slack import FakeSlack
 from tests.fakes.webhook_agent import FakeWebhookAgent, inline_file
 from tests.support.harness import WEBHOOK_SECRET, webhook_agent_config
-from tests.support.processes import bridge_database, run_cli, serving_bridge, wait_until, write_toml
+from tests.support.processes import bridge_database, serving_bridge, wait_until
+from tests.support.serve_files import migrated_config, wait_delivered
 
 CHANNEL = "C0CHANSERV"
 HUMAN = "U0HUMANS01"
 TEXT = "The chart and the report."
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 PDF = b"%PDF-1.7 numbers\n" * 300
-PIPELINE = {"poll_interval_seconds": 0.5, "retry_base_seconds": 0.2}
 
 
 async def test_sigkill_of_bridge_serve_mid_share_posts_each_file_once_in_the_thread(
@@ -47,13 +47,7 @@ async def test_sigkill_of_bridge_serve_mid_share_posts_each_file_once_in_the_thr
         settings = webhook_agent_config(
             agent, slack=slack_section(fake, streaming="off", status_reactions=False)
         )
-        settings.pop("inmemory")
-        config = write_toml(
-            tmp_path / "bridge.toml",
-            {"database": {"url": database_url}, "pipeline": PIPELINE, "agents": [settings]},
-        )
-        migrated = run_cli("migrate", "--config", str(config), cwd=tmp_path)
-        assert migrated.returncode == 0, migrated.stderr
+        config = migrated_config(tmp_path, database_url, settings)
         # The image's share lands at Slack; its answer never reaches the first process.
         fake.hold_answer_next(method="files.completeUploadExternal")
         event = slack.app_mention(
@@ -70,14 +64,8 @@ async def test_sigkill_of_bridge_serve_mid_share_posts_each_file_once_in_the_thr
         [image_id] = list(fake.uploads)
 
         async with serving_bridge(config, cwd=tmp_path):
+            reply = await wait_delivered(database_url)
 
-            async def delivered() -> bool:
-                [reply] = await _replies(database_url)
-                return reply.state == MessageState.DELIVERED
-
-            await wait_until(delivered, within=30, what="the reply delivered after restart")
-
-        [reply] = await _replies(database_url)
         async with (
             bridge_database(database_url, agents=[{"slug": "assistant"}]) as db,
             db.sessions() as session,
@@ -101,12 +89,3 @@ async def test_sigkill_of_bridge_serve_mid_share_posts_each_file_once_in_the_thr
         assert (share["channel"], share["thread_ts"]) == (CHANNEL, root)
         assert fake.uploads[file_id].data == data
     assert texts[0]["ts"] in reply.platform_message_ids
-
-
-async def _replies(database_url: str) -> list[ChatMessage]:
-    async with (
-        bridge_database(database_url, agents=[{"slug": "assistant"}]) as db,
-        db.sessions() as session,
-    ):
-        query = select(ChatMessage).where(ChatMessage.role == "assistant")
-        return list((await session.execute(query)).scalars())
