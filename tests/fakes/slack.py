@@ -1569,14 +1569,7 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
 
     async def _upload_bytes(self, request: web.Request) -> web.StreamResponse:
         """Step 2: the raw bytes of one upload; 200 only for exactly the declared length."""
-        call = ApiCall(
-            method=UPLOAD_METHOD,
-            verb=request.method,
-            path=request.path,
-            headers=CIMultiDict(request.headers),
-            query=dict(request.query),
-            params={},
-        )
+        call = _raw_call(request, UPLOAD_METHOD)
         self.upload_requests.append(call)
         self._notify()
         fault = self._next_fault(UPLOAD_METHOD)
@@ -1793,14 +1786,7 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
     async def _file(self, request: web.Request) -> web.StreamResponse:
         """A file's content, only for a bot token of this workspace with ``files:read``;
         anything else gets Slack's HTML login page (HTTP 200)."""
-        call = ApiCall(
-            method=FILES_METHOD,
-            verb=request.method,
-            path=request.path,
-            headers=CIMultiDict(request.headers),
-            query=dict(request.query),
-            params={},
-        )
+        call = _raw_call(request, FILES_METHOD)
         self.file_requests.append(call)
         self._notify()
         fault = self._next_fault(FILES_METHOD)
@@ -2077,3 +2063,15 @@ class FakeSlack(FakePlatform[dict[str, Any]]):
             if result.status:
                 reason = "http_error"
         return results
+
+
+def _raw_call(request: web.Request, method: str) -> ApiCall:
+    """A request outside the Web API (file bytes in and out), recorded like an API call."""
+    return ApiCall(
+        method=method,
+        verb=request.method,
+        path=request.path,
+        headers=CIMultiDict(request.headers),
+        query=dict(request.query),
+        params={},
+    )
