@@ -11,10 +11,22 @@ from typing import TYPE_CHECKING, Any
 from bridge.agents.base import AgentAttachment, AgentRequest
 from bridge.files.links import FileLinks
 from bridge.files.store import FileStore
-from bridge.store.models import AttachmentState
+from bridge.store.models import ATTACHMENTS, AttachmentState
 
 if TYPE_CHECKING:
     from bridge.files.fetch import FileFetcher
+
+
+AGENT_FILE_COLUMNS = (
+    ATTACHMENTS.c.id,
+    ATTACHMENTS.c.name,
+    ATTACHMENTS.c.content_type,
+    ATTACHMENTS.c.size,
+    ATTACHMENTS.c.storage_key,
+    ATTACHMENTS.c.state,
+    ATTACHMENTS.c.reason,
+)
+"""What :meth:`AgentFiles.attachments` reads of each row, in position order."""
 
 
 class AgentFiles:
@@ -61,13 +73,8 @@ class AgentFiles:
     def _attachment(self, row: Any) -> AgentAttachment:
         stored = row.state == AttachmentState.STORED and row.storage_key is not None
         media_type = (row.content_type or "").split(";", 1)[0].strip().lower()
-        return AgentAttachment(
-            id=int(row.id),
-            name=row.name,
-            content_type=row.content_type,
-            size=row.size,
-            state=row.state,
-            reason=row.reason,
+        return _metadata(
+            row,
             for_model=media_type in self._model_types,
             read=self._reader(row.storage_key) if stored else None,
             link=self._linker(int(row.id)) if stored else None,
@@ -88,14 +95,16 @@ class AgentFiles:
 
 def bare_attachments(rows: Iterable[Any]) -> tuple[AgentAttachment, ...]:
     """The rows as metadata only, for a pipeline started without a file store."""
-    return tuple(
-        AgentAttachment(
-            id=int(row.id),
-            name=row.name,
-            content_type=row.content_type,
-            size=row.size,
-            state=row.state,
-            reason=row.reason,
-        )
-        for row in rows
+    return tuple(_metadata(row) for row in rows)
+
+
+def _metadata(row: Any, **access: Any) -> AgentAttachment:
+    return AgentAttachment(
+        id=int(row.id),
+        name=row.name,
+        content_type=row.content_type,
+        size=row.size,
+        state=row.state,
+        reason=row.reason,
+        **access,
     )

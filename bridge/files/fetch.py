@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bridge.files.agent_files import AGENT_FILE_COLUMNS
 from bridge.files.intake import safe_content_type
 from bridge.files.settings import FilesSettings
 from bridge.files.store import FileStore, content_key
@@ -70,15 +71,7 @@ _PENDING = select(
     ATTACHMENTS.c.attempts,
 ).where(ATTACHMENTS.c.state == AttachmentState.PENDING)
 
-_ROWS = select(
-    ATTACHMENTS.c.id,
-    ATTACHMENTS.c.name,
-    ATTACHMENTS.c.content_type,
-    ATTACHMENTS.c.size,
-    ATTACHMENTS.c.storage_key,
-    ATTACHMENTS.c.state,
-    ATTACHMENTS.c.reason,
-).order_by(ATTACHMENTS.c.position)
+_ROWS = select(*AGENT_FILE_COLUMNS).order_by(ATTACHMENTS.c.position)
 
 
 class FileFetcher:

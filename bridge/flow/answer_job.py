@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.agents import settings_secrets
 from bridge.agents.base import NO_ANSWER, AgentError, AgentRequest, UsageMeter
+from bridge.files.agent_files import AGENT_FILE_COLUMNS
 from bridge.infra.redact import redact
 from bridge.ports.events import Attachment
 from bridge.ports.live import Draft
@@ -58,16 +59,7 @@ def carries_files(row: Any) -> bool:
 
 
 _FILES_OF = (
-    select(
-        ATTACHMENTS.c.id,
-        ATTACHMENTS.c.message_id,
-        ATTACHMENTS.c.name,
-        ATTACHMENTS.c.content_type,
-        ATTACHMENTS.c.size,
-        ATTACHMENTS.c.storage_key,
-        ATTACHMENTS.c.state,
-        ATTACHMENTS.c.reason,
-    )
+    select(ATTACHMENTS.c.message_id, *AGENT_FILE_COLUMNS)
     .where(ATTACHMENTS.c.message_id.in_(bindparam("ids", expanding=True)))
     .order_by(ATTACHMENTS.c.message_id, ATTACHMENTS.c.position)
 )
